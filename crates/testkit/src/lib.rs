@@ -1,0 +1,45 @@
+//! Test-only helpers shared by the crates' integration tests.
+//!
+//! Tests run against the real default model. It lives in the same Hearth home
+//! the CLI uses (`$HEARTH_HOME`, default `~/.hearth`), so the README's serve
+//! command and the test suite download it once between them.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+/// The Hearth home tests share with the CLI.
+pub fn hearth_home() -> PathBuf {
+    if let Some(home) = std::env::var_os("HEARTH_HOME") {
+        return PathBuf::from(home);
+    }
+    let user_home = std::env::var_os("HOME").expect("HOME is set");
+    PathBuf::from(user_home).join(".hearth")
+}
+
+/// Path of the verified default model, pulling it on first use.
+pub fn default_model() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let store = store::Store::open(&hearth_home()).expect("open the Hearth store");
+        store
+            .resolve_or_pull(
+                store::DEFAULT_MODEL,
+                &store::PullOptions::default(),
+                &store::NoProgress,
+            )
+            .unwrap_or_else(|e| panic!("cannot provide the default model: {e}"))
+            .path
+    })
+    .clone()
+}
+
+/// The committed corpus of malformed GGUF files.
+pub fn malformed_corpus() -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../gguf/tests/corpus/malformed");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}

@@ -1,0 +1,322 @@
+//! A generation: what is asked (request), what streams back (events) and how it ends.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::SamplingParams;
+
+/// Who said a chat message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+        }
+    }
+}
+
+/// What the model continues from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prompt {
+    /// Rendered through the model's own chat template, ending with an open assistant turn.
+    Chat(Vec<ChatMessage>),
+    /// Raw text, tokenised as is (with the model's BOS token if it wants one).
+    Text(String),
+    /// Pre-tokenised input, as OpenAI's completions API allows.
+    Tokens(Vec<u32>),
+}
+
+/// One request for text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationRequest {
+    pub prompt: Prompt,
+    pub sampling: SamplingParams,
+    /// Generation ends before the first occurrence of any of these; the stop text is not returned.
+    pub stop: Vec<String>,
+    /// Upper bound on generated tokens; `None` means "until end of turn or context".
+    pub max_tokens: Option<u32>,
+    /// Keep going past end-of-generation tokens (benchmarks want a fixed length).
+    pub ignore_eos: bool,
+}
+
+impl GenerationRequest {
+    pub fn new(prompt: Prompt) -> Self {
+        Self {
+            prompt,
+            sampling: SamplingParams::default(),
+            stop: Vec::new(),
+            max_tokens: None,
+            ignore_eos: false,
+        }
+    }
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// End-of-generation token or a stop string.
+    Stop,
+    /// `max_tokens` or the context window was reached.
+    Length,
+    /// The caller cancelled or went away.
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+}
+
+impl Usage {
+    pub fn total_tokens(&self) -> u32 {
+        self.prompt_tokens + self.completion_tokens
+    }
+}
+
+/// Wall-clock timings of one generation, in milliseconds and tokens per second.
+///
+/// Prefill covers evaluating the prompt and sampling the first token; decode
+/// covers every later token. Rates are 0 when nothing was measured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    /// Waiting for the engine before any work started.
+    pub queued_ms: f64,
+    /// From submission to the first generated token.
+    pub time_to_first_token_ms: f64,
+    pub prefill_ms: f64,
+    pub decode_ms: f64,
+    pub prefill_tokens_per_second: f64,
+    pub decode_tokens_per_second: f64,
+}
+
+/// The summary that ends a successful generation.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Completion {
+    pub finish_reason: FinishReason,
+    pub usage: Usage,
+    pub timings: Timings,
+}
+
+/// What a running generation reports, in order: text pieces, then exactly one
+/// `Done` or `Failed`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GenerationEvent {
+    /// Non-empty, valid UTF-8 text; never half a character, never part of a stop string.
+    Text(String),
+    Done(Completion),
+    Failed(GenerateError),
+}
+
+/// Why a generation could not be started or did not finish.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GenerateError {
+    #[error("the prompt is {prompt_tokens} tokens long, but the context holds {context} tokens including the reply")]
+    ContextOverflow { prompt_tokens: u32, context: u32 },
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    #[error("token id {token} is outside the vocabulary of {vocab_size} tokens")]
+    InvalidToken { token: u32, vocab_size: u32 },
+    #[error("invalid sampling parameter: {0}")]
+    InvalidSampling(#[from] crate::InvalidSampling),
+    #[error("cannot apply the chat template: {0}")]
+    Template(String),
+    #[error("the engine is shutting down")]
+    Unavailable,
+    #[error("inference failed: {0}")]
+    Internal(String),
+}
+
+/// Shared flag that asks a running generation to stop at the next step.
+#[derive(Debug, Clone, Default)]
+pub struct CancelFlag(Arc<AtomicBool>);
+
+impl CancelFlag {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Receiving end of a generation. Dropping it cancels the generation, so a
+/// client that disconnects frees its slot at the next step.
+#[derive(Debug)]
+pub struct Generation {
+    prompt_tokens: u32,
+    events: mpsc::UnboundedReceiver<GenerationEvent>,
+    cancel: CancelFlag,
+}
+
+/// A finished generation, collected in full.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerationOutput {
+    pub text: String,
+    pub finish_reason: FinishReason,
+    pub usage: Usage,
+    pub timings: Timings,
+}
+
+impl Generation {
+    /// Creates the pair: the sender and flag go to the producer, the handle to the caller.
+    pub fn channel(
+        prompt_tokens: u32,
+    ) -> (mpsc::UnboundedSender<GenerationEvent>, CancelFlag, Generation) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let cancel = CancelFlag::default();
+        let handle = Generation {
+            prompt_tokens,
+            events: rx,
+            cancel: cancel.clone(),
+        };
+        (tx, cancel, handle)
+    }
+
+    /// Tokens in the prompt after templating, known before the first event.
+    pub fn prompt_tokens(&self) -> u32 {
+        self.prompt_tokens
+    }
+
+    /// Asks the producer to stop; a `Done` with `Cancelled` follows.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+
+    pub async fn next(&mut self) -> Option<GenerationEvent> {
+        self.events.recv().await
+    }
+
+    /// For callers outside an async runtime, such as the CLI.
+    pub fn blocking_next(&mut self) -> Option<GenerationEvent> {
+        self.events.blocking_recv()
+    }
+
+    /// Waits for the whole text.
+    pub async fn collect(mut self) -> Result<GenerationOutput, GenerateError> {
+        let mut text = String::new();
+        while let Some(event) = self.next().await {
+            if let Some(output) = Self::fold(&mut text, event)? {
+                return Ok(output);
+            }
+        }
+        Err(GenerateError::Unavailable)
+    }
+
+    /// Blocking twin of [`Generation::collect`].
+    pub fn blocking_collect(mut self) -> Result<GenerationOutput, GenerateError> {
+        let mut text = String::new();
+        while let Some(event) = self.blocking_next() {
+            if let Some(output) = Self::fold(&mut text, event)? {
+                return Ok(output);
+            }
+        }
+        Err(GenerateError::Unavailable)
+    }
+
+    fn fold(
+        text: &mut String,
+        event: GenerationEvent,
+    ) -> Result<Option<GenerationOutput>, GenerateError> {
+        match event {
+            GenerationEvent::Text(piece) => {
+                text.push_str(&piece);
+                Ok(None)
+            }
+            GenerationEvent::Done(done) => Ok(Some(GenerationOutput {
+                text: std::mem::take(text),
+                finish_reason: done.finish_reason,
+                usage: done.usage,
+                timings: done.timings,
+            })),
+            GenerationEvent::Failed(err) => Err(err),
+        }
+    }
+}
+
+impl Drop for Generation {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Anything that turns requests into generations: the llama.cpp engine today,
+/// a scheduler or a remote node later. The server only sees this trait.
+pub trait TextGenerator: Send + Sync + 'static {
+    /// Validates and queues a request. Errors here are the caller's fault
+    /// (too long, bad parameters) or mean the generator is gone.
+    fn submit(&self, request: GenerationRequest) -> Result<Generation, GenerateError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn done(reason: FinishReason) -> GenerationEvent {
+        GenerationEvent::Done(Completion {
+            finish_reason: reason,
+            usage: Usage {
+                prompt_tokens: 3,
+                completion_tokens: 2,
+            },
+            timings: Timings::default(),
+        })
+    }
+
+    #[tokio::test]
+    async fn collect_joins_pieces_and_keeps_summary() {
+        let (tx, _cancel, generation) = Generation::channel(3);
+        tx.send(GenerationEvent::Text("Hel".into())).unwrap();
+        tx.send(GenerationEvent::Text("lo".into())).unwrap();
+        tx.send(done(FinishReason::Length)).unwrap();
+        let out = generation.collect().await.unwrap();
+        assert_eq!(out.text, "Hello");
+        assert_eq!(out.finish_reason, FinishReason::Length);
+        assert_eq!(out.usage.total_tokens(), 5);
+    }
+
+    #[tokio::test]
+    async fn producer_vanishing_is_an_error_not_a_hang() {
+        let (tx, _cancel, generation) = Generation::channel(1);
+        tx.send(GenerationEvent::Text("x".into())).unwrap();
+        drop(tx);
+        assert_eq!(generation.collect().await, Err(GenerateError::Unavailable));
+    }
+
+    #[test]
+    fn dropping_the_handle_cancels() {
+        let (_tx, cancel, generation) = Generation::channel(1);
+        assert!(!cancel.is_cancelled());
+        drop(generation);
+        assert!(cancel.is_cancelled());
+    }
+}

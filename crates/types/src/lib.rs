@@ -1,0 +1,17 @@
+//! Hearth's shared vocabulary: the domain types that feature crates exchange.
+//!
+//! This crate is deliberately small and knows nothing about HTTP, JSON wire
+//! formats, llama.cpp or the file system. The server converts OpenAI JSON into
+//! these types; the engine consumes them; the binary wires the two together.
+
+mod generation;
+mod model;
+mod sampling;
+
+pub use generation::{
+    CancelFlag, ChatMessage, Completion, FinishReason, GenerateError, Generation,
+    GenerationEvent, GenerationOutput, GenerationRequest, Prompt, Role, TextGenerator, Timings,
+    Usage,
+};
+pub use model::{ModelResolver, ResolveError, ResolvedModel};
+pub use sampling::{InvalidSampling, SamplingParams};

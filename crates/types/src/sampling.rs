@@ -1,0 +1,134 @@
+//! Sampling parameters for one sequence, with the validation every entry point shares.
+
+use serde::{Deserialize, Serialize};
+
+/// How the next token is chosen. Defaults follow llama.cpp's, so a request that
+/// sets nothing behaves as it would under `llama-server`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SamplingParams {
+    /// 0 means greedy (argmax); other samplers are then irrelevant.
+    pub temperature: f32,
+    /// Keep only the k most likely tokens; 0 disables the filter.
+    pub top_k: u32,
+    /// Nucleus sampling; 1.0 disables the filter.
+    pub top_p: f32,
+    /// Drop tokens less likely than `min_p` times the best one; 0 disables.
+    pub min_p: f32,
+    /// Random seed; `None` draws one, so two runs differ.
+    pub seed: Option<u32>,
+    /// Multiplicative penalty on tokens seen in the last `repeat_last_n`; 1.0 disables.
+    pub repeat_penalty: f32,
+    /// How many recent tokens the three penalties look at.
+    pub repeat_last_n: u32,
+    /// OpenAI-style additive penalty for any token already present; 0 disables.
+    pub presence_penalty: f32,
+    /// OpenAI-style additive penalty scaled by a token's count; 0 disables.
+    pub frequency_penalty: f32,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            seed: None,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+        }
+    }
+}
+
+/// A sampling parameter outside the range the samplers accept.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("`{field}` is {value}, but {expected}")]
+pub struct InvalidSampling {
+    pub field: &'static str,
+    pub value: f32,
+    pub expected: &'static str,
+}
+
+impl SamplingParams {
+    /// Greedy decoding: deterministic for a given prompt and model.
+    pub fn greedy() -> Self {
+        Self {
+            temperature: 0.0,
+            ..Self::default()
+        }
+    }
+
+    /// True when the next token is the argmax and no randomness is involved.
+    pub fn is_greedy(&self) -> bool {
+        self.temperature <= 0.0
+    }
+
+    /// Checks every field once, at the edge, so the engine can trust them.
+    pub fn validate(&self) -> Result<(), InvalidSampling> {
+        let check = |field, value: f32, ok: bool, expected| {
+            if value.is_finite() && ok {
+                Ok(())
+            } else {
+                Err(InvalidSampling {
+                    field,
+                    value,
+                    expected,
+                })
+            }
+        };
+        let t = self.temperature;
+        check("temperature", t, (0.0..=100.0).contains(&t), "must be between 0 and 100")?;
+        let p = self.top_p;
+        check("top_p", p, p > 0.0 && p <= 1.0, "must be in (0, 1]")?;
+        let m = self.min_p;
+        check("min_p", m, (0.0..=1.0).contains(&m), "must be in [0, 1]")?;
+        let r = self.repeat_penalty;
+        check("repeat_penalty", r, r > 0.0 && r <= 10.0, "must be in (0, 10]")?;
+        let pp = self.presence_penalty;
+        check("presence_penalty", pp, (-2.0..=2.0).contains(&pp), "must be between -2 and 2")?;
+        let fp = self.frequency_penalty;
+        check("frequency_penalty", fp, (-2.0..=2.0).contains(&fp), "must be between -2 and 2")?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        SamplingParams::default().validate().unwrap();
+        SamplingParams::greedy().validate().unwrap();
+        assert!(SamplingParams::greedy().is_greedy());
+        assert!(!SamplingParams::default().is_greedy());
+    }
+
+    #[test]
+    fn rejects_out_of_range_and_non_finite() {
+        let cases = [
+            SamplingParams { temperature: -0.1, ..Default::default() },
+            SamplingParams { temperature: f32::NAN, ..Default::default() },
+            SamplingParams { top_p: 0.0, ..Default::default() },
+            SamplingParams { top_p: 1.5, ..Default::default() },
+            SamplingParams { min_p: -1.0, ..Default::default() },
+            SamplingParams { repeat_penalty: 0.0, ..Default::default() },
+            SamplingParams { presence_penalty: 2.5, ..Default::default() },
+            SamplingParams { frequency_penalty: f32::INFINITY, ..Default::default() },
+        ];
+        for case in cases {
+            let err = case.validate().unwrap_err();
+            assert!(!err.to_string().is_empty());
+        }
+    }
+
+    #[test]
+    fn error_names_the_field() {
+        let err = SamplingParams { top_p: 2.0, ..Default::default() }.validate().unwrap_err();
+        assert_eq!(err.field, "top_p");
+        assert!(err.to_string().contains("top_p"), "{err}");
+    }
+}
