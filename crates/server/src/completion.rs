@@ -1,0 +1,100 @@
+//! The two generation endpoints: `/v1/chat/completions` and `/v1/completions`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::stream::{self, Stream, StreamExt};
+use types::{Generation, GenerationEvent, GenerationRequest};
+
+use crate::error::ApiError;
+use crate::reply::{Endpoint, Reply};
+use crate::wire::{ChatCompletionRequest, CompletionRequest};
+use crate::AppState;
+
+pub async fn chat(
+    State(app): State<Arc<AppState>>,
+    body: Result<Json<ChatCompletionRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(req) = body?;
+    let (stream, usage) = (req.sampling.stream, req.sampling.include_usage());
+    let (model, request) = req.into_domain()?;
+    generate(&app, model.as_deref(), request, Endpoint::Chat, stream, usage).await
+}
+
+pub async fn text(
+    State(app): State<Arc<AppState>>,
+    body: Result<Json<CompletionRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(req) = body?;
+    let (stream, usage) = (req.sampling.stream, req.sampling.include_usage());
+    let (model, request) = req.into_domain()?;
+    generate(&app, model.as_deref(), request, Endpoint::Text, stream, usage).await
+}
+
+async fn generate(
+    app: &AppState,
+    model: Option<&str>,
+    request: GenerationRequest,
+    endpoint: Endpoint,
+    stream: bool,
+    include_usage: bool,
+) -> Result<Response, ApiError> {
+    let served = app.find(model)?;
+    let generator = Arc::clone(&served.generator);
+    // Templating and tokenising a long prompt is CPU work: keep it off the
+    // async workers.
+    let generation = tokio::task::spawn_blocking(move || generator.submit(request))
+        .await
+        .map_err(|e| ApiError::internal(&e))??;
+    let reply = Reply::new(endpoint, served.id.clone());
+    if stream {
+        let events = sse_events(generation, reply, include_usage);
+        return Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response());
+    }
+    // If the client disconnects, this future is dropped with the
+    // generation, which cancels it.
+    let out = generation.collect().await?;
+    Ok(Json(reply.full(out)).into_response())
+}
+
+/// The SSE body: opening chunk, one chunk per text piece, closing chunks,
+/// then `[DONE]`. Dropping the stream (client gone) drops the generation,
+/// which cancels it at the next step.
+fn sse_events(
+    generation: Generation,
+    reply: Reply,
+    include_usage: bool,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let opening = stream::iter(reply.opening().map(json_event));
+    let body = stream::unfold(Some((generation, reply)), move |state| async move {
+        let (mut generation, reply) = state?;
+        let events: Vec<Event> = match generation.next().await {
+            Some(GenerationEvent::Text(piece)) => {
+                let event = json_event(reply.piece(piece));
+                return Some((vec![event], Some((generation, reply))));
+            }
+            Some(GenerationEvent::Done(done)) => {
+                let mut events: Vec<Event> = reply
+                    .closing(done, include_usage)
+                    .into_iter()
+                    .map(json_event)
+                    .collect();
+                events.push(Event::default().data("[DONE]"));
+                events
+            }
+            Some(GenerationEvent::Failed(err)) => vec![json_event(ApiError::from(err).to_json())],
+            None => vec![json_event(ApiError::unavailable().to_json())],
+        };
+        Some((events, None))
+    });
+    opening.chain(body.flat_map(stream::iter)).map(Ok)
+}
+
+fn json_event(value: serde_json::Value) -> Event {
+    Event::default().data(value.to_string())
+}

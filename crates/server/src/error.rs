@@ -1,0 +1,175 @@
+//! The one mapping from failures to HTTP status plus OpenAI's error body.
+//!
+//! `{"error": {"message", "type", "param", "code"}}`, as OpenAI sends it, so
+//! client libraries raise their usual exceptions. 5xx responses carry a
+//! generic message; the details go to the log only.
+
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use types::GenerateError;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// OpenAI's `type`: `invalid_request_error`, `server_error`, ...
+    pub kind: &'static str,
+    pub code: &'static str,
+    pub message: String,
+    pub param: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Detail<'a>,
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    param: Option<&'a str>,
+    code: &'a str,
+}
+
+impl ApiError {
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            kind: "invalid_request_error",
+            code,
+            message: message.into(),
+            param: None,
+        }
+    }
+
+    pub fn with_param(mut self, param: &'static str) -> Self {
+        self.param = Some(param);
+        self
+    }
+
+    pub fn unsupported(param: &'static str, what: &str) -> Self {
+        Self::invalid("unsupported_parameter", format!("{what} is not supported"))
+            .with_param(param)
+    }
+
+    pub fn model_not_found(model: &str) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            code: "model_not_found",
+            ..Self::invalid("", format!("The model `{model}` does not exist or is not served here"))
+        }
+        .with_param("model")
+    }
+
+    pub fn route_not_found(path: &str) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            ..Self::invalid("", format!("No route for {path}"))
+        }
+    }
+
+    pub fn method_not_allowed() -> Self {
+        Self {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            code: "method_not_allowed",
+            ..Self::invalid("", "This method is not allowed on this route")
+        }
+    }
+
+    /// A server-side failure: the caller sees a generic message, the log sees `detail`.
+    pub fn internal(detail: &dyn std::fmt::Display) -> Self {
+        tracing::error!(%detail, "internal error while serving a request");
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            kind: "server_error",
+            code: "internal_error",
+            message: "The server had an error while processing your request".into(),
+            param: None,
+        }
+    }
+
+    pub fn unavailable() -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            kind: "server_error",
+            code: "unavailable",
+            message: "The model is not available right now; try again shortly".into(),
+            param: None,
+        }
+    }
+
+    /// The body alone, for errors that happen after a stream has started.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self.body()).expect("error body serialises")
+    }
+
+    fn body(&self) -> Body<'_> {
+        Body {
+            error: Detail {
+                message: &self.message,
+                kind: self.kind,
+                param: self.param,
+                code: self.code,
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body())).into_response()
+    }
+}
+
+impl From<GenerateError> for ApiError {
+    fn from(err: GenerateError) -> Self {
+        match err {
+            GenerateError::ContextOverflow { .. } => {
+                ApiError::invalid("context_length_exceeded", err.to_string()).with_param("messages")
+            }
+            GenerateError::EmptyPrompt => ApiError::invalid("empty_prompt", err.to_string()),
+            GenerateError::InvalidToken { .. } => {
+                ApiError::invalid("invalid_token", err.to_string()).with_param("prompt")
+            }
+            GenerateError::InvalidSampling(ref e) => {
+                ApiError::invalid("invalid_value", err.to_string()).with_param(e.field)
+            }
+            GenerateError::Template(_) => ApiError::invalid("invalid_messages", err.to_string())
+                .with_param("messages"),
+            GenerateError::Unavailable => ApiError::unavailable(),
+            GenerateError::Internal(detail) => ApiError::internal(&detail),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        let status = rejection.status();
+        let (code, message) = match &rejection {
+            JsonRejection::JsonSyntaxError(_) => (
+                "invalid_json",
+                format!("The request body is not valid JSON: {}", rejection.body_text()),
+            ),
+            JsonRejection::JsonDataError(_) => ("invalid_request", rejection.body_text()),
+            JsonRejection::MissingJsonContentType(_) => (
+                "invalid_content_type",
+                "Send the body as JSON with `Content-Type: application/json`".to_string(),
+            ),
+            _ => ("invalid_body", rejection.body_text()),
+        };
+        Self {
+            // axum says 422 for well-formed JSON of the wrong shape; OpenAI says 400.
+            status: if status == StatusCode::UNPROCESSABLE_ENTITY {
+                StatusCode::BAD_REQUEST
+            } else {
+                status
+            },
+            ..ApiError::invalid(code, message)
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! The HTTP API on a loopback port, backed by the real engine and default model.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use engine::{Engine, EngineConfig};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use server::{AppState, ServedModel, ServerOptions};
+
+fn engine() -> Arc<Engine> {
+    static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let config = EngineConfig {
+                threads: 2,
+                ctx_size: Some(1024),
+                ..EngineConfig::default()
+            };
+            Arc::new(Engine::load(&testkit::default_model(), &config).expect("load model"))
+        })
+        .clone()
+}
+
+/// Starts a server on 127.0.0.1:0 and returns its base URL.
+async fn start() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = AppState::new(vec![ServedModel {
+        id: "smollm2".into(),
+        aliases: vec!["smollm2:135m".into()],
+        created: 1,
+        generator: engine(),
+    }]);
+    let options = ServerOptions {
+        max_body_bytes: 64 << 10,
+    };
+    tokio::spawn(async move {
+        server::serve(listener, state, &options, std::future::pending()).await.unwrap();
+    });
+    format!("http://{addr}")
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap()
+}
+
+async fn post(base: &str, path: &str, body: Value) -> (StatusCode, Value) {
+    let resp = client().post(format!("{base}{path}")).json(&body).send().await.unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap())
+}
+
+/// Posts a streaming request; returns the `data:` payloads in order.
+async fn post_stream(base: &str, path: &str, body: Value) -> Vec<String> {
+    let resp = client().post(format!("{base}{path}")).json(&body).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let content_type = resp.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+    let text = resp.text().await.unwrap();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(str::to_string)
+        .collect()
+}
+
+fn assert_openai_error(status: StatusCode, body: &Value, expected: StatusCode, code: &str) {
+    assert_eq!(status, expected, "{body}");
+    let err = &body["error"];
+    assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(err["type"].is_string(), "{body}");
+    assert_eq!(err["code"], code, "{body}");
+}
+
+fn chat_body(text: &str, extra: Value) -> Value {
+    let mut body = json!({
+        "model": "smollm2",
+        "messages": [{"role": "user", "content": text}],
+    });
+    body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    body
+}
+
+/// Joins the text of a chat or text completion stream, checking its framing.
+fn stream_text(events: &[String], chat: bool) -> (String, Value) {
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{events:?}");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let mut text = String::new();
+    for c in &chunks {
+        let choice = &c["choices"][0];
+        if chat {
+            assert_eq!(c["object"], "chat.completion.chunk");
+            text.push_str(choice["delta"]["content"].as_str().unwrap_or(""));
+        } else {
+            assert_eq!(c["object"], "text_completion");
+            text.push_str(choice["text"].as_str().unwrap_or(""));
+        }
+    }
+    if chat {
+        assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    }
+    let last = chunks.iter().rev().find(|c| !c["choices"][0].is_null()).unwrap().clone();
+    (text, last)
+}
+
+#[tokio::test]
+async fn chat_completion_answers_in_sensible_english() {
+    let base = start().await;
+    let (status, body) =
+        post(&base, "/v1/chat/completions", chat_body("What is the capital of Japan?", json!({"temperature": 0, "max_tokens": 48}))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["model"], "smollm2");
+    assert!(body["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    let message = &body["choices"][0]["message"];
+    assert_eq!(message["role"], "assistant");
+    assert!(message["content"].as_str().unwrap().contains("Tokyo"), "{body}");
+    let usage = &body["usage"];
+    assert_eq!(
+        usage["total_tokens"].as_u64().unwrap(),
+        usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap()
+    );
+    assert!(body["timings"]["predicted_per_second"].as_f64().unwrap() > 0.0);
+}
+
+#[tokio::test]
+async fn streaming_matches_non_streaming_for_the_same_seed() {
+    let base = start().await;
+    for sampling in [json!({"temperature": 0}), json!({"temperature": 0.9, "seed": 7})] {
+        let mut extra = sampling.clone();
+        extra["max_tokens"] = json!(40);
+        let (status, full) =
+            post(&base, "/v1/chat/completions", chat_body("Describe a cat in two sentences.", extra.clone())).await;
+        assert_eq!(status, StatusCode::OK);
+        extra["stream"] = json!(true);
+        let events =
+            post_stream(&base, "/v1/chat/completions", chat_body("Describe a cat in two sentences.", extra)).await;
+        let (streamed, last) = stream_text(&events, true);
+        assert_eq!(streamed, full["choices"][0]["message"]["content"].as_str().unwrap(), "{sampling}");
+        assert_eq!(last["choices"][0]["finish_reason"], full["choices"][0]["finish_reason"]);
+    }
+}
+
+#[tokio::test]
+async fn text_completions_stream_and_not() {
+    let base = start().await;
+    let body = json!({"model": "smollm2:135m", "prompt": "The three primary colours are", "temperature": 0});
+    let (status, full) = post(&base, "/v1/completions", body.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{full}");
+    assert_eq!(full["object"], "text_completion");
+    // OpenAI's default for this endpoint is 16 tokens.
+    assert!(full["usage"]["completion_tokens"].as_u64().unwrap() <= 16);
+    let mut streaming = body;
+    streaming["stream"] = json!(true);
+    streaming["stream_options"] = json!({"include_usage": true});
+    let events = post_stream(&base, "/v1/completions", streaming).await;
+    let (text, _) = stream_text(&events, false);
+    assert_eq!(text, full["choices"][0]["text"].as_str().unwrap());
+    // With include_usage, the last chunk before [DONE] has usage and no choices.
+    let usage_chunk: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(usage_chunk["choices"], json!([]));
+    assert_eq!(usage_chunk["usage"], full["usage"]);
+}
+
+#[tokio::test]
+async fn stop_and_max_tokens_over_http() {
+    let base = start().await;
+    let (_, body) = post(
+        &base,
+        "/v1/chat/completions",
+        chat_body("Count from 1 to 10.", json!({"temperature": 0, "max_tokens": 5})),
+    )
+    .await;
+    assert_eq!(body["usage"]["completion_tokens"], 5);
+    assert_eq!(body["choices"][0]["finish_reason"], "length");
+    let (_, body) = post(
+        &base,
+        "/v1/chat/completions",
+        chat_body("Count from 1 to 20, separated by commas.", json!({"temperature": 0, "stop": ["5"], "max_tokens": 80})),
+    )
+    .await;
+    let content = body["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(content.contains('4') && !content.contains('5'), "{content}");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+}
+
+#[tokio::test]
+async fn models_and_health() {
+    let base = start().await;
+    let list: Value = client().get(format!("{base}/v1/models")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list["object"], "list");
+    assert_eq!(list["data"][0]["id"], "smollm2");
+    assert_eq!(list["data"][0]["object"], "model");
+    let one = client().get(format!("{base}/v1/models/smollm2:135m")).send().await.unwrap();
+    assert_eq!(one.status(), StatusCode::OK);
+    let missing = client().get(format!("{base}/v1/models/nope")).send().await.unwrap();
+    let status = missing.status();
+    assert_openai_error(status, &missing.json().await.unwrap(), StatusCode::NOT_FOUND, "model_not_found");
+    let health: Value = client().get(format!("{base}/health")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+}
+
+#[tokio::test]
+async fn bad_requests_get_openai_shaped_4xx() {
+    let base = start().await;
+    let raw = |body: &'static str| {
+        let base = base.clone();
+        async move {
+            let resp = client()
+                .post(format!("{base}/v1/chat/completions"))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (resp.status(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, b) = raw("{\"model\": \"smollm2\", \"messages\": [").await;
+    assert_openai_error(s, &b, StatusCode::BAD_REQUEST, "invalid_json");
+    let (s, b) = raw("{\"model\": \"smollm2\"}").await;
+    assert_openai_error(s, &b, StatusCode::BAD_REQUEST, "invalid_request");
+    let (s, b) = raw("{\"messages\": [{\"role\": \"wizard\", \"content\": \"hi\"}]}").await;
+    assert_openai_error(s, &b, StatusCode::BAD_REQUEST, "invalid_value");
+
+    let (s, b) = post(&base, "/v1/chat/completions", json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})).await;
+    assert_openai_error(s, &b, StatusCode::NOT_FOUND, "model_not_found");
+
+    let long = "lorem ipsum ".repeat(2000);
+    let (s, b) = post(&base, "/v1/chat/completions", chat_body(&long, json!({}))).await;
+    assert_openai_error(s, &b, StatusCode::BAD_REQUEST, "context_length_exceeded");
+    let (s, b) = post(&base, "/v1/completions", json!({"prompt": long})).await;
+    assert_openai_error(s, &b, StatusCode::BAD_REQUEST, "context_length_exceeded");
+    // Streaming requests are refused before the stream starts, with a status.
+    let (s, b) = post(&base, "/v1/completions", json!({"prompt": long, "stream": true})).await;
+    assert_openai_error(s, &b, StatusCode::BAD_REQUEST, "context_length_exceeded");
+
+    let cases = [
+        (json!({"n": 2}), "unsupported_parameter"),
+        (json!({"temperature": 3.5}), "invalid_value"),
+        (json!({"top_p": 0}), "invalid_value"),
+        (json!({"tools": [{"type": "function"}]}), "unsupported_parameter"),
+        (json!({"messages": []}), "invalid_value"),
+    ];
+    for (extra, code) in cases {
+        let (s, b) = post(&base, "/v1/chat/completions", chat_body("hi", extra)).await;
+        assert_openai_error(s, &b, StatusCode::BAD_REQUEST, code);
+    }
+
+    let resp = client().post(format!("{base}/v1/chat/completions")).body("{}").send().await.unwrap();
+    let s = resp.status();
+    assert_openai_error(s, &resp.json().await.unwrap(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_content_type");
+    let huge = json!({"prompt": "x".repeat(100 << 10)});
+    let (s, b) = post(&base, "/v1/completions", huge).await;
+    assert_openai_error(s, &b, StatusCode::PAYLOAD_TOO_LARGE, "invalid_body");
+    let resp = client().get(format!("{base}/v1/nothing")).send().await.unwrap();
+    let s = resp.status();
+    assert_openai_error(s, &resp.json().await.unwrap(), StatusCode::NOT_FOUND, "not_found");
+    let resp = client().get(format!("{base}/v1/chat/completions")).send().await.unwrap();
+    let s = resp.status();
+    assert_openai_error(s, &resp.json().await.unwrap(), StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+}
+
+#[tokio::test]
+async fn a_client_that_hangs_up_mid_stream_frees_the_engine() {
+    let base = start().await;
+    let body = chat_body(
+        "Write a very long story.",
+        json!({"stream": true, "ignore_eos": true, "max_tokens": 900}),
+    );
+    let mut resp = client().post(format!("{base}/v1/chat/completions")).json(&body).send().await.unwrap();
+    // Read a little, then hang up.
+    let _ = resp.chunk().await.unwrap();
+    let _ = resp.chunk().await.unwrap();
+    drop(resp);
+    // 900 tokens would take several seconds; a cancelled stream must not
+    // hold the (single) sequence slot that long.
+    let started = std::time::Instant::now();
+    let (status, _) =
+        post(&base, "/v1/chat/completions", chat_body("Say hi.", json!({"max_tokens": 4}))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+}
