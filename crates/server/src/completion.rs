@@ -22,7 +22,7 @@ pub async fn chat(
 ) -> Result<Response, ApiError> {
     let Json(req) = body?;
     let (stream, usage) = (req.sampling.stream, req.sampling.include_usage());
-    let (model, request) = req.into_domain()?;
+    let (model, request) = req.into_domain(&app.defaults)?;
     generate(&app, model.as_deref(), request, Endpoint::Chat, stream, usage).await
 }
 
@@ -32,7 +32,7 @@ pub async fn text(
 ) -> Result<Response, ApiError> {
     let Json(req) = body?;
     let (stream, usage) = (req.sampling.stream, req.sampling.include_usage());
-    let (model, request) = req.into_domain()?;
+    let (model, request) = req.into_domain(&app.defaults)?;
     generate(&app, model.as_deref(), request, Endpoint::Text, stream, usage).await
 }
 

@@ -16,7 +16,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use types::TextGenerator;
+use types::{SamplingParams, TextGenerator};
 
 pub use error::ApiError;
 pub use routes::router;
@@ -35,13 +35,24 @@ pub struct ServedModel {
 /// Shared state of all handlers.
 pub struct AppState {
     models: Vec<ServedModel>,
+    /// What a request gets for every sampling field it leaves out.
+    defaults: SamplingParams,
 }
 
 impl AppState {
     /// `models` must not be empty; the first is used when a request names none.
     pub fn new(models: Vec<ServedModel>) -> Self {
         assert!(!models.is_empty(), "a server needs at least one model");
-        Self { models }
+        Self {
+            models,
+            defaults: SamplingParams::default(),
+        }
+    }
+
+    /// Seed for requests that bring none (`hearth serve --seed`).
+    pub fn with_default_seed(mut self, seed: u32) -> Self {
+        self.defaults.seed = Some(seed);
+        self
     }
 
     /// The model a request names, or the default when it names none.

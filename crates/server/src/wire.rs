@@ -56,6 +56,7 @@ impl SamplingFields {
     fn into_request(
         self,
         prompt: Prompt,
+        defaults: &SamplingParams,
         default_max_tokens: Option<u32>,
     ) -> Result<GenerationRequest, ApiError> {
         if self.n.is_some_and(|n| n != 1) {
@@ -64,7 +65,6 @@ impl SamplingFields {
         if self.logprobs.as_ref().is_some_and(|v| !v.is_null() && v != &serde_json::Value::Bool(false)) {
             return Err(ApiError::unsupported("logprobs", "`logprobs`"));
         }
-        let defaults = SamplingParams::default();
         let temperature = self.temperature.unwrap_or(defaults.temperature);
         if !(0.0..=2.0).contains(&temperature) {
             return Err(ApiError::invalid(
@@ -79,7 +79,7 @@ impl SamplingFields {
             top_k: self.top_k.unwrap_or(defaults.top_k),
             min_p: self.min_p.unwrap_or(defaults.min_p),
             // OpenAI seeds are 64-bit signed; llama.cpp's are 32-bit.
-            seed: self.seed.map(|s| s as u32),
+            seed: self.seed.map(|s| s as u32).or(defaults.seed),
             presence_penalty: self.presence_penalty.unwrap_or(defaults.presence_penalty),
             frequency_penalty: self.frequency_penalty.unwrap_or(defaults.frequency_penalty),
             repeat_penalty: self.repeat_penalty.unwrap_or(defaults.repeat_penalty),
@@ -153,7 +153,10 @@ pub struct ContentPart {
 }
 
 impl ChatCompletionRequest {
-    pub fn into_domain(mut self) -> Result<(Option<String>, GenerationRequest), ApiError> {
+    pub fn into_domain(
+        mut self,
+        defaults: &SamplingParams,
+    ) -> Result<(Option<String>, GenerationRequest), ApiError> {
         if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
             return Err(ApiError::unsupported("tools", "Tool calling"));
         }
@@ -174,7 +177,9 @@ impl ChatCompletionRequest {
         if let Some(m) = self.max_completion_tokens {
             self.sampling.max_tokens = Some(m);
         }
-        let request = self.sampling.into_request(Prompt::Chat(messages), None)?;
+        let request = self
+            .sampling
+            .into_request(Prompt::Chat(messages), defaults, None)?;
         Ok((self.model, request))
     }
 }
@@ -241,7 +246,10 @@ pub enum CompletionPrompt {
 const COMPLETIONS_DEFAULT_MAX_TOKENS: u32 = 16;
 
 impl CompletionRequest {
-    pub fn into_domain(self) -> Result<(Option<String>, GenerationRequest), ApiError> {
+    pub fn into_domain(
+        self,
+        defaults: &SamplingParams,
+    ) -> Result<(Option<String>, GenerationRequest), ApiError> {
         if self.echo == Some(true) {
             return Err(ApiError::unsupported("echo", "`echo`"));
         }
@@ -261,7 +269,7 @@ impl CompletionRequest {
         };
         let request = self
             .sampling
-            .into_request(prompt, Some(COMPLETIONS_DEFAULT_MAX_TOKENS))?;
+            .into_request(prompt, defaults, Some(COMPLETIONS_DEFAULT_MAX_TOKENS))?;
         Ok((self.model, request))
     }
 }

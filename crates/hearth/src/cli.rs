@@ -1,0 +1,206 @@
+//! Command-line grammar: every command, flag and environment variable, with help text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hearth",
+    version,
+    about = "Run large language models on your own hardware",
+    long_about = "Run large language models on your own hardware.\n\n\
+        Settings come from flags, then HEARTH_* environment variables, then \
+        the config file ($HEARTH_HOME/config.toml or --config), then defaults."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Directory holding models and configuration [default: ~/.hearth]
+    #[arg(long, env = "HEARTH_HOME", global = true, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// TOML configuration file [default: $HEARTH_HOME/config.toml, if present]
+    #[arg(long, env = "HEARTH_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `hearth=debug,llama_cpp_2=info` [default: warn, info for serve]
+    #[arg(long, env = "HEARTH_LOG", global = true, value_name = "FILTER")]
+    pub log: Option<String>,
+    /// Log line format
+    #[arg(long, env = "HEARTH_LOG_FORMAT", global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Download a catalog model, verify its size and SHA-256, and store it
+    Pull {
+        /// Catalog name, e.g. `smollm2`
+        model: String,
+        /// Download again even if already stored
+        #[arg(long)]
+        force: bool,
+    },
+    /// List stored models
+    List {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a stored model
+    Rm {
+        /// Stored model name
+        model: String,
+    },
+    /// Describe a model: architecture, size, quantization, context, template, SHA-256
+    Show {
+        /// Catalog name, stored name, or path to a GGUF file
+        model: String,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate a reply to one prompt, streamed to stdout
+    Run(RunArgs),
+    /// Chat interactively in the terminal
+    Chat(ChatArgs),
+    /// Serve the OpenAI-compatible HTTP API
+    Serve(ServeArgs),
+    /// Measure prefill and decode speed, llama-bench style
+    Bench(BenchArgs),
+}
+
+/// Engine settings shared by every command that loads a model.
+#[derive(Debug, Args, Default)]
+pub struct EngineArgs {
+    /// CPU threads for inference [default: number of physical cores]
+    #[arg(long, env = "HEARTH_THREADS", value_name = "N")]
+    pub threads: Option<u32>,
+    /// Context length in tokens [default: the model's, at most 4096]
+    #[arg(long, env = "HEARTH_CTX_SIZE", value_name = "TOKENS")]
+    pub ctx_size: Option<u32>,
+    /// Default random seed for sampling [default: random]
+    #[arg(long, env = "HEARTH_SEED", value_name = "SEED")]
+    pub seed: Option<u32>,
+    /// Sequences decoded together (serve) [default: 1]
+    #[arg(long, env = "HEARTH_PARALLEL", value_name = "N")]
+    pub parallel: Option<u32>,
+    /// Layers to offload to the GPU (CUDA builds) [default: all with CUDA, else 0]
+    #[arg(long, env = "HEARTH_GPU_LAYERS", value_name = "N")]
+    pub gpu_layers: Option<u32>,
+}
+
+/// Sampling flags for `run` and `chat`.
+#[derive(Debug, Args, Default, Clone)]
+pub struct SamplingArgs {
+    /// Most tokens to generate [default: until the reply ends]
+    #[arg(long, short = 'n', value_name = "N")]
+    pub max_tokens: Option<u32>,
+    /// Randomness; 0 is greedy [default: 0.8]
+    #[arg(long, value_name = "T")]
+    pub temperature: Option<f32>,
+    /// Keep the k most likely tokens; 0 disables [default: 40]
+    #[arg(long, value_name = "K")]
+    pub top_k: Option<u32>,
+    /// Nucleus sampling threshold [default: 0.95]
+    #[arg(long, value_name = "P")]
+    pub top_p: Option<f32>,
+    /// Drop tokens below this fraction of the best one [default: 0.05]
+    #[arg(long, value_name = "P")]
+    pub min_p: Option<f32>,
+    /// Penalty for repeating recent tokens; 1 disables [default: 1.0]
+    #[arg(long, value_name = "X")]
+    pub repeat_penalty: Option<f32>,
+    /// OpenAI-style presence penalty [default: 0]
+    #[arg(long, value_name = "X")]
+    pub presence_penalty: Option<f32>,
+    /// OpenAI-style frequency penalty [default: 0]
+    #[arg(long, value_name = "X")]
+    pub frequency_penalty: Option<f32>,
+    /// Stop before this text (repeatable)
+    #[arg(long, value_name = "TEXT")]
+    pub stop: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// [MODEL] PROMPT: MODEL (catalog name, stored name or GGUF path) defaults
+    /// to smollm2 and is pulled on first use; PROMPT `-` reads stdin
+    #[arg(required = true, num_args = 1..=2, value_names = ["MODEL", "PROMPT"])]
+    pub words: Vec<String>,
+    /// System message to put before the prompt
+    #[arg(long, value_name = "TEXT")]
+    pub system: Option<String>,
+    /// Send the prompt as raw text, without the chat template
+    #[arg(long)]
+    pub raw: bool,
+    /// Keep generating past end-of-turn tokens
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Print one JSON object with text, usage and timings
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// Catalog name, stored name or GGUF path [default: smollm2]
+    pub model: Option<String>,
+    /// System message for the conversation
+    #[arg(long, value_name = "TEXT")]
+    pub system: Option<String>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1]
+    #[arg(long, env = "HEARTH_HOST", value_name = "ADDR")]
+    pub host: Option<String>,
+    /// Port to listen on; 0 picks a free one [default: 8080]
+    #[arg(long, env = "HEARTH_PORT", value_name = "PORT")]
+    pub port: Option<u16>,
+    /// Model to serve: catalog name, stored name or GGUF path [default: smollm2]
+    #[arg(long, env = "HEARTH_MODEL", value_name = "MODEL")]
+    pub model: Option<String>,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Model to measure [default: smollm2]
+    pub model: Option<String>,
+    /// Prompt length for the prefill test
+    #[arg(long, default_value_t = 512, value_name = "TOKENS")]
+    pub prompt_tokens: u32,
+    /// Tokens generated in the decode test
+    #[arg(long, default_value_t = 128, value_name = "TOKENS")]
+    pub gen_tokens: u32,
+    /// Repetitions of each test (after one warm-up)
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub reps: u32,
+    /// Print JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}

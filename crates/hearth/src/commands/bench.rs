@@ -1,0 +1,115 @@
+//! `bench`: prefill and decode speed measured through the real generation path.
+//!
+//! Mirrors llama-bench's two tests so the numbers compare directly: `pp` is a
+//! prompt of N tokens on an empty context; `tg` generates M tokens after a
+//! single-token prompt. Both go through `Engine::submit`, the same path the
+//! server uses, with greedy sampling (llama-bench does not sample at all).
+
+use anyhow::{ensure, Result};
+use engine::{Engine, EngineConfig};
+use serde::Serialize;
+use types::{GenerationRequest, Prompt, SamplingParams, TextGenerator, Timings};
+
+use super::resolve;
+use crate::cli::BenchArgs;
+use crate::config::Config;
+
+/// Text repeated to build a prompt of exactly the requested length.
+const FILLER: &str = "The quick brown fox jumps over the lazy dog while the river runs \
+    past old stone bridges, and the town wakes slowly under a grey morning sky. ";
+
+#[derive(Serialize)]
+struct Result1 {
+    test: String,
+    tokens: u32,
+    reps: u32,
+    mean_tokens_per_second: f64,
+    stddev_tokens_per_second: f64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    model: String,
+    threads: u32,
+    results: Vec<Result1>,
+}
+
+pub fn bench(config: &Config, args: &BenchArgs) -> Result<()> {
+    ensure!(args.reps > 0 && args.prompt_tokens > 0 && args.gen_tokens > 0, "counts must be positive");
+    let reference = args.model.as_deref().unwrap_or(store::DEFAULT_MODEL);
+    let model = resolve(config, reference)?;
+    let engine_config = EngineConfig {
+        ctx_size: Some(args.prompt_tokens.max(args.gen_tokens) + 16),
+        parallel: 1,
+        ..config.engine.clone()
+    };
+    let engine = Engine::load(&model.path, &engine_config)?;
+    let prompt = exact_prompt(&engine, args.prompt_tokens as usize);
+    let one_token = prompt[..1].to_vec();
+
+    // Warm-up: first use pages weights in and sizes llama.cpp's buffers.
+    measure(&engine, prompt.clone(), 1)?;
+    measure(&engine, one_token.clone(), 8)?;
+
+    let mut pp = Vec::new();
+    let mut tg = Vec::new();
+    for _ in 0..args.reps {
+        pp.push(measure(&engine, prompt.clone(), 1)?.prefill_tokens_per_second);
+        // tg: the first token comes out of the one-token prefill; asking for
+        // M + 1 tokens times exactly M single-token decode steps.
+        tg.push(measure(&engine, one_token.clone(), args.gen_tokens + 1)?.decode_tokens_per_second);
+    }
+    let report = Report {
+        model: model.name,
+        threads: engine_config.threads,
+        results: vec![
+            summarise(format!("pp{}", args.prompt_tokens), args.prompt_tokens, &pp),
+            summarise(format!("tg{}", args.gen_tokens), args.gen_tokens, &tg),
+        ],
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("model {}  threads {}", report.model, report.threads);
+        println!("{:<8} {:>12} {:>10}", "test", "t/s", "± stddev");
+        for r in &report.results {
+            println!("{:<8} {:>12.2} {:>10.2}", r.test, r.mean_tokens_per_second, r.stddev_tokens_per_second);
+        }
+    }
+    Ok(())
+}
+
+/// A prompt of exactly `n` tokens cut from repeated filler text.
+fn exact_prompt(engine: &Engine, n: usize) -> Vec<u32> {
+    let mut text = FILLER.to_string();
+    loop {
+        let tokens = engine.tokenize(&text);
+        if tokens.len() >= n {
+            return tokens[..n].to_vec();
+        }
+        text.push_str(FILLER);
+    }
+}
+
+fn measure(engine: &Engine, prompt: Vec<u32>, max_tokens: u32) -> Result<Timings> {
+    let mut req = GenerationRequest::new(Prompt::Tokens(prompt));
+    req.sampling = SamplingParams::greedy();
+    req.max_tokens = Some(max_tokens);
+    req.ignore_eos = true;
+    let out = engine.submit(req)?.blocking_collect()?;
+    ensure!(out.usage.completion_tokens == max_tokens, "generation ended early");
+    Ok(out.timings)
+}
+
+fn summarise(test: String, tokens: u32, samples: &[f64]) -> Result1 {
+    let n = samples.len() as f64;
+    let mean = samples.iter().sum::<f64>() / n;
+    let var = samples.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    Result1 {
+        test,
+        tokens,
+        reps: samples.len() as u32,
+        mean_tokens_per_second: mean,
+        stddev_tokens_per_second: var.sqrt(),
+    }
+}

@@ -1,0 +1,73 @@
+//! One module per command group; this one dispatches and holds what they share.
+
+mod bench;
+mod generate;
+mod models;
+mod serve;
+
+use std::io::IsTerminal;
+
+use anyhow::{Context, Result};
+use engine::Engine;
+use store::{PullOptions, Store};
+use types::{ResolvedModel, SamplingParams};
+
+use crate::cli::{Cli, Command, EngineArgs, SamplingArgs};
+use crate::config::Config;
+use crate::progress::Bar;
+
+pub fn run(cli: Cli) -> Result<()> {
+    let global = &cli.global;
+    let none = EngineArgs::default();
+    match cli.command {
+        Command::Pull { model, force } => models::pull(&Config::load(global, &none, None)?, &model, force),
+        Command::List { json } => models::list(&Config::load(global, &none, None)?, json),
+        Command::Rm { model } => models::rm(&Config::load(global, &none, None)?, &model),
+        Command::Show { model, json } => models::show(&Config::load(global, &none, None)?, &model, json),
+        Command::Run(args) => generate::run(&Config::load(global, &args.engine, None)?, &args),
+        Command::Chat(args) => generate::chat(&Config::load(global, &args.engine, None)?, &args),
+        Command::Serve(args) => serve::serve(&Config::load(global, &args.engine, Some(&args))?),
+        Command::Bench(args) => bench::bench(&Config::load(global, &args.engine, None)?, &args),
+    }
+}
+
+fn open_store(config: &Config) -> Result<Store> {
+    Store::open(&config.home).with_context(|| format!("cannot open the store in {}", config.home.display()))
+}
+
+fn pull_options(config: &Config, force: bool) -> PullOptions {
+    PullOptions {
+        pip: config.pip.clone(),
+        show_pip_output: std::io::stderr().is_terminal(),
+        force,
+    }
+}
+
+/// Resolves a model reference, pulling catalog models on first use.
+fn resolve(config: &Config, reference: &str) -> Result<ResolvedModel> {
+    let store = open_store(config)?;
+    Ok(store.resolve_or_pull(reference, &pull_options(config, false), &Bar::new())?)
+}
+
+/// Resolves and loads a model for generation.
+fn load(config: &Config, reference: &str) -> Result<(ResolvedModel, Engine)> {
+    let model = resolve(config, reference)?;
+    let engine = Engine::load(&model.path, &config.engine)?;
+    Ok((model, engine))
+}
+
+/// Sampling from flags on top of the defaults and the configured seed.
+fn sampling(args: &SamplingArgs, seed: Option<u32>) -> SamplingParams {
+    let d = SamplingParams::default();
+    SamplingParams {
+        temperature: args.temperature.unwrap_or(d.temperature),
+        top_k: args.top_k.unwrap_or(d.top_k),
+        top_p: args.top_p.unwrap_or(d.top_p),
+        min_p: args.min_p.unwrap_or(d.min_p),
+        seed,
+        repeat_penalty: args.repeat_penalty.unwrap_or(d.repeat_penalty),
+        repeat_last_n: d.repeat_last_n,
+        presence_penalty: args.presence_penalty.unwrap_or(d.presence_penalty),
+        frequency_penalty: args.frequency_penalty.unwrap_or(d.frequency_penalty),
+    }
+}

@@ -1,0 +1,142 @@
+//! `pull`, `list`, `rm` and `show`: managing and describing models.
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use types::ModelResolver;
+
+use super::{open_store, pull_options};
+use crate::config::Config;
+use crate::progress::Bar;
+
+pub fn pull(config: &Config, model: &str, force: bool) -> Result<()> {
+    let store = open_store(config)?;
+    let stored = store.pull(model, &pull_options(config, force), &Bar::new())?;
+    let m = &stored.manifest;
+    println!("{}: {} bytes, sha256 {} ({})", m.name, m.size, m.sha256, stored.path.display());
+    Ok(())
+}
+
+pub fn list(config: &Config, json: bool) -> Result<()> {
+    let models = open_store(config)?.list()?;
+    if json {
+        let manifests: Vec<_> = models.iter().map(|m| &m.manifest).collect();
+        println!("{}", serde_json::to_string_pretty(&manifests)?);
+        return Ok(());
+    }
+    if models.is_empty() {
+        println!("No models stored yet; try `hearth pull {}`.", store::DEFAULT_MODEL);
+        return Ok(());
+    }
+    println!("{:<20} {:>10}  {:<14} SOURCE", "NAME", "SIZE", "SHA-256");
+    for m in &models {
+        let m = &m.manifest;
+        println!("{:<20} {:>10}  {:<14} {}", m.name, human_bytes(m.size), &m.sha256[..12], m.source);
+    }
+    Ok(())
+}
+
+pub fn rm(config: &Config, model: &str) -> Result<()> {
+    let removed = open_store(config)?.remove(model)?;
+    println!("removed {} ({})", removed.manifest.name, human_bytes(removed.manifest.size));
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct Description {
+    name: String,
+    path: String,
+    architecture: Option<String>,
+    model_name: Option<String>,
+    parameters: u64,
+    quantization: Option<String>,
+    context_length: Option<u64>,
+    vocab_size: Option<u64>,
+    chat_template: bool,
+    file_size: u64,
+    sha256: String,
+    gguf_version: u32,
+    tensors: usize,
+}
+
+pub fn show(config: &Config, reference: &str, json: bool) -> Result<()> {
+    let store = open_store(config)?;
+    let model = store.resolve(reference)?;
+    let header = gguf::read_file(&model.path)?;
+    let sha256 = match model.sha256 {
+        Some(sha) => sha,
+        None => store::Store::hash_file(&model.path, &Bar::new())
+            .with_context(|| format!("cannot hash {}", model.path.display()))?,
+    };
+    let d = Description {
+        name: model.name,
+        path: model.path.display().to_string(),
+        architecture: header.architecture().map(str::to_string),
+        model_name: header.model_name().map(str::to_string),
+        parameters: header.parameter_count(),
+        quantization: header.quantization(),
+        context_length: header.context_length(),
+        vocab_size: header.vocab_size(),
+        chat_template: header.chat_template().is_some(),
+        file_size: header.file_size,
+        sha256,
+        gguf_version: header.version,
+        tensors: header.tensors.len(),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&d)?);
+        return Ok(());
+    }
+    let or_unknown = |v: Option<String>| v.unwrap_or_else(|| "unknown".into());
+    println!("name            {}", d.name);
+    println!("path            {}", d.path);
+    println!("architecture    {}", or_unknown(d.architecture));
+    if let Some(n) = d.model_name {
+        println!("model           {n}");
+    }
+    println!("parameters      {} ({})", human_count(d.parameters), d.parameters);
+    println!("quantization    {}", or_unknown(d.quantization));
+    println!("context length  {}", or_unknown(d.context_length.map(|c| c.to_string())));
+    println!("vocabulary      {}", or_unknown(d.vocab_size.map(|c| c.to_string())));
+    println!("chat template   {}", if d.chat_template { "yes" } else { "no" });
+    println!("file size       {} ({} bytes)", human_bytes(d.file_size), d.file_size);
+    println!("sha256          {}", d.sha256);
+    println!("gguf            v{}, {} tensors", d.gguf_version, d.tensors);
+    Ok(())
+}
+
+fn human_bytes(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < units.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", units[unit])
+    }
+}
+
+fn human_count(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000_000 => format!("{:.2}B", n as f64 / 1e9),
+        n if n >= 1_000_000 => format!("{:.1}M", n as f64 / 1e6),
+        n if n >= 1_000 => format!("{:.1}K", n as f64 / 1e3),
+        n => n.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_units() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(98_362_432), "93.8 MiB");
+        assert_eq!(human_count(134_515_008), "134.5M");
+        assert_eq!(human_count(7_241_732_096), "7.24B");
+    }
+}

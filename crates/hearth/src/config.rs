@@ -1,0 +1,208 @@
+//! The one typed configuration: flags, `HEARTH_*` variables and the TOML file, merged and validated once.
+//!
+//! Precedence is flag > environment > file > default. clap already folds the
+//! environment into the flags, so this module only layers the file and the
+//! defaults underneath, then checks every value before anything starts.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use engine::EngineConfig;
+use serde::Deserialize;
+use store::PipCommand;
+
+use crate::cli::{EngineArgs, GlobalArgs, ServeArgs};
+
+/// The configuration file's shape. Unknown keys are errors, so typos surface.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// How to invoke pip for package-hosted models, e.g. `python3 -m pip`.
+    pub pip: Option<String>,
+    #[serde(default)]
+    pub engine: FileEngine,
+    #[serde(default)]
+    pub server: FileServer,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileEngine {
+    pub threads: Option<u32>,
+    pub ctx_size: Option<u32>,
+    pub seed: Option<u32>,
+    pub parallel: Option<u32>,
+    pub gpu_layers: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileServer {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub model: Option<String>,
+    pub max_body_bytes: Option<usize>,
+}
+
+/// Everything a command needs, resolved and validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub home: PathBuf,
+    pub pip: PipCommand,
+    pub engine: EngineConfig,
+    /// Seed used when a request does not bring its own.
+    pub seed: Option<u32>,
+    pub server: ServerSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub host: IpAddr,
+    pub port: u16,
+    pub model: String,
+    pub max_body_bytes: usize,
+}
+
+impl Config {
+    /// Reads the file (if any) and merges it under the command's flags.
+    pub fn load(global: &GlobalArgs, engine: &EngineArgs, serve: Option<&ServeArgs>) -> Result<Config> {
+        let home = match &global.home {
+            Some(home) => home.clone(),
+            None => default_home()?,
+        };
+        let file = read_file(global.config.as_deref(), &home)?;
+        let pip_line = file.pip.unwrap_or_else(|| "python3 -m pip".to_string());
+        let pip = PipCommand::parse(&pip_line).context("`pip` in the configuration is empty")?;
+
+        let fe = &file.engine;
+        let threads = engine.threads.or(fe.threads).unwrap_or_else(|| num_cpus::get_physical() as u32);
+        let gpu_default = if cfg!(feature = "cuda") { 999 } else { 0 };
+        let engine_config = EngineConfig {
+            threads,
+            ctx_size: engine.ctx_size.or(fe.ctx_size),
+            parallel: engine.parallel.or(fe.parallel).unwrap_or(1),
+            gpu_layers: engine.gpu_layers.or(fe.gpu_layers).unwrap_or(gpu_default),
+            ..EngineConfig::default()
+        };
+
+        let fs = &file.server;
+        let host = serve
+            .and_then(|s| s.host.clone())
+            .or_else(|| fs.host.clone())
+            .unwrap_or_else(|| "127.0.0.1".to_string());
+        let server = ServerSettings {
+            host: host
+                .parse()
+                .with_context(|| format!("`{host}` is not an IP address to listen on"))?,
+            port: serve.and_then(|s| s.port).or(fs.port).unwrap_or(8080),
+            model: serve
+                .and_then(|s| s.model.clone())
+                .or_else(|| fs.model.clone())
+                .unwrap_or_else(|| store::DEFAULT_MODEL.to_string()),
+            max_body_bytes: fs.max_body_bytes.unwrap_or(8 << 20),
+        };
+        let config = Config {
+            home,
+            pip,
+            engine: engine_config,
+            seed: engine.seed.or(fe.seed),
+            server,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let e = &self.engine;
+        if e.threads == 0 || e.threads > 1024 {
+            bail!("threads must be between 1 and 1024, not {}", e.threads);
+        }
+        if let Some(ctx) = e.ctx_size {
+            if !(16..=1 << 20).contains(&ctx) {
+                bail!("ctx-size must be between 16 and 1048576 tokens, not {ctx}");
+            }
+        }
+        if e.parallel == 0 || e.parallel > 256 {
+            bail!("parallel must be between 1 and 256, not {}", e.parallel);
+        }
+        if self.server.max_body_bytes < 1024 {
+            bail!("server.max_body_bytes must be at least 1024");
+        }
+        Ok(())
+    }
+}
+
+fn default_home() -> Result<PathBuf> {
+    let home = std::env::var_os("HOME").context("HOME is not set; pass --home or set HEARTH_HOME")?;
+    Ok(PathBuf::from(home).join(".hearth"))
+}
+
+/// An explicit `--config` must exist; the default one is optional.
+fn read_file(explicit: Option<&Path>, home: &Path) -> Result<FileConfig> {
+    let (path, required) = match explicit {
+        Some(p) => (p.to_path_buf(), true),
+        None => (home.join("config.toml"), false),
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => return Ok(FileConfig::default()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    toml::from_str(&text).with_context(|| format!("invalid configuration in {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn global(home: &Path, config: Option<PathBuf>) -> GlobalArgs {
+        GlobalArgs {
+            home: Some(home.to_path_buf()),
+            config,
+            log: None,
+            log_format: crate::cli::LogFormat::Text,
+        }
+    }
+
+    #[test]
+    fn flags_beat_file_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config.toml"),
+            "[engine]\nthreads = 3\nctx_size = 2048\n[server]\nport = 9000\n",
+        )
+        .unwrap();
+        let flags = EngineArgs {
+            threads: Some(1),
+            ..EngineArgs::default()
+        };
+        let c = Config::load(&global(dir.path(), None), &flags, None).unwrap();
+        assert_eq!(c.engine.threads, 1);
+        assert_eq!(c.engine.ctx_size, Some(2048));
+        assert_eq!(c.server.port, 9000);
+        assert_eq!(c.server.model, "smollm2");
+        assert_eq!(c.home, dir.path());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.toml");
+        std::fs::write(&path, "[engine]\nthread = 3\n").unwrap();
+        let err = Config::load(&global(dir.path(), Some(path.clone())), &EngineArgs::default(), None).unwrap_err();
+        assert!(format!("{err:#}").contains("thread"), "{err:#}");
+
+        std::fs::write(&path, "[engine]\nthreads = 0\n").unwrap();
+        let err = Config::load(&global(dir.path(), Some(path)), &EngineArgs::default(), None).unwrap_err();
+        assert!(err.to_string().contains("threads"), "{err}");
+    }
+
+    #[test]
+    fn an_explicit_config_file_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.toml");
+        let err = Config::load(&global(dir.path(), Some(missing)), &EngineArgs::default(), None).unwrap_err();
+        assert!(err.to_string().contains("nope.toml"), "{err}");
+    }
+}

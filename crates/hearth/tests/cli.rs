@@ -1,0 +1,215 @@
+//! The `hearth` binary end to end: real model, real pip, real server on loopback.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+fn hearth() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearth"));
+    cmd.env("HEARTH_HOME", testkit::hearth_home())
+        .env_remove("HEARTH_CONFIG")
+        .env("HEARTH_THREADS", "2");
+    cmd
+}
+
+fn ok(output: Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "exit {}: {stderr}", output.status);
+    String::from_utf8(output.stdout).expect("stdout is UTF-8")
+}
+
+fn failed(output: Output) -> String {
+    assert_eq!(output.status.code(), Some(1), "expected a clean failure");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn show_describes_the_default_model() {
+    testkit::default_model();
+    let out = ok(hearth().args(["show", "smollm2", "--json"]).output().unwrap());
+    let d: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(d["architecture"], "llama");
+    assert_eq!(d["quantization"], "Q4_1");
+    assert_eq!(d["context_length"], 8192);
+    assert_eq!(d["chat_template"], true);
+    assert_eq!(d["file_size"], 98_362_432);
+    assert_eq!(d["parameters"], 134_515_008);
+    assert_eq!(d["sha256"], "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53");
+
+    // A path works too, and its hash is computed rather than looked up.
+    let path = testkit::default_model();
+    let text = ok(hearth().args(["show"]).arg(&path).output().unwrap());
+    assert!(text.contains("b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"), "{text}");
+    assert!(text.contains("chat template   yes"), "{text}");
+}
+
+#[test]
+fn show_and_run_refuse_a_malformed_file_by_name() {
+    for file in testkit::malformed_corpus().iter().take(6) {
+        let name = file.file_name().unwrap().to_string_lossy().to_string();
+        let err = failed(hearth().arg("show").arg(file).output().unwrap());
+        assert!(err.contains(&name), "{err}");
+        let err = failed(hearth().args(["run", "-n", "1"]).arg(file).arg("hi").output().unwrap());
+        assert!(err.contains(&name), "{err}");
+    }
+}
+
+#[test]
+fn run_streams_a_greedy_reply_deterministically() {
+    testkit::default_model();
+    let run = || {
+        let out = ok(hearth()
+            .args(["run", "--json", "--temperature", "0", "-n", "48", "What is the capital of Japan?"])
+            .output()
+            .unwrap());
+        serde_json::from_str::<Value>(&out).unwrap()
+    };
+    let (a, b) = (run(), run());
+    assert_eq!(a["text"], b["text"]);
+    assert!(a["text"].as_str().unwrap().contains("Tokyo"), "{a}");
+    assert!(a["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+    assert!(a["timings"]["decode_tokens_per_second"].as_f64().unwrap() > 0.0);
+
+    // Plain mode prints the same text, streamed, with a trailing newline.
+    let plain = ok(hearth()
+        .args(["run", "smollm2", "--temperature", "0", "-n", "48", "What is the capital of Japan?"])
+        .output()
+        .unwrap());
+    assert_eq!(plain.trim_end_matches('\n'), a["text"].as_str().unwrap());
+}
+
+#[test]
+fn chat_keeps_the_conversation() {
+    testkit::default_model();
+    let mut child = hearth()
+        .args(["chat", "--temperature", "0", "-n", "40"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let stdin = child.stdin.as_mut().unwrap();
+        writeln!(stdin, "What is the capital of Japan?").unwrap();
+        writeln!(stdin, "/reset").unwrap();
+        writeln!(stdin, "Say hello.").unwrap();
+    }
+    let out = ok(child.wait_with_output().unwrap());
+    assert!(out.contains("Tokyo"), "{out}");
+    assert_eq!(out.lines().filter(|l| !l.is_empty()).count() >= 2, true, "{out}");
+}
+
+#[test]
+fn unknown_models_and_bad_settings_fail_clearly() {
+    let err = failed(hearth().args(["run", "no-such-model", "hi"]).output().unwrap());
+    assert!(err.contains("no-such-model"), "{err}");
+    let err = failed(hearth().args(["run", "--threads", "0", "hi"]).output().unwrap());
+    assert!(err.contains("threads"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("hearth.toml");
+    std::fs::write(&config, "[server]\nprot = 1\n").unwrap();
+    let err = failed(hearth().arg("--config").arg(&config).arg("list").output().unwrap());
+    assert!(err.contains("prot"), "{err}");
+}
+
+#[test]
+fn serve_answers_over_http_and_refuses_bad_requests() {
+    testkit::default_model();
+    let mut child = hearth()
+        .args(["serve", "--port", "0", "--ctx-size", "512"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let base = line.trim().strip_prefix("listening on ").expect("address line").to_string();
+
+    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    let reply: Value = client
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&serde_json::json!({
+            "model": "smollm2",
+            "messages": [{"role": "user", "content": "What is the capital of Japan?"}],
+            "temperature": 0, "max_tokens": 48,
+        }))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let content = reply["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(content.contains("Tokyo"), "{reply}");
+
+    let long = "tokens ".repeat(600);
+    let resp = client
+        .post(format!("{base}/v1/completions"))
+        .json(&serde_json::json!({"model": "smollm2", "prompt": long}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: Value = resp.json().unwrap();
+    assert_eq!(body["error"]["code"], "context_length_exceeded");
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// Pulls into a fresh home, killing the pull at several moments first. After
+/// every interruption the store must hold a complete model or none at all.
+#[test]
+fn pull_is_atomic_even_when_killed() {
+    testkit::default_model(); // warms pip's cache, so the kills land at varied stages
+    let home = tempfile::tempdir().unwrap();
+    let in_home = |args: &[&str]| {
+        let mut cmd = hearth();
+        cmd.env("HEARTH_HOME", home.path()).args(args);
+        cmd
+    };
+    for delay_ms in [200, 1500, 3000] {
+        let mut child = in_home(&["pull", "smollm2", "--force"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        child.wait().unwrap();
+        assert_consistent(home.path());
+    }
+    let out = ok(in_home(&["pull", "smollm2"]).output().unwrap());
+    assert!(out.contains("b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"), "{out}");
+    let listed = ok(in_home(&["list", "--json"]).output().unwrap());
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed[0]["name"], "smollm2");
+    assert_eq!(listed[0]["size"], 98_362_432);
+
+    let removed = ok(in_home(&["rm", "smollm2:135m"]).output().unwrap());
+    assert!(removed.contains("removed smollm2"), "{removed}");
+    assert_eq!(ok(in_home(&["list", "--json"]).output().unwrap()).trim(), "[]");
+    let err = failed(in_home(&["rm", "smollm2"]).output().unwrap());
+    assert!(err.contains("not in the store"), "{err}");
+}
+
+/// Either the model is listed and its file matches the manifest, or it is not listed.
+fn assert_consistent(home: &Path) {
+    let dir = home.join("models/smollm2");
+    let manifest = dir.join("manifest.json");
+    if manifest.exists() {
+        let m: Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+        let len = std::fs::metadata(dir.join("model.gguf")).unwrap().len();
+        assert_eq!(Some(len), m["size"].as_u64());
+    }
+    // Nothing half-written sits under a final name.
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for e in entries {
+            let name = e.unwrap().file_name().to_string_lossy().to_string();
+            assert!(name == "model.gguf" || name == "manifest.json" || name.starts_with(".tmp"), "{name}");
+        }
+    }
+}

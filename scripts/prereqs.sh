@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what building Hearth needs on Debian/Ubuntu, if missing:
+# cmake and a C/C++ compiler for llama.cpp, clang + libclang for bindgen,
+# and python3 with pip for fetching package-hosted models.
+set -euo pipefail
+need=()
+command -v cmake >/dev/null || need+=(cmake)
+command -v clang >/dev/null || need+=(clang)
+command -v c++ >/dev/null || need+=(g++)
+command -v git >/dev/null || need+=(git)
+command -v curl >/dev/null || need+=(curl)
+ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
+command -v python3 >/dev/null || need+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+if ((${#need[@]})); then
+    echo "installing: ${need[*]}" >&2
+    sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >&2
+fi
+if ! command -v cargo >/dev/null && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if ! command -v cargo >/dev/null; then
+    echo "Rust is not installed: install it with rustup (https://rustup.rs), then run this again." >&2
+    exit 1
+fi
