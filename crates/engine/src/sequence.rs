@@ -206,7 +206,13 @@ impl Sequence {
 
     fn timings(&self) -> Timings {
         let ms = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64() * 1e3;
-        let rate = |n: f64, ms: f64| if ms > 0.0 && n > 0.0 { n * 1e3 / ms } else { 0.0 };
+        let rate = |n: f64, ms: f64| {
+            if ms > 0.0 && n > 0.0 {
+                n * 1e3 / ms
+            } else {
+                0.0
+            }
+        };
         let mut t = Timings {
             queued_ms: ms(self.submitted, self.started),
             ..Timings::default()

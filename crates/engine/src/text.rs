@@ -75,7 +75,10 @@ impl TextAssembler {
     }
 
     fn first_stop(&self) -> Option<usize> {
-        self.stops.iter().filter_map(|s| self.held.find(s.as_str())).min()
+        self.stops
+            .iter()
+            .filter_map(|s| self.held.find(s.as_str()))
+            .min()
     }
 
     /// Length of the longest tail of `held` that some stop string starts with.

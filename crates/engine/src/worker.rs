@@ -152,7 +152,9 @@ fn admit(shared: &Shared, slots: &mut [Option<Sequence>]) -> bool {
                 if slot.is_some() {
                     continue;
                 }
-                let Some(job) = next_live_job(&mut q.jobs) else { break };
+                let Some(job) = next_live_job(&mut q.jobs) else {
+                    break;
+                };
                 admitted.push((seq_id, job));
             }
             if !admitted.is_empty() || slots.iter().any(Option::is_some) {
@@ -163,10 +165,23 @@ fn admit(shared: &Shared, slots: &mut [Option<Sequence>]) -> bool {
     }
     // Sampler set-up happens outside the lock so submitters never wait on it.
     for (seq_id, job) in admitted {
-        let banned: &[LlamaToken] = if job.request.ignore_eos { &shared.eog_tokens } else { &[] };
-        let sampler =
-            sampler::build(&job.request.sampling, shared.model.n_vocab(), &job.tokens, banned);
-        slots[seq_id] = Some(Sequence::start(job, seq_id as i32, shared.n_ctx_seq, sampler));
+        let banned: &[LlamaToken] = if job.request.ignore_eos {
+            &shared.eog_tokens
+        } else {
+            &[]
+        };
+        let sampler = sampler::build(
+            &job.request.sampling,
+            shared.model.n_vocab(),
+            &job.tokens,
+            banned,
+        );
+        slots[seq_id] = Some(Sequence::start(
+            job,
+            seq_id as i32,
+            shared.n_ctx_seq,
+            sampler,
+        ));
     }
     true
 }

@@ -4,8 +4,8 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use engine::{Engine, EngineConfig};
 use types::{
-    ChatMessage, FinishReason, GenerateError, GenerationEvent, GenerationOutput,
-    GenerationRequest, Prompt, Role, SamplingParams, TextGenerator,
+    ChatMessage, FinishReason, GenerateError, GenerationEvent, GenerationOutput, GenerationRequest,
+    Prompt, Role, SamplingParams, TextGenerator,
 };
 
 /// One engine for the whole file. Tests take turns: two generations in flight
@@ -19,7 +19,9 @@ fn engine() -> MutexGuard<'static, Engine> {
                 threads: 2,
                 ..EngineConfig::default()
             };
-            Mutex::new(Engine::load(&testkit::default_model(), &config).expect("load default model"))
+            Mutex::new(
+                Engine::load(&testkit::default_model(), &config).expect("load default model"),
+            )
         })
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -32,7 +34,11 @@ fn chat(text: &str) -> GenerationRequest {
 }
 
 fn generate(engine: &Engine, request: GenerationRequest) -> GenerationOutput {
-    engine.submit(request).expect("submit").blocking_collect().expect("generation")
+    engine
+        .submit(request)
+        .expect("submit")
+        .blocking_collect()
+        .expect("generation")
 }
 
 #[test]
@@ -66,7 +72,10 @@ fn seeded_sampling_is_reproducible() {
 fn chat_template_is_applied() {
     let e = engine();
     let rendered = e
-        .render_chat(&[ChatMessage::new(Role::User, "What is the capital of Japan?")])
+        .render_chat(&[ChatMessage::new(
+            Role::User,
+            "What is the capital of Japan?",
+        )])
         .unwrap();
     assert!(rendered.contains("<|im_start|>user"), "{rendered}");
     assert!(rendered.ends_with("<|im_start|>assistant\n"), "{rendered}");
@@ -131,8 +140,11 @@ fn streamed_pieces_are_valid_utf8_even_for_multibyte_output() {
         }
     };
     let text = pieces.concat();
-    assert!(text.chars().any(|c| !c.is_ascii()), "no multi-byte output: {text:?}");
-    assert!(!text.contains('\u{fffd}'), "a character was split: {pieces:?}");
+    assert!(!text.is_ascii(), "no multi-byte output: {text:?}");
+    assert!(
+        !text.contains('\u{fffd}'),
+        "a character was split: {pieces:?}"
+    );
     assert!(pieces.iter().all(|p| !p.is_empty()));
     assert!(done.usage.completion_tokens as usize >= pieces.len());
 }
@@ -159,14 +171,19 @@ fn cancelling_stops_generation_and_frees_the_engine() {
     req.ignore_eos = true;
     let mut generation = e.submit(req).unwrap();
     // Wait for real output, then cancel.
-    assert!(matches!(generation.blocking_next(), Some(GenerationEvent::Text(_))));
+    assert!(matches!(
+        generation.blocking_next(),
+        Some(GenerationEvent::Text(_))
+    ));
     generation.cancel();
     let out = generation.blocking_collect().unwrap();
     assert_eq!(out.finish_reason, FinishReason::Cancelled);
     assert!(out.usage.completion_tokens < 1000);
 
     // Dropping a handle mid-stream cancels too, and the engine moves on.
-    let mut dropped = e.submit(chat("Write a very long essay about mountains.")).unwrap();
+    let mut dropped = e
+        .submit(chat("Write a very long essay about mountains."))
+        .unwrap();
     let _ = dropped.blocking_next();
     drop(dropped);
     let mut req = chat("What is the capital of Japan?");
@@ -180,7 +197,10 @@ fn bad_prompts_are_refused_before_queueing() {
     let ctx = e.info().ctx_size;
     let long = "word ".repeat(ctx as usize + 10);
     match e.submit(chat(&long)) {
-        Err(GenerateError::ContextOverflow { prompt_tokens, context }) => {
+        Err(GenerateError::ContextOverflow {
+            prompt_tokens,
+            context,
+        }) => {
             assert!(prompt_tokens >= context);
             assert_eq!(context, ctx);
         }
@@ -189,10 +209,16 @@ fn bad_prompts_are_refused_before_queueing() {
     let empty = GenerationRequest::new(Prompt::Chat(vec![]));
     assert_eq!(e.submit(empty).unwrap_err(), GenerateError::EmptyPrompt);
     let bad_token = GenerationRequest::new(Prompt::Tokens(vec![1, u32::MAX]));
-    assert!(matches!(e.submit(bad_token), Err(GenerateError::InvalidToken { .. })));
+    assert!(matches!(
+        e.submit(bad_token),
+        Err(GenerateError::InvalidToken { .. })
+    ));
     let mut bad_sampling = chat("hi");
     bad_sampling.sampling.top_p = 7.0;
-    assert!(matches!(e.submit(bad_sampling), Err(GenerateError::InvalidSampling(_))));
+    assert!(matches!(
+        e.submit(bad_sampling),
+        Err(GenerateError::InvalidSampling(_))
+    ));
 }
 
 #[test]
@@ -213,7 +239,10 @@ fn sequences_share_one_context() {
             e.submit(r).unwrap()
         })
         .collect();
-    let outs: Vec<_> = handles.into_iter().map(|h| h.blocking_collect().unwrap()).collect();
+    let outs: Vec<_> = handles
+        .into_iter()
+        .map(|h| h.blocking_collect().unwrap())
+        .collect();
     assert!(outs[0].text.contains("Tokyo"), "{}", outs[0].text);
     assert!(outs.iter().all(|o| !o.text.trim().is_empty()));
 }

@@ -20,7 +20,11 @@ fn malformed_corpus_is_refused_naming_the_file() {
             Err(err) => err,
             Ok(_) => panic!("{} was loaded", path.display()),
         };
-        assert!(matches!(err, EngineError::InvalidModel(_)), "{}: {err}", path.display());
+        assert!(
+            matches!(err, EngineError::InvalidModel(_)),
+            "{}: {err}",
+            path.display()
+        );
         let name = path.file_name().unwrap().to_string_lossy();
         assert!(err.to_string().contains(name.as_ref()), "{err}");
     }
@@ -31,15 +35,30 @@ fn real_model_truncated_anywhere_is_refused() {
     let model = std::fs::read(testkit::default_model()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     // Inside the header, the vocabulary, the tensor infos and the weights.
-    let cuts = [3, 20, 5_000, 600_000, 1_700_000, 1_785_700, 50_000_000, model.len() - 1];
+    let cuts = [
+        3,
+        20,
+        5_000,
+        600_000,
+        1_700_000,
+        1_785_700,
+        50_000_000,
+        model.len() - 1,
+    ];
     for cut in cuts {
         let path = dir.path().join(format!("cut-at-{cut}.gguf"));
-        std::fs::File::create(&path).unwrap().write_all(&model[..cut]).unwrap();
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(&model[..cut])
+            .unwrap();
         let err = match Engine::load(&path, &config()) {
             Err(err) => err,
             Ok(_) => panic!("model truncated at {cut} was loaded"),
         };
-        assert!(err.to_string().contains(&format!("cut-at-{cut}.gguf")), "{err}");
+        assert!(
+            err.to_string().contains(&format!("cut-at-{cut}.gguf")),
+            "{err}"
+        );
     }
 }
 

@@ -9,7 +9,12 @@ fn main() {
     match gguf::read_file(std::path::Path::new(&path)) {
         Ok(g) => {
             println!("parsed in {:?}", started.elapsed());
-            println!("version {}, {} tensors, data at byte {}", g.version, g.tensors.len(), g.data_offset);
+            println!(
+                "version {}, {} tensors, data at byte {}",
+                g.version,
+                g.tensors.len(),
+                g.data_offset
+            );
             for (key, value) in g.metadata() {
                 println!("{key} = {value}");
             }

@@ -137,7 +137,11 @@ mod tests {
     #[test]
     fn ids_are_unique() {
         for (i, a) in TYPES.iter().enumerate() {
-            assert!(TYPES[i + 1..].iter().all(|b| b.0 != a.0), "duplicate id {}", a.0);
+            assert!(
+                TYPES[i + 1..].iter().all(|b| b.0 != a.0),
+                "duplicate id {}",
+                a.0
+            );
         }
     }
 }

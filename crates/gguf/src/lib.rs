@@ -90,7 +90,12 @@ pub fn read_file(path: &Path) -> Result<Gguf, GgufFileError> {
     };
     let file = File::open(path).map_err(|e| wrap(GgufError::Io(e)))?;
     let len = file.metadata().map_err(|e| wrap(GgufError::Io(e)))?.len();
-    parse(BufReader::with_capacity(1 << 16, file), len, Limits::default()).map_err(wrap)
+    parse(
+        BufReader::with_capacity(1 << 16, file),
+        len,
+        Limits::default(),
+    )
+    .map_err(wrap)
 }
 
 /// Validates GGUF bytes held in memory (tests and the fuzz target use this).
@@ -233,9 +238,10 @@ impl<R: Read> Parser<R> {
             });
         }
         let what = format!("array `{key}`");
-        self.r.need(len.saturating_mul(element.min_encoded_len()), || {
-            format!("{what} of {len} {element:?} elements")
-        })?;
+        self.r
+            .need(len.saturating_mul(element.min_encoded_len()), || {
+                format!("{what} of {len} {element:?} elements")
+            })?;
         match element {
             ValueType::String => {
                 let item = format!("string in array `{key}`");
@@ -307,7 +313,9 @@ impl<R: Read> Parser<R> {
         };
         let n_dims = self.r.u32(&format!("dimension count of `{name}`"))?;
         if n_dims > MAX_DIMS {
-            return Err(bad(format!("{n_dims} dimensions; at most {MAX_DIMS} are allowed")));
+            return Err(bad(format!(
+                "{n_dims} dimensions; at most {MAX_DIMS} are allowed"
+            )));
         }
         let mut dims = Vec::with_capacity(n_dims as usize);
         let mut n_elements: u64 = 1;
@@ -320,8 +328,8 @@ impl<R: Read> Parser<R> {
             dims.push(d);
         }
         let type_id = self.r.u32(&format!("type of `{name}`"))?;
-        let ggml_type =
-            GgmlType::from_id(type_id).ok_or_else(|| bad(format!("unknown ggml type {type_id}")))?;
+        let ggml_type = GgmlType::from_id(type_id)
+            .ok_or_else(|| bad(format!("unknown ggml type {type_id}")))?;
         let row = dims.first().copied().unwrap_or(1);
         if row % ggml_type.block_size() != 0 {
             return Err(bad(format!(

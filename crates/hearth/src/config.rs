@@ -66,7 +66,11 @@ pub struct ServerSettings {
 
 impl Config {
     /// Reads the file (if any) and merges it under the command's flags.
-    pub fn load(global: &GlobalArgs, engine: &EngineArgs, serve: Option<&ServeArgs>) -> Result<Config> {
+    pub fn load(
+        global: &GlobalArgs,
+        engine: &EngineArgs,
+        serve: Option<&ServeArgs>,
+    ) -> Result<Config> {
         let home = match &global.home {
             Some(home) => home.clone(),
             None => default_home()?,
@@ -76,7 +80,10 @@ impl Config {
         let pip = PipCommand::parse(&pip_line).context("`pip` in the configuration is empty")?;
 
         let fe = &file.engine;
-        let threads = engine.threads.or(fe.threads).unwrap_or_else(|| num_cpus::get_physical() as u32);
+        let threads = engine
+            .threads
+            .or(fe.threads)
+            .unwrap_or_else(|| num_cpus::get_physical() as u32);
         let gpu_default = if cfg!(feature = "cuda") { 999 } else { 0 };
         let engine_config = EngineConfig {
             threads,
@@ -134,7 +141,8 @@ impl Config {
 }
 
 fn default_home() -> Result<PathBuf> {
-    let home = std::env::var_os("HOME").context("HOME is not set; pass --home or set HEARTH_HOME")?;
+    let home =
+        std::env::var_os("HOME").context("HOME is not set; pass --home or set HEARTH_HOME")?;
     Ok(PathBuf::from(home).join(".hearth"))
 }
 
@@ -146,7 +154,9 @@ fn read_file(explicit: Option<&Path>, home: &Path) -> Result<FileConfig> {
     };
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
-        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => return Ok(FileConfig::default()),
+        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(FileConfig::default())
+        }
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
     toml::from_str(&text).with_context(|| format!("invalid configuration in {}", path.display()))
@@ -190,11 +200,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("h.toml");
         std::fs::write(&path, "[engine]\nthread = 3\n").unwrap();
-        let err = Config::load(&global(dir.path(), Some(path.clone())), &EngineArgs::default(), None).unwrap_err();
+        let err = Config::load(
+            &global(dir.path(), Some(path.clone())),
+            &EngineArgs::default(),
+            None,
+        )
+        .unwrap_err();
         assert!(format!("{err:#}").contains("thread"), "{err:#}");
 
         std::fs::write(&path, "[engine]\nthreads = 0\n").unwrap();
-        let err = Config::load(&global(dir.path(), Some(path)), &EngineArgs::default(), None).unwrap_err();
+        let err = Config::load(
+            &global(dir.path(), Some(path)),
+            &EngineArgs::default(),
+            None,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("threads"), "{err}");
     }
 
@@ -202,7 +222,12 @@ mod tests {
     fn an_explicit_config_file_must_exist() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope.toml");
-        let err = Config::load(&global(dir.path(), Some(missing)), &EngineArgs::default(), None).unwrap_err();
+        let err = Config::load(
+            &global(dir.path(), Some(missing)),
+            &EngineArgs::default(),
+            None,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("nope.toml"), "{err}");
     }
 }

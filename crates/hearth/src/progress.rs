@@ -25,9 +25,11 @@ impl store::Progress for Bar {
         self.bar.reset();
         self.bar.set_length(total_bytes);
         self.bar.set_style(
-            ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec})")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec})",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         self.bar.set_message(what.to_string());
     }

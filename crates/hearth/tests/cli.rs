@@ -31,7 +31,10 @@ fn failed(output: Output) -> String {
 #[test]
 fn show_describes_the_default_model() {
     testkit::default_model();
-    let out = ok(hearth().args(["show", "smollm2", "--json"]).output().unwrap());
+    let out = ok(hearth()
+        .args(["show", "smollm2", "--json"])
+        .output()
+        .unwrap());
     let d: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(d["architecture"], "llama");
     assert_eq!(d["quantization"], "Q4_1");
@@ -39,12 +42,18 @@ fn show_describes_the_default_model() {
     assert_eq!(d["chat_template"], true);
     assert_eq!(d["file_size"], 98_362_432);
     assert_eq!(d["parameters"], 134_515_008);
-    assert_eq!(d["sha256"], "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53");
+    assert_eq!(
+        d["sha256"],
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+    );
 
     // A path works too, and its hash is computed rather than looked up.
     let path = testkit::default_model();
     let text = ok(hearth().args(["show"]).arg(&path).output().unwrap());
-    assert!(text.contains("b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"), "{text}");
+    assert!(
+        text.contains("b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
+        "{text}"
+    );
     assert!(text.contains("chat template   yes"), "{text}");
 }
 
@@ -54,7 +63,14 @@ fn show_and_run_refuse_a_malformed_file_by_name() {
         let name = file.file_name().unwrap().to_string_lossy().to_string();
         let err = failed(hearth().arg("show").arg(file).output().unwrap());
         assert!(err.contains(&name), "{err}");
-        let err = failed(hearth().args(["run", "-n", "1"]).arg(file).arg("hi").output().unwrap());
+        let err = failed(
+            hearth()
+                .args(["run", "-n", "1"])
+                .arg(file)
+                .arg("hi")
+                .output()
+                .unwrap(),
+        );
         assert!(err.contains(&name), "{err}");
     }
 }
@@ -64,7 +80,15 @@ fn run_streams_a_greedy_reply_deterministically() {
     testkit::default_model();
     let run = || {
         let out = ok(hearth()
-            .args(["run", "--json", "--temperature", "0", "-n", "48", "What is the capital of Japan?"])
+            .args([
+                "run",
+                "--json",
+                "--temperature",
+                "0",
+                "-n",
+                "48",
+                "What is the capital of Japan?",
+            ])
             .output()
             .unwrap());
         serde_json::from_str::<Value>(&out).unwrap()
@@ -77,7 +101,15 @@ fn run_streams_a_greedy_reply_deterministically() {
 
     // Plain mode prints the same text, streamed, with a trailing newline.
     let plain = ok(hearth()
-        .args(["run", "smollm2", "--temperature", "0", "-n", "48", "What is the capital of Japan?"])
+        .args([
+            "run",
+            "smollm2",
+            "--temperature",
+            "0",
+            "-n",
+            "48",
+            "What is the capital of Japan?",
+        ])
         .output()
         .unwrap());
     assert_eq!(plain.trim_end_matches('\n'), a["text"].as_str().unwrap());
@@ -102,19 +134,36 @@ fn chat_keeps_the_conversation() {
     }
     let out = ok(child.wait_with_output().unwrap());
     assert!(out.contains("Tokyo"), "{out}");
-    assert_eq!(out.lines().filter(|l| !l.is_empty()).count() >= 2, true, "{out}");
+    assert!(out.lines().filter(|l| !l.is_empty()).count() >= 2, "{out}");
 }
 
 #[test]
 fn unknown_models_and_bad_settings_fail_clearly() {
-    let err = failed(hearth().args(["run", "no-such-model", "hi"]).output().unwrap());
+    let err = failed(
+        hearth()
+            .args(["run", "no-such-model", "hi"])
+            .output()
+            .unwrap(),
+    );
     assert!(err.contains("no-such-model"), "{err}");
-    let err = failed(hearth().args(["run", "--threads", "0", "hi"]).output().unwrap());
+    let err = failed(
+        hearth()
+            .args(["run", "--threads", "0", "hi"])
+            .output()
+            .unwrap(),
+    );
     assert!(err.contains("threads"), "{err}");
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("hearth.toml");
     std::fs::write(&config, "[server]\nprot = 1\n").unwrap();
-    let err = failed(hearth().arg("--config").arg(&config).arg("list").output().unwrap());
+    let err = failed(
+        hearth()
+            .arg("--config")
+            .arg(&config)
+            .arg("list")
+            .output()
+            .unwrap(),
+    );
     assert!(err.contains("prot"), "{err}");
 }
 
@@ -128,10 +177,19 @@ fn serve_answers_over_http_and_refuses_bad_requests() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let base = line.trim().strip_prefix("listening on ").expect("address line").to_string();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("address line")
+        .to_string();
 
-    let client = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
     let reply: Value = client
         .post(format!("{base}/v1/chat/completions"))
         .json(&serde_json::json!({
@@ -183,7 +241,10 @@ fn pull_is_atomic_even_when_killed() {
         assert_consistent(home.path());
     }
     let out = ok(in_home(&["pull", "smollm2"]).output().unwrap());
-    assert!(out.contains("b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"), "{out}");
+    assert!(
+        out.contains("b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
+        "{out}"
+    );
     let listed = ok(in_home(&["list", "--json"]).output().unwrap());
     let listed: Value = serde_json::from_str(&listed).unwrap();
     assert_eq!(listed[0]["name"], "smollm2");
@@ -191,7 +252,10 @@ fn pull_is_atomic_even_when_killed() {
 
     let removed = ok(in_home(&["rm", "smollm2:135m"]).output().unwrap());
     assert!(removed.contains("removed smollm2"), "{removed}");
-    assert_eq!(ok(in_home(&["list", "--json"]).output().unwrap()).trim(), "[]");
+    assert_eq!(
+        ok(in_home(&["list", "--json"]).output().unwrap()).trim(),
+        "[]"
+    );
     let err = failed(in_home(&["rm", "smollm2"]).output().unwrap());
     assert!(err.contains("not in the store"), "{err}");
 }
@@ -209,7 +273,10 @@ fn assert_consistent(home: &Path) {
     if let Ok(entries) = std::fs::read_dir(&dir) {
         for e in entries {
             let name = e.unwrap().file_name().to_string_lossy().to_string();
-            assert!(name == "model.gguf" || name == "manifest.json" || name.starts_with(".tmp"), "{name}");
+            assert!(
+                name == "model.gguf" || name == "manifest.json" || name.starts_with(".tmp"),
+                "{name}"
+            );
         }
     }
 }

@@ -23,7 +23,15 @@ pub async fn chat(
     let Json(req) = body?;
     let (stream, usage) = (req.sampling.stream, req.sampling.include_usage());
     let (model, request) = req.into_domain(&app.defaults)?;
-    generate(&app, model.as_deref(), request, Endpoint::Chat, stream, usage).await
+    generate(
+        &app,
+        model.as_deref(),
+        request,
+        Endpoint::Chat,
+        stream,
+        usage,
+    )
+    .await
 }
 
 pub async fn text(
@@ -33,7 +41,15 @@ pub async fn text(
     let Json(req) = body?;
     let (stream, usage) = (req.sampling.stream, req.sampling.include_usage());
     let (model, request) = req.into_domain(&app.defaults)?;
-    generate(&app, model.as_deref(), request, Endpoint::Text, stream, usage).await
+    generate(
+        &app,
+        model.as_deref(),
+        request,
+        Endpoint::Text,
+        stream,
+        usage,
+    )
+    .await
 }
 
 async fn generate(
@@ -54,7 +70,9 @@ async fn generate(
     let reply = Reply::new(endpoint, served.id.clone());
     if stream {
         let events = sse_events(generation, reply, include_usage);
-        return Ok(Sse::new(events).keep_alive(KeepAlive::default()).into_response());
+        return Ok(Sse::new(events)
+            .keep_alive(KeepAlive::default())
+            .into_response());
     }
     // If the client disconnects, this future is dropped with the
     // generation, which cancels it.

@@ -52,15 +52,17 @@ impl ApiError {
     }
 
     pub fn unsupported(param: &'static str, what: &str) -> Self {
-        Self::invalid("unsupported_parameter", format!("{what} is not supported"))
-            .with_param(param)
+        Self::invalid("unsupported_parameter", format!("{what} is not supported")).with_param(param)
     }
 
     pub fn model_not_found(model: &str) -> Self {
         Self {
             status: StatusCode::NOT_FOUND,
             code: "model_not_found",
-            ..Self::invalid("", format!("The model `{model}` does not exist or is not served here"))
+            ..Self::invalid(
+                "",
+                format!("The model `{model}` does not exist or is not served here"),
+            )
         }
         .with_param("model")
     }
@@ -139,8 +141,9 @@ impl From<GenerateError> for ApiError {
             GenerateError::InvalidSampling(ref e) => {
                 ApiError::invalid("invalid_value", err.to_string()).with_param(e.field)
             }
-            GenerateError::Template(_) => ApiError::invalid("invalid_messages", err.to_string())
-                .with_param("messages"),
+            GenerateError::Template(_) => {
+                ApiError::invalid("invalid_messages", err.to_string()).with_param("messages")
+            }
             GenerateError::Unavailable => ApiError::unavailable(),
             GenerateError::Internal(detail) => ApiError::internal(&detail),
         }
@@ -153,7 +156,10 @@ impl From<JsonRejection> for ApiError {
         let (code, message) = match &rejection {
             JsonRejection::JsonSyntaxError(_) => (
                 "invalid_json",
-                format!("The request body is not valid JSON: {}", rejection.body_text()),
+                format!(
+                    "The request body is not valid JSON: {}",
+                    rejection.body_text()
+                ),
             ),
             JsonRejection::JsonDataError(_) => ("invalid_request", rejection.body_text()),
             JsonRejection::MissingJsonContentType(_) => (

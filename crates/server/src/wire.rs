@@ -62,7 +62,11 @@ impl SamplingFields {
         if self.n.is_some_and(|n| n != 1) {
             return Err(ApiError::unsupported("n", "More than one choice (`n` > 1)"));
         }
-        if self.logprobs.as_ref().is_some_and(|v| !v.is_null() && v != &serde_json::Value::Bool(false)) {
+        if self
+            .logprobs
+            .as_ref()
+            .is_some_and(|v| !v.is_null() && v != &serde_json::Value::Bool(false))
+        {
             return Err(ApiError::unsupported("logprobs", "`logprobs`"));
         }
         let temperature = self.temperature.unwrap_or(defaults.temperature);
@@ -85,9 +89,9 @@ impl SamplingFields {
             repeat_penalty: self.repeat_penalty.unwrap_or(defaults.repeat_penalty),
             repeat_last_n: self.repeat_last_n.unwrap_or(defaults.repeat_last_n),
         };
-        sampling.validate().map_err(|e| {
-            ApiError::invalid("invalid_value", e.to_string()).with_param(e.field)
-        })?;
+        sampling
+            .validate()
+            .map_err(|e| ApiError::invalid("invalid_value", e.to_string()).with_param(e.field))?;
         let stop = match self.stop {
             None => Vec::new(),
             Some(Stop::One(s)) => vec![s],
@@ -96,7 +100,10 @@ impl SamplingFields {
         if stop.len() > MAX_STOPS {
             return Err(ApiError::invalid(
                 "invalid_value",
-                format!("At most {MAX_STOPS} stop sequences are allowed, got {}", stop.len()),
+                format!(
+                    "At most {MAX_STOPS} stop sequences are allowed, got {}",
+                    stop.len()
+                ),
             )
             .with_param("stop"));
         }
@@ -110,7 +117,9 @@ impl SamplingFields {
     }
 
     pub fn include_usage(&self) -> bool {
-        self.stream_options.as_ref().is_some_and(|o| o.include_usage)
+        self.stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage)
     }
 }
 
@@ -162,12 +171,17 @@ impl ChatCompletionRequest {
         }
         if let Some(format) = &self.response_format {
             if format.kind != "text" {
-                return Err(ApiError::unsupported("response_format", "Structured output"));
+                return Err(ApiError::unsupported(
+                    "response_format",
+                    "Structured output",
+                ));
             }
         }
         if self.messages.is_empty() {
-            return Err(ApiError::invalid("invalid_value", "`messages` must not be empty")
-                .with_param("messages"));
+            return Err(
+                ApiError::invalid("invalid_value", "`messages` must not be empty")
+                    .with_param("messages"),
+            );
         }
         let messages = self
             .messages
@@ -193,7 +207,9 @@ impl WireMessage {
             other => {
                 return Err(ApiError::invalid(
                     "invalid_value",
-                    format!("Message role `{other}` is not supported (use system, user or assistant)"),
+                    format!(
+                        "Message role `{other}` is not supported (use system, user or assistant)"
+                    ),
                 )
                 .with_param("messages"))
             }
@@ -267,9 +283,9 @@ impl CompletionRequest {
             CompletionPrompt::TokenLists(mut v) if v.len() == 1 => Prompt::Tokens(v.remove(0)),
             _ => return Err(several()),
         };
-        let request = self
-            .sampling
-            .into_request(prompt, defaults, Some(COMPLETIONS_DEFAULT_MAX_TOKENS))?;
+        let request =
+            self.sampling
+                .into_request(prompt, defaults, Some(COMPLETIONS_DEFAULT_MAX_TOKENS))?;
         Ok((self.model, request))
     }
 }

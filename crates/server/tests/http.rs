@@ -36,27 +36,45 @@ async fn start() -> String {
         max_body_bytes: 64 << 10,
     };
     tokio::spawn(async move {
-        server::serve(listener, state, &options, std::future::pending()).await.unwrap();
+        server::serve(listener, state, &options, std::future::pending())
+            .await
+            .unwrap();
     });
     format!("http://{addr}")
 }
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap()
 }
 
 async fn post(base: &str, path: &str, body: Value) -> (StatusCode, Value) {
-    let resp = client().post(format!("{base}{path}")).json(&body).send().await.unwrap();
+    let resp = client()
+        .post(format!("{base}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     let status = resp.status();
     (status, resp.json().await.unwrap())
 }
 
 /// Posts a streaming request; returns the `data:` payloads in order.
 async fn post_stream(base: &str, path: &str, body: Value) -> Vec<String> {
-    let resp = client().post(format!("{base}{path}")).json(&body).send().await.unwrap();
+    let resp = client()
+        .post(format!("{base}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let content_type = resp.headers()["content-type"].to_str().unwrap().to_string();
-    assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+    assert!(
+        content_type.starts_with("text/event-stream"),
+        "{content_type}"
+    );
     let text = resp.text().await.unwrap();
     text.lines()
         .filter_map(|l| l.strip_prefix("data: "))
@@ -67,7 +85,10 @@ async fn post_stream(base: &str, path: &str, body: Value) -> Vec<String> {
 fn assert_openai_error(status: StatusCode, body: &Value, expected: StatusCode, code: &str) {
     assert_eq!(status, expected, "{body}");
     let err = &body["error"];
-    assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        err["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
     assert!(err["type"].is_string(), "{body}");
     assert_eq!(err["code"], code, "{body}");
 }
@@ -77,13 +98,19 @@ fn chat_body(text: &str, extra: Value) -> Value {
         "model": "smollm2",
         "messages": [{"role": "user", "content": text}],
     });
-    body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
     body
 }
 
 /// Joins the text of a chat or text completion stream, checking its framing.
 fn stream_text(events: &[String], chat: bool) -> (String, Value) {
-    assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{events:?}");
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("[DONE]"),
+        "{events:?}"
+    );
     let chunks: Vec<Value> = events[..events.len() - 1]
         .iter()
         .map(|e| serde_json::from_str(e).unwrap())
@@ -102,22 +129,37 @@ fn stream_text(events: &[String], chat: bool) -> (String, Value) {
     if chat {
         assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
     }
-    let last = chunks.iter().rev().find(|c| !c["choices"][0].is_null()).unwrap().clone();
+    let last = chunks
+        .iter()
+        .rev()
+        .find(|c| !c["choices"][0].is_null())
+        .unwrap()
+        .clone();
     (text, last)
 }
 
 #[tokio::test]
 async fn chat_completion_answers_in_sensible_english() {
     let base = start().await;
-    let (status, body) =
-        post(&base, "/v1/chat/completions", chat_body("What is the capital of Japan?", json!({"temperature": 0, "max_tokens": 48}))).await;
+    let (status, body) = post(
+        &base,
+        "/v1/chat/completions",
+        chat_body(
+            "What is the capital of Japan?",
+            json!({"temperature": 0, "max_tokens": 48}),
+        ),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["object"], "chat.completion");
     assert_eq!(body["model"], "smollm2");
     assert!(body["id"].as_str().unwrap().starts_with("chatcmpl-"));
     let message = &body["choices"][0]["message"];
     assert_eq!(message["role"], "assistant");
-    assert!(message["content"].as_str().unwrap().contains("Tokyo"), "{body}");
+    assert!(
+        message["content"].as_str().unwrap().contains("Tokyo"),
+        "{body}"
+    );
     let usage = &body["usage"];
     assert_eq!(
         usage["total_tokens"].as_u64().unwrap(),
@@ -129,18 +171,36 @@ async fn chat_completion_answers_in_sensible_english() {
 #[tokio::test]
 async fn streaming_matches_non_streaming_for_the_same_seed() {
     let base = start().await;
-    for sampling in [json!({"temperature": 0}), json!({"temperature": 0.9, "seed": 7})] {
+    for sampling in [
+        json!({"temperature": 0}),
+        json!({"temperature": 0.9, "seed": 7}),
+    ] {
         let mut extra = sampling.clone();
         extra["max_tokens"] = json!(40);
-        let (status, full) =
-            post(&base, "/v1/chat/completions", chat_body("Describe a cat in two sentences.", extra.clone())).await;
+        let (status, full) = post(
+            &base,
+            "/v1/chat/completions",
+            chat_body("Describe a cat in two sentences.", extra.clone()),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
         extra["stream"] = json!(true);
-        let events =
-            post_stream(&base, "/v1/chat/completions", chat_body("Describe a cat in two sentences.", extra)).await;
+        let events = post_stream(
+            &base,
+            "/v1/chat/completions",
+            chat_body("Describe a cat in two sentences.", extra),
+        )
+        .await;
         let (streamed, last) = stream_text(&events, true);
-        assert_eq!(streamed, full["choices"][0]["message"]["content"].as_str().unwrap(), "{sampling}");
-        assert_eq!(last["choices"][0]["finish_reason"], full["choices"][0]["finish_reason"]);
+        assert_eq!(
+            streamed,
+            full["choices"][0]["message"]["content"].as_str().unwrap(),
+            "{sampling}"
+        );
+        assert_eq!(
+            last["choices"][0]["finish_reason"],
+            full["choices"][0]["finish_reason"]
+        );
     }
 }
 
@@ -171,7 +231,10 @@ async fn stop_and_max_tokens_over_http() {
     let (_, body) = post(
         &base,
         "/v1/chat/completions",
-        chat_body("Count from 1 to 10.", json!({"temperature": 0, "max_tokens": 5})),
+        chat_body(
+            "Count from 1 to 10.",
+            json!({"temperature": 0, "max_tokens": 5}),
+        ),
     )
     .await;
     assert_eq!(body["usage"]["completion_tokens"], 5);
@@ -179,7 +242,10 @@ async fn stop_and_max_tokens_over_http() {
     let (_, body) = post(
         &base,
         "/v1/chat/completions",
-        chat_body("Count from 1 to 20, separated by commas.", json!({"temperature": 0, "stop": ["5"], "max_tokens": 80})),
+        chat_body(
+            "Count from 1 to 20, separated by commas.",
+            json!({"temperature": 0, "stop": ["5"], "max_tokens": 80}),
+        ),
     )
     .await;
     let content = body["choices"][0]["message"]["content"].as_str().unwrap();
@@ -190,16 +256,43 @@ async fn stop_and_max_tokens_over_http() {
 #[tokio::test]
 async fn models_and_health() {
     let base = start().await;
-    let list: Value = client().get(format!("{base}/v1/models")).send().await.unwrap().json().await.unwrap();
+    let list: Value = client()
+        .get(format!("{base}/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["object"], "list");
     assert_eq!(list["data"][0]["id"], "smollm2");
     assert_eq!(list["data"][0]["object"], "model");
-    let one = client().get(format!("{base}/v1/models/smollm2:135m")).send().await.unwrap();
+    let one = client()
+        .get(format!("{base}/v1/models/smollm2:135m"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(one.status(), StatusCode::OK);
-    let missing = client().get(format!("{base}/v1/models/nope")).send().await.unwrap();
+    let missing = client()
+        .get(format!("{base}/v1/models/nope"))
+        .send()
+        .await
+        .unwrap();
     let status = missing.status();
-    assert_openai_error(status, &missing.json().await.unwrap(), StatusCode::NOT_FOUND, "model_not_found");
-    let health: Value = client().get(format!("{base}/health")).send().await.unwrap().json().await.unwrap();
+    assert_openai_error(
+        status,
+        &missing.json().await.unwrap(),
+        StatusCode::NOT_FOUND,
+        "model_not_found",
+    );
+    let health: Value = client()
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(health["status"], "ok");
 }
 
@@ -226,7 +319,12 @@ async fn bad_requests_get_openai_shaped_4xx() {
     let (s, b) = raw("{\"messages\": [{\"role\": \"wizard\", \"content\": \"hi\"}]}").await;
     assert_openai_error(s, &b, StatusCode::BAD_REQUEST, "invalid_value");
 
-    let (s, b) = post(&base, "/v1/chat/completions", json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})).await;
+    let (s, b) = post(
+        &base,
+        "/v1/chat/completions",
+        json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
     assert_openai_error(s, &b, StatusCode::NOT_FOUND, "model_not_found");
 
     let long = "lorem ipsum ".repeat(2000);
@@ -235,14 +333,22 @@ async fn bad_requests_get_openai_shaped_4xx() {
     let (s, b) = post(&base, "/v1/completions", json!({"prompt": long})).await;
     assert_openai_error(s, &b, StatusCode::BAD_REQUEST, "context_length_exceeded");
     // Streaming requests are refused before the stream starts, with a status.
-    let (s, b) = post(&base, "/v1/completions", json!({"prompt": long, "stream": true})).await;
+    let (s, b) = post(
+        &base,
+        "/v1/completions",
+        json!({"prompt": long, "stream": true}),
+    )
+    .await;
     assert_openai_error(s, &b, StatusCode::BAD_REQUEST, "context_length_exceeded");
 
     let cases = [
         (json!({"n": 2}), "unsupported_parameter"),
         (json!({"temperature": 3.5}), "invalid_value"),
         (json!({"top_p": 0}), "invalid_value"),
-        (json!({"tools": [{"type": "function"}]}), "unsupported_parameter"),
+        (
+            json!({"tools": [{"type": "function"}]}),
+            "unsupported_parameter",
+        ),
         (json!({"messages": []}), "invalid_value"),
     ];
     for (extra, code) in cases {
@@ -250,18 +356,46 @@ async fn bad_requests_get_openai_shaped_4xx() {
         assert_openai_error(s, &b, StatusCode::BAD_REQUEST, code);
     }
 
-    let resp = client().post(format!("{base}/v1/chat/completions")).body("{}").send().await.unwrap();
+    let resp = client()
+        .post(format!("{base}/v1/chat/completions"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     let s = resp.status();
-    assert_openai_error(s, &resp.json().await.unwrap(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "invalid_content_type");
+    assert_openai_error(
+        s,
+        &resp.json().await.unwrap(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "invalid_content_type",
+    );
     let huge = json!({"prompt": "x".repeat(100 << 10)});
     let (s, b) = post(&base, "/v1/completions", huge).await;
     assert_openai_error(s, &b, StatusCode::PAYLOAD_TOO_LARGE, "invalid_body");
-    let resp = client().get(format!("{base}/v1/nothing")).send().await.unwrap();
+    let resp = client()
+        .get(format!("{base}/v1/nothing"))
+        .send()
+        .await
+        .unwrap();
     let s = resp.status();
-    assert_openai_error(s, &resp.json().await.unwrap(), StatusCode::NOT_FOUND, "not_found");
-    let resp = client().get(format!("{base}/v1/chat/completions")).send().await.unwrap();
+    assert_openai_error(
+        s,
+        &resp.json().await.unwrap(),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    let resp = client()
+        .get(format!("{base}/v1/chat/completions"))
+        .send()
+        .await
+        .unwrap();
     let s = resp.status();
-    assert_openai_error(s, &resp.json().await.unwrap(), StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    assert_openai_error(
+        s,
+        &resp.json().await.unwrap(),
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
 }
 
 #[tokio::test]
@@ -271,7 +405,12 @@ async fn a_client_that_hangs_up_mid_stream_frees_the_engine() {
         "Write a very long story.",
         json!({"stream": true, "ignore_eos": true, "max_tokens": 900}),
     );
-    let mut resp = client().post(format!("{base}/v1/chat/completions")).json(&body).send().await.unwrap();
+    let mut resp = client()
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     // Read a little, then hang up.
     let _ = resp.chunk().await.unwrap();
     let _ = resp.chunk().await.unwrap();
@@ -279,8 +418,16 @@ async fn a_client_that_hangs_up_mid_stream_frees_the_engine() {
     // 900 tokens would take several seconds; a cancelled stream must not
     // hold the (single) sequence slot that long.
     let started = std::time::Instant::now();
-    let (status, _) =
-        post(&base, "/v1/chat/completions", chat_body("Say hi.", json!({"max_tokens": 4}))).await;
+    let (status, _) = post(
+        &base,
+        "/v1/chat/completions",
+        chat_body("Say hi.", json!({"max_tokens": 4})),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
 }

@@ -70,7 +70,10 @@ mod tests {
     fn pins_are_well_formed() {
         for e in entries() {
             assert_eq!(e.sha256.len(), 64, "{}", e.name);
-            assert!(e.sha256.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+            assert!(e
+                .sha256
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
             assert!(e.size > 0);
         }
     }

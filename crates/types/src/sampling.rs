@@ -80,17 +80,37 @@ impl SamplingParams {
             }
         };
         let t = self.temperature;
-        check("temperature", t, (0.0..=100.0).contains(&t), "must be between 0 and 100")?;
+        check(
+            "temperature",
+            t,
+            (0.0..=100.0).contains(&t),
+            "must be between 0 and 100",
+        )?;
         let p = self.top_p;
         check("top_p", p, p > 0.0 && p <= 1.0, "must be in (0, 1]")?;
         let m = self.min_p;
         check("min_p", m, (0.0..=1.0).contains(&m), "must be in [0, 1]")?;
         let r = self.repeat_penalty;
-        check("repeat_penalty", r, r > 0.0 && r <= 10.0, "must be in (0, 10]")?;
+        check(
+            "repeat_penalty",
+            r,
+            r > 0.0 && r <= 10.0,
+            "must be in (0, 10]",
+        )?;
         let pp = self.presence_penalty;
-        check("presence_penalty", pp, (-2.0..=2.0).contains(&pp), "must be between -2 and 2")?;
+        check(
+            "presence_penalty",
+            pp,
+            (-2.0..=2.0).contains(&pp),
+            "must be between -2 and 2",
+        )?;
         let fp = self.frequency_penalty;
-        check("frequency_penalty", fp, (-2.0..=2.0).contains(&fp), "must be between -2 and 2")?;
+        check(
+            "frequency_penalty",
+            fp,
+            (-2.0..=2.0).contains(&fp),
+            "must be between -2 and 2",
+        )?;
         Ok(())
     }
 }
@@ -110,14 +130,38 @@ mod tests {
     #[test]
     fn rejects_out_of_range_and_non_finite() {
         let cases = [
-            SamplingParams { temperature: -0.1, ..Default::default() },
-            SamplingParams { temperature: f32::NAN, ..Default::default() },
-            SamplingParams { top_p: 0.0, ..Default::default() },
-            SamplingParams { top_p: 1.5, ..Default::default() },
-            SamplingParams { min_p: -1.0, ..Default::default() },
-            SamplingParams { repeat_penalty: 0.0, ..Default::default() },
-            SamplingParams { presence_penalty: 2.5, ..Default::default() },
-            SamplingParams { frequency_penalty: f32::INFINITY, ..Default::default() },
+            SamplingParams {
+                temperature: -0.1,
+                ..Default::default()
+            },
+            SamplingParams {
+                temperature: f32::NAN,
+                ..Default::default()
+            },
+            SamplingParams {
+                top_p: 0.0,
+                ..Default::default()
+            },
+            SamplingParams {
+                top_p: 1.5,
+                ..Default::default()
+            },
+            SamplingParams {
+                min_p: -1.0,
+                ..Default::default()
+            },
+            SamplingParams {
+                repeat_penalty: 0.0,
+                ..Default::default()
+            },
+            SamplingParams {
+                presence_penalty: 2.5,
+                ..Default::default()
+            },
+            SamplingParams {
+                frequency_penalty: f32::INFINITY,
+                ..Default::default()
+            },
         ];
         for case in cases {
             let err = case.validate().unwrap_err();
@@ -127,7 +171,12 @@ mod tests {
 
     #[test]
     fn error_names_the_field() {
-        let err = SamplingParams { top_p: 2.0, ..Default::default() }.validate().unwrap_err();
+        let err = SamplingParams {
+            top_p: 2.0,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap_err();
         assert_eq!(err.field, "top_p");
         assert!(err.to_string().contains("top_p"), "{err}");
     }

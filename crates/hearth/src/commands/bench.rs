@@ -35,7 +35,10 @@ struct Report {
 }
 
 pub fn bench(config: &Config, args: &BenchArgs) -> Result<()> {
-    ensure!(args.reps > 0 && args.prompt_tokens > 0 && args.gen_tokens > 0, "counts must be positive");
+    ensure!(
+        args.reps > 0 && args.prompt_tokens > 0 && args.gen_tokens > 0,
+        "counts must be positive"
+    );
     let reference = args.model.as_deref().unwrap_or(store::DEFAULT_MODEL);
     let model = resolve(config, reference)?;
     let engine_config = EngineConfig {
@@ -73,7 +76,10 @@ pub fn bench(config: &Config, args: &BenchArgs) -> Result<()> {
         println!("model {}  threads {}", report.model, report.threads);
         println!("{:<8} {:>12} {:>10}", "test", "t/s", "± stddev");
         for r in &report.results {
-            println!("{:<8} {:>12.2} {:>10.2}", r.test, r.mean_tokens_per_second, r.stddev_tokens_per_second);
+            println!(
+                "{:<8} {:>12.2} {:>10.2}",
+                r.test, r.mean_tokens_per_second, r.stddev_tokens_per_second
+            );
         }
     }
     Ok(())
@@ -97,7 +103,10 @@ fn measure(engine: &Engine, prompt: Vec<u32>, max_tokens: u32) -> Result<Timings
     req.max_tokens = Some(max_tokens);
     req.ignore_eos = true;
     let out = engine.submit(req)?.blocking_collect()?;
-    ensure!(out.usage.completion_tokens == max_tokens, "generation ended early");
+    ensure!(
+        out.usage.completion_tokens == max_tokens,
+        "generation ended early"
+    );
     Ok(out.timings)
 }
 

@@ -6,8 +6,8 @@ use anyhow::{bail, Context, Result};
 use engine::Engine;
 use serde_json::json;
 use types::{
-    ChatMessage, GenerateError, GenerationEvent, GenerationOutput, GenerationRequest, Prompt,
-    Role, TextGenerator,
+    ChatMessage, GenerateError, GenerationEvent, GenerationOutput, GenerationRequest, Prompt, Role,
+    TextGenerator,
 };
 
 use super::{load, sampling};
@@ -32,7 +32,9 @@ pub fn run(config: &Config, args: &RunArgs) -> Result<()> {
     };
     let prompt = if prompt == "-" {
         let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text).context("cannot read the prompt from stdin")?;
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the prompt from stdin")?;
         text
     } else {
         prompt
@@ -72,14 +74,21 @@ pub fn run(config: &Config, args: &RunArgs) -> Result<()> {
 
 /// Streams a generation to stdout. `None` means stdout was closed (e.g. piped
 /// into `head`), which cancels the generation quietly.
-fn stream_to_stdout(engine: &Engine, req: GenerationRequest) -> Result<Option<GenerationOutput>, GenerateError> {
+fn stream_to_stdout(
+    engine: &Engine,
+    req: GenerationRequest,
+) -> Result<Option<GenerationOutput>, GenerateError> {
     let mut generation = engine.submit(req)?;
     let mut stdout = std::io::stdout().lock();
     let mut text = String::new();
     while let Some(event) = generation.blocking_next() {
         match event {
             GenerationEvent::Text(piece) => {
-                if stdout.write_all(piece.as_bytes()).and_then(|()| stdout.flush()).is_err() {
+                if stdout
+                    .write_all(piece.as_bytes())
+                    .and_then(|()| stdout.flush())
+                    .is_err()
+                {
                     return Ok(None);
                 }
                 text.push_str(&piece);
@@ -105,7 +114,11 @@ pub fn chat(config: &Config, args: &ChatArgs) -> Result<()> {
     let (model, engine) = load(config, reference)?;
     let interactive = std::io::stdin().is_terminal();
     if interactive {
-        eprintln!("Chatting with {} ({} tokens of context). {CHAT_HELP}", model.name, engine.info().ctx_size);
+        eprintln!(
+            "Chatting with {} ({} tokens of context). {CHAT_HELP}",
+            model.name,
+            engine.info().ctx_size
+        );
     }
     let system: Vec<ChatMessage> = args
         .system
@@ -139,7 +152,10 @@ pub fn chat(config: &Config, args: &ChatArgs) -> Result<()> {
         history.push(ChatMessage::new(Role::User, input));
         let reply = loop {
             let messages = system.iter().chain(history.iter()).cloned().collect();
-            match stream_to_stdout(&engine, request(Prompt::Chat(messages), &args.sampling, config)) {
+            match stream_to_stdout(
+                &engine,
+                request(Prompt::Chat(messages), &args.sampling, config),
+            ) {
                 // Forget the oldest exchange and try again, as long as one remains.
                 Err(GenerateError::ContextOverflow { .. }) if history.len() > 1 => {
                     history.drain(..history.len().min(2));

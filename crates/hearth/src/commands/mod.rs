@@ -20,10 +20,14 @@ pub fn run(cli: Cli) -> Result<()> {
     let global = &cli.global;
     let none = EngineArgs::default();
     match cli.command {
-        Command::Pull { model, force } => models::pull(&Config::load(global, &none, None)?, &model, force),
+        Command::Pull { model, force } => {
+            models::pull(&Config::load(global, &none, None)?, &model, force)
+        }
         Command::List { json } => models::list(&Config::load(global, &none, None)?, json),
         Command::Rm { model } => models::rm(&Config::load(global, &none, None)?, &model),
-        Command::Show { model, json } => models::show(&Config::load(global, &none, None)?, &model, json),
+        Command::Show { model, json } => {
+            models::show(&Config::load(global, &none, None)?, &model, json)
+        }
         Command::Run(args) => generate::run(&Config::load(global, &args.engine, None)?, &args),
         Command::Chat(args) => generate::chat(&Config::load(global, &args.engine, None)?, &args),
         Command::Serve(args) => serve::serve(&Config::load(global, &args.engine, Some(&args))?),
@@ -32,7 +36,8 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 fn open_store(config: &Config) -> Result<Store> {
-    Store::open(&config.home).with_context(|| format!("cannot open the store in {}", config.home.display()))
+    Store::open(&config.home)
+        .with_context(|| format!("cannot open the store in {}", config.home.display()))
 }
 
 fn pull_options(config: &Config, force: bool) -> PullOptions {

@@ -12,7 +12,13 @@ pub fn pull(config: &Config, model: &str, force: bool) -> Result<()> {
     let store = open_store(config)?;
     let stored = store.pull(model, &pull_options(config, force), &Bar::new())?;
     let m = &stored.manifest;
-    println!("{}: {} bytes, sha256 {} ({})", m.name, m.size, m.sha256, stored.path.display());
+    println!(
+        "{}: {} bytes, sha256 {} ({})",
+        m.name,
+        m.size,
+        m.sha256,
+        stored.path.display()
+    );
     Ok(())
 }
 
@@ -24,20 +30,33 @@ pub fn list(config: &Config, json: bool) -> Result<()> {
         return Ok(());
     }
     if models.is_empty() {
-        println!("No models stored yet; try `hearth pull {}`.", store::DEFAULT_MODEL);
+        println!(
+            "No models stored yet; try `hearth pull {}`.",
+            store::DEFAULT_MODEL
+        );
         return Ok(());
     }
     println!("{:<20} {:>10}  {:<14} SOURCE", "NAME", "SIZE", "SHA-256");
     for m in &models {
         let m = &m.manifest;
-        println!("{:<20} {:>10}  {:<14} {}", m.name, human_bytes(m.size), &m.sha256[..12], m.source);
+        println!(
+            "{:<20} {:>10}  {:<14} {}",
+            m.name,
+            human_bytes(m.size),
+            &m.sha256[..12],
+            m.source
+        );
     }
     Ok(())
 }
 
 pub fn rm(config: &Config, model: &str) -> Result<()> {
     let removed = open_store(config)?.remove(model)?;
-    println!("removed {} ({})", removed.manifest.name, human_bytes(removed.manifest.size));
+    println!(
+        "removed {} ({})",
+        removed.manifest.name,
+        human_bytes(removed.manifest.size)
+    );
     Ok(())
 }
 
@@ -93,12 +112,29 @@ pub fn show(config: &Config, reference: &str, json: bool) -> Result<()> {
     if let Some(n) = d.model_name {
         println!("model           {n}");
     }
-    println!("parameters      {} ({})", human_count(d.parameters), d.parameters);
+    println!(
+        "parameters      {} ({})",
+        human_count(d.parameters),
+        d.parameters
+    );
     println!("quantization    {}", or_unknown(d.quantization));
-    println!("context length  {}", or_unknown(d.context_length.map(|c| c.to_string())));
-    println!("vocabulary      {}", or_unknown(d.vocab_size.map(|c| c.to_string())));
-    println!("chat template   {}", if d.chat_template { "yes" } else { "no" });
-    println!("file size       {} ({} bytes)", human_bytes(d.file_size), d.file_size);
+    println!(
+        "context length  {}",
+        or_unknown(d.context_length.map(|c| c.to_string()))
+    );
+    println!(
+        "vocabulary      {}",
+        or_unknown(d.vocab_size.map(|c| c.to_string()))
+    );
+    println!(
+        "chat template   {}",
+        if d.chat_template { "yes" } else { "no" }
+    );
+    println!(
+        "file size       {} ({} bytes)",
+        human_bytes(d.file_size),
+        d.file_size
+    );
     println!("sha256          {}", d.sha256);
     println!("gguf            v{}, {} tensors", d.gguf_version, d.tensors);
     Ok(())
