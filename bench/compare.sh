@@ -5,13 +5,15 @@
 #   bench/compare.sh [--threads N] [--reps N] [--rounds N] [--model NAME] [--no-record]
 #
 # Rounds alternate llama-bench and `hearth bench` so drift on a shared machine
-# hits both alike. The summary is printed and appended to docs/benchmarks.md.
+# hits both alike; each side's figure is the median of all its repetitions,
+# which shrugs off the odd slow repetition a noisy neighbour causes. The
+# summary is printed and appended to docs/benchmarks.md.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 threads=$(lscpu -p=core | grep -v '^#' | sort -u | wc -l)
-reps=5
-rounds=3
+reps=3
+rounds=8
 model=smollm2
 record=1
 while (($#)); do
@@ -51,10 +53,10 @@ build = ""
 for r in range(1, rounds + 1):
     for e in json.load(open(f"{out}/llama-{r}.json")):
         key = f"pp{e['n_prompt']}" if e["n_gen"] == 0 else f"tg{e['n_gen']}"
-        llama[key].append(e["avg_ts"])
+        llama[key].extend(e["samples_ts"])
         build = f"{e.get('build_commit', '?')} (build {e.get('build_number', '?')})"
     for res in json.load(open(f"{out}/hearth-{r}.json"))["results"]:
-        hearth[res["test"]].append(res["mean_tokens_per_second"])
+        hearth[res["test"]].extend(res["samples_tokens_per_second"])
 
 def sh(c):
     return subprocess.run(c, shell=True, capture_output=True, text=True).stdout.strip()
@@ -66,7 +68,7 @@ commit = sh("git rev-parse --short HEAD")
 threads = cmd.split("--threads ")[1].split()[0]
 rows, ok = [], True
 for test, target in (("pp512", 0.97), ("tg128", 0.97)):
-    l, h = statistics.mean(llama[test]), statistics.mean(hearth[test])
+    l, h = statistics.median(llama[test]), statistics.median(hearth[test])
     ratio = h / l
     ok &= ratio >= target
     rows.append(f"| {test} | {l:.1f} | {h:.1f} | {ratio:.3f} | ≥ {target} | {'pass' if ratio >= target else 'FAIL'} |")
@@ -82,7 +84,7 @@ section = f"""
 - Machine: {cpu}, {cores} cores, {mem} GiB RAM
 - Hearth commit {commit}; llama.cpp (yardstick) {build}, built with `-DGGML_NATIVE=ON`
 - Model: SmolLM2-135M-Instruct Q4_1 (the default `smollm2`)
-- Each number is the mean over {rounds} alternating rounds of {cmd.split('--reps ')[1].split()[0]} repetitions.
+- Each number is the median of {len(llama['pp512'])} repetitions ({rounds} alternating rounds of {cmd.split('--reps ')[1].split()[0]}), tokens per second.
 
 {table}
 """

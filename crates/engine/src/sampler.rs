@@ -1,5 +1,7 @@
-//! Builds one llama.cpp sampler chain per sequence from Hearth's sampling parameters.
+//! Per-sequence token samplers: a direct argmax for plain greedy decoding,
+//! otherwise a llama.cpp sampler chain built from Hearth's sampling parameters.
 
+use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::logit_bias::LlamaLogitBias;
 use llama_cpp_2::token::LlamaToken;
@@ -8,6 +10,67 @@ use types::SamplingParams;
 /// llama.cpp's `LLAMA_DEFAULT_SEED`: asks the dist sampler for a random seed.
 const RANDOM_SEED: u32 = u32::MAX;
 
+/// Chooses the next token of one sequence.
+pub(crate) enum TokenSampler {
+    /// Greedy with no penalties. Done here in one pass over the logits:
+    /// llama.cpp's chain first copies every logit into a candidate array,
+    /// which costs about 1% of a decode step on small models.
+    Argmax {
+        banned: Vec<LlamaToken>,
+    },
+    Chain(LlamaSampler),
+}
+
+impl TokenSampler {
+    /// Samples from the logits of batch row `row` (and records the token in
+    /// the chain's state, for penalties).
+    pub(crate) fn sample(&mut self, ctx: &LlamaContext<'_>, row: i32) -> LlamaToken {
+        match self {
+            TokenSampler::Chain(chain) => chain.sample(ctx, row),
+            TokenSampler::Argmax { banned } => argmax(ctx.get_logits_ith(row), banned),
+        }
+    }
+}
+
+/// Index of the largest logit, the first one on ties (as llama.cpp's greedy
+/// sampler picks), never a banned token.
+fn argmax(logits: &[f32], banned: &[LlamaToken]) -> LlamaToken {
+    let pick = |skip: &dyn Fn(usize) -> bool| {
+        let mut best = 0;
+        let mut best_logit = f32::NEG_INFINITY;
+        for (i, &logit) in logits.iter().enumerate() {
+            if logit > best_logit && !skip(i) {
+                best = i;
+                best_logit = logit;
+            }
+        }
+        best
+    };
+    let mut best = pick(&|_| false);
+    if banned.iter().any(|t| t.0 as usize == best) {
+        best = pick(&|i| banned.iter().any(|t| t.0 as usize == i));
+    }
+    LlamaToken(best as i32)
+}
+
+/// Builds the sampler for one request.
+pub(crate) fn build(
+    params: &SamplingParams,
+    n_vocab: i32,
+    prompt: &[LlamaToken],
+    banned: &[LlamaToken],
+) -> TokenSampler {
+    let penalised = params.repeat_penalty != 1.0
+        || params.presence_penalty != 0.0
+        || params.frequency_penalty != 0.0;
+    if params.is_greedy() && !(penalised && params.repeat_last_n > 0) {
+        return TokenSampler::Argmax {
+            banned: banned.to_vec(),
+        };
+    }
+    TokenSampler::Chain(chain(params, n_vocab, prompt, banned))
+}
+
 /// The chain follows llama.cpp's own order (penalties, top-k, top-p, min-p,
 /// temperature, then the draw), so the same parameters mean the same thing as
 /// in `llama-server`. Filters at their neutral values are left out: each one
@@ -15,7 +78,7 @@ const RANDOM_SEED: u32 = u32::MAX;
 ///
 /// `banned` tokens (end-of-generation, when a request ignores EOS) get a
 /// logit of minus infinity, so they are never drawn.
-pub(crate) fn build(
+fn chain(
     params: &SamplingParams,
     n_vocab: i32,
     prompt: &[LlamaToken],
@@ -66,4 +129,26 @@ pub(crate) fn build(
         sampler.accept_many(&prompt[window..]);
     }
     sampler
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argmax_takes_the_first_maximum_and_skips_banned_tokens() {
+        let logits = [0.5, 3.0, -1.0, 3.0, 2.5];
+        assert_eq!(argmax(&logits, &[]), LlamaToken(1));
+        assert_eq!(argmax(&logits, &[LlamaToken(1)]), LlamaToken(3));
+        assert_eq!(
+            argmax(&logits, &[LlamaToken(1), LlamaToken(3)]),
+            LlamaToken(4)
+        );
+    }
+
+    #[test]
+    fn argmax_ignores_nan() {
+        let logits = [f32::NAN, 1.0, f32::NAN, 0.5];
+        assert_eq!(argmax(&logits, &[]), LlamaToken(1));
+    }
 }

@@ -3,7 +3,6 @@
 use std::time::Instant;
 
 use llama_cpp_2::model::LlamaModel;
-use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::UnboundedSender;
 use types::{
@@ -11,6 +10,7 @@ use types::{
     Timings, Usage,
 };
 
+use crate::sampler::TokenSampler;
 use crate::text::TextAssembler;
 
 /// A validated request waiting for a slot.
@@ -59,7 +59,7 @@ pub(crate) struct Sequence {
     next: Option<LlamaToken>,
     /// Batch row whose logits this sequence samples from after the decode.
     pub logits_row: Option<i32>,
-    sampler: LlamaSampler,
+    sampler: TokenSampler,
     text: TextAssembler,
     generated: u32,
     max_new: u32,
@@ -73,7 +73,7 @@ pub(crate) struct Sequence {
 }
 
 impl Sequence {
-    pub(crate) fn start(job: Job, seq_id: i32, n_ctx: u32, sampler: LlamaSampler) -> Self {
+    pub(crate) fn start(job: Job, seq_id: i32, n_ctx: u32, sampler: TokenSampler) -> Self {
         let room = n_ctx.saturating_sub(job.tokens.len() as u32);
         let max_new = job.request.max_tokens.map_or(room, |m| m.min(room));
         Self {

@@ -25,6 +25,7 @@ struct Result1 {
     reps: u32,
     mean_tokens_per_second: f64,
     stddev_tokens_per_second: f64,
+    samples_tokens_per_second: Vec<f64>,
 }
 
 #[derive(Serialize)]
@@ -50,18 +51,21 @@ pub fn bench(config: &Config, args: &BenchArgs) -> Result<()> {
     let prompt = exact_prompt(&engine, args.prompt_tokens as usize);
     let one_token = prompt[..1].to_vec();
 
-    // Warm-up: first use pages weights in and sizes llama.cpp's buffers.
+    // As llama-bench does: each test gets a warm-up run (first use pages
+    // weights in and sizes llama.cpp's buffers), then its repetitions back to
+    // back.
     measure(&engine, prompt.clone(), 1)?;
-    measure(&engine, one_token.clone(), 8)?;
-
-    let mut pp = Vec::new();
-    let mut tg = Vec::new();
-    for _ in 0..args.reps {
-        pp.push(measure(&engine, prompt.clone(), 1)?.prefill_tokens_per_second);
-        // tg: the first token comes out of the one-token prefill; asking for
-        // M + 1 tokens times exactly M single-token decode steps.
-        tg.push(measure(&engine, one_token.clone(), args.gen_tokens + 1)?.decode_tokens_per_second);
-    }
+    let pp = (0..args.reps)
+        .map(|_| Ok(measure(&engine, prompt.clone(), 1)?.prefill_tokens_per_second))
+        .collect::<Result<Vec<_>>>()?;
+    // tg: the first token comes out of the one-token prefill; asking for
+    // M + 1 tokens times exactly M single-token decode steps.
+    measure(&engine, one_token.clone(), 2)?;
+    let tg = (0..args.reps)
+        .map(|_| {
+            Ok(measure(&engine, one_token.clone(), args.gen_tokens + 1)?.decode_tokens_per_second)
+        })
+        .collect::<Result<Vec<_>>>()?;
     let report = Report {
         model: model.name,
         threads: engine_config.threads,
@@ -120,5 +124,6 @@ fn summarise(test: String, tokens: u32, samples: &[f64]) -> Result1 {
         reps: samples.len() as u32,
         mean_tokens_per_second: mean,
         stddev_tokens_per_second: var.sqrt(),
+        samples_tokens_per_second: samples.to_vec(),
     }
 }
