@@ -111,7 +111,7 @@ impl Engine {
     /// Validates, loads and starts serving the model at `path`.
     pub fn load(path: &Path, config: &EngineConfig) -> Result<Engine, EngineError> {
         check_config(config)?;
-        let header = gguf::read_file(path)?;
+        let header = gguf::read_model(path)?;
         let backend = backend::get().map_err(EngineError::Backend)?;
         let params = LlamaModelParams::default().with_n_gpu_layers(config.gpu_layers);
         let started = Instant::now();

@@ -62,6 +62,29 @@ fn real_model_truncated_anywhere_is_refused() {
     }
 }
 
+/// llama.cpp `GGML_ASSERT`s (aborts the whole process) on a block count of 0
+/// or over 512 in an otherwise valid model; the reader must refuse it first.
+#[test]
+fn real_model_with_an_impossible_layer_count_is_refused_not_aborted() {
+    let mut model = std::fs::read(testkit::default_model()).unwrap();
+    let key = b"llama.block_count";
+    let at = model.windows(key.len()).position(|w| w == key).unwrap() + key.len();
+    // Value type (u32 = 4), then the value itself.
+    assert_eq!(&model[at..at + 4], &4u32.to_le_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    for layers in [0u32, 600] {
+        model[at + 4..at + 8].copy_from_slice(&layers.to_le_bytes());
+        let path = dir.path().join(format!("layers-{layers}.gguf"));
+        std::fs::write(&path, &model).unwrap();
+        let err = Engine::load(&path, &config()).err().expect("refused");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!("layers-{layers}.gguf")) && msg.contains("block_count"),
+            "{msg}"
+        );
+    }
+}
+
 #[test]
 fn settings_are_checked_before_loading() {
     let bad = EngineConfig {

@@ -7,7 +7,7 @@
 mod writer;
 
 use std::path::Path;
-use writer::{valid_model, Bytes};
+use writer::{model_with, valid_model, Bytes};
 
 fn main() -> std::io::Result<()> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/malformed");
@@ -135,6 +135,34 @@ fn main() -> std::io::Result<()> {
             "alignment-wrong-type.gguf",
             h().kv_str("general.alignment", "32").0,
         ),
+        // Values llama.cpp would abort on (GGML_ASSERT) instead of refusing.
+        (
+            "hparam-block-count-zero.gguf",
+            hparam(&[("llama.block_count", 0)]),
+        ),
+        (
+            "hparam-block-count-huge.gguf",
+            hparam(&[("llama.block_count", 100_000)]),
+        ),
+        (
+            "hparam-nextn-over-layers.gguf",
+            hparam(&[("llama.block_count", 2), ("llama.nextn_predict_layers", 3)]),
+        ),
+        (
+            "hparam-too-many-experts.gguf",
+            hparam(&[("llama.expert_count", 5000)]),
+        ),
+        (
+            "hparam-experts-used-over-count.gguf",
+            hparam(&[("llama.expert_count", 4), ("llama.expert_used_count", 8)]),
+        ),
+        (
+            "hparam-rope-scaling-unknown.gguf",
+            model_with(
+                1,
+                Bytes::default().kv_str("llama.rope.scaling.type", "banana"),
+            ),
+        ),
         // Lies inside the tensor infos.
         (
             "tensor-too-many-dims.gguf",
@@ -183,6 +211,14 @@ fn main() -> std::io::Result<()> {
     }
     println!("wrote {}", dir.display());
     Ok(())
+}
+
+/// The valid model with extra u32 hyperparameters.
+fn hparam(pairs: &[(&str, u32)]) -> Vec<u8> {
+    let extra = pairs
+        .iter()
+        .fold(Bytes::default(), |b, (k, v)| b.kv_u32(k, *v));
+    model_with(pairs.len() as u64, extra)
 }
 
 /// The file cut one byte into the first occurrence of `marker`.

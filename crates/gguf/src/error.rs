@@ -66,6 +66,12 @@ pub enum GgufError {
     },
     #[error("tensors `{first}` and `{second}` overlap in the data section")]
     TensorsOverlap { first: String, second: String },
+    #[error("`{key}` is {value}: {problem}")]
+    BadHyperparameter {
+        key: String,
+        value: String,
+        problem: String,
+    },
     #[error("read failed: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -9,6 +9,7 @@
 
 mod error;
 mod ggml_type;
+mod hparams;
 mod reader;
 mod value;
 
@@ -96,6 +97,18 @@ pub fn read_file(path: &Path) -> Result<Gguf, GgufFileError> {
         Limits::default(),
     )
     .map_err(wrap)
+}
+
+/// Reads a file meant for llama.cpp: [`read_file`] plus the hyperparameter
+/// checks that stand in for llama.cpp's process-aborting assertions. Every
+/// model file goes through this before llama.cpp opens it.
+pub fn read_model(path: &Path) -> Result<Gguf, GgufFileError> {
+    let gguf = read_file(path)?;
+    gguf.check_hparams().map_err(|source| GgufFileError {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(gguf)
 }
 
 /// Validates GGUF bytes held in memory (tests and the fuzz target use this).
@@ -401,6 +414,11 @@ fn check_tensor_extents(
 }
 
 impl Gguf {
+    /// The hyperparameter values llama.cpp would abort on rather than refuse.
+    pub fn check_hparams(&self) -> Result<(), GgufError> {
+        hparams::check(self)
+    }
+
     /// Metadata in file order.
     pub fn metadata(&self) -> impl Iterator<Item = (&str, &Value)> {
         self.metadata.iter().map(|(k, v)| (k.as_str(), v))

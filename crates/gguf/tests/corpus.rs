@@ -88,6 +88,27 @@ const EXPECTED: &[(&str, &str)] = &[
         "`general.alignment` is 48",
     ),
     ("alignment-wrong-type.gguf", "`general.alignment` is \"32\""),
+    ("hparam-block-count-zero.gguf", "`llama.block_count` is 0"),
+    (
+        "hparam-block-count-huge.gguf",
+        "`llama.block_count` is 100000",
+    ),
+    (
+        "hparam-nextn-over-layers.gguf",
+        "`llama.nextn_predict_layers` is 3: exceeds the block count",
+    ),
+    (
+        "hparam-too-many-experts.gguf",
+        "`llama.expert_count` is 5000",
+    ),
+    (
+        "hparam-experts-used-over-count.gguf",
+        "`llama.expert_used_count` is 8: exceeds the expert count",
+    ),
+    (
+        "hparam-rope-scaling-unknown.gguf",
+        "`llama.rope.scaling.type` is \"banana\"",
+    ),
     ("tensor-too-many-dims.gguf", "5 dimensions"),
     ("tensor-unknown-type.gguf", "unknown ggml type 4"),
     ("tensor-shape-overflow.gguf", "overflows the element count"),
@@ -123,7 +144,7 @@ fn every_malformed_file_is_refused_with_its_name_and_reason() {
             .find(|(n, _)| *n == name)
             .unwrap_or_else(|| panic!("{name} has no expectation in EXPECTED"))
             .1;
-        let err = gguf::read_file(&path).expect_err(&format!("{name} was accepted"));
+        let err = gguf::read_model(&path).expect_err(&format!("{name} was accepted"));
         let message = err.to_string();
         assert!(
             message.contains(&name),
@@ -145,7 +166,7 @@ fn every_malformed_file_is_refused_with_its_name_and_reason() {
 #[test]
 fn a_missing_file_is_an_io_error_naming_it() {
     let path = corpus_dir().join("does-not-exist.gguf");
-    let err = gguf::read_file(&path).unwrap_err();
+    let err = gguf::read_model(&path).unwrap_err();
     assert!(err.to_string().contains("does-not-exist.gguf"), "{err}");
     assert!(matches!(err.source, gguf::GgufError::Io(_)));
 }

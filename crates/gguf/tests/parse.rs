@@ -56,3 +56,9 @@ fn every_single_byte_flip_is_survived() {
         }
     }
 }
+
+#[test]
+fn a_valid_file_passes_the_hyperparameter_checks() {
+    let g = parse_bytes(&valid_model()).unwrap();
+    g.check_hparams().unwrap();
+}

@@ -253,7 +253,7 @@ impl Store {
         partial.as_file().sync_all().at(partial.path())?;
         // The bytes match the pin, but a pinned file could still be a bad
         // GGUF; never store what the engine would refuse.
-        gguf::read_file(partial.path())?;
+        gguf::read_model(partial.path())?;
 
         let manifest = Manifest {
             name: entry.name.to_string(),

@@ -56,8 +56,13 @@ impl Bytes {
 /// A small but complete, valid GGUF v3: metadata of every scalar kind, a
 /// string array, and two F32 tensors laid out with the default alignment.
 pub fn valid_model() -> Vec<u8> {
+    model_with(0, Bytes::default())
+}
+
+/// [`valid_model`] with `n_extra` more key/value pairs, already encoded in `extra`.
+pub fn model_with(n_extra: u64, extra: Bytes) -> Vec<u8> {
     Bytes::default()
-        .header(3, 2, 6)
+        .header(3, 2, 6 + n_extra)
         .kv_str("general.architecture", "llama")
         .kv_str("general.name", "tiny-test")
         .kv_u32("llama.context_length", 256)
@@ -72,6 +77,7 @@ pub fn valid_model() -> Vec<u8> {
         .str("general.flag")
         .u32(7)
         .u8(1)
+        .raw(&extra.0)
         .tensor("tok_embd.weight", &[4, 3], 0, 0)
         .tensor("output_norm.weight", &[4], 0, 64)
         .data(32, 64 + 16)

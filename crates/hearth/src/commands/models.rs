@@ -80,7 +80,7 @@ struct Description {
 pub fn show(config: &Config, reference: &str, json: bool) -> Result<()> {
     let store = open_store(config)?;
     let model = store.resolve(reference)?;
-    let header = gguf::read_file(&model.path)?;
+    let header = gguf::read_model(&model.path)?;
     let sha256 = match model.sha256 {
         Some(sha) => sha,
         None => store::Store::hash_file(&model.path, &Bar::new())
