@@ -102,8 +102,14 @@ impl Sequence {
         self.cancel.is_cancelled() || self.tx.is_closed()
     }
 
+    /// Has a sampled token waiting to be fed back.
     pub(crate) fn is_decoding(&self) -> bool {
         self.next.is_some()
+    }
+
+    /// Still has prompt tokens that are not in the KV cache.
+    pub(crate) fn is_prefilling(&self) -> bool {
+        self.fed < self.prompt.len()
     }
 
     /// Puts the tokens this sequence needs next into the batch: the pending

@@ -86,23 +86,30 @@ pub(crate) fn run(shared: Arc<Shared>, mut ctx: LlamaContext<'_>, geometry: Geom
 
         batch.clear();
         let mut room = geometry.n_batch;
+        let mut fed = vec![false; slots.len()];
         // Decoding sequences first: one token each keeps their latency flat
-        // while long prompts are prefilled in the remaining room.
-        let decoding: Vec<bool> = slots
-            .iter()
-            .map(|s| s.as_ref().is_some_and(Sequence::is_decoding))
-            .collect();
-        for phase in [true, false] {
-            for (seq, _) in slots.iter_mut().zip(&decoding).filter(|(_, &d)| d == phase) {
-                let Some(seq) = seq.as_mut() else { continue };
+        // while long prompts are prefilled in the room that is left.
+        for prefill in [false, true] {
+            for (i, slot) in slots.iter_mut().enumerate() {
+                let Some(seq) = slot.as_mut() else { continue };
+                let wanted = if prefill {
+                    seq.is_prefilling()
+                } else {
+                    seq.is_decoding()
+                };
+                if !wanted {
+                    continue;
+                }
                 let seq_id = seq.seq_id;
-                room -= seq.feed(room, |token, pos, logits| {
+                let n = seq.feed(room, |token, pos, logits| {
                     let row = batch.n_tokens();
                     batch
                         .add(token, pos, &[seq_id], logits)
                         .expect("batch sized to n_batch and room tracked");
                     row
                 });
+                room -= n;
+                fed[i] |= n > 0;
             }
         }
         if batch.n_tokens() == 0 {
@@ -117,10 +124,11 @@ pub(crate) fn run(shared: Arc<Shared>, mut ctx: LlamaContext<'_>, geometry: Geom
         }
 
         if let Err(err) = ctx.decode(&mut batch) {
+            // Every sequence with tokens in this batch now has an unknown KV
+            // state; end those, keep the others.
             tracing::error!(%err, tokens = batch.n_tokens(), "llama_decode failed");
-            for slot in slots.iter_mut() {
-                if slot.as_ref().is_some_and(|s| s.logits_row.is_some()) {
-                    let seq = slot.take().expect("checked above");
+            for (slot, _) in slots.iter_mut().zip(&fed).filter(|(_, &f)| f) {
+                if let Some(seq) = slot.take() {
                     seq.fail(GenerateError::Internal(format!("decode failed: {err}")));
                     release(&mut ctx, seq.seq_id);
                 }

