@@ -228,6 +228,11 @@ impl TextGenerator for Engine {
         self.shared.wake.notify_one();
         Ok(generation)
     }
+
+    fn is_ready(&self) -> bool {
+        let q = self.shared.lock();
+        q.running && !q.shutdown
+    }
 }
 
 impl Drop for Engine {

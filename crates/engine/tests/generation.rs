@@ -276,6 +276,7 @@ fn cancelling_stops_generation_and_frees_the_engine() {
 #[test]
 fn bad_prompts_are_refused_before_queueing() {
     let e = engine();
+    assert!(e.is_ready());
     let ctx = e.info().ctx_size;
     let long = "word ".repeat(ctx as usize + 10);
     match e.submit(chat(&long)) {

@@ -73,14 +73,25 @@ pub enum GgufError {
         problem: String,
     },
     #[error("read failed: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+// By hand rather than `#[from]`, which would also make the I/O error this
+// one's `source()`: messages here already include their cause, and a
+// reporter walking the chain would print it twice.
+impl From<std::io::Error> for GgufError {
+    fn from(err: std::io::Error) -> Self {
+        GgufError::Io(err)
+    }
 }
 
 /// A [`GgufError`] with the file it came from, so messages name the file.
+///
+/// Errors in Hearth put their cause in their own message instead of
+/// exposing it as `source()`, so chains print each cause once.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {source}", path.display())]
+#[error("{}: {error}", path.display())]
 pub struct GgufFileError {
     pub path: PathBuf,
-    #[source]
-    pub source: GgufError,
+    pub error: GgufError,
 }

@@ -85,9 +85,9 @@ pub struct Gguf {
 
 /// Reads and validates the GGUF file at `path`; errors name the file.
 pub fn read_file(path: &Path) -> Result<Gguf, GgufFileError> {
-    let wrap = |source| GgufFileError {
+    let wrap = |error| GgufFileError {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let file = File::open(path).map_err(|e| wrap(GgufError::Io(e)))?;
     let len = file.metadata().map_err(|e| wrap(GgufError::Io(e)))?.len();
@@ -104,9 +104,9 @@ pub fn read_file(path: &Path) -> Result<Gguf, GgufFileError> {
 /// model file goes through this before llama.cpp opens it.
 pub fn read_model(path: &Path) -> Result<Gguf, GgufFileError> {
     let gguf = read_file(path)?;
-    gguf.check_hparams().map_err(|source| GgufFileError {
+    gguf.check_hparams().map_err(|error| GgufFileError {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     Ok(gguf)
 }

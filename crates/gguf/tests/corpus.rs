@@ -168,5 +168,5 @@ fn a_missing_file_is_an_io_error_naming_it() {
     let path = corpus_dir().join("does-not-exist.gguf");
     let err = gguf::read_model(&path).unwrap_err();
     assert!(err.to_string().contains("does-not-exist.gguf"), "{err}");
-    assert!(matches!(err.source, gguf::GgufError::Io(_)));
+    assert!(matches!(err.error, gguf::GgufError::Io(_)));
 }

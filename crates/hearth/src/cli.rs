@@ -28,7 +28,7 @@ pub struct GlobalArgs {
     /// TOML configuration file [default: $HEARTH_HOME/config.toml, if present]
     #[arg(long, env = "HEARTH_CONFIG", global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Log filter, e.g. `info` or `hearth=debug,llama_cpp_2=info` [default: warn, info for serve]
+    /// Log filter, e.g. `info` or `debug,llama-cpp-2=info` (llama.cpp's own log) [default: warn, info for serve]
     #[arg(long, env = "HEARTH_LOG", global = true, value_name = "FILTER")]
     pub log: Option<String>,
     /// Log line format

@@ -26,11 +26,13 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to stderr so `hearth run` output on stdout stays clean. The server
-/// logs at info by default; one-shot commands only warn.
+/// logs at info by default; one-shot commands only warn. llama.cpp's own log
+/// (target `llama-cpp-2`) is chatty at info, so it is held to warnings unless
+/// asked for; `llama_cpp_2` is the binding's own, mostly about log framing.
 fn init_logging(cli: &Cli) {
     let default = match cli.command {
-        Command::Serve(_) => "info,llama_cpp_2=warn",
-        _ => "warn,llama_cpp_2=error",
+        Command::Serve(_) => "info,llama-cpp-2=warn,llama_cpp_2=error",
+        _ => "warn,llama-cpp-2=error,llama_cpp_2=error",
     };
     let filter = cli
         .global

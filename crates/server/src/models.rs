@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::Json;
 
 use crate::error::ApiError;
@@ -32,9 +33,23 @@ pub async fn get(
     app.find(Some(&id)).map(|m| Json(object(m)))
 }
 
-pub async fn health(State(app): State<Arc<AppState>>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({
-        "status": "ok",
-        "models": app.models.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
-    }))
+/// 200 while every served model can take requests, 503 otherwise, so load
+/// balancers and orchestrators route around a broken instance.
+pub async fn health(State(app): State<Arc<AppState>>) -> (StatusCode, Json<serde_json::Value>) {
+    let models: Vec<_> = app
+        .models
+        .iter()
+        .map(|m| serde_json::json!({"id": m.id, "ready": m.generator.is_ready()}))
+        .collect();
+    let ready = app.models.iter().all(|m| m.generator.is_ready());
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "status": if ready { "ok" } else { "unavailable" },
+        "models": models,
+    });
+    (status, Json(body))
 }

