@@ -9,65 +9,65 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::stream::{self, Stream, StreamExt};
-use types::{Generation, GenerationEvent, GenerationRequest};
+use types::{Generation, GenerationEvent, GenerationRequest, SamplingParams};
 
 use crate::error::ApiError;
 use crate::reply::{Endpoint, Reply};
-use crate::wire::{ChatCompletionRequest, CompletionRequest};
+use crate::wire::{ChatCompletionRequest, CompletionRequest, SamplingFields};
 use crate::AppState;
 
-pub async fn chat(
-    State(app): State<Arc<AppState>>,
-    body: Result<Json<ChatCompletionRequest>, JsonRejection>,
-) -> Result<Response, ApiError> {
-    let Json(req) = body?;
-    let (stream, usage) = (req.sampling.stream, req.sampling.include_usage());
-    let (model, request) = req.into_domain(&app.defaults)?;
-    generate(
-        &app,
-        model.as_deref(),
-        request,
-        Endpoint::Chat,
-        stream,
-        usage,
-    )
-    .await
+/// A request body one of the two endpoints accepts.
+pub trait CompletionBody: serde::de::DeserializeOwned + Send + 'static {
+    const ENDPOINT: Endpoint;
+    fn sampling(&self) -> &SamplingFields;
+    fn into_domain(
+        self,
+        defaults: &SamplingParams,
+    ) -> Result<(Option<String>, GenerationRequest), ApiError>;
 }
 
-pub async fn text(
-    State(app): State<Arc<AppState>>,
-    body: Result<Json<CompletionRequest>, JsonRejection>,
-) -> Result<Response, ApiError> {
-    let Json(req) = body?;
-    let (stream, usage) = (req.sampling.stream, req.sampling.include_usage());
-    let (model, request) = req.into_domain(&app.defaults)?;
-    generate(
-        &app,
-        model.as_deref(),
-        request,
-        Endpoint::Text,
-        stream,
-        usage,
-    )
-    .await
+impl CompletionBody for ChatCompletionRequest {
+    const ENDPOINT: Endpoint = Endpoint::Chat;
+    fn sampling(&self) -> &SamplingFields {
+        &self.sampling
+    }
+    fn into_domain(
+        self,
+        defaults: &SamplingParams,
+    ) -> Result<(Option<String>, GenerationRequest), ApiError> {
+        ChatCompletionRequest::into_domain(self, defaults)
+    }
 }
 
-async fn generate(
-    app: &AppState,
-    model: Option<&str>,
-    request: GenerationRequest,
-    endpoint: Endpoint,
-    stream: bool,
-    include_usage: bool,
+impl CompletionBody for CompletionRequest {
+    const ENDPOINT: Endpoint = Endpoint::Text;
+    fn sampling(&self) -> &SamplingFields {
+        &self.sampling
+    }
+    fn into_domain(
+        self,
+        defaults: &SamplingParams,
+    ) -> Result<(Option<String>, GenerationRequest), ApiError> {
+        CompletionRequest::into_domain(self, defaults)
+    }
+}
+
+/// Handles either endpoint: validate, submit, then answer whole or streamed.
+pub async fn complete<B: CompletionBody>(
+    State(app): State<Arc<AppState>>,
+    body: Result<Json<B>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let served = app.find(model)?;
+    let Json(req) = body?;
+    let (stream, include_usage) = (req.sampling().stream, req.sampling().include_usage());
+    let (model, request) = req.into_domain(&app.defaults)?;
+    let served = app.find(model.as_deref())?;
     let generator = Arc::clone(&served.generator);
     // Templating and tokenising a long prompt is CPU work: keep it off the
     // async workers.
     let generation = tokio::task::spawn_blocking(move || generator.submit(request))
         .await
         .map_err(|e| ApiError::internal(&e))??;
-    let reply = Reply::new(endpoint, served.id.clone());
+    let reply = Reply::new(B::ENDPOINT, served.id.clone());
     if stream {
         let events = sse_events(generation, reply, include_usage);
         return Ok(Sse::new(events)

@@ -10,6 +10,7 @@ use axum::Router;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
+use crate::wire::{ChatCompletionRequest, CompletionRequest};
 use crate::{completion, models, AppState, ServerOptions};
 
 pub fn router(state: Arc<AppState>, options: &ServerOptions) -> Router {
@@ -17,8 +18,14 @@ pub fn router(state: Arc<AppState>, options: &ServerOptions) -> Router {
         .route("/health", get(models::health))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::get))
-        .route("/v1/chat/completions", post(completion::chat))
-        .route("/v1/completions", post(completion::text))
+        .route(
+            "/v1/chat/completions",
+            post(completion::complete::<ChatCompletionRequest>),
+        )
+        .route(
+            "/v1/completions",
+            post(completion::complete::<CompletionRequest>),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
