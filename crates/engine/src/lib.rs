@@ -24,7 +24,7 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatTemplate, LlamaModel};
 use types::{
     Completion, FinishReason, GenerateError, Generation, GenerationEvent, GenerationRequest,
-    Prompt, TextGenerator, Timings, Usage,
+    TextGenerator, Timings, Usage,
 };
 
 use sequence::Job;
@@ -335,9 +335,4 @@ fn spawn_worker(
             ))
         }
     }
-}
-
-/// Convenience for callers that only have text.
-pub fn text_request(text: impl Into<String>) -> GenerationRequest {
-    GenerationRequest::new(Prompt::Text(text.into()))
 }

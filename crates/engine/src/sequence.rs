@@ -167,7 +167,10 @@ impl Sequence {
         let piece = self.text.push(&bytes);
         self.send_text(piece.text);
         if piece.stopped {
-            return self.finish_after_stop_string();
+            // The assembler already cut the text at the stop string; nothing
+            // after it may be flushed.
+            self.send_done(FinishReason::Stop);
+            return Step::Finished;
         }
         if self.generated >= self.max_new {
             return self.finish(FinishReason::Length);
@@ -187,11 +190,6 @@ impl Sequence {
         let tail = self.text.finish();
         self.send_text(tail);
         self.send_done(reason);
-        Step::Finished
-    }
-
-    fn finish_after_stop_string(&mut self) -> Step {
-        self.send_done(FinishReason::Stop);
         Step::Finished
     }
 
