@@ -9,48 +9,12 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::stream::{self, Stream, StreamExt};
-use types::{Generation, GenerationEvent, GenerationRequest, SamplingParams};
+use types::{Generation, GenerationEvent};
 
 use crate::error::ApiError;
-use crate::reply::{Endpoint, Reply};
-use crate::wire::{ChatCompletionRequest, CompletionRequest, SamplingFields};
+use crate::reply::Reply;
+use crate::wire::CompletionBody;
 use crate::AppState;
-
-/// A request body one of the two endpoints accepts.
-pub trait CompletionBody: serde::de::DeserializeOwned + Send + 'static {
-    const ENDPOINT: Endpoint;
-    fn sampling(&self) -> &SamplingFields;
-    fn into_domain(
-        self,
-        defaults: &SamplingParams,
-    ) -> Result<(Option<String>, GenerationRequest), ApiError>;
-}
-
-impl CompletionBody for ChatCompletionRequest {
-    const ENDPOINT: Endpoint = Endpoint::Chat;
-    fn sampling(&self) -> &SamplingFields {
-        &self.sampling
-    }
-    fn into_domain(
-        self,
-        defaults: &SamplingParams,
-    ) -> Result<(Option<String>, GenerationRequest), ApiError> {
-        ChatCompletionRequest::into_domain(self, defaults)
-    }
-}
-
-impl CompletionBody for CompletionRequest {
-    const ENDPOINT: Endpoint = Endpoint::Text;
-    fn sampling(&self) -> &SamplingFields {
-        &self.sampling
-    }
-    fn into_domain(
-        self,
-        defaults: &SamplingParams,
-    ) -> Result<(Option<String>, GenerationRequest), ApiError> {
-        CompletionRequest::into_domain(self, defaults)
-    }
-}
 
 /// Handles either endpoint: validate, submit, then answer whole or streamed.
 pub async fn complete<B: CompletionBody>(

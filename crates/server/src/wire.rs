@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use types::{ChatMessage, GenerationRequest, Prompt, Role, SamplingParams, Timings};
 
 use crate::error::ApiError;
+use crate::reply::Endpoint;
 
 /// Most stop sequences one request may carry.
 const MAX_STOPS: usize = 16;
@@ -161,8 +162,28 @@ pub struct ContentPart {
     pub text: Option<String>,
 }
 
-impl ChatCompletionRequest {
-    pub fn into_domain(
+/// A request body one of the two generation endpoints accepts.
+pub trait CompletionBody: serde::de::DeserializeOwned + Send + 'static {
+    const ENDPOINT: Endpoint;
+
+    fn sampling(&self) -> &SamplingFields;
+
+    /// Checks the request and converts it: the model it names, and the
+    /// domain request. `defaults` fill the sampling fields it leaves out.
+    fn into_domain(
+        self,
+        defaults: &SamplingParams,
+    ) -> Result<(Option<String>, GenerationRequest), ApiError>;
+}
+
+impl CompletionBody for ChatCompletionRequest {
+    const ENDPOINT: Endpoint = Endpoint::Chat;
+
+    fn sampling(&self) -> &SamplingFields {
+        &self.sampling
+    }
+
+    fn into_domain(
         mut self,
         defaults: &SamplingParams,
     ) -> Result<(Option<String>, GenerationRequest), ApiError> {
@@ -261,8 +282,14 @@ pub enum CompletionPrompt {
 /// OpenAI's default for the legacy completions endpoint.
 const COMPLETIONS_DEFAULT_MAX_TOKENS: u32 = 16;
 
-impl CompletionRequest {
-    pub fn into_domain(
+impl CompletionBody for CompletionRequest {
+    const ENDPOINT: Endpoint = Endpoint::Text;
+
+    fn sampling(&self) -> &SamplingFields {
+        &self.sampling
+    }
+
+    fn into_domain(
         self,
         defaults: &SamplingParams,
     ) -> Result<(Option<String>, GenerationRequest), ApiError> {
