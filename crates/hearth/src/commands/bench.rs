@@ -19,7 +19,7 @@ const FILLER: &str = "The quick brown fox jumps over the lazy dog while the rive
     past old stone bridges, and the town wakes slowly under a grey morning sky. ";
 
 #[derive(Serialize)]
-struct Result1 {
+struct TestResult {
     test: String,
     tokens: u32,
     reps: u32,
@@ -32,7 +32,7 @@ struct Result1 {
 struct Report {
     model: String,
     threads: u32,
-    results: Vec<Result1>,
+    results: Vec<TestResult>,
 }
 
 pub fn bench(config: &Config, args: &BenchArgs) -> Result<()> {
@@ -114,11 +114,11 @@ fn measure(engine: &Engine, prompt: Vec<u32>, max_tokens: u32) -> Result<Timings
     Ok(out.timings)
 }
 
-fn summarise(test: String, tokens: u32, samples: &[f64]) -> Result1 {
+fn summarise(test: String, tokens: u32, samples: &[f64]) -> TestResult {
     let n = samples.len() as f64;
     let mean = samples.iter().sum::<f64>() / n;
     let var = samples.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-    Result1 {
+    TestResult {
         test,
         tokens,
         reps: samples.len() as u32,
