@@ -4,7 +4,8 @@
 //! it with llama.cpp, and starts one engine thread that owns the context.
 //! [`Engine::submit`] tokenises on the caller's thread, queues the request and
 //! returns a [`types::Generation`] that streams text pieces and ends with usage
-//! and timings. Several sequences share the context; each has its own sampler.
+//! and timings. Many sequences share the context's KV pool, planned by the
+//! [`scheduler`]; each has its own sampler.
 
 mod backend;
 mod prompt;
@@ -13,9 +14,10 @@ mod sequence;
 mod text;
 mod worker;
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -23,14 +25,14 @@ use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatTemplate, LlamaModel};
 use types::{
-    Completion, FinishReason, GenerateError, Generation, GenerationEvent, GenerationRequest,
-    TextGenerator, Timings, Usage,
+    Completion, FinishReason, GenerateError, Generation, GenerationEvent, GenerationObserver,
+    GenerationRequest, LoadSnapshot, TextGenerator, Timings, Usage,
 };
 
 use sequence::Job;
-use worker::{Geometry, Queue, Shared};
+use worker::{Shared, State};
 
-/// Context length used when none is configured, capped by the model's own.
+/// Context length per sequence used when none is configured, capped by the model's own.
 pub const DEFAULT_CTX_SIZE: u32 = 4096;
 
 /// How to run a model. Built once from the validated configuration.
@@ -38,14 +40,24 @@ pub const DEFAULT_CTX_SIZE: u32 = 4096;
 pub struct EngineConfig {
     /// Threads for decoding and prompt processing.
     pub threads: u32,
-    /// Context length per sequence; `None` means the model's, capped at [`DEFAULT_CTX_SIZE`].
+    /// Most tokens one sequence may hold (prompt and reply); `None` means the
+    /// model's, capped at [`DEFAULT_CTX_SIZE`].
     pub ctx_size: Option<u32>,
-    /// Sequences decoded together in one context.
-    pub parallel: u32,
-    /// Logical batch: most tokens one decode step may carry.
-    pub batch_size: u32,
+    /// KV pool shared by all sequences, in tokens; `None` means
+    /// [`default_kv_size`].
+    pub kv_size: Option<u32>,
+    /// Most sequences decoding at once.
+    pub max_running: u32,
+    /// Most requests waiting; more are refused with [`GenerateError::QueueFull`].
+    pub max_queue: u32,
+    /// Most tokens one decode step carries, decode tokens and prompt chunks together.
+    pub step_tokens: u32,
     /// Physical batch llama.cpp splits a step into.
     pub ubatch_size: u32,
+    /// How far behind interactive work a batch request ranks (ageing).
+    pub batch_delay: std::time::Duration,
+    /// Keep finished sequences' KV cells for later requests with the same prefix.
+    pub prefix_cache: bool,
     /// Layers to offload to a GPU (needs the `cuda` feature); 0 is CPU only.
     pub gpu_layers: u32,
 }
@@ -55,14 +67,30 @@ impl Default for EngineConfig {
         Self {
             threads: 4,
             ctx_size: None,
-            parallel: 1,
-            // llama.cpp's defaults, which llama-bench uses too.
-            batch_size: 2048,
+            kv_size: None,
+            max_running: 16,
+            max_queue: 128,
+            step_tokens: 512,
+            // llama.cpp's default.
             ubatch_size: 512,
+            batch_delay: std::time::Duration::from_secs(10),
+            prefix_cache: true,
             gpu_layers: 0,
         }
     }
 }
+
+/// The pool when none is configured: room for four full-length sequences
+/// (fewer if fewer may run), which is also room for many more short ones,
+/// since cells are handed out per token, not per slot.
+pub fn default_kv_size(ctx_size: u32, max_running: u32) -> u32 {
+    ctx_size.saturating_mul(max_running.clamp(1, 4))
+}
+
+/// Sequence ids llama.cpp tracks: the running ones plus room for cached prefixes.
+const CACHE_SEQS: u32 = 64;
+/// llama.cpp's `LLAMA_MAX_SEQ`.
+const MAX_SEQS: u32 = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -86,8 +114,10 @@ pub struct ModelInfo {
     pub parameters: u64,
     pub vocab_size: u32,
     pub ctx_train: u32,
-    /// Context length each sequence gets.
+    /// Most tokens one sequence may hold.
     pub ctx_size: u32,
+    /// KV pool shared by all sequences, in tokens.
+    pub kv_size: u32,
     /// Where the chat format comes from: the model's own template, or a fallback.
     pub chat_template: ChatTemplateSource,
 }
@@ -100,6 +130,9 @@ pub enum ChatTemplateSource {
 }
 
 /// A loaded model with its engine thread.
+///
+/// Requests share one KV pool (llama.cpp's unified cache) through the
+/// [`scheduler`]; the engine thread carries out its plans.
 pub struct Engine {
     shared: Arc<Shared>,
     template: LlamaChatTemplate,
@@ -123,16 +156,40 @@ impl Engine {
         tracing::info!(path = %path.display(), elapsed_ms = started.elapsed().as_millis() as u64, "model loaded");
 
         let ctx_train = model.n_ctx_train();
-        let ctx_size = config
+        let wanted_ctx = config
             .ctx_size
             .unwrap_or(DEFAULT_CTX_SIZE.min(ctx_train.max(1)));
-        if ctx_size > ctx_train && ctx_train > 0 {
+        if wanted_ctx > ctx_train && ctx_train > 0 {
             tracing::warn!(
-                ctx_size,
+                ctx_size = wanted_ctx,
                 ctx_train,
                 "context longer than the model was trained on; quality may drop"
             );
         }
+        // llama.cpp rounds its context up to a multiple of 256; the scheduler
+        // hands out exactly the cells that exist.
+        let kv_size = config
+            .kv_size
+            .unwrap_or_else(|| default_kv_size(wanted_ctx, config.max_running))
+            .max(1)
+            .next_multiple_of(256);
+        let ctx_size = wanted_ctx.min(kv_size);
+        let recurrent = model.is_recurrent() || model.is_hybrid();
+        if recurrent && config.prefix_cache {
+            tracing::info!(
+                "recurrent model: its state cannot be shared, so the prefix cache is off"
+            );
+        }
+        let sched = scheduler::Scheduler::new(scheduler::Config {
+            kv_cells: kv_size,
+            max_seqs: (config.max_running + CACHE_SEQS).min(MAX_SEQS),
+            max_running: config.max_running,
+            max_queue: config.max_queue,
+            step_tokens: config.step_tokens,
+            batch_delay: config.batch_delay,
+            prefix_cache: config.prefix_cache && !recurrent,
+        })
+        .map_err(|e| EngineError::Config(e.to_string()))?;
         let (template, source) = chat_template(&model);
         let info = ModelInfo {
             path: path.to_path_buf(),
@@ -141,6 +198,7 @@ impl Engine {
             vocab_size: model.n_vocab() as u32,
             ctx_train,
             ctx_size,
+            kv_size,
             chat_template: source,
         };
         let eog_tokens = model
@@ -150,21 +208,31 @@ impl Engine {
             .collect();
         let shared = Arc::new(Shared {
             model,
-            queue: Mutex::new(Queue {
+            state: Mutex::new(State {
+                sched,
+                jobs: HashMap::new(),
+                next_id: 1,
+                shutdown: false,
                 running: true,
-                ..Queue::default()
             }),
             wake: Condvar::new(),
             eog_tokens,
             n_ctx_seq: ctx_size,
+            observer: OnceLock::new(),
         });
-        let thread = spawn_worker(Arc::clone(&shared), config, ctx_size, path)?;
+        let thread = spawn_worker(Arc::clone(&shared), config, kv_size, path)?;
         Ok(Engine {
             shared,
             template,
             info,
             thread: Some(thread),
         })
+    }
+
+    /// Tells `observer` about every request that ends from now on. Only the
+    /// first observer set is kept.
+    pub fn set_observer(&self, observer: Arc<dyn GenerationObserver>) {
+        let _ = self.shared.observer.set(observer);
     }
 
     pub fn info(&self) -> &ModelInfo {
@@ -201,7 +269,7 @@ impl TextGenerator for Engine {
         )?;
         let (tx, cancel, generation) = Generation::channel(tokens.len() as u32);
         if request.max_tokens == Some(0) {
-            // Nothing to generate: answer without occupying a slot.
+            // Nothing to generate: answer without occupying the engine.
             let _ = tx.send(GenerationEvent::Done(Completion {
                 finish_reason: FinishReason::Length,
                 usage: Usage {
@@ -212,27 +280,69 @@ impl TextGenerator for Engine {
             }));
             return Ok(generation);
         }
-        let job = Job {
-            tokens,
-            request,
-            tx,
-            cancel,
-            submitted,
-        };
-        let mut q = self.shared.lock();
-        if !q.running || q.shutdown {
+        let mut st = self.shared.lock();
+        if !st.running || st.shutdown {
             return Err(GenerateError::Unavailable);
         }
-        q.jobs.push_back(job);
-        drop(q);
+        let id = st.next_id;
+        st.next_id += 1;
+        let mut request = request;
+        if request.request_id.is_empty() {
+            request.request_id = format!("req-{id}");
+        }
+        let new = scheduler::NewRequest {
+            id,
+            tokens: tokens.iter().map(|t| t.0 as u32).collect(),
+            priority: request.priority,
+            deadline: request.timeout.map(|t| submitted + t),
+        };
+        match st.sched.enqueue(new, submitted) {
+            Ok(()) => {}
+            Err(scheduler::Rejected::QueueFull { waiting }) => {
+                return Err(GenerateError::QueueFull {
+                    waiting,
+                    retry_after_secs: retry_after(&st.sched),
+                })
+            }
+            Err(scheduler::Rejected::TooLong { tokens, cells }) => {
+                return Err(GenerateError::ContextOverflow {
+                    prompt_tokens: tokens,
+                    context: cells,
+                })
+            }
+        }
+        st.jobs.insert(
+            id,
+            Job {
+                tokens,
+                request,
+                tx,
+                cancel,
+                submitted,
+            },
+        );
+        drop(st);
         self.shared.wake.notify_one();
         Ok(generation)
     }
 
     fn is_ready(&self) -> bool {
-        let q = self.shared.lock();
-        q.running && !q.shutdown
+        let st = self.shared.lock();
+        st.running && !st.shutdown
     }
+
+    fn load(&self) -> LoadSnapshot {
+        self.shared.lock().sched.load()
+    }
+}
+
+/// A fair guess of when a refused request could be admitted: each running
+/// place turns over about once every few seconds for typical replies, and
+/// the queue ahead drains through all of them.
+fn retry_after(sched: &scheduler::Scheduler) -> u32 {
+    let load = sched.load();
+    let per_place = load.waiting / sched.config().max_running.max(1);
+    (1 + per_place).clamp(1, 60)
 }
 
 impl Drop for Engine {
@@ -252,14 +362,17 @@ fn check_config(config: &EngineConfig) -> Result<(), EngineError> {
     if config.threads == 0 {
         return bad("threads must be at least 1");
     }
-    if config.parallel == 0 || config.parallel > 256 {
-        return bad("parallel sequences must be between 1 and 256");
+    if config.max_running == 0 || config.max_running > MAX_SEQS {
+        return bad("max-running must be between 1 and 256");
     }
     if config.ctx_size == Some(0) {
         return bad("context size must be at least 1");
     }
-    if config.ubatch_size == 0 || config.batch_size < config.ubatch_size {
-        return bad("batch size must be at least the micro-batch size, which must be at least 1");
+    if config.ubatch_size == 0 {
+        return bad("the micro-batch size must be at least 1");
+    }
+    if config.kv_size == Some(0) {
+        return bad("the KV pool needs at least one token");
     }
     Ok(())
 }
@@ -283,24 +396,24 @@ fn chat_template(model: &LlamaModel) -> (LlamaChatTemplate, ChatTemplateSource) 
 fn spawn_worker(
     shared: Arc<Shared>,
     config: &EngineConfig,
-    ctx_size: u32,
+    kv_size: u32,
     path: &Path,
 ) -> Result<JoinHandle<()>, EngineError> {
-    let n_ctx = ctx_size
-        .checked_mul(config.parallel)
-        .ok_or_else(|| EngineError::Config("context size × parallel overflows".into()))?;
     let threads = i32::try_from(config.threads).unwrap_or(i32::MAX);
+    let n_batch = config.step_tokens;
     let params = LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(n_ctx))
-        .with_n_batch(config.batch_size)
-        .with_n_ubatch(config.ubatch_size)
-        .with_n_seq_max(config.parallel)
+        .with_n_ctx(NonZeroU32::new(kv_size))
+        .with_n_batch(n_batch)
+        .with_n_ubatch(config.ubatch_size.min(n_batch))
+        .with_n_seq_max((config.max_running + CACHE_SEQS).min(MAX_SEQS))
+        // One pool of cells for every sequence: cells are handed out per
+        // token, and shared prefixes are shared cells.
+        .with_kv_unified(true)
+        // Sliding-window layers must keep every position, or a prefix shared
+        // from the cache would be missing its window.
+        .with_swa_full(true)
         .with_n_threads(threads)
         .with_n_threads_batch(threads);
-    let geometry = Geometry {
-        n_parallel: config.parallel as usize,
-        n_batch: config.batch_size as usize,
-    };
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
     let thread = std::thread::Builder::new()
         .name("hearth-engine".into())
@@ -315,7 +428,7 @@ fn spawn_worker(
                 }
             };
             let _ = ready_tx.send(Ok(()));
-            worker::run(Arc::clone(&shared), ctx, geometry);
+            worker::run(Arc::clone(&shared), ctx, n_batch as usize);
         })
         .map_err(|e| EngineError::Backend(format!("cannot start the engine thread: {e}")))?;
     let context_error = |reason| EngineError::Context {

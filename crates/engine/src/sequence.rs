@@ -1,19 +1,24 @@
-//! One generation in flight: its tokens, sampler, text assembly, clock and reply channel.
+//! One request in the engine: waiting as a [`Job`], then generating as an [`Active`] sequence.
+//!
+//! The scheduler owns the tokens and the KV bookkeeping; this side owns what
+//! llama.cpp and the caller need: sampler, text assembly, clocks and the reply
+//! channel.
 
 use std::time::Instant;
 
+use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::UnboundedSender;
 use types::{
     CancelFlag, Completion, FinishReason, GenerateError, GenerationEvent, GenerationRequest,
-    Timings, Usage,
+    Outcome, RequestRecord, Timings, Usage,
 };
 
 use crate::sampler::TokenSampler;
 use crate::text::TextAssembler;
 
-/// A validated request waiting for a slot.
+/// A validated request waiting for admission.
 pub(crate) struct Job {
     pub tokens: Vec<LlamaToken>,
     pub request: GenerationRequest,
@@ -23,78 +28,98 @@ pub(crate) struct Job {
 }
 
 impl Job {
-    /// Tells the caller this job will never run.
-    pub(crate) fn reject(self, err: GenerateError) {
-        let _ = self.tx.send(GenerationEvent::Failed(err));
+    pub(crate) fn abandoned(&self) -> bool {
+        self.cancel.is_cancelled() || self.tx.is_closed()
     }
 
-    /// Ends a job cancelled while it was still queued.
-    pub(crate) fn cancelled(self) {
-        let _ = self.tx.send(GenerationEvent::Done(Completion {
-            finish_reason: FinishReason::Cancelled,
-            usage: Usage {
-                prompt_tokens: self.tokens.len() as u32,
-                completion_tokens: 0,
-            },
-            timings: Timings::default(),
-        }));
+    /// Ends a job that never ran; the record says so.
+    pub(crate) fn end(self, outcome: Outcome, error: Option<GenerateError>) -> RequestRecord {
+        let event = match error {
+            Some(err) => GenerationEvent::Failed(err),
+            None => GenerationEvent::Done(Completion {
+                finish_reason: FinishReason::Cancelled,
+                usage: Usage {
+                    prompt_tokens: self.tokens.len() as u32,
+                    completion_tokens: 0,
+                },
+                timings: Timings::default(),
+            }),
+        };
+        let _ = self.tx.send(event);
+        let waited = ms(self.submitted, Instant::now());
+        RequestRecord {
+            request_id: self.request.request_id,
+            priority: self.request.priority,
+            outcome,
+            prompt_tokens: self.tokens.len() as u32,
+            cached_tokens: 0,
+            generated_tokens: 0,
+            queue_ms: waited,
+            ttft_ms: None,
+            prefill_ms: None,
+            decode_ms: None,
+            total_ms: waited,
+            inter_token_ms: Vec::new(),
+        }
     }
 }
 
-/// What feeding one sampled token did to a sequence.
+/// What sampling one token did to a sequence.
 pub(crate) enum Step {
-    Continue,
-    Finished,
+    Continue(LlamaToken),
+    Finished(FinishReason),
 }
 
-/// A job that owns a sequence id in the shared context.
-pub(crate) struct Sequence {
-    pub seq_id: i32,
-    prompt: Vec<LlamaToken>,
-    /// Prompt tokens already placed in a batch.
-    fed: usize,
-    /// Positions occupied in this sequence's KV cache.
-    n_past: i32,
-    /// Sampled but not yet fed back.
-    next: Option<LlamaToken>,
-    /// Batch row whose logits this sequence samples from after the decode.
-    pub logits_row: Option<i32>,
+/// A request that has been admitted at least once.
+pub(crate) struct Active {
+    request_id: String,
+    priority: types::Priority,
+    prompt_tokens: u32,
+    /// Prompt tokens reused from the prefix cache at first admission.
+    cached_tokens: u32,
     sampler: TokenSampler,
     text: TextAssembler,
     generated: u32,
     max_new: u32,
     ignore_eos: bool,
+    timeout: Option<std::time::Duration>,
     tx: UnboundedSender<GenerationEvent>,
     cancel: CancelFlag,
     submitted: Instant,
     started: Instant,
     first_token: Option<Instant>,
     last_token: Option<Instant>,
+    inter_token_ms: Vec<f64>,
 }
 
-impl Sequence {
-    pub(crate) fn start(job: Job, seq_id: i32, n_ctx: u32, sampler: TokenSampler) -> Self {
-        let room = n_ctx.saturating_sub(job.tokens.len() as u32);
+impl Active {
+    pub(crate) fn start(job: Job, n_ctx_seq: u32, sampler: TokenSampler, cached: u32) -> Self {
+        let prompt_tokens = job.tokens.len() as u32;
+        let room = n_ctx_seq.saturating_sub(prompt_tokens);
         let max_new = job.request.max_tokens.map_or(room, |m| m.min(room));
         Self {
-            seq_id,
-            fed: 0,
-            n_past: 0,
-            next: None,
-            logits_row: None,
+            request_id: job.request.request_id,
+            priority: job.request.priority,
+            prompt_tokens,
+            cached_tokens: cached,
             sampler,
             text: TextAssembler::new(&job.request.stop),
             generated: 0,
             max_new,
             ignore_eos: job.request.ignore_eos,
+            timeout: job.request.timeout,
             tx: job.tx,
             cancel: job.cancel,
             submitted: job.submitted,
             started: Instant::now(),
             first_token: None,
             last_token: None,
-            prompt: job.tokens,
+            inter_token_ms: Vec::new(),
         }
+    }
+
+    pub(crate) fn request_id(&self) -> &str {
+        &self.request_id
     }
 
     /// The caller cancelled or stopped listening.
@@ -102,60 +127,13 @@ impl Sequence {
         self.cancel.is_cancelled() || self.tx.is_closed()
     }
 
-    /// Has a sampled token waiting to be fed back.
-    pub(crate) fn is_decoding(&self) -> bool {
-        self.next.is_some()
-    }
-
-    /// Still has prompt tokens that are not in the KV cache.
-    pub(crate) fn is_prefilling(&self) -> bool {
-        self.fed < self.prompt.len()
-    }
-
-    /// Puts the tokens this sequence needs next into the batch: the pending
-    /// sampled token, or the next chunk of its prompt, at most `room` of them.
-    /// `add` receives (token, position, wants_logits) and returns the row.
-    /// Called at most once per step.
-    pub(crate) fn feed(
-        &mut self,
-        room: usize,
-        mut add: impl FnMut(LlamaToken, i32, bool) -> i32,
-    ) -> usize {
-        self.logits_row = None;
-        if room == 0 {
-            return 0;
-        }
-        if let Some(token) = self.next.take() {
-            self.logits_row = Some(add(token, self.n_past, true));
-            self.n_past += 1;
-            return 1;
-        }
-        let end = self.prompt.len().min(self.fed + room);
-        for i in self.fed..end {
-            let last = i + 1 == self.prompt.len();
-            let row = add(self.prompt[i], self.n_past, last);
-            if last {
-                self.logits_row = Some(row);
-            }
-            self.n_past += 1;
-        }
-        let n = end - self.fed;
-        self.fed = end;
-        n
-    }
-
-    /// Samples from this sequence's logits row and advances; `Finished` means
-    /// the final event has been sent.
-    pub(crate) fn sample(
-        &mut self,
-        model: &LlamaModel,
-        ctx: &llama_cpp_2::context::LlamaContext<'_>,
-    ) -> Step {
-        let Some(row) = self.logits_row.take() else {
-            return Step::Continue;
-        };
+    /// Samples from batch row `row`; `Finished` means the final event has been sent.
+    pub(crate) fn sample(&mut self, model: &LlamaModel, ctx: &LlamaContext<'_>, row: i32) -> Step {
         let token = self.sampler.sample(ctx, row);
         let now = Instant::now();
+        if let Some(last) = self.last_token {
+            self.inter_token_ms.push(ms(last, now));
+        }
         self.first_token.get_or_insert(now);
         self.last_token = Some(now);
         self.generated += 1;
@@ -170,13 +148,12 @@ impl Sequence {
             // The assembler already cut the text at the stop string; nothing
             // after it may be flushed.
             self.send_done(FinishReason::Stop);
-            return Step::Finished;
+            return Step::Finished(FinishReason::Stop);
         }
         if self.generated >= self.max_new {
             return self.finish(FinishReason::Length);
         }
-        self.next = Some(token);
-        Step::Continue
+        Step::Continue(token)
     }
 
     fn send_text(&self, text: String) {
@@ -190,7 +167,12 @@ impl Sequence {
         let tail = self.text.finish();
         self.send_text(tail);
         self.send_done(reason);
-        Step::Finished
+        Step::Finished(reason)
+    }
+
+    /// The error for a request whose own timeout has passed.
+    pub(crate) fn timed_out(&self) -> GenerateError {
+        timeout_error(self.timeout)
     }
 
     pub(crate) fn fail(&self, err: GenerateError) {
@@ -201,7 +183,7 @@ impl Sequence {
         let _ = self.tx.send(GenerationEvent::Done(Completion {
             finish_reason,
             usage: Usage {
-                prompt_tokens: self.prompt.len() as u32,
+                prompt_tokens: self.prompt_tokens,
                 completion_tokens: self.generated,
             },
             timings: self.timings(),
@@ -209,7 +191,6 @@ impl Sequence {
     }
 
     fn timings(&self) -> Timings {
-        let ms = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64() * 1e3;
         let rate = |n: f64, ms: f64| {
             if ms > 0.0 && n > 0.0 {
                 n * 1e3 / ms
@@ -225,10 +206,41 @@ impl Sequence {
             t.time_to_first_token_ms = ms(self.submitted, first);
             t.prefill_ms = ms(self.started, first);
             t.decode_ms = ms(first, last);
-            t.prefill_tokens_per_second = rate(self.prompt.len() as f64, t.prefill_ms);
+            let computed = self.prompt_tokens - self.cached_tokens;
+            t.prefill_tokens_per_second = rate(f64::from(computed), t.prefill_ms);
             // The first token comes out of the prefill; each later one is a decode step.
             t.decode_tokens_per_second = rate(f64::from(self.generated - 1), t.decode_ms);
         }
         t
     }
+
+    /// What the observer learns once this request has ended.
+    pub(crate) fn record(self, outcome: Outcome) -> RequestRecord {
+        let t = self.timings();
+        let measured = |v: f64| self.first_token.map(|_| v);
+        RequestRecord {
+            request_id: self.request_id,
+            priority: self.priority,
+            outcome,
+            prompt_tokens: self.prompt_tokens,
+            cached_tokens: self.cached_tokens,
+            generated_tokens: self.generated,
+            queue_ms: t.queued_ms,
+            ttft_ms: measured(t.time_to_first_token_ms),
+            prefill_ms: measured(t.prefill_ms),
+            decode_ms: measured(t.decode_ms),
+            total_ms: ms(self.submitted, Instant::now()),
+            inter_token_ms: self.inter_token_ms,
+        }
+    }
+}
+
+pub(crate) fn timeout_error(timeout: Option<std::time::Duration>) -> GenerateError {
+    GenerateError::Timeout {
+        timeout_ms: timeout.map_or(0, |t| t.as_millis() as u64),
+    }
+}
+
+pub(crate) fn ms(from: Instant, to: Instant) -> f64 {
+    to.saturating_duration_since(from).as_secs_f64() * 1e3
 }

@@ -1,26 +1,31 @@
-//! The engine thread: owns the llama.cpp context and steps every active sequence together.
+//! The engine thread: owns the llama.cpp context and carries out the scheduler's plans.
 //!
-//! One context, many sequences: each step builds a single batch holding the
-//! next token of every decoding sequence and, in the room left, prompt chunks
-//! of sequences still prefilling. One `llama_decode` serves them all, then each
-//! sequence samples from its own logits row with its own sampler.
+//! Every step: report what the last step sampled, let the scheduler plan
+//! (admissions, KV operations, one batch within the token budget), apply the
+//! KV operations with llama.cpp's sequence calls, run one `llama_decode` for
+//! every sequence together, and sample each sequence from its own logits row.
+//! Deciding is the scheduler's; this file only executes.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
-use types::{FinishReason, GenerateError};
+use scheduler::{KvOp, Plan, RequestId, Scheduler};
+use types::{FinishReason, GenerateError, GenerationObserver, Outcome, RequestRecord};
 
 use crate::sampler;
-use crate::sequence::{Job, Sequence, Step};
+use crate::sequence::{timeout_error, Active, Job, Step};
 
-/// Jobs waiting for a slot, shared between submitters and the engine thread.
-#[derive(Default)]
-pub(crate) struct Queue {
-    pub jobs: VecDeque<Job>,
+/// Everything submitters and the engine thread share, behind one lock.
+pub(crate) struct State {
+    pub sched: Scheduler,
+    /// Queued requests' payloads, until their first admission.
+    pub jobs: HashMap<RequestId, Job>,
+    pub next_id: RequestId,
     pub shutdown: bool,
     /// False once the engine thread has exited, for whatever reason.
     pub running: bool,
@@ -28,25 +33,27 @@ pub(crate) struct Queue {
 
 pub(crate) struct Shared {
     pub model: LlamaModel,
-    pub queue: Mutex<Queue>,
+    pub state: Mutex<State>,
     pub wake: Condvar,
     /// Tokens that end a turn; banned outright when a request ignores EOS.
     pub eog_tokens: Vec<LlamaToken>,
     pub n_ctx_seq: u32,
+    pub observer: OnceLock<Arc<dyn GenerationObserver>>,
 }
 
 impl Shared {
-    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
-        // A panic while holding the lock cannot leave the queue half-updated
-        // (every critical section is a single push/pop), so poisoning is moot.
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Every critical section leaves the state consistent before it could
+        // panic (the scheduler's own checks are debug assertions), so a
+        // poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
 
-/// Sizes fixed when the context was created.
-pub(crate) struct Geometry {
-    pub n_parallel: usize,
-    pub n_batch: usize,
+    fn observe(&self, record: RequestRecord) {
+        if let Some(observer) = self.observer.get() {
+            observer.finished(&record);
+        }
+    }
 }
 
 /// Marks the engine stopped and fails queued jobs when the thread ends, even by panic.
@@ -54,160 +61,253 @@ struct ExitGuard<'a>(&'a Shared);
 
 impl Drop for ExitGuard<'_> {
     fn drop(&mut self) {
-        let mut q = self.0.lock();
-        q.running = false;
-        for job in q.jobs.drain(..) {
-            job.reject(GenerateError::Unavailable);
+        let mut st = self.0.lock();
+        st.running = false;
+        let jobs: Vec<Job> = st.jobs.drain().map(|(_, j)| j).collect();
+        drop(st);
+        for job in jobs {
+            let record = job.end(Outcome::Cancelled, Some(GenerateError::Unavailable));
+            self.0.observe(record);
         }
     }
 }
 
-pub(crate) fn run(shared: Arc<Shared>, mut ctx: LlamaContext<'_>, geometry: Geometry) {
+/// What the last step produced, handed to the scheduler under the next lock.
+#[derive(Default)]
+struct Reports {
+    sampled: Vec<(RequestId, LlamaToken)>,
+    finished: Vec<RequestId>,
+    discarded: Vec<RequestId>,
+}
+
+pub(crate) fn run(shared: Arc<Shared>, mut ctx: LlamaContext<'_>, n_batch: usize) {
     let _guard = ExitGuard(&shared);
-    let model = &shared.model;
-    let mut slots: Vec<Option<Sequence>> = (0..geometry.n_parallel).map(|_| None).collect();
-    let mut batch = LlamaBatch::new(geometry.n_batch, 1);
+    let mut active: HashMap<RequestId, Active> = HashMap::new();
+    let mut batch = LlamaBatch::new(n_batch, 1);
+    let mut reports = Reports::default();
 
     loop {
-        if !admit(&shared, &mut slots) {
-            for seq in slots.iter_mut().filter_map(Option::take) {
-                seq.fail(GenerateError::Unavailable);
+        let Some((plan, jobs, expired_jobs)) = next_plan(&shared, &mut active, &mut reports) else {
+            for (_, a) in active.drain() {
+                a.fail(GenerateError::Unavailable);
+                shared.observe(a.record(Outcome::Cancelled));
             }
             return;
-        }
-
-        for slot in slots.iter_mut() {
-            if slot.as_ref().is_some_and(Sequence::abandoned) {
-                let mut seq = slot.take().expect("checked above");
-                seq.finish(FinishReason::Cancelled);
-                release(&mut ctx, seq.seq_id);
-            }
-        }
-
-        batch.clear();
-        let mut room = geometry.n_batch;
-        let mut fed = vec![false; slots.len()];
-        // Decoding sequences first: one token each keeps their latency flat
-        // while long prompts are prefilled in the room that is left.
-        for prefill in [false, true] {
-            for (i, slot) in slots.iter_mut().enumerate() {
-                let Some(seq) = slot.as_mut() else { continue };
-                let wanted = if prefill {
-                    seq.is_prefilling()
-                } else {
-                    seq.is_decoding()
-                };
-                if !wanted {
-                    continue;
-                }
-                let seq_id = seq.seq_id;
-                let n = seq.feed(room, |token, pos, logits| {
-                    let row = batch.n_tokens();
-                    batch
-                        .add(token, pos, &[seq_id], logits)
-                        .expect("batch sized to n_batch and room tracked");
-                    row
-                });
-                room -= n;
-                fed[i] |= n > 0;
-            }
-        }
-        if batch.n_tokens() == 0 {
-            // Every live sequence always has a token to feed; reaching this
-            // would be a bookkeeping bug, and spinning on it would hang callers.
-            for seq in slots.iter_mut().filter_map(Option::take) {
-                tracing::error!(seq_id = seq.seq_id, "sequence had nothing to feed");
-                seq.fail(GenerateError::Internal("engine bookkeeping error".into()));
-                release(&mut ctx, seq.seq_id);
-            }
-            continue;
-        }
-
-        if let Err(err) = ctx.decode(&mut batch) {
-            // Every sequence with tokens in this batch now has an unknown KV
-            // state; end those, keep the others.
-            tracing::error!(%err, tokens = batch.n_tokens(), "llama_decode failed");
-            for (slot, _) in slots.iter_mut().zip(&fed).filter(|(_, &f)| f) {
-                if let Some(seq) = slot.take() {
-                    seq.fail(GenerateError::Internal(format!("decode failed: {err}")));
-                    release(&mut ctx, seq.seq_id);
-                }
-            }
-            continue;
-        }
-
-        for slot in slots.iter_mut() {
-            let Some(seq) = slot.as_mut() else { continue };
-            if let Step::Finished = seq.sample(model, &ctx) {
-                release(&mut ctx, seq.seq_id);
-                *slot = None;
-            }
-        }
-    }
-}
-
-/// Moves queued jobs into free slots; blocks while there is nothing to do.
-/// Returns false when the engine should stop.
-fn admit(shared: &Shared, slots: &mut [Option<Sequence>]) -> bool {
-    let mut admitted = Vec::new();
-    {
-        let mut q = shared.lock();
-        loop {
-            if q.shutdown {
-                return false;
-            }
-            for (seq_id, slot) in slots.iter().enumerate() {
-                if slot.is_some() {
-                    continue;
-                }
-                let Some(job) = next_live_job(&mut q.jobs) else {
-                    break;
-                };
-                admitted.push((seq_id, job));
-            }
-            if !admitted.is_empty() || slots.iter().any(Option::is_some) {
-                break;
-            }
-            q = shared.wake.wait(q).unwrap_or_else(|e| e.into_inner());
-        }
-    }
-    // Sampler set-up happens outside the lock so submitters never wait on it.
-    for (seq_id, job) in admitted {
-        let banned: &[LlamaToken] = if job.request.ignore_eos {
-            &shared.eog_tokens
-        } else {
-            &[]
         };
-        let sampler = sampler::build(
-            &job.request.sampling,
-            shared.model.n_vocab(),
-            &job.tokens,
-            banned,
+        for id in &plan.expired {
+            if let Some(a) = active.remove(id) {
+                tracing::info!(
+                    request_id = a.request_id(),
+                    "request timed out while running"
+                );
+                a.fail(a.timed_out());
+                shared.observe(a.record(Outcome::Timeout));
+            }
+        }
+        for job in expired_jobs {
+            tracing::info!(request_id = %job.request.request_id, "request timed out in the queue");
+            let err = timeout_error(job.request.timeout);
+            shared.observe(job.end(Outcome::Timeout, Some(err)));
+        }
+        for op in &plan.kv_ops {
+            apply(&mut ctx, op);
+        }
+        for (started, job) in jobs {
+            let banned: &[LlamaToken] = if job.request.ignore_eos {
+                &shared.eog_tokens
+            } else {
+                &[]
+            };
+            let sampler = sampler::build(
+                &job.request.sampling,
+                shared.model.n_vocab(),
+                &job.tokens,
+                banned,
+            );
+            tracing::debug!(
+                request_id = %job.request.request_id,
+                seq = started.seq,
+                reused = started.reused,
+                "admitted"
+            );
+            let a = Active::start(job, shared.n_ctx_seq, sampler, started.reused);
+            active.insert(started.id, a);
+        }
+        if plan.feeds.is_empty() {
+            continue;
+        }
+        step(
+            &shared,
+            &mut ctx,
+            &mut batch,
+            &plan,
+            &mut active,
+            &mut reports,
         );
-        slots[seq_id] = Some(Sequence::start(
-            job,
-            seq_id as i32,
-            shared.n_ctx_seq,
-            sampler,
-        ));
     }
-    true
 }
 
-/// Pops jobs until one whose caller is still waiting; the others are told they were cancelled.
-fn next_live_job(jobs: &mut VecDeque<Job>) -> Option<Job> {
-    while let Some(job) = jobs.pop_front() {
-        if job.cancel.is_cancelled() || job.tx.is_closed() {
-            job.cancelled();
-        } else {
-            return Some(job);
+/// Hands the last step's results to the scheduler, reaps callers that left,
+/// and waits for work. `None` means shut down.
+#[allow(clippy::type_complexity)]
+fn next_plan(
+    shared: &Shared,
+    active: &mut HashMap<RequestId, Active>,
+    reports: &mut Reports,
+) -> Option<(Plan, Vec<(scheduler::Started, Job)>, Vec<Job>)> {
+    let mut st = shared.lock();
+    let mut ended: Vec<RequestRecord> = Vec::new();
+    let plan = loop {
+        if st.shutdown {
+            return None;
+        }
+        for (id, token) in reports.sampled.drain(..) {
+            st.sched.sampled(id, token.0 as u32);
+        }
+        for id in reports.finished.drain(..) {
+            st.sched.finish(id);
+        }
+        for id in reports.discarded.drain(..) {
+            st.sched.discard(id);
+        }
+        // Callers that went away: queued ones are dropped, running ones end
+        // as cancelled and their cells stay cached.
+        let gone: Vec<RequestId> = st
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.abandoned())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            st.sched.finish(id);
+            let job = st.jobs.remove(&id).expect("listed above");
+            ended.push(job.end(Outcome::Cancelled, None));
+        }
+        let left: Vec<RequestId> = active
+            .iter()
+            .filter(|(_, a)| a.abandoned())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in left {
+            st.sched.finish(id);
+            let mut a = active.remove(&id).expect("listed above");
+            tracing::debug!(request_id = a.request_id(), "caller went away");
+            a.finish(FinishReason::Cancelled);
+            ended.push(a.record(Outcome::Cancelled));
+        }
+        if st.sched.is_idle() {
+            if !ended.is_empty() {
+                break None;
+            }
+            st = shared.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+            continue;
+        }
+        let plan = st.sched.plan(Instant::now());
+        if plan == Plan::default() {
+            // Requests wait on something that only time changes (a deadline):
+            // nap briefly instead of spinning.
+            let (guard, _) = shared
+                .wake
+                .wait_timeout(st, Duration::from_millis(20))
+                .unwrap_or_else(|e| e.into_inner());
+            st = guard;
+            continue;
+        }
+        break Some(plan);
+    };
+    let plan = plan.unwrap_or_default();
+    let jobs = plan
+        .started
+        .iter()
+        .filter_map(|s| st.jobs.remove(&s.id).map(|j| (s.clone(), j)))
+        .collect();
+    let expired = plan
+        .expired
+        .iter()
+        .filter_map(|id| st.jobs.remove(id))
+        .collect();
+    drop(st);
+    for record in ended {
+        shared.observe(record);
+    }
+    Some((plan, jobs, expired))
+}
+
+/// One decode of every fed sequence, then sampling.
+fn step(
+    shared: &Shared,
+    ctx: &mut LlamaContext<'_>,
+    batch: &mut LlamaBatch,
+    plan: &Plan,
+    active: &mut HashMap<RequestId, Active>,
+    reports: &mut Reports,
+) {
+    batch.clear();
+    let mut rows = Vec::new();
+    for feed in &plan.feeds {
+        let last = feed.tokens.len() - 1;
+        for (i, &token) in feed.tokens.iter().enumerate() {
+            let logits = feed.logits && i == last;
+            batch
+                .add(
+                    LlamaToken(token as i32),
+                    (feed.pos + i as u32) as i32,
+                    &[feed.seq as i32],
+                    logits,
+                )
+                .expect("the scheduler keeps a step within n_batch");
+            if logits {
+                rows.push((feed.id, batch.n_tokens() - 1));
+            }
         }
     }
-    None
+    if let Err(err) = ctx.decode(batch) {
+        // Every sequence with tokens in this batch now has an unknown KV
+        // state: end those and drop their cells; keep the others.
+        tracing::error!(%err, tokens = batch.n_tokens(), "llama_decode failed");
+        for feed in &plan.feeds {
+            reports.discarded.push(feed.id);
+            if let Some(a) = active.remove(&feed.id) {
+                a.fail(GenerateError::Internal(format!("decode failed: {err}")));
+                shared.observe(a.record(Outcome::Error));
+            }
+        }
+        return;
+    }
+    for (id, row) in rows {
+        let Some(a) = active.get_mut(&id) else {
+            continue;
+        };
+        match a.sample(&shared.model, ctx, row) {
+            Step::Continue(token) => reports.sampled.push((id, token)),
+            Step::Finished(reason) => {
+                reports.finished.push(id);
+                let a = active.remove(&id).expect("present above");
+                shared.observe(a.record(outcome_of(reason)));
+            }
+        }
+    }
 }
 
-fn release(ctx: &mut LlamaContext<'_>, seq_id: i32) {
-    if let Err(err) = ctx.clear_kv_cache_seq(Some(seq_id as u32), None, None) {
-        tracing::error!(%err, seq_id, "could not clear KV cache for sequence");
+fn outcome_of(reason: FinishReason) -> Outcome {
+    match reason {
+        FinishReason::Stop => Outcome::Stop,
+        FinishReason::Length => Outcome::Length,
+        FinishReason::Cancelled => Outcome::Cancelled,
+    }
+}
+
+fn apply(ctx: &mut LlamaContext<'_>, op: &KvOp) {
+    match *op {
+        KvOp::Share { src, dst, len } => {
+            if let Err(err) = ctx.copy_kv_cache_seq(src as i32, dst as i32, None, Some(len)) {
+                tracing::error!(%err, src, dst, len, "could not share KV cells");
+            }
+        }
+        KvOp::Clear { seq } => {
+            if let Err(err) = ctx.clear_kv_cache_seq(Some(seq), None, None) {
+                tracing::error!(%err, seq, "could not clear KV cells");
+            }
+        }
     }
 }

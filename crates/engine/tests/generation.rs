@@ -10,13 +10,16 @@ use types::{
 
 /// One engine for the whole file. Tests take turns: two generations in flight
 /// would share decode batches, and llama.cpp's numerics (hence greedy picks)
-/// may shift with batch composition.
+/// may shift with batch composition. For the same reason the prefix cache is
+/// off here: a prompt partly taken from the cache is computed in other batch
+/// shapes, so seeded sampling could drift; `scheduling.rs` tests the cache.
 fn engine() -> MutexGuard<'static, Engine> {
     static ENGINE: OnceLock<Mutex<Engine>> = OnceLock::new();
     ENGINE
         .get_or_init(|| {
             let config = EngineConfig {
                 threads: 2,
+                prefix_cache: false,
                 ..EngineConfig::default()
             };
             Mutex::new(
@@ -309,7 +312,7 @@ fn sequences_share_one_context() {
     let _turn = engine();
     let config = EngineConfig {
         threads: 2,
-        parallel: 3,
+        max_running: 3,
         ..EngineConfig::default()
     };
     let e = Engine::load(&testkit::default_model(), &config).unwrap();
@@ -319,13 +322,39 @@ fn sequences_share_one_context() {
         .map(|p| {
             let mut r = chat(p);
             r.max_tokens = Some(24);
+            r.ignore_eos = true;
             e.submit(r).unwrap()
         })
         .collect();
-    let outs: Vec<_> = handles
+    // Each reader notes when its first piece and its end arrived.
+    let readers: Vec<_> = handles
         .into_iter()
-        .map(|h| h.blocking_collect().unwrap())
+        .map(|mut h| {
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let mut first = None;
+                loop {
+                    match h.blocking_next() {
+                        Some(GenerationEvent::Text(t)) => {
+                            first.get_or_insert_with(std::time::Instant::now);
+                            text.push_str(&t);
+                        }
+                        Some(GenerationEvent::Done(_)) => {
+                            return (text, first.unwrap(), std::time::Instant::now())
+                        }
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+            })
+        })
         .collect();
-    assert!(outs[0].text.contains("Tokyo"), "{}", outs[0].text);
-    assert!(outs.iter().all(|o| !o.text.trim().is_empty()));
+    let outs: Vec<_> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    assert!(outs[0].0.contains("Tokyo"), "{}", outs[0].0);
+    assert!(outs.iter().all(|o| !o.0.trim().is_empty()));
+    let last_start = outs.iter().map(|o| o.1).max().unwrap();
+    let first_end = outs.iter().map(|o| o.2).min().unwrap();
+    assert!(
+        last_start < first_end,
+        "every sequence streamed before any finished: they ran together"
+    );
 }

@@ -87,15 +87,23 @@ pub struct EngineArgs {
     /// CPU threads for inference [default: number of physical cores]
     #[arg(long, env = "HEARTH_THREADS", value_name = "N")]
     pub threads: Option<u32>,
-    /// Context length in tokens [default: the model's, at most 4096]
+    /// Most tokens one sequence may hold, prompt and reply [default: the model's, at most 4096]
     #[arg(long, env = "HEARTH_CTX_SIZE", value_name = "TOKENS")]
     pub ctx_size: Option<u32>,
+    /// KV pool shared by all sequences, in tokens [default: ctx-size × 4 for serve]
+    #[arg(long, env = "HEARTH_KV_SIZE", value_name = "TOKENS")]
+    pub kv_size: Option<u32>,
     /// Default random seed for sampling [default: random]
     #[arg(long, env = "HEARTH_SEED", value_name = "SEED")]
     pub seed: Option<u32>,
-    /// Sequences decoded together (serve) [default: 1]
-    #[arg(long, env = "HEARTH_PARALLEL", value_name = "N")]
-    pub parallel: Option<u32>,
+    /// Most sequences decoding at once (serve) [default: 16]
+    #[arg(
+        long,
+        visible_alias = "parallel",
+        env = "HEARTH_MAX_RUNNING",
+        value_name = "N"
+    )]
+    pub max_running: Option<u32>,
     /// Layers to offload to the GPU (CUDA builds) [default: all with CUDA, else 0]
     #[arg(long, env = "HEARTH_GPU_LAYERS", value_name = "N")]
     pub gpu_layers: Option<u32>,
@@ -181,6 +189,18 @@ pub struct ServeArgs {
     /// Model to serve: catalog name, stored name or GGUF path [default: smollm2]
     #[arg(long, env = "HEARTH_MODEL", value_name = "MODEL")]
     pub model: Option<String>,
+    /// Most requests waiting for a place; more get 429 with Retry-After [default: 128]
+    #[arg(long, env = "HEARTH_MAX_QUEUE", value_name = "N")]
+    pub max_queue: Option<u32>,
+    /// Most tokens per decode step, running tokens and prompt chunks together [default: 512]
+    #[arg(long, env = "HEARTH_STEP_TOKENS", value_name = "TOKENS")]
+    pub step_tokens: Option<u32>,
+    /// Seconds a batch request ranks behind interactive work (ageing) [default: 10]
+    #[arg(long, env = "HEARTH_BATCH_DELAY", value_name = "SECONDS")]
+    pub batch_delay: Option<f64>,
+    /// Do not keep finished requests' KV for later requests with the same prefix
+    #[arg(long, env = "HEARTH_NO_PREFIX_CACHE")]
+    pub no_prefix_cache: bool,
     #[command(flatten)]
     pub engine: EngineArgs,
 }

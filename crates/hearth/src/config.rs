@@ -6,6 +6,7 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use engine::EngineConfig;
@@ -31,8 +32,10 @@ pub struct FileConfig {
 pub struct FileEngine {
     pub threads: Option<u32>,
     pub ctx_size: Option<u32>,
+    pub kv_size: Option<u32>,
     pub seed: Option<u32>,
-    pub parallel: Option<u32>,
+    #[serde(alias = "parallel")]
+    pub max_running: Option<u32>,
     pub gpu_layers: Option<u32>,
 }
 
@@ -43,6 +46,11 @@ pub struct FileServer {
     pub port: Option<u16>,
     pub model: Option<String>,
     pub max_body_bytes: Option<usize>,
+    pub max_queue: Option<u32>,
+    pub step_tokens: Option<u32>,
+    /// Seconds.
+    pub batch_delay: Option<f64>,
+    pub prefix_cache: Option<bool>,
 }
 
 /// Everything a command needs, resolved and validated.
@@ -85,15 +93,37 @@ impl Config {
             .or(fe.threads)
             .unwrap_or_else(|| num_cpus::get_physical() as u32);
         let gpu_default = if cfg!(feature = "cuda") { 999 } else { 0 };
+        let fs = &file.server;
+        let defaults = EngineConfig::default();
+        // One-shot commands run a single sequence; only the server needs room for many.
+        let max_running = match serve {
+            Some(_) => engine.max_running.or(fe.max_running),
+            None => Some(1),
+        };
+        let batch_delay = serve.and_then(|s| s.batch_delay).or(fs.batch_delay);
+        if batch_delay.is_some_and(|d| !(0.0..=86_400.0).contains(&d)) {
+            bail!("batch-delay must be between 0 and 86400 seconds");
+        }
         let engine_config = EngineConfig {
             threads,
             ctx_size: engine.ctx_size.or(fe.ctx_size),
-            parallel: engine.parallel.or(fe.parallel).unwrap_or(1),
+            kv_size: engine.kv_size.or(fe.kv_size),
+            max_running: max_running.unwrap_or(defaults.max_running),
+            max_queue: serve
+                .and_then(|s| s.max_queue)
+                .or(fs.max_queue)
+                .unwrap_or(defaults.max_queue),
+            step_tokens: serve
+                .and_then(|s| s.step_tokens)
+                .or(fs.step_tokens)
+                .unwrap_or(defaults.step_tokens),
+            batch_delay: batch_delay.map_or(defaults.batch_delay, Duration::from_secs_f64),
+            prefix_cache: !serve.is_some_and(|s| s.no_prefix_cache)
+                && fs.prefix_cache.unwrap_or(true),
             gpu_layers: engine.gpu_layers.or(fe.gpu_layers).unwrap_or(gpu_default),
-            ..EngineConfig::default()
+            ..defaults
         };
 
-        let fs = &file.server;
         let host = serve
             .and_then(|s| s.host.clone())
             .or_else(|| fs.host.clone())
@@ -130,8 +160,26 @@ impl Config {
                 bail!("ctx-size must be between 16 and 1048576 tokens, not {ctx}");
             }
         }
-        if e.parallel == 0 || e.parallel > 256 {
-            bail!("parallel must be between 1 and 256, not {}", e.parallel);
+        if e.max_running == 0 || e.max_running > 256 {
+            bail!(
+                "max-running must be between 1 and 256, not {}",
+                e.max_running
+            );
+        }
+        if let Some(kv) = e.kv_size {
+            if !(16..=1 << 24).contains(&kv) {
+                bail!("kv-size must be between 16 and 16777216 tokens, not {kv}");
+            }
+        }
+        if e.max_queue > 1 << 20 {
+            bail!("max-queue must be at most 1048576, not {}", e.max_queue);
+        }
+        if e.step_tokens <= e.max_running || e.step_tokens > 1 << 16 {
+            bail!(
+                "step-tokens must be more than max-running ({}) and at most 65536, not {}",
+                e.max_running,
+                e.step_tokens
+            );
         }
         if self.server.max_body_bytes < 1024 {
             bail!("server.max_body_bytes must be at least 1024");

@@ -190,6 +190,17 @@ fn serve_answers_over_http_and_refuses_bad_requests() {
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap();
+    // The port opens before the model is loaded; readiness says when it is.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = client.get(format!("{base}/ready")).send().unwrap();
+        if ready.status().as_u16() == 200 {
+            break;
+        }
+        assert_eq!(ready.status().as_u16(), 503);
+        assert!(std::time::Instant::now() < deadline, "never became ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let reply: Value = client
         .post(format!("{base}/v1/chat/completions"))
         .json(&serde_json::json!({

@@ -2,6 +2,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
@@ -9,6 +10,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::stream::{self, Stream, StreamExt};
+use tokio::time::timeout_at;
 use types::{Generation, GenerationEvent};
 
 use crate::error::ApiError;
@@ -23,25 +25,42 @@ pub async fn complete<B: CompletionBody>(
 ) -> Result<Response, ApiError> {
     let Json(req) = body?;
     let (stream, include_usage) = (req.sampling().stream, req.sampling().include_usage());
-    let (model, request) = req.into_domain(&app.defaults)?;
+    let (model, mut request) = req.into_domain(&app.defaults)?;
     let served = app.find(model.as_deref())?;
+    if app.is_draining() {
+        return Err(ApiError::unavailable());
+    }
+    let reply = Reply::new(B::ENDPOINT, served.id.clone());
+    request.request_id = reply.id.clone();
+    let deadline = request.timeout.map(|t| (Instant::now() + t, t));
     let generator = Arc::clone(&served.generator);
     // Templating and tokenising a long prompt is CPU work: keep it off the
     // async workers.
     let generation = tokio::task::spawn_blocking(move || generator.submit(request))
         .await
         .map_err(|e| ApiError::internal(&e))??;
-    let reply = Reply::new(B::ENDPOINT, served.id.clone());
     if stream {
-        let events = sse_events(generation, reply, include_usage);
+        let events = sse_events(generation, reply, include_usage, deadline);
         return Ok(Sse::new(events)
             .keep_alive(KeepAlive::default())
             .into_response());
     }
     // If the client disconnects, this future is dropped with the
     // generation, which cancels it.
-    let out = generation.collect().await?;
+    let out = match deadline {
+        None => generation.collect().await?,
+        Some((at, timeout)) => timeout_at(at.into(), generation.collect())
+            .await
+            .map_err(|_| timed_out(timeout))??,
+    };
     Ok(Json(reply.full(out)).into_response())
+}
+
+/// The engine ends a request at its deadline between decode steps; this
+/// answers at the deadline itself, and dropping the generation frees its
+/// sequence at the next step.
+fn timed_out(timeout: Duration) -> ApiError {
+    ApiError::timed_out(timeout.as_millis() as u64)
 }
 
 /// The SSE body: opening chunk, one chunk per text piece, closing chunks,
@@ -51,11 +70,20 @@ fn sse_events(
     generation: Generation,
     reply: Reply,
     include_usage: bool,
+    deadline: Option<(Instant, Duration)>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let opening = stream::iter(reply.opening().map(json_event));
     let body = stream::unfold(Some((generation, reply)), move |state| async move {
         let (mut generation, reply) = state?;
-        let events: Vec<Event> = match generation.next().await {
+        let next = match deadline {
+            None => Ok(generation.next().await),
+            Some((at, _)) => timeout_at(at.into(), generation.next()).await,
+        };
+        let Ok(next) = next else {
+            let timeout = deadline.map(|(_, t)| t).unwrap_or_default();
+            return Some((vec![json_event(timed_out(timeout).to_json())], None));
+        };
+        let events: Vec<Event> = match next {
             Some(GenerationEvent::Text(piece)) => {
                 let event = json_event(reply.piece(piece));
                 return Some((vec![event], Some((generation, reply))));

@@ -5,7 +5,8 @@
 //! generic message; the details go to the log only.
 
 use axum::extract::rejection::JsonRejection;
-use axum::http::StatusCode;
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
@@ -19,6 +20,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub param: Option<&'static str>,
+    /// Seconds for a `Retry-After` header.
+    pub retry_after: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -43,6 +46,7 @@ impl ApiError {
             code,
             message: message.into(),
             param: None,
+            retry_after: None,
         }
     }
 
@@ -92,6 +96,7 @@ impl ApiError {
             code: "internal_error",
             message: "The server had an error while processing your request".into(),
             param: None,
+            retry_after: None,
         }
     }
 
@@ -102,7 +107,35 @@ impl ApiError {
             code: "unavailable",
             message: "The model is not available right now; try again shortly".into(),
             param: None,
+            retry_after: None,
         }
+    }
+
+    /// The wait queue is full: 429 with `Retry-After`, which OpenAI clients honour.
+    pub fn overloaded(waiting: u32, retry_after_secs: u32) -> Self {
+        Self {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            kind: "rate_limit_error",
+            code: "server_overloaded",
+            message: format!(
+                "The server is at capacity ({waiting} requests waiting); retry after {retry_after_secs} s"
+            ),
+            param: None,
+            retry_after: Some(retry_after_secs),
+        }
+    }
+
+    /// The request's own `timeout` passed before it finished.
+    pub fn timed_out(timeout_ms: u64) -> Self {
+        Self {
+            status: StatusCode::REQUEST_TIMEOUT,
+            code: "timeout",
+            ..Self::invalid(
+                "",
+                format!("The request did not finish within its timeout of {timeout_ms} ms"),
+            )
+        }
+        .with_param("timeout")
     }
 
     /// The body alone, for errors that happen after a stream has started.
@@ -124,7 +157,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body())).into_response()
+        let mut response = (self.status, Json(self.body())).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
     }
 }
 
@@ -145,6 +184,11 @@ impl From<GenerateError> for ApiError {
                 ApiError::invalid("invalid_messages", err.to_string()).with_param("messages")
             }
             GenerateError::Unavailable => ApiError::unavailable(),
+            GenerateError::QueueFull {
+                waiting,
+                retry_after_secs,
+            } => ApiError::overloaded(waiting, retry_after_secs),
+            GenerateError::Timeout { timeout_ms } => ApiError::timed_out(timeout_ms),
             GenerateError::Internal(detail) => ApiError::internal(&detail),
         }
     }

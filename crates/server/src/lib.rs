@@ -7,19 +7,23 @@
 
 mod completion;
 mod error;
+mod metrics;
 mod models;
 mod reply;
 mod routes;
 mod wire;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use axum::Router;
 use tokio::net::TcpListener;
 use types::{SamplingParams, TextGenerator};
 
 pub use error::ApiError;
-pub use routes::router;
+pub use metrics::Metrics;
+pub use routes::{api_router, compose, ops_router};
 
 /// One model this server answers for.
 pub struct ServedModel {
@@ -37,16 +41,41 @@ pub struct AppState {
     models: Vec<ServedModel>,
     /// What a request gets for every sampling field it leaves out.
     defaults: SamplingParams,
+    metrics: Arc<Metrics>,
+    /// Set once shutdown begins: not ready, and no new generations.
+    draining: AtomicBool,
 }
 
 impl AppState {
     /// `models` must not be empty; the first is used when a request names none.
-    pub fn new(models: Vec<ServedModel>) -> Self {
+    /// `metrics` should watch the same generators (see [`Metrics::new`]).
+    pub fn new(models: Vec<ServedModel>, metrics: Arc<Metrics>) -> Self {
         assert!(!models.is_empty(), "a server needs at least one model");
         Self {
             models,
             defaults: SamplingParams::default(),
+            metrics,
+            draining: AtomicBool::new(false),
         }
+    }
+
+    /// A state whose metrics watch exactly `models`.
+    pub fn with_metrics(models: Vec<ServedModel>) -> Self {
+        let watched = models
+            .iter()
+            .map(|m| (m.id.clone(), Arc::clone(&m.generator)))
+            .collect();
+        Self::new(models, Metrics::new(watched))
+    }
+
+    /// Readiness turns false and new generations are refused; requests in
+    /// flight go on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
     }
 
     /// Seed for requests that bring none (`hearth serve --seed`).
@@ -82,14 +111,21 @@ impl Default for ServerOptions {
     }
 }
 
-/// Serves until `shutdown` resolves, then lets in-flight requests finish.
+/// Every route with its default composition: API and operations together.
+pub fn router(state: Arc<AppState>, options: &ServerOptions) -> Router {
+    compose(
+        api_router(Arc::clone(&state), options),
+        ops_router(Arc::clone(&state)),
+        state,
+    )
+}
+
+/// Serves `app` until `shutdown` resolves, then lets in-flight requests finish.
 pub async fn serve(
     listener: TcpListener,
-    state: AppState,
-    options: &ServerOptions,
+    app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(Arc::new(state), options);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -33,23 +33,27 @@ pub async fn get(
     app.find(Some(&id)).map(|m| Json(object(m)))
 }
 
-/// 200 while every served model can take requests, 503 otherwise, so load
-/// balancers and orchestrators route around a broken instance.
-pub async fn health(State(app): State<Arc<AppState>>) -> (StatusCode, Json<serde_json::Value>) {
+/// Liveness: 200 whenever the process can answer at all. Readiness is `/ready`.
+pub async fn health(State(app): State<Arc<AppState>>) -> Json<serde_json::Value> {
     let models: Vec<_> = app
         .models
         .iter()
         .map(|m| serde_json::json!({"id": m.id, "ready": m.generator.is_ready()}))
         .collect();
-    let ready = app.models.iter().all(|m| m.generator.is_ready());
-    let status = if ready {
-        StatusCode::OK
+    Json(serde_json::json!({"status": "ok", "models": models}))
+}
+
+/// Readiness: 200 once every served model is loaded and its engine thread
+/// runs, 503 before that and again while draining, so load balancers and
+/// orchestrators send traffic only where it can be served.
+pub async fn ready(State(app): State<Arc<AppState>>) -> (StatusCode, Json<serde_json::Value>) {
+    let loaded = app.models.iter().all(|m| m.generator.is_ready());
+    let (status, word) = if app.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else if loaded {
+        (StatusCode::OK, "ready")
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
+        (StatusCode::SERVICE_UNAVAILABLE, "loading")
     };
-    let body = serde_json::json!({
-        "status": if ready { "ok" } else { "unavailable" },
-        "models": models,
-    });
-    (status, Json(body))
+    (status, Json(serde_json::json!({"status": word})))
 }

@@ -1,21 +1,24 @@
-//! Every HTTP route, registered in this one place, so cross-cutting layers
-//! (authentication, policy, audit, metrics) wrap all of them at once.
+//! Every HTTP route, registered in this one place, in two parts the binary can
+//! wrap separately: the API (generation, models), which later layers
+//! authenticate, and operations (health, readiness, metrics) for probes and
+//! scrapers.
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
+use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
 use crate::wire::{ChatCompletionRequest, CompletionRequest};
-use crate::{completion, models, AppState, ServerOptions};
+use crate::{completion, metrics, models, AppState, ServerOptions};
 
-pub fn router(state: Arc<AppState>, options: &ServerOptions) -> Router {
+/// The OpenAI-compatible API.
+pub fn api_router(state: Arc<AppState>, options: &ServerOptions) -> Router {
     Router::new()
-        .route("/health", get(models::health))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::get))
         .route(
@@ -26,11 +29,30 @@ pub fn router(state: Arc<AppState>, options: &ServerOptions) -> Router {
             "/v1/completions",
             post(completion::complete::<CompletionRequest>),
         )
+        .layer(DefaultBodyLimit::max(options.max_body_bytes))
+        .with_state(state)
+}
+
+/// Liveness, readiness and metrics.
+pub fn ops_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/health", get(models::health))
+        .route("/ready", get(models::ready))
+        .route("/metrics", get(metrics::exposition))
+        .with_state(state)
+}
+
+/// Joins the parts, answers unknown routes and methods in OpenAI's error
+/// shape, counts every response by status and traces every request.
+pub fn compose(api: Router, ops: Router, state: Arc<AppState>) -> Router {
+    api.merge(ops)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(options.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            state,
+            metrics::count_responses,
+        ))
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
 }
 
 async fn not_found(uri: Uri) -> ApiError {

@@ -4,7 +4,9 @@
 //! into [`types::GenerationRequest`]; nothing downstream sees JSON.
 
 use serde::{Deserialize, Serialize};
-use types::{ChatMessage, GenerationRequest, Prompt, Role, SamplingParams, Timings};
+use std::time::Duration;
+
+use types::{ChatMessage, GenerationRequest, Priority, Prompt, Role, SamplingParams, Timings};
 
 use crate::error::ApiError;
 use crate::reply::Endpoint;
@@ -36,7 +38,14 @@ pub struct SamplingFields {
     #[serde(default)]
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,
+    /// Hearth's extension: `interactive` (default) or `batch`.
+    pub priority: Option<String>,
+    /// Hearth's extension: seconds after which the request ends with an error.
+    pub timeout: Option<f64>,
 }
+
+/// Longest `timeout` a request may ask for: a day.
+const MAX_TIMEOUT_SECS: f64 = 86_400.0;
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -108,12 +117,36 @@ impl SamplingFields {
             )
             .with_param("stop"));
         }
+        let priority = match self.priority.as_deref() {
+            None => Priority::Interactive,
+            Some(p) => Priority::parse(p).ok_or_else(|| {
+                ApiError::invalid(
+                    "invalid_value",
+                    format!("`priority` is `{p}`; it must be `interactive` or `batch`"),
+                )
+                .with_param("priority")
+            })?,
+        };
+        let timeout = match self.timeout {
+            None => None,
+            Some(t) if t > 0.0 && t <= MAX_TIMEOUT_SECS => Some(Duration::from_secs_f64(t)),
+            Some(t) => {
+                return Err(ApiError::invalid(
+                    "invalid_value",
+                    format!("`timeout` is {t}; it must be more than 0 and at most {MAX_TIMEOUT_SECS} seconds"),
+                )
+                .with_param("timeout"))
+            }
+        };
         Ok(GenerationRequest {
             prompt,
             sampling,
             stop,
             max_tokens: self.max_tokens.or(default_max_tokens),
             ignore_eos: self.ignore_eos,
+            priority,
+            timeout,
+            request_id: String::new(),
         })
     }
 

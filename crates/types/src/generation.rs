@@ -2,11 +2,12 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::SamplingParams;
+use crate::{LoadSnapshot, Priority, SamplingParams};
 
 /// Who said a chat message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +65,13 @@ pub struct GenerationRequest {
     pub max_tokens: Option<u32>,
     /// Keep going past end-of-generation tokens (benchmarks want a fixed length).
     pub ignore_eos: bool,
+    /// Which queue class it waits in.
+    pub priority: Priority,
+    /// Ends the request with [`GenerateError::Timeout`] this long after
+    /// submission, whether it is still queued or already running.
+    pub timeout: Option<Duration>,
+    /// Names the request in logs and records; empty lets the generator pick one.
+    pub request_id: String,
 }
 
 impl GenerationRequest {
@@ -74,6 +82,9 @@ impl GenerationRequest {
             stop: Vec::new(),
             max_tokens: None,
             ignore_eos: false,
+            priority: Priority::Interactive,
+            timeout: None,
+            request_id: String::new(),
         }
     }
 }
@@ -151,6 +162,14 @@ pub enum GenerateError {
     Template(String),
     #[error("the engine is shutting down")]
     Unavailable,
+    #[error("the server is at capacity: {waiting} requests are already waiting")]
+    QueueFull {
+        waiting: u32,
+        /// A fair guess, in seconds, of when a retry may be admitted.
+        retry_after_secs: u32,
+    },
+    #[error("the request did not finish within its timeout of {timeout_ms} ms")]
+    Timeout { timeout_ms: u64 },
     #[error("inference failed: {0}")]
     Internal(String),
 }
@@ -292,6 +311,11 @@ pub trait TextGenerator: Send + Sync + 'static {
     /// or it is shutting down); health checks report it.
     fn is_ready(&self) -> bool {
         true
+    }
+
+    /// Current load and running totals, for metrics and load-aware routing.
+    fn load(&self) -> LoadSnapshot {
+        LoadSnapshot::default()
     }
 }
 

@@ -7,6 +7,7 @@
 mod generation;
 mod model;
 mod sampling;
+mod serving;
 
 pub use generation::{
     CancelFlag, ChatMessage, Completion, FinishReason, GenerateError, Generation, GenerationEvent,
@@ -14,3 +15,4 @@ pub use generation::{
 };
 pub use model::{ModelResolver, ResolveError, ResolvedModel};
 pub use sampling::{InvalidSampling, SamplingParams};
+pub use serving::{GenerationObserver, LoadSnapshot, Outcome, Priority, RequestRecord};

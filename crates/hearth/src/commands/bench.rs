@@ -44,7 +44,9 @@ pub fn bench(config: &Config, args: &BenchArgs) -> Result<()> {
     let model = resolve(config, reference)?;
     let engine_config = EngineConfig {
         ctx_size: Some(args.prompt_tokens.max(args.gen_tokens) + 16),
-        parallel: 1,
+        max_running: 1,
+        // As llama-bench: the whole prompt in one llama_decode (its n_batch).
+        step_tokens: args.prompt_tokens.max(2048),
         ..config.engine.clone()
     };
     let engine = Engine::load(&model.path, &engine_config)?;

@@ -16,11 +16,10 @@ use crate::config::Config;
 
 fn request(prompt: Prompt, args: &SamplingArgs, config: &Config) -> GenerationRequest {
     GenerationRequest {
-        prompt,
         sampling: sampling(args, config.seed),
         stop: args.stop.clone(),
         max_tokens: args.max_tokens,
-        ignore_eos: false,
+        ..GenerationRequest::new(prompt)
     }
 }
 

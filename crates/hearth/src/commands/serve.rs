@@ -1,33 +1,65 @@
-//! `serve`: load the model, then answer the OpenAI-compatible API until told to stop.
+//! `serve`: listen at once, load the model behind `/ready`, then answer the API until told to stop.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, Result};
-use server::{AppState, ServedModel, ServerOptions};
+use engine::Engine;
+use server::{AppState, Metrics, ServedModel, ServerOptions};
+use types::{GenerateError, Generation, GenerationRequest, LoadSnapshot, TextGenerator};
 
-use super::load;
+use super::resolve;
 use crate::config::Config;
+
+/// The served model before and after its engine exists: refuses work with
+/// `Unavailable` (503) and reports not ready until the engine is loaded, so
+/// the port can open first and orchestrators see "alive, not ready".
+#[derive(Default)]
+struct Loading(OnceLock<Engine>);
+
+impl TextGenerator for Loading {
+    fn submit(&self, request: GenerationRequest) -> Result<Generation, GenerateError> {
+        self.0
+            .get()
+            .ok_or(GenerateError::Unavailable)?
+            .submit(request)
+    }
+
+    fn is_ready(&self) -> bool {
+        self.0.get().is_some_and(TextGenerator::is_ready)
+    }
+
+    fn load(&self) -> LoadSnapshot {
+        self.0.get().map(TextGenerator::load).unwrap_or_default()
+    }
+}
 
 pub fn serve(config: &Config) -> Result<()> {
     let settings = &config.server;
-    let (model, engine) = load(config, &settings.model)?;
-    let info = engine.info().clone();
+    let model = resolve(config, &settings.model)?;
     let aliases = store::catalog::find(&model.name)
         .map(|e| e.aliases.iter().map(|a| a.to_string()).collect())
         .unwrap_or_default();
-    let mut state = AppState::new(vec![ServedModel {
-        id: model.name.clone(),
-        aliases,
-        created: server_now(),
-        generator: Arc::new(engine),
-    }]);
+    let slot = Arc::new(Loading::default());
+    let generator: Arc<dyn TextGenerator> = slot.clone();
+    let metrics = Metrics::new(vec![(model.name.clone(), Arc::clone(&generator))]);
+    let mut state = AppState::new(
+        vec![ServedModel {
+            id: model.name.clone(),
+            aliases,
+            created: server_now(),
+            generator,
+        }],
+        Arc::clone(&metrics),
+    );
     if let Some(seed) = config.seed {
         state = state.with_default_seed(seed);
     }
+    let state = Arc::new(state);
     let options = ServerOptions {
         max_body_bytes: settings.max_body_bytes,
     };
+    let app = server::router(Arc::clone(&state), &options);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -40,18 +72,38 @@ pub fn serve(config: &Config) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         let bound = listener.local_addr()?;
+        // Scripts and tests read this line to find the port when using --port 0.
+        println!("listening on http://{bound}");
+        let draining = Arc::clone(&state);
+        let serving = server::serve(listener, app, async move {
+            stop_requested().await;
+            draining.start_draining();
+            drain_deadline();
+        });
+        tokio::pin!(serving);
+
+        let path = model.path.clone();
+        let engine_config = config.engine.clone();
+        let loader = tokio::task::spawn_blocking(move || Engine::load(&path, &engine_config));
+        let engine = tokio::select! {
+            loaded = loader => loaded.context("the model loader panicked")??,
+            stopped = &mut serving => return stopped.context("server failed"),
+        };
+        let info = engine.info().clone();
+        engine.set_observer(metrics.observer(&model.name));
+        if slot.0.set(engine).is_err() {
+            unreachable!("the engine is loaded once");
+        }
         tracing::info!(
             model = %model.name,
             path = %info.path.display(),
             ctx_size = info.ctx_size,
+            kv_size = info.kv_size,
+            max_running = config.engine.max_running,
             threads = config.engine.threads,
-            "serving on http://{bound}"
+            "ready on http://{bound}"
         );
-        // Scripts and tests read this line to find the port when using --port 0.
-        println!("listening on http://{bound}");
-        server::serve(listener, state, &options, shutdown_signal())
-            .await
-            .context("server failed")
+        serving.await.context("server failed")
     })
 }
 
@@ -64,13 +116,12 @@ fn server_now() -> u64 {
 /// How long in-flight requests get to finish after a stop signal.
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Resolves on Ctrl-C or SIGTERM, so in-flight requests can finish. A second
-/// Ctrl-C, or the drain period running out, ends the process at once: a long
-/// stream must not keep a server someone asked to stop.
-async fn shutdown_signal() {
-    stop_requested().await;
+/// After a stop signal, in-flight requests get [`DRAIN`] to finish. A
+/// second Ctrl-C, or the drain period running out, ends the process at once:
+/// a long stream must not keep a server someone asked to stop.
+fn drain_deadline() {
     tracing::info!(
-        "shutting down; waiting up to {}s for in-flight requests",
+        "shutting down; not ready any more, waiting up to {}s for in-flight requests",
         DRAIN.as_secs()
     );
     tokio::spawn(async {

@@ -1,0 +1,624 @@
+//! Hearth's serving scheduler: who is admitted, which tokens go into the next step, who waits.
+//!
+//! A pure state machine: no llama.cpp, no threads, no clock of its own (the
+//! caller passes `now`). The engine thread asks for a [`Plan`] before every
+//! decode step, carries it out (KV operations, one batch, sampling) and
+//! reports back what it sampled and who finished.
+//!
+//! The rules, each tested in `tests.rs`:
+//! - **Budget.** A step carries every running sequence's next token, then
+//!   prompt chunks up to `step_tokens` in all (chunked prefill), so a long
+//!   prompt stalls running streams for at most one bounded step.
+//! - **Admission** needs a free sequence id and free KV cells for the
+//!   uncached part of the prompt (plus a small watermark), never a slot count;
+//!   at most `max_running` sequences run at once. The wait queue is bounded.
+//! - **Priority.** Waiting requests are ordered by a key: their arrival time,
+//!   plus `batch_delay` for batch work (ageing). Interactive work therefore
+//!   goes first, but a batch request that has waited `batch_delay` ranks with
+//!   interactive work that arrives now, so batch is never starved. An
+//!   interactive request with an earlier key may pause a running batch one
+//!   when every running place is taken.
+//! - **Prefix cache.** A finished sequence's cells stay cached; a new request
+//!   starts from the longest computed prefix (running or cached) and shares
+//!   those cells. A request whose prompt shares more with a sequence that is
+//!   still prefilling waits for it rather than computing the same tokens twice.
+//! - **Eviction** drops whole cached entries, least recently used first, and
+//!   only when cells or sequence ids are needed.
+//! - **Pressure.** A running sequence whose next token cannot get a cell
+//!   pauses the lowest-ranked running sequence (possibly itself); a paused
+//!   sequence keeps its place in the queue and resumes from what stayed cached.
+
+mod kv;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use kv::{common_prefix, Holder, KvTree};
+use types::{LoadSnapshot, Priority};
+
+pub type RequestId = u64;
+pub type Token = u32;
+/// A llama.cpp sequence id, below [`Config::max_seqs`].
+pub type SeqId = u32;
+
+/// A request waits for a prefilling sequence only when that saves at least
+/// this many tokens of prefill; below it, computing them again is cheaper
+/// than the extra steps of waiting.
+const SHARE_WAIT_MIN_TOKENS: usize = 32;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// KV pool size in cells (tokens), shared by every sequence.
+    pub kv_cells: u32,
+    /// Sequence ids available (llama.cpp's `n_seq_max`): running sequences
+    /// plus cached prefixes.
+    pub max_seqs: u32,
+    /// Most sequences decoding at once.
+    pub max_running: u32,
+    /// Most requests waiting for admission; more are refused.
+    pub max_queue: u32,
+    /// Most tokens one step carries, decode tokens included.
+    pub step_tokens: u32,
+    /// How far behind interactive work a batch request ranks (ageing).
+    pub batch_delay: Duration,
+    /// Keep finished sequences' cells for later requests.
+    pub prefix_cache: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid scheduler setting: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |s: &str| Err(ConfigError(s.to_string()));
+        if self.kv_cells == 0 {
+            return bad("the KV pool needs at least one cell");
+        }
+        if self.max_running == 0 {
+            return bad("max-running must be at least 1");
+        }
+        if self.max_seqs < self.max_running {
+            return bad("there must be at least as many sequence ids as running sequences");
+        }
+        if self.step_tokens <= self.max_running {
+            return bad("step-tokens must exceed max-running, so prompts always make progress");
+        }
+        Ok(())
+    }
+}
+
+/// A request as the scheduler sees it: an id and tokens.
+#[derive(Debug, Clone)]
+pub struct NewRequest {
+    pub id: RequestId,
+    pub tokens: Vec<Token>,
+    pub priority: Priority,
+    pub deadline: Option<Instant>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Rejected {
+    #[error("the wait queue is full ({waiting} waiting)")]
+    QueueFull { waiting: u32 },
+    #[error("{tokens} tokens can never fit a pool of {cells} cells")]
+    TooLong { tokens: u32, cells: u32 },
+}
+
+/// A change to llama.cpp's KV cache, to apply in order before the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KvOp {
+    /// `seq_cp(src, dst, 0, len)`: `dst` now also holds `src`'s first `len` cells.
+    Share { src: SeqId, dst: SeqId, len: u32 },
+    /// `seq_rm(seq, -1, -1)`: `seq` lets go of all its cells.
+    Clear { seq: SeqId },
+}
+
+/// A request admitted in this step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    pub id: RequestId,
+    pub seq: SeqId,
+    /// Tokens taken from cells already computed.
+    pub reused: u32,
+    /// True when it ran before and was paused.
+    pub resumed: bool,
+}
+
+/// Tokens of one sequence to put in this step's batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Feed {
+    pub id: RequestId,
+    pub seq: SeqId,
+    /// Position of the first token.
+    pub pos: u32,
+    pub tokens: Vec<Token>,
+    /// Whether the last token's logits are needed (then sample, and report
+    /// [`Scheduler::sampled`] or [`Scheduler::finish`]).
+    pub logits: bool,
+}
+
+/// What the engine does next, in this order: fail `expired`, apply
+/// `kv_ops`, decode `feeds` as one batch.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Plan {
+    /// Requests whose deadline passed, queued or running; already removed.
+    pub expired: Vec<RequestId>,
+    pub kv_ops: Vec<KvOp>,
+    pub started: Vec<Started>,
+    /// Running requests paused back into the queue.
+    pub preempted: Vec<RequestId>,
+    pub feeds: Vec<Feed>,
+}
+
+#[derive(Debug)]
+struct Request {
+    tokens: Vec<Token>,
+    priority: Priority,
+    /// Ordering key: earlier ranks higher.
+    key: Instant,
+    deadline: Option<Instant>,
+    seq: Option<SeqId>,
+    /// Tokens already in this request's cells.
+    in_kv: usize,
+    /// Paused after running; exempt from the queue bound.
+    paused: bool,
+    started_once: bool,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    prefix_queries: u64,
+    prefix_query_tokens: u64,
+    prefix_hit_tokens: u64,
+    evictions: u64,
+    preemptions: u64,
+    rejected: u64,
+    prompt_tokens: u64,
+    generation_tokens: u64,
+}
+
+pub struct Scheduler {
+    config: Config,
+    kv: KvTree,
+    requests: HashMap<RequestId, Request>,
+    waiting: Vec<RequestId>,
+    /// In admission order.
+    running: Vec<RequestId>,
+    /// KV operations decided outside [`Scheduler::plan`], sent with the next plan.
+    pending_ops: Vec<KvOp>,
+    /// Logical clock for least-recently-used order.
+    tick: u64,
+    counters: Counters,
+}
+
+impl Scheduler {
+    pub fn new(config: Config) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self {
+            kv: KvTree::new(config.kv_cells, config.max_seqs),
+            config,
+            requests: HashMap::new(),
+            waiting: Vec::new(),
+            running: Vec::new(),
+            pending_ops: Vec::new(),
+            tick: 0,
+            counters: Counters::default(),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Queues a request, or refuses it when the queue is full.
+    pub fn enqueue(&mut self, req: NewRequest, now: Instant) -> Result<(), Rejected> {
+        if req.tokens.len() >= self.config.kv_cells as usize {
+            return Err(Rejected::TooLong {
+                tokens: req.tokens.len() as u32,
+                cells: self.config.kv_cells,
+            });
+        }
+        let queued = self.queued_new();
+        if queued >= self.config.max_queue {
+            self.counters.rejected += 1;
+            return Err(Rejected::QueueFull { waiting: queued });
+        }
+        let key = match req.priority {
+            Priority::Interactive => now,
+            Priority::Batch => now + self.config.batch_delay,
+        };
+        self.requests.insert(
+            req.id,
+            Request {
+                tokens: req.tokens,
+                priority: req.priority,
+                key,
+                deadline: req.deadline,
+                seq: None,
+                in_kv: 0,
+                paused: false,
+                started_once: false,
+            },
+        );
+        self.waiting.push(req.id);
+        Ok(())
+    }
+
+    /// Waiting requests that count against the bound (paused ones do not).
+    fn queued_new(&self) -> u32 {
+        self.waiting
+            .iter()
+            .filter(|id| !self.requests[id].paused)
+            .count() as u32
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.running.is_empty() && self.waiting.is_empty() && self.pending_ops.is_empty()
+    }
+
+    pub fn waiting_ids(&self) -> impl Iterator<Item = RequestId> + '_ {
+        self.waiting.iter().copied()
+    }
+
+    pub fn running_ids(&self) -> impl Iterator<Item = RequestId> + '_ {
+        self.running.iter().copied()
+    }
+
+    /// Records the token sampled for `id`; it is fed in the next step.
+    pub fn sampled(&mut self, id: RequestId, token: Token) {
+        if let Some(r) = self.requests.get_mut(&id) {
+            r.tokens.push(token);
+            self.counters.generation_tokens += 1;
+        }
+    }
+
+    /// Ends a request however it ended (done, cancelled, failed elsewhere).
+    /// Its cells stay cached when the prefix cache is on.
+    pub fn finish(&mut self, id: RequestId) {
+        self.end(id, true);
+    }
+
+    /// Ends a request whose cells can no longer be trusted (its decode
+    /// failed): they are dropped, never cached.
+    pub fn discard(&mut self, id: RequestId) {
+        self.end(id, false);
+    }
+
+    fn end(&mut self, id: RequestId, keep: bool) {
+        let Some(r) = self.requests.remove(&id) else {
+            return;
+        };
+        self.waiting.retain(|&w| w != id);
+        self.running.retain(|&w| w != id);
+        if let Some(seq) = r.seq {
+            self.retire(seq, keep);
+        }
+    }
+
+    /// A running sequence's cells become a cache entry, or are let go.
+    fn retire(&mut self, seq: SeqId, keep: bool) {
+        if keep && self.config.prefix_cache && self.kv.len(seq) > 0 {
+            self.tick += 1;
+            self.kv.park(seq, self.tick);
+            for other in self.kv.redundant_with(seq) {
+                self.drop_seq(other);
+            }
+        } else {
+            self.drop_seq(seq);
+        }
+    }
+
+    fn drop_seq(&mut self, seq: SeqId) {
+        self.kv.release(seq);
+        self.pending_ops.push(KvOp::Clear { seq });
+    }
+
+    /// Decides the next step.
+    pub fn plan(&mut self, now: Instant) -> Plan {
+        let mut plan = Plan::default();
+        self.expire(now, &mut plan);
+        self.admit(&mut plan);
+        self.fill(&mut plan);
+        // Operations decided since the last plan (finishes, evictions,
+        // pauses) come first: they free ids and cells this plan reuses.
+        plan.kv_ops.splice(0..0, self.pending_ops.drain(..));
+        plan
+    }
+
+    fn expire(&mut self, now: Instant, plan: &mut Plan) {
+        let expired: Vec<RequestId> = self
+            .waiting
+            .iter()
+            .chain(&self.running)
+            .copied()
+            .filter(|id| self.requests[id].deadline.is_some_and(|d| d <= now))
+            .collect();
+        for id in expired {
+            self.finish(id);
+            plan.expired.push(id);
+        }
+    }
+
+    fn admit(&mut self, plan: &mut Plan) {
+        let requests = &self.requests;
+        self.waiting.sort_by_key(|id| (requests[id].key, *id));
+        let mut i = 0;
+        while i < self.waiting.len() {
+            let id = self.waiting[i];
+            if self.running.len() >= self.config.max_running as usize && !self.pause_for(id, plan) {
+                break;
+            }
+            match self.try_start(id, plan) {
+                Admission::Started => {
+                    self.waiting.remove(i);
+                }
+                Admission::WaitForShare => i += 1,
+                Admission::NoRoom => break,
+            }
+        }
+    }
+
+    /// Pauses a running batch request for interactive `id`, when `id` ranks
+    /// above it. Returns whether a place was freed.
+    fn pause_for(&mut self, id: RequestId, plan: &mut Plan) -> bool {
+        let r = &self.requests[&id];
+        if r.priority != Priority::Interactive {
+            return false;
+        }
+        let key = r.key;
+        let victim = self
+            .running
+            .iter()
+            .copied()
+            .filter(|v| {
+                let v = &self.requests[v];
+                v.priority == Priority::Batch && v.key > key
+            })
+            .max_by_key(|v| (self.requests[v].key, *v));
+        match victim {
+            Some(v) => {
+                self.pause(v, plan);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Moves a running request back to the queue; its cells become cached
+    /// (evictable), so it resumes from whatever is left of them.
+    fn pause(&mut self, id: RequestId, plan: &mut Plan) {
+        let r = self.requests.get_mut(&id).expect("running request");
+        let seq = r.seq.take().expect("running request has a sequence");
+        r.in_kv = 0;
+        r.paused = true;
+        self.running.retain(|&x| x != id);
+        self.waiting.push(id);
+        self.counters.preemptions += 1;
+        plan.preempted.push(id);
+        // With the prefix cache on, its cells stay (evictable) and it resumes
+        // from whatever is left of them; otherwise it recomputes.
+        self.retire(seq, true);
+    }
+
+    fn try_start(&mut self, id: RequestId, plan: &mut Plan) -> Admission {
+        let r = &self.requests[&id];
+        // The last known token is always fed again: its logits pick the next one.
+        let limit = r.tokens.len() - 1;
+        let found = if self.config.prefix_cache {
+            self.kv.lookup(&r.tokens, limit)
+        } else {
+            None
+        };
+        let reused = found.map_or(0, |m| m.len as usize);
+        if self.config.prefix_cache && self.shares_with_prefilling(&r.tokens[..limit], reused) {
+            return Admission::WaitForShare;
+        }
+        let watermark = if self.running.is_empty() {
+            0
+        } else {
+            self.config.kv_cells / 100
+        };
+        let need = (r.tokens.len() - reused) as u32 + watermark;
+        let pinned = found.map(|m| m.src);
+        // Running sequences' unfed prompt tokens already have a claim on free cells.
+        let promised = self.promised();
+        while self.kv.free() < need + promised || self.kv.free_seq().is_none() {
+            if !self.evict_one(pinned) {
+                return Admission::NoRoom;
+            }
+        }
+        let seq = self.kv.free_seq().expect("checked above");
+        match found {
+            Some(m) => {
+                self.kv.fork(seq, id, m);
+                plan.kv_ops.push(KvOp::Share {
+                    src: m.src,
+                    dst: seq,
+                    len: m.len,
+                });
+                if let Holder::Cached { .. } = self.kv.holder(m.src) {
+                    self.tick += 1;
+                    // Touch the source: it just proved useful.
+                    self.touch(m.src);
+                }
+            }
+            None => self.kv.start(seq, id),
+        }
+        let r = self.requests.get_mut(&id).expect("waiting request");
+        r.seq = Some(seq);
+        r.in_kv = reused;
+        let resumed = r.paused;
+        r.paused = false;
+        if !r.started_once {
+            r.started_once = true;
+            self.counters.prompt_tokens += r.tokens.len() as u64;
+            if self.config.prefix_cache {
+                self.counters.prefix_queries += 1;
+                self.counters.prefix_query_tokens += r.tokens.len() as u64;
+                self.counters.prefix_hit_tokens += reused as u64;
+            }
+        }
+        self.running.push(id);
+        plan.started.push(Started {
+            id,
+            seq,
+            reused: reused as u32,
+            resumed,
+        });
+        Admission::Started
+    }
+
+    /// Cells that running requests will need for tokens they already have.
+    fn promised(&self) -> u32 {
+        self.running.iter().map(|&id| self.unfed(id) as u32).sum()
+    }
+
+    fn touch(&mut self, seq: SeqId) {
+        self.kv.set_last_used(seq, self.tick);
+    }
+
+    /// Whether a sequence still prefilling will soon have computed much
+    /// more of `tokens` than the `reused` already found.
+    fn shares_with_prefilling(&self, tokens: &[Token], reused: usize) -> bool {
+        self.running.iter().any(|id| {
+            let r = &self.requests[id];
+            if r.in_kv + 1 >= r.tokens.len() {
+                return false;
+            }
+            let shared = common_prefix(&r.tokens, tokens);
+            shared > r.in_kv && shared >= reused + SHARE_WAIT_MIN_TOKENS
+        })
+    }
+
+    /// Evicts the least recently used cache entry other than `pinned`.
+    fn evict_one(&mut self, pinned: Option<SeqId>) -> bool {
+        let Some(victim) = self
+            .kv
+            .cached_lru()
+            .into_iter()
+            .find(|&s| Some(s) != pinned)
+        else {
+            return false;
+        };
+        self.drop_seq(victim);
+        self.counters.evictions += 1;
+        true
+    }
+
+    /// Puts decode tokens, then prompt chunks, into the step, within budget and free cells.
+    fn fill(&mut self, plan: &mut Plan) {
+        let requests = &self.requests;
+        self.running.sort_by_key(|id| (requests[id].key, *id));
+        let mut budget = self.config.step_tokens as usize;
+        let decoding: Vec<RequestId> = self
+            .running
+            .iter()
+            .copied()
+            .filter(|id| self.unfed(*id) == 1)
+            .collect();
+        for id in decoding {
+            if self.requests.get(&id).is_none_or(|r| r.seq.is_none()) {
+                continue; // paused while making room for a better-ranked one
+            }
+            if !self.make_room(1, id, plan) {
+                continue; // paused itself
+            }
+            self.feed(id, 1, plan);
+            budget -= 1;
+        }
+        let prefilling: Vec<RequestId> = self
+            .running
+            .iter()
+            .copied()
+            .filter(|id| self.unfed(*id) > 1)
+            .collect();
+        for id in prefilling {
+            if budget == 0 {
+                break;
+            }
+            let want = self.unfed(id).min(budget);
+            while (self.kv.free() as usize) < want && self.evict_one(None) {}
+            let n = want.min(self.kv.free() as usize);
+            if n > 0 {
+                self.feed(id, n, plan);
+                budget -= n;
+            }
+        }
+    }
+
+    fn unfed(&self, id: RequestId) -> usize {
+        let r = &self.requests[&id];
+        r.tokens.len() - r.in_kv
+    }
+
+    /// Frees `cells` for running `id`: evicts cache entries, then pauses the
+    /// lowest-ranked running requests that have nothing in this step yet.
+    /// False when `id` itself had to be paused.
+    fn make_room(&mut self, cells: u32, id: RequestId, plan: &mut Plan) -> bool {
+        while self.kv.free() < cells {
+            if self.evict_one(None) {
+                continue;
+            }
+            let fed: Vec<RequestId> = plan.feeds.iter().map(|f| f.id).collect();
+            let victim = self
+                .running
+                .iter()
+                .copied()
+                .rfind(|v| !fed.contains(v))
+                .expect("id itself is running and unfed");
+            self.pause(victim, plan);
+            if victim == id {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn feed(&mut self, id: RequestId, n: usize, plan: &mut Plan) {
+        let r = self.requests.get_mut(&id).expect("running request");
+        let seq = r.seq.expect("running request has a sequence");
+        let tokens = r.tokens[r.in_kv..r.in_kv + n].to_vec();
+        let pos = r.in_kv as u32;
+        r.in_kv += n;
+        let logits = r.in_kv == r.tokens.len();
+        self.kv.append(seq, &tokens);
+        plan.feeds.push(Feed {
+            id,
+            seq,
+            pos,
+            tokens,
+            logits,
+        });
+    }
+
+    /// Gauges and running totals.
+    pub fn load(&self) -> LoadSnapshot {
+        let c = &self.counters;
+        LoadSnapshot {
+            running: self.running.len() as u32,
+            waiting: self.waiting.len() as u32,
+            kv_cells: self.kv.capacity(),
+            kv_active_cells: self.kv.active(),
+            kv_cached_cells: self.kv.used() - self.kv.active(),
+            prefix_queries_total: c.prefix_queries,
+            prefix_query_tokens_total: c.prefix_query_tokens,
+            prefix_hit_tokens_total: c.prefix_hit_tokens,
+            prefix_evictions_total: c.evictions,
+            preemptions_total: c.preemptions,
+            rejected_total: c.rejected,
+            prompt_tokens_total: c.prompt_tokens,
+            generation_tokens_total: c.generation_tokens,
+        }
+    }
+}
+
+enum Admission {
+    Started,
+    /// Another request is computing this one's prefix; try again next step.
+    WaitForShare,
+    /// Not enough cells or ids even after evicting the cache.
+    NoRoom,
+}

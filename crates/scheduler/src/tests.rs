@@ -1,0 +1,553 @@
+//! The scheduler's rules, driven step by step without a model.
+
+use std::time::{Duration, Instant};
+
+use types::Priority;
+
+use crate::{Config, Feed, KvOp, NewRequest, Plan, Rejected, RequestId, Scheduler, Token};
+
+fn config() -> Config {
+    Config {
+        kv_cells: 1000,
+        max_seqs: 16,
+        max_running: 4,
+        max_queue: 8,
+        step_tokens: 64,
+        batch_delay: Duration::from_secs(10),
+        prefix_cache: true,
+    }
+}
+
+fn sched(config: Config) -> Scheduler {
+    Scheduler::new(config).unwrap()
+}
+
+fn req(id: RequestId, tokens: impl IntoIterator<Item = Token>) -> NewRequest {
+    NewRequest {
+        id,
+        tokens: tokens.into_iter().collect(),
+        priority: Priority::Interactive,
+        deadline: None,
+    }
+}
+
+fn batch(id: RequestId, tokens: impl IntoIterator<Item = Token>) -> NewRequest {
+    NewRequest {
+        priority: Priority::Batch,
+        ..req(id, tokens)
+    }
+}
+
+/// Plays the engine: every logits row samples token 7.
+fn step(s: &mut Scheduler, now: Instant) -> Plan {
+    let plan = s.plan(now);
+    for f in plan.feeds.iter().filter(|f| f.logits) {
+        s.sampled(f.id, 7);
+    }
+    s.kv.check();
+    plan
+}
+
+fn fed(plan: &Plan, id: RequestId) -> Option<&Feed> {
+    plan.feeds.iter().find(|f| f.id == id)
+}
+
+fn started(plan: &Plan) -> Vec<RequestId> {
+    plan.started.iter().map(|s| s.id).collect()
+}
+
+#[test]
+fn invalid_settings_are_refused() {
+    for bad in [
+        Config {
+            kv_cells: 0,
+            ..config()
+        },
+        Config {
+            max_running: 0,
+            ..config()
+        },
+        Config {
+            max_seqs: 3,
+            ..config()
+        },
+        Config {
+            step_tokens: 4,
+            ..config()
+        },
+    ] {
+        assert!(Scheduler::new(bad).is_err());
+    }
+}
+
+#[test]
+fn admission_counts_free_cells_not_places() {
+    let mut s = sched(Config {
+        kv_cells: 100,
+        ..config()
+    });
+    let t = Instant::now();
+    s.enqueue(req(1, 0..60), t).unwrap();
+    s.enqueue(req(2, 100..160), t).unwrap();
+    let plan = step(&mut s, t);
+    assert_eq!(started(&plan), vec![1], "60 + 60 cells do not fit 100");
+    assert_eq!(s.load().running, 1);
+    assert_eq!(s.load().waiting, 1);
+    // Request 1 decodes a while; 2 still waits although places are free.
+    for _ in 0..5 {
+        assert!(step(&mut s, t).started.is_empty());
+    }
+    s.finish(1);
+    let plan = step(&mut s, t);
+    assert_eq!(
+        plan.kv_ops.first(),
+        Some(&KvOp::Clear { seq: 0 }),
+        "the cached entry is evicted to make room"
+    );
+    assert_eq!(started(&plan), vec![2]);
+    assert_eq!(s.load().prefix_evictions_total, 1);
+}
+
+#[test]
+fn a_prompt_that_can_never_fit_is_refused_up_front() {
+    let mut s = sched(Config {
+        kv_cells: 50,
+        ..config()
+    });
+    assert_eq!(
+        s.enqueue(req(1, 0..50), Instant::now()),
+        Err(Rejected::TooLong {
+            tokens: 50,
+            cells: 50
+        })
+    );
+}
+
+#[test]
+fn steps_carry_decodes_first_then_prompt_chunks_within_budget() {
+    let mut s = sched(Config {
+        step_tokens: 16,
+        ..config()
+    });
+    let t = Instant::now();
+    s.enqueue(req(1, 0..5), t).unwrap();
+    let plan = step(&mut s, t);
+    assert_eq!(fed(&plan, 1).unwrap().tokens.len(), 5);
+    assert!(fed(&plan, 1).unwrap().logits);
+
+    s.enqueue(req(2, 100..140), t).unwrap();
+    let mut chunks = Vec::new();
+    for _ in 0..3 {
+        let plan = step(&mut s, t);
+        let total: usize = plan.feeds.iter().map(|f| f.tokens.len()).sum();
+        assert!(total <= 16, "a step never exceeds its budget");
+        let decode = fed(&plan, 1).expect("the running stream gets its token every step");
+        assert_eq!(decode.tokens, vec![7]);
+        assert_eq!(plan.feeds[0].id, 1, "decode tokens come first");
+        let chunk = fed(&plan, 2).unwrap();
+        chunks.push((chunk.pos, chunk.tokens.len(), chunk.logits));
+    }
+    assert_eq!(
+        chunks,
+        vec![(0, 15, false), (15, 15, false), (30, 10, true)],
+        "the 40-token prompt is prefilled in chunks; only the last wants logits"
+    );
+}
+
+#[test]
+fn at_most_max_running_sequences_run_and_the_rest_wait_in_order() {
+    let mut s = sched(config());
+    let t = Instant::now();
+    for id in 1..=6 {
+        s.enqueue(req(id, [id as u32 * 100]), t + Duration::from_millis(id))
+            .unwrap();
+    }
+    let plan = step(&mut s, t + Duration::from_secs(1));
+    assert_eq!(started(&plan), vec![1, 2, 3, 4]);
+    s.finish(2);
+    let plan = step(&mut s, t + Duration::from_secs(1));
+    assert_eq!(started(&plan), vec![5]);
+}
+
+#[test]
+fn a_full_queue_refuses_new_requests_but_not_paused_ones() {
+    let mut s = sched(Config {
+        max_queue: 2,
+        max_running: 1,
+        step_tokens: 8,
+        ..config()
+    });
+    let t = Instant::now();
+    s.enqueue(batch(1, [1]), t).unwrap();
+    step(&mut s, t);
+    s.enqueue(req(2, [2]), t).unwrap();
+    s.enqueue(req(3, [3]), t).unwrap();
+    assert_eq!(
+        s.enqueue(req(4, [4]), t),
+        Err(Rejected::QueueFull { waiting: 2 })
+    );
+    assert_eq!(s.load().rejected_total, 1);
+    // Request 2 (interactive) pauses batch request 1, which re-enters the
+    // queue beyond the bound.
+    let plan = step(&mut s, t);
+    assert_eq!(plan.preempted, vec![1]);
+    assert_eq!(s.load().waiting, 2);
+    assert_eq!(s.load().preemptions_total, 1);
+}
+
+#[test]
+fn interactive_goes_first_but_batch_ages_into_line() {
+    let mut s = sched(Config {
+        max_running: 1,
+        step_tokens: 8,
+        ..config()
+    });
+    let t = Instant::now();
+    s.enqueue(req(1, [1]), t).unwrap();
+    step(&mut s, t);
+    s.enqueue(batch(2, [2]), t).unwrap();
+    s.enqueue(req(3, [3]), t + Duration::from_secs(1)).unwrap();
+    s.enqueue(req(4, [4]), t + Duration::from_secs(11)).unwrap();
+    s.finish(1);
+    let now = t + Duration::from_secs(12);
+    assert_eq!(
+        started(&step(&mut s, now)),
+        vec![3],
+        "newer interactive first"
+    );
+    s.finish(3);
+    assert_eq!(
+        started(&step(&mut s, now)),
+        vec![2],
+        "batch that waited 10 s ranks with interactive work that arrived then"
+    );
+    s.finish(2);
+    assert_eq!(started(&step(&mut s, now)), vec![4]);
+}
+
+#[test]
+fn interactive_pauses_the_latest_batch_sequence_which_resumes_from_its_cells() {
+    let mut s = sched(Config {
+        max_running: 2,
+        ..config()
+    });
+    let t = Instant::now();
+    s.enqueue(batch(1, 0..20), t).unwrap();
+    s.enqueue(batch(2, 100..120), t + Duration::from_millis(1))
+        .unwrap();
+    step(&mut s, t);
+    for _ in 0..3 {
+        step(&mut s, t);
+    }
+    s.enqueue(req(3, 200..210), t + Duration::from_secs(1))
+        .unwrap();
+    let plan = step(&mut s, t + Duration::from_secs(1));
+    assert_eq!(plan.preempted, vec![2], "the lower-ranked batch request");
+    assert_eq!(started(&plan), vec![3]);
+    assert!(fed(&plan, 1).is_some(), "the other batch stream continues");
+    assert!(fed(&plan, 2).is_none());
+
+    s.finish(3);
+    let plan = step(&mut s, t + Duration::from_secs(2));
+    let resumed = &plan.started[0];
+    assert_eq!(resumed.id, 2);
+    assert!(resumed.resumed);
+    assert_eq!(
+        resumed.reused, 23,
+        "20 prompt tokens and 3 fed generated ones come back from the cache"
+    );
+    assert_eq!(
+        fed(&plan, 2).unwrap().tokens,
+        vec![7],
+        "only the pending token"
+    );
+}
+
+#[test]
+fn batch_is_not_paused_for_interactive_work_that_ranks_below_it() {
+    let mut s = sched(Config {
+        max_running: 1,
+        step_tokens: 8,
+        ..config()
+    });
+    let t = Instant::now();
+    s.enqueue(batch(1, [1]), t).unwrap();
+    step(&mut s, t);
+    s.enqueue(req(2, [2]), t + Duration::from_secs(11)).unwrap();
+    let plan = step(&mut s, t + Duration::from_secs(11));
+    assert!(plan.preempted.is_empty());
+    assert!(plan.started.is_empty());
+}
+
+#[test]
+fn a_new_request_starts_from_the_longest_cached_prefix() {
+    let mut s = sched(config());
+    let t = Instant::now();
+    let system: Vec<Token> = (0..50).collect();
+    s.enqueue(req(1, system.iter().copied().chain(100..110)), t)
+        .unwrap();
+    step(&mut s, t);
+    step(&mut s, t);
+    s.finish(1);
+    let before = s.load();
+    assert_eq!(before.kv_active_cells, 0);
+    assert_eq!(
+        before.kv_cached_cells, 61,
+        "60 prompt cells and one generated"
+    );
+
+    s.enqueue(req(2, system.iter().copied().chain(200..205)), t)
+        .unwrap();
+    let plan = step(&mut s, t);
+    assert_eq!(plan.started[0].reused, 50);
+    assert!(plan.kv_ops.contains(&KvOp::Share {
+        src: 0,
+        dst: 1,
+        len: 50
+    }));
+    let f = fed(&plan, 2).unwrap();
+    assert_eq!((f.pos, f.tokens.len()), (50, 5));
+    let load = s.load();
+    assert_eq!(load.prefix_hit_tokens_total, 50);
+    assert_eq!(load.prefix_query_tokens_total, 60 + 55);
+    assert_eq!(load.prefix_queries_total, 2);
+}
+
+#[test]
+fn an_identical_prompt_refeeds_only_its_last_token() {
+    let mut s = sched(config());
+    let t = Instant::now();
+    s.enqueue(req(1, 0..30), t).unwrap();
+    step(&mut s, t);
+    s.finish(1);
+    s.enqueue(req(2, 0..30), t).unwrap();
+    let plan = step(&mut s, t);
+    let f = fed(&plan, 2).unwrap();
+    assert_eq!((f.pos, f.tokens.clone(), f.logits), (29, vec![29], true));
+}
+
+#[test]
+fn the_cache_is_evicted_least_recently_used_and_only_under_pressure() {
+    let mut s = sched(Config {
+        kv_cells: 200,
+        ..config()
+    });
+    let t = Instant::now();
+    for (id, base) in [(1, 0), (2, 1000), (3, 2000)] {
+        s.enqueue(req(id, base..base + 50), t).unwrap();
+        step(&mut s, t);
+        s.finish(id);
+    }
+    // Using entry 1 again makes entry 2 the least recently used.
+    s.enqueue(req(4, (0..50).chain([9])), t).unwrap();
+    step(&mut s, t);
+    s.finish(4);
+    assert_eq!(s.load().prefix_evictions_total, 0, "no pressure yet");
+    // 151 cells are in use; 60 more are needed.
+    s.enqueue(req(5, 5000..5060), t).unwrap();
+    let plan = step(&mut s, t);
+    assert_eq!(started(&plan), vec![5]);
+    assert_eq!(s.load().prefix_evictions_total, 1);
+    let hit = s.kv.lookup(&(1000..1050).collect::<Vec<_>>(), 49);
+    assert!(hit.is_none(), "entry 2 was the one evicted");
+    assert!(s.kv.lookup(&(0..50).collect::<Vec<_>>(), 49).is_some());
+    assert!(s.kv.lookup(&(2000..2050).collect::<Vec<_>>(), 49).is_some());
+}
+
+#[test]
+fn a_request_waits_for_a_prefilling_sequence_that_computes_its_prefix() {
+    let mut s = sched(Config {
+        step_tokens: 40,
+        ..config()
+    });
+    let t = Instant::now();
+    let shared: Vec<Token> = (0..100).collect();
+    s.enqueue(req(1, shared.iter().copied().chain([500])), t)
+        .unwrap();
+    s.enqueue(req(2, shared.iter().copied().chain([600])), t)
+        .unwrap();
+    s.enqueue(req(3, [900, 901]), t).unwrap();
+    let plan = step(&mut s, t);
+    assert_eq!(
+        started(&plan),
+        vec![1, 3],
+        "2 waits for 1's prefill; 3 does not share and goes ahead"
+    );
+    let mut steps = 1;
+    let plan = loop {
+        let plan = step(&mut s, t);
+        steps += 1;
+        if !plan.started.is_empty() {
+            break plan;
+        }
+        assert!(steps < 10);
+    };
+    // After two 40-token steps only 20 shared tokens are left to compute:
+    // fewer than waiting is worth, so 2 starts from the 80 already there.
+    assert_eq!(steps, 3);
+    assert_eq!(plan.started[0].id, 2);
+    assert_eq!(plan.started[0].reused, 80);
+    assert_eq!(s.load().prefix_hit_tokens_total, 80);
+}
+
+#[test]
+fn deadlines_end_queued_and_running_requests() {
+    let mut s = sched(Config {
+        max_running: 1,
+        step_tokens: 8,
+        ..config()
+    });
+    let t = Instant::now();
+    let with_deadline = |r: NewRequest, d: u64| NewRequest {
+        deadline: Some(t + Duration::from_secs(d)),
+        ..r
+    };
+    s.enqueue(with_deadline(req(1, 0..4), 5), t).unwrap();
+    s.enqueue(with_deadline(req(2, 10..14), 2), t).unwrap();
+    step(&mut s, t);
+    let plan = step(&mut s, t + Duration::from_secs(2));
+    assert_eq!(plan.expired, vec![2], "queued request timed out");
+    let plan = step(&mut s, t + Duration::from_secs(5));
+    assert_eq!(plan.expired, vec![1], "running request timed out");
+    assert!(plan.feeds.is_empty());
+    let load = s.load();
+    assert_eq!(
+        (load.running, load.waiting, load.kv_active_cells),
+        (0, 0, 0)
+    );
+    assert!(s.is_idle());
+}
+
+#[test]
+fn under_memory_pressure_the_lowest_ranked_sequence_pauses() {
+    let mut s = sched(Config {
+        kv_cells: 40,
+        max_running: 2,
+        step_tokens: 8,
+        prefix_cache: false,
+        ..config()
+    });
+    let t = Instant::now();
+    s.enqueue(req(1, 0..8), t).unwrap();
+    step(&mut s, t);
+    s.enqueue(req(2, 100..108), t + Duration::from_millis(1))
+        .unwrap();
+    step(&mut s, t);
+    let mut paused = None;
+    for _ in 0..40 {
+        let plan = step(&mut s, t);
+        if let Some(&id) = plan.preempted.first() {
+            paused = Some(id);
+            assert!(fed(&plan, 1).is_some(), "the better-ranked one goes on");
+            break;
+        }
+    }
+    assert_eq!(paused, Some(2));
+    assert_eq!(s.load().waiting, 1);
+    s.finish(1);
+    // Request 2 resumes; with the cache off its cells were reclaimed, so it
+    // recomputes prompt and generated tokens.
+    let plan = step(&mut s, t);
+    assert_eq!(started(&plan), vec![2]);
+}
+
+#[test]
+fn decode_failure_discards_cells_instead_of_caching_them() {
+    let mut s = sched(config());
+    let t = Instant::now();
+    s.enqueue(req(1, 0..10), t).unwrap();
+    s.plan(t);
+    s.discard(1);
+    let plan = s.plan(t);
+    assert_eq!(plan.kv_ops, vec![KvOp::Clear { seq: 0 }]);
+    assert_eq!(s.load().kv_cached_cells, 0);
+    assert!(s.kv.lookup(&(0..10).collect::<Vec<_>>(), 9).is_none());
+}
+
+#[test]
+fn with_the_cache_off_finished_cells_are_released() {
+    let mut s = sched(Config {
+        prefix_cache: false,
+        ..config()
+    });
+    let t = Instant::now();
+    s.enqueue(req(1, 0..10), t).unwrap();
+    step(&mut s, t);
+    s.finish(1);
+    s.enqueue(req(2, 0..12), t).unwrap();
+    let plan = step(&mut s, t);
+    assert_eq!(plan.started[0].reused, 0);
+    assert_eq!(s.load().prefix_queries_total, 0);
+}
+
+#[test]
+fn random_workloads_keep_the_books_straight() {
+    // A small linear congruential generator keeps this deterministic.
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut rnd = |n: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    let mut s = sched(Config {
+        kv_cells: 300,
+        max_seqs: 8,
+        max_running: 4,
+        max_queue: 6,
+        step_tokens: 32,
+        batch_delay: Duration::from_millis(50),
+        prefix_cache: true,
+    });
+    let t = Instant::now();
+    let mut next_id = 1;
+    let mut in_kv = std::collections::HashMap::<RequestId, u32>::new();
+    for i in 0..3000u64 {
+        let now = t + Duration::from_millis(i);
+        if rnd(3) == 0 {
+            let prefix = rnd(3) as u32 * 1000;
+            let len = 1 + rnd(60) as u32;
+            let tokens = (prefix..prefix + len).chain([rnd(5) as u32]);
+            let r = if rnd(2) == 0 {
+                req(next_id, tokens)
+            } else {
+                batch(next_id, tokens)
+            };
+            let _ = s.enqueue(r, now);
+            next_id += 1;
+        }
+        let plan = s.plan(now);
+        for id in &plan.preempted {
+            in_kv.remove(id);
+        }
+        for st in &plan.started {
+            in_kv.insert(st.id, st.reused);
+        }
+        let total: usize = plan.feeds.iter().map(|f| f.tokens.len()).sum();
+        assert!(total <= 32);
+        for f in &plan.feeds {
+            let at = in_kv.get_mut(&f.id).expect("fed requests were started");
+            assert_eq!(f.pos, *at, "positions stay consecutive");
+            *at += f.tokens.len() as u32;
+        }
+        s.kv.check();
+        for f in plan.feeds.iter().filter(|f| f.logits) {
+            match rnd(6) {
+                0 => s.finish(f.id),
+                1 if i % 7 == 0 => s.discard(f.id),
+                _ => s.sampled(f.id, rnd(5) as u32),
+            }
+        }
+        if rnd(50) == 0 {
+            let first = s.running_ids().next();
+            if let Some(id) = first {
+                s.finish(id);
+            }
+        }
+        let load = s.load();
+        assert!(load.running <= 4);
+        assert!(load.kv_active_cells + load.kv_cached_cells <= 300);
+    }
+    assert!(s.load().prefix_hit_tokens_total > 0);
+    assert!(s.load().preemptions_total > 0);
+}
