@@ -87,10 +87,19 @@ pub fn default_kv_size(ctx_size: u32, max_running: u32) -> u32 {
     ctx_size.saturating_mul(max_running.clamp(1, 4))
 }
 
-/// Sequence ids llama.cpp tracks: the running ones plus room for cached prefixes.
+/// Sequence ids kept for cached prefixes, beyond the running ones.
 const CACHE_SEQS: u32 = 64;
 /// llama.cpp's `LLAMA_MAX_SEQ`.
 const MAX_SEQS: u32 = 256;
+
+/// Sequence ids llama.cpp tracks: the running ones plus room for cached
+/// prefixes. llama.cpp reserves an output row per sequence id and aborts if
+/// that exceeds the batch size, so the step budget caps it too.
+fn seq_ids(config: &EngineConfig) -> u32 {
+    (config.max_running + CACHE_SEQS)
+        .min(MAX_SEQS)
+        .min(config.step_tokens)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -180,9 +189,10 @@ impl Engine {
                 "recurrent model: its state cannot be shared, so the prefix cache is off"
             );
         }
+        let max_seqs = seq_ids(config);
         let sched = scheduler::Scheduler::new(scheduler::Config {
             kv_cells: kv_size,
-            max_seqs: (config.max_running + CACHE_SEQS).min(MAX_SEQS),
+            max_seqs,
             max_running: config.max_running,
             max_queue: config.max_queue,
             step_tokens: config.step_tokens,
@@ -220,19 +230,13 @@ impl Engine {
             n_ctx_seq: ctx_size,
             observer: OnceLock::new(),
         });
-        let thread = spawn_worker(Arc::clone(&shared), config, kv_size, path)?;
+        let thread = spawn_worker(Arc::clone(&shared), config, kv_size, max_seqs, path)?;
         Ok(Engine {
             shared,
             template,
             info,
             thread: Some(thread),
         })
-    }
-
-    /// Tells `observer` about every request that ends from now on. Only the
-    /// first observer set is kept.
-    pub fn set_observer(&self, observer: Arc<dyn GenerationObserver>) {
-        let _ = self.shared.observer.set(observer);
     }
 
     pub fn info(&self) -> &ModelInfo {
@@ -334,6 +338,10 @@ impl TextGenerator for Engine {
     fn load(&self) -> LoadSnapshot {
         self.shared.lock().sched.load()
     }
+
+    fn set_observer(&self, observer: Arc<dyn GenerationObserver>) {
+        let _ = self.shared.observer.set(observer);
+    }
 }
 
 /// A fair guess of when a refused request could be admitted: each running
@@ -397,6 +405,7 @@ fn spawn_worker(
     shared: Arc<Shared>,
     config: &EngineConfig,
     kv_size: u32,
+    max_seqs: u32,
     path: &Path,
 ) -> Result<JoinHandle<()>, EngineError> {
     let threads = i32::try_from(config.threads).unwrap_or(i32::MAX);
@@ -405,7 +414,7 @@ fn spawn_worker(
         .with_n_ctx(NonZeroU32::new(kv_size))
         .with_n_batch(n_batch)
         .with_n_ubatch(config.ubatch_size.min(n_batch))
-        .with_n_seq_max((config.max_running + CACHE_SEQS).min(MAX_SEQS))
+        .with_n_seq_max(max_seqs)
         // One pool of cells for every sequence: cells are handed out per
         // token, and shared prefixes are shared cells.
         .with_kv_unified(true)

@@ -66,7 +66,7 @@ impl Job {
 
 /// What sampling one token did to a sequence.
 pub(crate) enum Step {
-    Continue(LlamaToken),
+    Continue,
     Finished(FinishReason),
 }
 
@@ -128,8 +128,17 @@ impl Active {
     }
 
     /// Samples from batch row `row`; `Finished` means the final event has been sent.
-    pub(crate) fn sample(&mut self, model: &LlamaModel, ctx: &LlamaContext<'_>, row: i32) -> Step {
+    pub(crate) fn sample(
+        &mut self,
+        model: &LlamaModel,
+        ctx: &LlamaContext<'_>,
+        row: i32,
+    ) -> (LlamaToken, Step) {
         let token = self.sampler.sample(ctx, row);
+        (token, self.accept(model, token))
+    }
+
+    fn accept(&mut self, model: &LlamaModel, token: LlamaToken) -> Step {
         let now = Instant::now();
         if let Some(last) = self.last_token {
             self.inter_token_ms.push(ms(last, now));
@@ -153,7 +162,7 @@ impl Active {
         if self.generated >= self.max_new {
             return self.finish(FinishReason::Length);
         }
-        Step::Continue(token)
+        Step::Continue
     }
 
     fn send_text(&self, text: String) {

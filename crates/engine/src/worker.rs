@@ -278,8 +278,11 @@ fn step(
         let Some(a) = active.get_mut(&id) else {
             continue;
         };
-        match a.sample(&shared.model, ctx, row) {
-            Step::Continue(token) => reports.sampled.push((id, token)),
+        let (token, step) = a.sample(&shared.model, ctx, row);
+        // Reported even when it ends the request: it counts as generated.
+        reports.sampled.push((id, token));
+        match step {
+            Step::Continue => {}
             Step::Finished(reason) => {
                 reports.finished.push(id);
                 let a = active.remove(&id).expect("present above");

@@ -91,8 +91,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Registers every metric; `models` are the generators whose load is
-    /// read at each scrape.
+    /// Registers every metric and becomes the observer of each of `models`,
+    /// whose load is also read at each scrape.
     pub fn new(models: Vec<(String, Arc<dyn TextGenerator>)>) -> Arc<Self> {
         let mut registry = Registry::default();
         let histograms = |f: fn() -> Histogram| Histograms::new_with_constructor(f);
@@ -111,34 +111,30 @@ impl Metrics {
         };
         let seconds = Some(Unit::Seconds);
         let timed = [
-            (
-                "hearth_time_to_first_token",
-                "Time to first token.",
-                &m.ttft,
-            ),
+            ("hearth_time_to_first_token", "Time to first token", &m.ttft),
             (
                 "hearth_inter_token_latency",
-                "Time between consecutive generated tokens.",
+                "Time between consecutive generated tokens",
                 &m.itl,
             ),
             (
                 "hearth_e2e_request_latency",
-                "Submission to last token.",
+                "Submission to last token",
                 &m.e2e,
             ),
             (
                 "hearth_request_queue_time",
-                "Time waiting before the first admission.",
+                "Time waiting before the first admission",
                 &m.queue,
             ),
             (
                 "hearth_request_prefill_time",
-                "Admission to first token.",
+                "Admission to first token",
                 &m.prefill,
             ),
             (
                 "hearth_request_decode_time",
-                "First to last generated token.",
+                "First to last generated token",
                 &m.decode,
             ),
         ];
@@ -147,34 +143,35 @@ impl Metrics {
         }
         registry.register(
             "hearth_request_prompt_tokens",
-            "Prompt tokens per request.",
+            "Prompt tokens per request",
             m.prompt_tokens.clone(),
         );
         registry.register(
             "hearth_request_generation_tokens",
-            "Generated tokens per request.",
+            "Generated tokens per request",
             m.generation_tokens.clone(),
         );
         registry.register(
             "hearth_requests_finished",
-            "Requests ended, by how they ended.",
+            "Requests ended, by how they ended",
             m.finished.clone(),
         );
         registry.register(
             "hearth_http_responses",
-            "HTTP responses by status code.",
+            "HTTP responses by status code",
             m.http.clone(),
         );
-        registry.register_collector(Box::new(LoadCollector { models }));
-        Arc::new(Metrics { registry, ..m })
-    }
-
-    /// The observer the engine serving `model` reports to.
-    pub fn observer(self: &Arc<Self>, model: &str) -> Arc<dyn GenerationObserver> {
-        Arc::new(ModelObserver {
-            metrics: Arc::clone(self),
-            model: model.to_string(),
-        })
+        registry.register_collector(Box::new(LoadCollector {
+            models: models.clone(),
+        }));
+        let metrics = Arc::new(Metrics { registry, ..m });
+        for (name, generator) in models {
+            generator.set_observer(Arc::new(ModelObserver {
+                metrics: Arc::clone(&metrics),
+                model: name,
+            }));
+        }
+        metrics
     }
 
     /// The exposition, Prometheus text format 0.0.4.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::{LoadSnapshot, Priority, SamplingParams};
+use crate::{GenerationObserver, LoadSnapshot, Priority, SamplingParams};
 
 /// Who said a chat message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -316,6 +316,12 @@ pub trait TextGenerator: Send + Sync + 'static {
     /// Current load and running totals, for metrics and load-aware routing.
     fn load(&self) -> LoadSnapshot {
         LoadSnapshot::default()
+    }
+
+    /// Reports every request that ends from now on to `observer`. A
+    /// generator keeps the first observer it is given.
+    fn set_observer(&self, observer: Arc<dyn GenerationObserver>) {
+        let _ = observer;
     }
 }
 

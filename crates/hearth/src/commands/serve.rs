@@ -5,8 +5,10 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, Result};
 use engine::Engine;
-use server::{AppState, Metrics, ServedModel, ServerOptions};
-use types::{GenerateError, Generation, GenerationRequest, LoadSnapshot, TextGenerator};
+use server::{AppState, ServedModel, ServerOptions};
+use types::{
+    GenerateError, Generation, GenerationObserver, GenerationRequest, LoadSnapshot, TextGenerator,
+};
 
 use super::resolve;
 use crate::config::Config;
@@ -15,22 +17,43 @@ use crate::config::Config;
 /// `Unavailable` (503) and reports not ready until the engine is loaded, so
 /// the port can open first and orchestrators see "alive, not ready".
 #[derive(Default)]
-struct Loading(OnceLock<Engine>);
+struct Loading {
+    engine: OnceLock<Engine>,
+    observer: OnceLock<Arc<dyn GenerationObserver>>,
+}
+
+impl Loading {
+    fn set(&self, engine: Engine) {
+        if let Some(observer) = self.observer.get() {
+            engine.set_observer(Arc::clone(observer));
+        }
+        if self.engine.set(engine).is_err() {
+            unreachable!("the engine is loaded once");
+        }
+    }
+}
 
 impl TextGenerator for Loading {
     fn submit(&self, request: GenerationRequest) -> Result<Generation, GenerateError> {
-        self.0
+        self.engine
             .get()
             .ok_or(GenerateError::Unavailable)?
             .submit(request)
     }
 
     fn is_ready(&self) -> bool {
-        self.0.get().is_some_and(TextGenerator::is_ready)
+        self.engine.get().is_some_and(TextGenerator::is_ready)
     }
 
     fn load(&self) -> LoadSnapshot {
-        self.0.get().map(TextGenerator::load).unwrap_or_default()
+        self.engine
+            .get()
+            .map(TextGenerator::load)
+            .unwrap_or_default()
+    }
+
+    fn set_observer(&self, observer: Arc<dyn GenerationObserver>) {
+        let _ = self.observer.set(observer);
     }
 }
 
@@ -42,16 +65,12 @@ pub fn serve(config: &Config) -> Result<()> {
         .unwrap_or_default();
     let slot = Arc::new(Loading::default());
     let generator: Arc<dyn TextGenerator> = slot.clone();
-    let metrics = Metrics::new(vec![(model.name.clone(), Arc::clone(&generator))]);
-    let mut state = AppState::new(
-        vec![ServedModel {
-            id: model.name.clone(),
-            aliases,
-            created: server_now(),
-            generator,
-        }],
-        Arc::clone(&metrics),
-    );
+    let mut state = AppState::with_metrics(vec![ServedModel {
+        id: model.name.clone(),
+        aliases,
+        created: server_now(),
+        generator,
+    }]);
     if let Some(seed) = config.seed {
         state = state.with_default_seed(seed);
     }
@@ -90,10 +109,7 @@ pub fn serve(config: &Config) -> Result<()> {
             stopped = &mut serving => return stopped.context("server failed"),
         };
         let info = engine.info().clone();
-        engine.set_observer(metrics.observer(&model.name));
-        if slot.0.set(engine).is_err() {
-            unreachable!("the engine is loaded once");
-        }
+        slot.set(engine);
         tracing::info!(
             model = %model.name,
             path = %info.path.display(),

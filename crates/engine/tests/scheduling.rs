@@ -1,0 +1,219 @@
+//! Serving many requests with the real model: the shared KV pool, the prefix
+//! cache, admission limits, timeouts and cancellation.
+
+use std::time::{Duration, Instant};
+
+use engine::{Engine, EngineConfig};
+use types::{
+    ChatMessage, GenerateError, GenerationEvent, GenerationRequest, Prompt, Role, SamplingParams,
+    TextGenerator,
+};
+
+fn load(config: EngineConfig) -> Engine {
+    let config = EngineConfig {
+        threads: 2,
+        ctx_size: Some(1024),
+        ..config
+    };
+    Engine::load(&testkit::default_model(), &config).expect("load default model")
+}
+
+fn chat(messages: &[(Role, &str)], max_tokens: u32) -> GenerationRequest {
+    let messages = messages
+        .iter()
+        .map(|(r, t)| ChatMessage::new(*r, *t))
+        .collect();
+    let mut r = GenerationRequest::new(Prompt::Chat(messages));
+    r.sampling = SamplingParams::greedy();
+    r.max_tokens = Some(max_tokens);
+    r
+}
+
+fn text(engine: &Engine, request: GenerationRequest) -> String {
+    engine
+        .submit(request)
+        .unwrap()
+        .blocking_collect()
+        .unwrap()
+        .text
+}
+
+/// Polls until `check` holds, for at most `limit`.
+fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    check()
+}
+
+const SYSTEM: &str = "You are a careful assistant for a hospital's records office. \
+    Answer briefly, in plain English, and never invent facts you were not given.";
+
+#[test]
+fn greedy_output_is_the_same_with_and_without_the_prefix_cache() {
+    let cached = load(EngineConfig::default());
+    let plain = load(EngineConfig {
+        prefix_cache: false,
+        ..EngineConfig::default()
+    });
+    // A shared system prompt, then a second question on top of it.
+    let first = [
+        (Role::System, SYSTEM),
+        (Role::User, "What is the capital of Japan?"),
+    ];
+    let second = [(Role::System, SYSTEM), (Role::User, "Name a large river.")];
+    for turn in [&first[..], &second[..]] {
+        let a = text(&cached, chat(turn, 40));
+        let b = text(&plain, chat(turn, 40));
+        assert_eq!(a, b, "turn {turn:?}");
+    }
+    let hits = cached.load().prefix_hit_tokens_total;
+    assert!(hits >= 20, "the system prompt was reused ({hits} tokens)");
+    assert_eq!(plain.load().prefix_hit_tokens_total, 0);
+
+    // A conversation that re-sends its history: the cached prefix ends in
+    // the middle of the conversation, inside the first reply.
+    let reply = text(&cached, chat(&first, 40));
+    let follow_up = [
+        (Role::System, SYSTEM),
+        (Role::User, "What is the capital of Japan?"),
+        (Role::Assistant, reply.as_str()),
+        (Role::User, "And of France?"),
+    ];
+    let before = cached.load().prefix_hit_tokens_total;
+    let a = text(&cached, chat(&follow_up, 40));
+    let b = text(&plain, chat(&follow_up, 40));
+    assert_eq!(a, b);
+    let reused = cached.load().prefix_hit_tokens_total - before;
+    let prompt = cached.submit(chat(&follow_up, 0)).unwrap().prompt_tokens();
+    assert!(
+        reused > 40 && reused < u64::from(prompt),
+        "reused {reused} of {prompt} prompt tokens"
+    );
+}
+
+#[test]
+fn no_more_than_max_running_sequences_decode_at_once() {
+    let e = load(EngineConfig {
+        max_running: 2,
+        ..EngineConfig::default()
+    });
+    let handles: Vec<_> = (0..5)
+        .map(|i| {
+            let mut r = chat(&[(Role::User, &format!("Count to {}.", i + 3))], 24);
+            r.ignore_eos = true;
+            e.submit(r).unwrap()
+        })
+        .collect();
+    let mut most = 0;
+    let mut queued_seen = false;
+    let watcher = eventually(Duration::from_secs(60), || {
+        let load = e.load();
+        most = most.max(load.running);
+        queued_seen |= load.waiting > 0;
+        load.running == 0 && load.waiting == 0
+    });
+    assert!(watcher);
+    for h in handles {
+        assert_eq!(h.blocking_collect().unwrap().usage.completion_tokens, 24);
+    }
+    assert_eq!(most, 2);
+    assert!(queued_seen, "more requests than places: some waited");
+}
+
+#[test]
+fn a_prompt_longer_than_the_step_budget_is_prefilled_in_chunks() {
+    let e = load(EngineConfig {
+        step_tokens: 32,
+        max_running: 4,
+        ..EngineConfig::default()
+    });
+    let preamble = "The archive holds letters, maps and ledgers from many towns. ".repeat(12);
+    let question = format!("{preamble}\nWhat is the capital of Japan?");
+    let req = chat(&[(Role::User, &question)], 48);
+    let prompt_tokens = e.submit(req.clone()).unwrap().prompt_tokens();
+    assert!(prompt_tokens > 4 * 32, "{prompt_tokens} tokens");
+    let answer = text(&e, req);
+    assert!(answer.contains("Tokyo"), "{answer}");
+}
+
+#[test]
+fn a_timeout_ends_a_running_request_and_frees_its_cells() {
+    let e = load(EngineConfig::default());
+    // Keep the engine busy.
+    let mut busy = chat(&[(Role::User, "Write a long story.")], 400);
+    busy.ignore_eos = true;
+    let busy = e.submit(busy).unwrap();
+    let long = "Every ledger lists the date, the sender and the receiver. ".repeat(60);
+    let mut req = chat(&[(Role::User, &long)], 400);
+    req.ignore_eos = true;
+    req.timeout = Some(Duration::from_millis(300));
+    // 3,600 prompt tokens and 400 more cannot be done in 300 ms here: the
+    // deadline, not the end of the work, ends it.
+    let err = e.submit(req).unwrap().blocking_collect().unwrap_err();
+    assert_eq!(err, GenerateError::Timeout { timeout_ms: 300 });
+    drop(busy);
+    assert!(eventually(Duration::from_secs(5), || {
+        let l = e.load();
+        l.running == 0 && l.kv_active_cells == 0
+    }));
+}
+
+#[test]
+fn a_full_queue_refuses_with_a_retry_hint() {
+    let e = load(EngineConfig {
+        max_running: 1,
+        max_queue: 1,
+        ..EngineConfig::default()
+    });
+    let mut long = chat(&[(Role::User, "Write a long story.")], 200);
+    long.ignore_eos = true;
+    let running = e.submit(long.clone()).unwrap();
+    assert!(eventually(Duration::from_secs(5), || e.load().running == 1));
+    let queued = e.submit(long.clone()).unwrap();
+    match e.submit(long) {
+        Err(GenerateError::QueueFull {
+            waiting,
+            retry_after_secs,
+        }) => {
+            assert_eq!(waiting, 1);
+            assert!((1..=60).contains(&retry_after_secs));
+        }
+        other => panic!("expected QueueFull, got {other:?}"),
+    }
+    assert_eq!(e.load().rejected_total, 1);
+    drop((running, queued));
+}
+
+#[test]
+fn dropping_handles_frees_every_sequence_within_a_step() {
+    let e = load(EngineConfig::default());
+    let mut handles: Vec<_> = (0..8)
+        .map(|_| {
+            let mut r = chat(&[(Role::User, "Write a very long story.")], 900);
+            r.ignore_eos = true;
+            e.submit(r).unwrap()
+        })
+        .collect();
+    // Wait until every stream has produced something, then hang up.
+    for h in &mut handles {
+        match h.blocking_next() {
+            Some(GenerationEvent::Text(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    drop(handles);
+    assert!(eventually(Duration::from_secs(5), || e.load().running == 0));
+    let load = e.load();
+    assert_eq!(load.kv_active_cells, 0);
+    assert!(
+        load.generation_tokens_total < 8 * 900,
+        "cancelled long before the end ({} tokens)",
+        load.generation_tokens_total
+    );
+    assert!(load.kv_cached_cells > 0, "their prompts stay cached");
+}
