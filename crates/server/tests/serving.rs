@@ -208,8 +208,11 @@ async fn a_full_queue_answers_429_with_retry_after_and_recovers() {
             other => panic!("unexpected {other}: {body}"),
         }
     }
-    assert!(ok >= 3, "one running and two queued are served ({ok})");
+    // Whatever the engine had admitted when the burst arrived, the two
+    // queue places were taken and everything beyond was refused.
+    assert!(ok >= 2, "at least the queued ones are served ({ok})");
     assert!(refused >= 1);
+    assert_eq!(ok + refused, 8);
     assert_eq!(s.engine.load().rejected_total, refused);
     let after = post(&s.base, &chat("Say hi.", json!({"max_tokens": 4}))).await;
     assert_eq!(after.status(), StatusCode::OK);

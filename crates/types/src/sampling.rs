@@ -129,43 +129,70 @@ mod tests {
 
     #[test]
     fn rejects_out_of_range_and_non_finite() {
+        // Each case breaks exactly one field; the error must name that one.
         let cases = [
-            SamplingParams {
-                temperature: -0.1,
-                ..Default::default()
-            },
-            SamplingParams {
-                temperature: f32::NAN,
-                ..Default::default()
-            },
-            SamplingParams {
-                top_p: 0.0,
-                ..Default::default()
-            },
-            SamplingParams {
-                top_p: 1.5,
-                ..Default::default()
-            },
-            SamplingParams {
-                min_p: -1.0,
-                ..Default::default()
-            },
-            SamplingParams {
-                repeat_penalty: 0.0,
-                ..Default::default()
-            },
-            SamplingParams {
-                presence_penalty: 2.5,
-                ..Default::default()
-            },
-            SamplingParams {
-                frequency_penalty: f32::INFINITY,
-                ..Default::default()
-            },
+            (
+                "temperature",
+                SamplingParams {
+                    temperature: -0.1,
+                    ..Default::default()
+                },
+            ),
+            (
+                "temperature",
+                SamplingParams {
+                    temperature: f32::NAN,
+                    ..Default::default()
+                },
+            ),
+            (
+                "top_p",
+                SamplingParams {
+                    top_p: 0.0,
+                    ..Default::default()
+                },
+            ),
+            (
+                "top_p",
+                SamplingParams {
+                    top_p: 1.5,
+                    ..Default::default()
+                },
+            ),
+            (
+                "min_p",
+                SamplingParams {
+                    min_p: -1.0,
+                    ..Default::default()
+                },
+            ),
+            (
+                "repeat_penalty",
+                SamplingParams {
+                    repeat_penalty: 0.0,
+                    ..Default::default()
+                },
+            ),
+            (
+                "presence_penalty",
+                SamplingParams {
+                    presence_penalty: 2.5,
+                    ..Default::default()
+                },
+            ),
+            (
+                "frequency_penalty",
+                SamplingParams {
+                    frequency_penalty: f32::INFINITY,
+                    ..Default::default()
+                },
+            ),
         ];
-        for case in cases {
+        for (field, case) in cases {
             let err = case.validate().unwrap_err();
-            assert!(!err.to_string().is_empty());
+            assert_eq!(err.field, field, "{err}");
+            assert!(err.to_string().contains(field), "{err}");
+            assert!(err.to_string().contains(err.expected), "{err}");
         }
     }
 

@@ -5,13 +5,13 @@
 //! single-token prompt. Both go through `Engine::submit`, the same path the
 //! server uses, with greedy sampling (llama-bench does not sample at all).
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use engine::{Engine, EngineConfig};
 use serde::Serialize;
 use types::{GenerationRequest, Prompt, SamplingParams, TextGenerator, Timings};
 
 use super::resolve;
-use crate::cli::BenchArgs;
+use crate::cli::{BenchArgs, Workload};
 use crate::config::Config;
 
 /// Text repeated to build a prompt of exactly the requested length.
@@ -36,6 +36,9 @@ struct Report {
 }
 
 pub fn bench(config: &Config, args: &BenchArgs) -> Result<()> {
+    if let (Some(url), Some(workload)) = (&args.url, args.workload) {
+        return load_test(url, workload, args);
+    }
     ensure!(
         args.reps > 0 && args.prompt_tokens > 0 && args.gen_tokens > 0,
         "counts must be positive"
@@ -88,6 +91,37 @@ pub fn bench(config: &Config, args: &BenchArgs) -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// Runs one serving workload against a live server and prints its JSON report.
+fn load_test(url: &str, workload: Workload, args: &BenchArgs) -> Result<()> {
+    use loadgen::workloads as w;
+    let model = args.model.as_deref().unwrap_or(store::DEFAULT_MODEL);
+    let client = loadgen::Client::new(url, model);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(async {
+        Ok::<_, anyhow::Error>(match workload {
+            Workload::W1 => w::w1(&client).await,
+            Workload::W2 => w::w2(&client).await,
+            Workload::W3 => w::w3(&client, args.duration.unwrap_or(30)).await,
+            Workload::W4 => w::w4(&client).await,
+            Workload::W4Cold => {
+                let path = args.input.as_ref().context("w4-cold needs --input")?;
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                w::w4_cold(&client, &serde_json::from_str(&text)?).await
+            }
+            Workload::W5 => w::w5(&client).await,
+            Workload::Disconnect => w::disconnect(&client, 5, args.server_pid).await,
+            Workload::Overload => w::overload(&client, 400).await,
+            Workload::Priority => w::priority(&client, args.duration.unwrap_or(60)).await,
+            Workload::Timeout => w::timeout(&client).await,
+        })
+    })?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }
 

@@ -165,6 +165,14 @@ pub fn chat(config: &Config, args: &ChatArgs) -> Result<()> {
         match reply {
             Ok(Some(out)) => {
                 println!();
+                if args.verbose {
+                    eprintln!(
+                        "[{} prompt tokens, {} generated, {:.1} tokens/s]",
+                        out.usage.prompt_tokens,
+                        out.usage.completion_tokens,
+                        out.timings.decode_tokens_per_second
+                    );
+                }
                 history.push(ChatMessage::new(Role::Assistant, out.text));
             }
             Ok(None) => return Ok(()),
