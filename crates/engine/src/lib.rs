@@ -73,7 +73,10 @@ impl Default for EngineConfig {
             step_tokens: 512,
             // llama.cpp's default.
             ubatch_size: 512,
-            batch_delay: std::time::Duration::from_secs(10),
+            // Longer than batch work typically queues and runs under load, so
+            // interactive requests overtake (and may pause) it; short enough
+            // that batch work still ages into line within a minute.
+            batch_delay: std::time::Duration::from_secs(60),
             prefix_cache: true,
             gpu_layers: 0,
         }

@@ -198,7 +198,7 @@ pub struct ServeArgs {
     /// Most tokens per decode step, running tokens and prompt chunks together [default: 512]
     #[arg(long, env = "HEARTH_STEP_TOKENS", value_name = "TOKENS")]
     pub step_tokens: Option<u32>,
-    /// Seconds a batch request ranks behind interactive work (ageing) [default: 10]
+    /// Seconds a batch request ranks behind interactive work (ageing) [default: 60]
     #[arg(long, env = "HEARTH_BATCH_DELAY", value_name = "SECONDS")]
     pub batch_delay: Option<f64>,
     /// Do not keep finished requests' KV for later requests with the same prefix

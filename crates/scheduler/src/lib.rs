@@ -17,7 +17,8 @@
 //!   goes first, but a batch request that has waited `batch_delay` ranks with
 //!   interactive work that arrives now, so batch is never starved. An
 //!   interactive request with an earlier key may pause a running batch one
-//!   when every running place is taken.
+//!   when every running place is taken, and while an interactive prompt is
+//!   prefilled, batch sequences skip that step.
 //! - **Prefix cache.** A finished sequence's cells stay cached; a new request
 //!   starts from the longest computed prefix (running or cached) and shares
 //!   those cells. A request whose prompt shares more with a sequence that is
@@ -187,7 +188,10 @@ pub struct Scheduler {
     waiting: Vec<RequestId>,
     /// In admission order.
     running: Vec<RequestId>,
-    /// KV operations decided outside [`Scheduler::plan`], sent with the next plan.
+    /// KV operations in the order they were decided: those decided between
+    /// plans (finishes, discards) and then the plan's own. llama.cpp must see
+    /// them in this order: a cell shared by a `Share` survives a later
+    /// `Clear` of its source, but not an earlier one.
     pending_ops: Vec<KvOp>,
     /// Logical clock for least-recently-used order.
     tick: u64,
@@ -322,9 +326,7 @@ impl Scheduler {
         self.expire(now, &mut plan);
         self.admit(&mut plan);
         self.fill(&mut plan);
-        // Operations decided since the last plan (finishes, evictions,
-        // pauses) come first: they free ids and cells this plan reuses.
-        plan.kv_ops.splice(0..0, self.pending_ops.drain(..));
+        plan.kv_ops = std::mem::take(&mut self.pending_ops);
         plan
     }
 
@@ -348,8 +350,14 @@ impl Scheduler {
         let mut i = 0;
         while i < self.waiting.len() {
             let id = self.waiting[i];
-            if self.running.len() >= self.config.max_running as usize && !self.pause_for(id, plan) {
-                break;
+            if self.running.len() >= self.config.max_running as usize {
+                if self.would_wait_for_share(id) {
+                    i += 1;
+                    continue;
+                }
+                if !self.pause_for(id, plan) {
+                    break;
+                }
             }
             match self.try_start(id, plan) {
                 Admission::Started => {
@@ -403,11 +411,23 @@ impl Scheduler {
         self.retire(seq, true);
     }
 
+    /// The prefix `id` could reuse now, and whether it should rather wait
+    /// for a prefilling sequence that is computing more of it.
+    fn would_wait_for_share(&self, id: RequestId) -> bool {
+        let r = &self.requests[&id];
+        let limit = r.tokens.len() - 1;
+        let reused = self
+            .kv
+            .lookup(&r.tokens, limit)
+            .map_or(0, |m| m.len as usize);
+        self.config.prefix_cache && self.shares_with_prefilling(&r.tokens[..limit], reused)
+    }
+
     fn try_start(&mut self, id: RequestId, plan: &mut Plan) -> Admission {
         let r = &self.requests[&id];
         // The last known token is always fed again: its logits pick the next one.
         let limit = r.tokens.len() - 1;
-        let found = if self.config.prefix_cache {
+        let mut found = if self.config.prefix_cache {
             self.kv.lookup(&r.tokens, limit)
         } else {
             None
@@ -421,20 +441,32 @@ impl Scheduler {
         } else {
             self.config.kv_cells / 100
         };
-        let need = (r.tokens.len() - reused) as u32 + watermark;
-        let pinned = found.map(|m| m.src);
+        let total = r.tokens.len() as u32;
         // Running sequences' unfed prompt tokens already have a claim on free cells.
         let promised = self.promised();
-        while self.kv.free() < need + promised || self.kv.free_seq().is_none() {
-            if !self.evict_one(pinned) {
+        loop {
+            let need = total - found.map_or(0, |m| m.len) + watermark + promised;
+            if self.kv.free() >= need && self.kv.free_seq().is_some() {
+                break;
+            }
+            let pinned = found.map(|m| m.src);
+            if self.evict_one(pinned) {
+                continue;
+            }
+            if found.is_none() {
                 return Admission::NoRoom;
             }
+            // The entry it would share from is all that is left to evict:
+            // computing everything is better than waiting for room that
+            // only its eviction can make.
+            found = None;
         }
+        let reused = found.map_or(0, |m| m.len as usize);
         let seq = self.kv.free_seq().expect("checked above");
         match found {
             Some(m) => {
                 self.kv.fork(seq, id, m);
-                plan.kv_ops.push(KvOp::Share {
+                self.pending_ops.push(KvOp::Share {
                     src: m.src,
                     dst: seq,
                     len: m.len,
@@ -513,11 +545,21 @@ impl Scheduler {
         let requests = &self.requests;
         self.running.sort_by_key(|id| (requests[id].key, *id));
         let mut budget = self.config.step_tokens as usize;
+        // An interactive prompt gets a step of its own, free of batch
+        // decodes: its first token comes as fast as on an idle server, and
+        // batch streams lose one short step.
+        let interactive_prefill = self
+            .running
+            .iter()
+            .any(|id| self.requests[id].priority == Priority::Interactive && self.unfed(*id) > 1);
         let decoding: Vec<RequestId> = self
             .running
             .iter()
             .copied()
             .filter(|id| self.unfed(*id) == 1)
+            .filter(|id| {
+                !interactive_prefill || self.requests[id].priority == Priority::Interactive
+            })
             .collect();
         for id in decoding {
             if self.requests.get(&id).is_none_or(|r| r.seq.is_none()) {

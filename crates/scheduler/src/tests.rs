@@ -48,6 +48,63 @@ fn step(s: &mut Scheduler, now: Instant) -> Plan {
     plan
 }
 
+/// llama.cpp's unified KV cache as far as the scheduler's operations go:
+/// cells with a position and the set of sequences holding them.
+#[derive(Default)]
+struct Llama {
+    cells: Vec<(u32, std::collections::BTreeSet<u32>)>,
+}
+
+impl Llama {
+    /// Applies a plan as the engine does: KV operations in order, then the batch.
+    fn run(&mut self, plan: &Plan) {
+        for op in &plan.kv_ops {
+            match *op {
+                KvOp::Share { src, dst, len } => {
+                    for (pos, seqs) in &mut self.cells {
+                        if *pos < len && seqs.contains(&src) {
+                            seqs.insert(dst);
+                        }
+                    }
+                }
+                KvOp::Clear { seq } => {
+                    for (_, seqs) in &mut self.cells {
+                        seqs.remove(&seq);
+                    }
+                    self.cells.retain(|(_, seqs)| !seqs.is_empty());
+                }
+            }
+        }
+        for f in &plan.feeds {
+            let mut held: Vec<u32> = self
+                .cells
+                .iter()
+                .filter(|(_, seqs)| seqs.contains(&f.seq))
+                .map(|(pos, _)| *pos)
+                .collect();
+            held.sort_unstable();
+            // llama.cpp checks only that a batch continues a sequence's last
+            // position; a sequence that lost its cells would be accepted at
+            // any position and compute garbage, so check all of them.
+            assert_eq!(
+                held,
+                (0..f.pos).collect::<Vec<_>>(),
+                "request {} fed at {} on seq {}",
+                f.id,
+                f.pos,
+                f.seq
+            );
+            for i in 0..f.tokens.len() as u32 {
+                self.cells.push((f.pos + i, [f.seq].into()));
+            }
+        }
+    }
+
+    fn used(&self) -> u32 {
+        self.cells.len() as u32
+    }
+}
+
 fn fed(plan: &Plan, id: RequestId) -> Option<&Feed> {
     plan.feeds.iter().find(|f| f.id == id)
 }
@@ -244,8 +301,13 @@ fn interactive_pauses_the_latest_batch_sequence_which_resumes_from_its_cells() {
     let plan = step(&mut s, t + Duration::from_secs(1));
     assert_eq!(plan.preempted, vec![2], "the lower-ranked batch request");
     assert_eq!(started(&plan), vec![3]);
-    assert!(fed(&plan, 1).is_some(), "the other batch stream continues");
     assert!(fed(&plan, 2).is_none());
+    assert!(
+        fed(&plan, 1).is_none(),
+        "the other batch stream skips the interactive prefill step"
+    );
+    let plan = step(&mut s, t + Duration::from_secs(1));
+    assert!(fed(&plan, 1).is_some(), "and then continues");
 
     s.finish(3);
     let plan = step(&mut s, t + Duration::from_secs(2));
@@ -501,6 +563,7 @@ fn random_workloads_keep_the_books_straight() {
     });
     let t = Instant::now();
     let mut next_id = 1;
+    let mut llama = Llama::default();
     let mut in_kv = std::collections::HashMap::<RequestId, u32>::new();
     for i in 0..3000u64 {
         let now = t + Duration::from_millis(i);
@@ -531,10 +594,19 @@ fn random_workloads_keep_the_books_straight() {
             *at += f.tokens.len() as u32;
         }
         s.kv.check();
+        llama.run(&plan);
+        assert_eq!(
+            llama.used(),
+            s.kv.used(),
+            "step {i}: the books match llama.cpp's cells"
+        );
         for f in plan.feeds.iter().filter(|f| f.logits) {
             match rnd(6) {
                 0 => s.finish(f.id),
-                1 if i % 7 == 0 => s.discard(f.id),
+                1 if i % 7 == 0 => {
+                    // A failed decode: the engine discards every fed request.
+                    s.discard(f.id)
+                }
                 _ => s.sampled(f.id, rnd(5) as u32),
             }
         }
@@ -550,4 +622,103 @@ fn random_workloads_keep_the_books_straight() {
     }
     assert!(s.load().prefix_hit_tokens_total > 0);
     assert!(s.load().preemptions_total > 0);
+}
+
+/// Regression: an eviction decided while admitting a later request used to
+/// reach llama.cpp before the `Share` an earlier admission took from the
+/// evicted entry, so the new sequence started at position 300 holding nothing.
+#[test]
+fn an_entry_evicted_after_a_share_from_it_is_cleared_after_the_share() {
+    let mut s = sched(Config {
+        kv_cells: 1024,
+        ..config()
+    });
+    let mut llama = Llama::default();
+    let t = Instant::now();
+    let system: Vec<Token> = (0..300).collect();
+    s.enqueue(req(1, system.iter().copied().chain(1000..1100)), t)
+        .unwrap();
+    while s.load().running > 0 || s.load().waiting > 0 {
+        let plan = step(&mut s, t);
+        llama.run(&plan);
+        if fed(&plan, 1).is_some_and(|f| f.logits) {
+            s.finish(1);
+        }
+    }
+    s.enqueue(req(2, system.iter().copied().chain(2000..2050)), t)
+        .unwrap();
+    s.enqueue(req(3, 5000..5700), t + Duration::from_millis(1))
+        .unwrap();
+    let plan = step(&mut s, t + Duration::from_millis(2));
+    llama.run(&plan);
+    assert_eq!(plan.started[0].reused, 300);
+    assert_eq!(llama.used(), s.kv.used());
+}
+
+/// Regression: a cached entry that a new request would share from, and that
+/// is the only thing left to evict, used to block that request for ever.
+#[test]
+fn a_request_starts_from_scratch_when_only_its_source_could_make_room() {
+    let mut s = sched(Config {
+        kv_cells: 4096,
+        max_running: 1,
+        step_tokens: 2048,
+        ..config()
+    });
+    let t = Instant::now();
+    let conversation: Vec<Token> = (0..3000).collect();
+    s.enqueue(req(1, conversation.iter().copied()), t).unwrap();
+    while !step(&mut s, t).feeds.iter().any(|f| f.logits) {}
+    s.finish(1);
+    s.enqueue(req(2, (0..100).chain(10_000..11_900)), t)
+        .unwrap();
+    let plan = step(&mut s, t);
+    assert_eq!(started(&plan), vec![2]);
+    assert_eq!(plan.started[0].reused, 0, "the source was evicted instead");
+    assert_eq!(s.load().prefix_evictions_total, 1);
+}
+
+/// Regression: an interactive request that would wait for a prefilling
+/// sequence used to pause a batch one anyway, every step.
+#[test]
+fn nothing_is_paused_for_a_request_that_waits_for_a_shared_prefix() {
+    let mut s = sched(Config {
+        max_running: 2,
+        step_tokens: 40,
+        ..config()
+    });
+    let t = Instant::now();
+    let shared: Vec<Token> = (0..200).collect();
+    s.enqueue(req(1, shared.iter().copied().chain([1])), t)
+        .unwrap();
+    s.enqueue(batch(2, [5, 6]), t).unwrap();
+    step(&mut s, t);
+    s.enqueue(req(3, shared.iter().copied().chain([2])), t)
+        .unwrap();
+    for _ in 0..3 {
+        let plan = step(&mut s, t);
+        assert!(plan.preempted.is_empty());
+        assert!(plan.started.is_empty());
+    }
+    assert_eq!(s.load().preemptions_total, 0);
+}
+
+#[test]
+fn batch_decodes_skip_the_step_that_prefills_an_interactive_prompt() {
+    let mut s = sched(config());
+    let t = Instant::now();
+    s.enqueue(batch(1, [1, 2]), t).unwrap();
+    s.enqueue(req(2, [3, 4]), t).unwrap();
+    step(&mut s, t);
+    // Both decode now; then an interactive prompt arrives.
+    let plan = step(&mut s, t);
+    assert!(fed(&plan, 1).is_some() && fed(&plan, 2).is_some());
+    s.enqueue(req(3, 10..30), t + Duration::from_millis(1))
+        .unwrap();
+    let plan = step(&mut s, t + Duration::from_millis(1));
+    assert!(fed(&plan, 1).is_none(), "the batch stream waits one step");
+    assert!(fed(&plan, 2).is_some(), "interactive streams go on");
+    assert_eq!(fed(&plan, 3).unwrap().tokens.len(), 20);
+    let plan = step(&mut s, t + Duration::from_millis(1));
+    assert!(fed(&plan, 1).is_some(), "and then resumes");
 }
