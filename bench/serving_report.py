@@ -119,7 +119,7 @@ section = f"""
 - Command: `{cmd}`
 - Machine: {cpu}, {cores} cores, {mem} GiB RAM
 - Hearth commit {commit}, default settings (`hearth serve --ctx-size {ctx}`: pool {int(ctx) * 4} tokens, 16 running, step 512 tokens)
-- llama-server {llama_version}, built with `-DGGML_NATIVE=ON`: `-c {int(ctx) * 16} {llama_flags}` ({ctx} tokens per sequence)
+- llama-server from {llama_version}, built with `-DGGML_NATIVE=ON`: `-c {int(ctx) * 16} {llama_flags}` ({ctx} tokens per sequence)
 - Model: `{cmd.split('--model ')[1].split()[0]}`; streaming, temperature 0, 128 output tokens (`ignore_eos`), medians of {rounds} alternating rounds, each workload on a freshly started server.
 - Client errors in W1+W2: llama-server {err_counts['llama']}, hearth {err_counts['hearth']}. W4 turn-6 TTFT p50 on llama-server: {llama_turn6:.1f} ms.
 
