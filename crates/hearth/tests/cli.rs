@@ -1,11 +1,12 @@
 //! The `hearth` binary end to end: real model, real pip, real server on loopback.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
+
+mod support;
 
 fn hearth() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearth"));
@@ -192,21 +193,9 @@ fn unknown_models_and_bad_settings_fail_clearly() {
 #[test]
 fn serve_answers_over_http_and_refuses_bad_requests() {
     testkit::default_model();
-    let mut child = hearth()
-        .args(["serve", "--port", "0", "--ctx-size", "512"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("address line")
-        .to_string();
+    let mut cmd = hearth();
+    cmd.args(["serve", "--port", "0", "--ctx-size", "512"]);
+    let (mut child, base) = support::spawn_server(cmd);
 
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(60))

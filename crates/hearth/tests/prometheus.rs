@@ -1,10 +1,11 @@
 //! A real Prometheus scrapes a real `hearth serve` under load; its query API
 //! must then hold TTFT and inter-token histograms and a KV usage in [0, 1].
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+
+mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -35,8 +36,8 @@ fn free_port() -> u16 {
 }
 
 fn start_hearth() -> (Reaper, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .env("HEARTH_HOME", testkit::hearth_home())
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearth"));
+    cmd.env("HEARTH_HOME", testkit::hearth_home())
         .env_remove("HEARTH_CONFIG")
         .args([
             "serve",
@@ -46,20 +47,8 @@ fn start_hearth() -> (Reaper, String) {
             "2",
             "--ctx-size",
             "1024",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("address line")
-        .to_string();
+        ]);
+    let (child, base) = support::spawn_server(cmd);
     (Reaper(child), base)
 }
 
