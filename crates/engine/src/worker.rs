@@ -197,7 +197,9 @@ fn next_plan(
         }
         if st.sched.is_idle() {
             if !ended.is_empty() {
-                break None;
+                // Nothing to plan, but the ended requests must be reported
+                // (outside the lock) before waiting.
+                break Plan::default();
             }
             st = shared.wake.wait(st).unwrap_or_else(|e| e.into_inner());
             continue;
@@ -213,9 +215,8 @@ fn next_plan(
             st = guard;
             continue;
         }
-        break Some(plan);
+        break plan;
     };
-    let plan = plan.unwrap_or_default();
     let jobs = plan
         .started
         .iter()

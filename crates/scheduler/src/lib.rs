@@ -263,10 +263,6 @@ impl Scheduler {
         self.running.is_empty() && self.waiting.is_empty() && self.pending_ops.is_empty()
     }
 
-    pub fn waiting_ids(&self) -> impl Iterator<Item = RequestId> + '_ {
-        self.waiting.iter().copied()
-    }
-
     pub fn running_ids(&self) -> impl Iterator<Item = RequestId> + '_ {
         self.running.iter().copied()
     }
@@ -411,31 +407,34 @@ impl Scheduler {
         self.retire(seq, true);
     }
 
-    /// The prefix `id` could reuse now, and whether it should rather wait
-    /// for a prefilling sequence that is computing more of it.
-    fn would_wait_for_share(&self, id: RequestId) -> bool {
-        let r = &self.requests[&id];
-        let limit = r.tokens.len() - 1;
-        let reused = self
-            .kv
-            .lookup(&r.tokens, limit)
-            .map_or(0, |m| m.len as usize);
-        self.config.prefix_cache && self.shares_with_prefilling(&r.tokens[..limit], reused)
-    }
-
-    fn try_start(&mut self, id: RequestId, plan: &mut Plan) -> Admission {
+    /// The computed prefix `id` can share now (with the cache on), or `None`
+    /// when it should rather wait for a prefilling sequence that is
+    /// computing more of it.
+    fn prefix(&self, id: RequestId) -> Option<Option<kv::Match>> {
+        if !self.config.prefix_cache {
+            return Some(None);
+        }
         let r = &self.requests[&id];
         // The last known token is always fed again: its logits pick the next one.
         let limit = r.tokens.len() - 1;
-        let mut found = if self.config.prefix_cache {
-            self.kv.lookup(&r.tokens, limit)
-        } else {
-            None
-        };
+        let found = self.kv.lookup(&r.tokens, limit);
         let reused = found.map_or(0, |m| m.len as usize);
-        if self.config.prefix_cache && self.shares_with_prefilling(&r.tokens[..limit], reused) {
-            return Admission::WaitForShare;
+        if self.shares_with_prefilling(&r.tokens[..limit], reused) {
+            None
+        } else {
+            Some(found)
         }
+    }
+
+    fn would_wait_for_share(&self, id: RequestId) -> bool {
+        self.prefix(id).is_none()
+    }
+
+    fn try_start(&mut self, id: RequestId, plan: &mut Plan) -> Admission {
+        let Some(mut found) = self.prefix(id) else {
+            return Admission::WaitForShare;
+        };
+        let r = &self.requests[&id];
         let watermark = if self.running.is_empty() {
             0
         } else {
