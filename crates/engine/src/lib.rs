@@ -58,6 +58,9 @@ pub struct EngineConfig {
     pub batch_delay: std::time::Duration,
     /// Keep finished sequences' KV cells for later requests with the same prefix.
     pub prefix_cache: bool,
+    /// Most KV cells kept only for the prefix cache once idle for
+    /// [`scheduler::CACHE_GRACE`]; `None` means [`DEFAULT_PREFIX_CACHE_SIZE`].
+    pub prefix_cache_size: Option<u32>,
     /// Layers to offload to a GPU (needs the `cuda` feature); 0 is CPU only.
     pub gpu_layers: u32,
 }
@@ -78,6 +81,7 @@ impl Default for EngineConfig {
             // that batch work still ages into line within a minute.
             batch_delay: std::time::Duration::from_secs(60),
             prefix_cache: true,
+            prefix_cache_size: None,
             gpu_layers: 0,
         }
     }
@@ -89,6 +93,14 @@ impl Default for EngineConfig {
 pub fn default_kv_size(ctx_size: u32, max_running: u32) -> u32 {
     ctx_size.saturating_mul(max_running.clamp(1, 4))
 }
+
+/// Idle cached cells kept by default: none. llama.cpp's attention scans
+/// every cell up to the highest one in use, and cache entries sit anywhere
+/// in the pool, so even a few idle entries can slow every step by a third
+/// (docs/benchmarks.md). Entries still serve follow-ups within
+/// [`scheduler::CACHE_GRACE`] and anything that shares cells with a running
+/// sequence.
+pub const DEFAULT_PREFIX_CACHE_SIZE: u32 = 0;
 
 /// Sequence ids kept for cached prefixes, beyond the running ones.
 const CACHE_SEQS: u32 = 64;
@@ -201,6 +213,10 @@ impl Engine {
             step_tokens: config.step_tokens,
             batch_delay: config.batch_delay,
             prefix_cache: config.prefix_cache && !recurrent,
+            cache_cells: config
+                .prefix_cache_size
+                .unwrap_or(DEFAULT_PREFIX_CACHE_SIZE),
+            min_reuse: scheduler::MIN_REUSE_TOKENS,
         })
         .map_err(|e| EngineError::Config(e.to_string()))?;
         let (template, source) = chat_template(&model);

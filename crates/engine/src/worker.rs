@@ -262,6 +262,7 @@ fn step(
             }
         }
     }
+    let started = Instant::now();
     if let Err(err) = ctx.decode(batch) {
         // Every sequence with tokens in this batch now has an unknown KV
         // state: end those and drop their cells; keep the others.
@@ -275,6 +276,8 @@ fn step(
         }
         return;
     }
+    let decoded = started.elapsed();
+    let sampled_rows = rows.len();
     for (id, row) in rows {
         let Some(a) = active.get_mut(&id) else {
             continue;
@@ -291,6 +294,14 @@ fn step(
             }
         }
     }
+    tracing::debug!(
+        tokens = batch.n_tokens(),
+        sequences = plan.feeds.len(),
+        sampled = sampled_rows,
+        decode_us = decoded.as_micros() as u64,
+        sample_us = (started.elapsed() - decoded).as_micros() as u64,
+        "step"
+    );
 }
 
 fn outcome_of(reason: FinishReason) -> Outcome {

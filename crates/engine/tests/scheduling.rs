@@ -50,8 +50,14 @@ fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     check()
 }
 
+/// Long enough to be shared (more than [`scheduler::MIN_REUSE_TOKENS`]).
 const SYSTEM: &str = "You are a careful assistant for a hospital's records office. \
-    Answer briefly, in plain English, and never invent facts you were not given.";
+    Answer briefly, in plain English, and never invent facts you were not given. \
+    The office keeps admission forms, discharge letters, consent forms and \
+    billing records for every ward. Staff ask you where a document is filed, \
+    who may see it, and how long it must be kept. When a question concerns a \
+    patient, ask for the record number first, and remind the staff member \
+    that records leave the office only with a signed request.";
 
 #[test]
 fn greedy_output_is_the_same_with_and_without_the_prefix_cache() {
@@ -72,7 +78,7 @@ fn greedy_output_is_the_same_with_and_without_the_prefix_cache() {
         assert_eq!(a, b, "turn {turn:?}");
     }
     let hits = cached.load().prefix_hit_tokens_total;
-    assert!(hits >= 20, "the system prompt was reused ({hits} tokens)");
+    assert!(hits >= 64, "the system prompt was reused ({hits} tokens)");
     assert_eq!(plain.load().prefix_hit_tokens_total, 0);
 
     // A conversation that re-sends its history: the cached prefix ends in

@@ -204,6 +204,9 @@ pub struct ServeArgs {
     /// Do not keep finished requests' KV for later requests with the same prefix
     #[arg(long, env = "HEARTH_NO_PREFIX_CACHE")]
     pub no_prefix_cache: bool,
+    /// KV cells kept for the prefix cache after 2 s idle, in tokens [default: 0]
+    #[arg(long, env = "HEARTH_PREFIX_CACHE_SIZE", value_name = "TOKENS")]
+    pub prefix_cache_size: Option<u32>,
     #[command(flatten)]
     pub engine: EngineArgs,
 }

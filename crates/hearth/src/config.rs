@@ -51,6 +51,7 @@ pub struct FileServer {
     /// Seconds.
     pub batch_delay: Option<f64>,
     pub prefix_cache: Option<bool>,
+    pub prefix_cache_size: Option<u32>,
 }
 
 /// Everything a command needs, resolved and validated.
@@ -120,6 +121,9 @@ impl Config {
             batch_delay: batch_delay.map_or(defaults.batch_delay, Duration::from_secs_f64),
             prefix_cache: !serve.is_some_and(|s| s.no_prefix_cache)
                 && fs.prefix_cache.unwrap_or(true),
+            prefix_cache_size: serve
+                .and_then(|s| s.prefix_cache_size)
+                .or(fs.prefix_cache_size),
             gpu_layers: engine.gpu_layers.or(fe.gpu_layers).unwrap_or(gpu_default),
             ..defaults
         };
@@ -170,6 +174,9 @@ impl Config {
             if !(16..=1 << 24).contains(&kv) {
                 bail!("kv-size must be between 16 and 16777216 tokens, not {kv}");
             }
+        }
+        if e.prefix_cache_size.is_some_and(|c| c > 1 << 24) {
+            bail!("prefix-cache-size must be at most 16777216 tokens");
         }
         if e.max_queue > 1 << 20 {
             bail!("max-queue must be at most 1048576, not {}", e.max_queue);

@@ -23,8 +23,9 @@
 //!   starts from the longest computed prefix (running or cached) and shares
 //!   those cells. A request whose prompt shares more with a sequence that is
 //!   still prefilling waits for it rather than computing the same tokens twice.
-//! - **Eviction** drops whole cached entries, least recently used first, and
-//!   only when cells or sequence ids are needed.
+//! - **Eviction** drops whole cached entries, least recently used first,
+//!   when cells or sequence ids are needed, and when the cells held only by
+//!   the cache exceed [`Config::cache_cells`].
 //! - **Pressure.** A running sequence whose next token cannot get a cell
 //!   pauses the lowest-ranked running sequence (possibly itself); a paused
 //!   sequence keeps its place in the queue and resumes from what stayed cached.
@@ -49,6 +50,16 @@ pub type SeqId = u32;
 /// than the extra steps of waiting.
 const SHARE_WAIT_MIN_TOKENS: usize = 32;
 
+/// The default [`Config::min_reuse`]. Sixty-four tokens cost one short
+/// chunk of prefill.
+pub const MIN_REUSE_TOKENS: u32 = 64;
+
+/// How long a new cache entry is exempt from [`Config::cache_cells`]: long
+/// enough for a client's follow-up (the next turn of a conversation sent
+/// right after the answer, the next request of a batch or an agent) to
+/// find it, short enough that idle cells do not slow the steps after.
+pub const CACHE_GRACE: Duration = Duration::from_secs(2);
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// KV pool size in cells (tokens), shared by every sequence.
@@ -66,6 +77,19 @@ pub struct Config {
     pub batch_delay: Duration,
     /// Keep finished sequences' cells for later requests.
     pub prefix_cache: bool,
+    /// Most cells held only by cache entries (on no running sequence's
+    /// path) once those entries have been idle for [`CACHE_GRACE`].
+    /// llama.cpp's attention scans every cell up to the highest one in use,
+    /// masked or not, so cached cells slow every step of every sequence;
+    /// this bounds that cost (measured in docs/benchmarks.md).
+    pub cache_cells: u32,
+    /// Shorter matches are computed again instead of shared. Sharing pins
+    /// the source's cells wherever they sit in the pool, and llama.cpp's
+    /// attention scans every cell up to the highest one in use: a chat
+    /// template's few header tokens, shared by every request, would
+    /// otherwise keep one old entry's cells (and so every step's scan) at
+    /// the far end of the pool.
+    pub min_reuse: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -195,6 +219,10 @@ pub struct Scheduler {
     pending_ops: Vec<KvOp>,
     /// Logical clock for least-recently-used order.
     tick: u64,
+    /// The time of the latest plan: when entries parked since were parked.
+    clock: Option<Instant>,
+    /// When each cache entry was last parked.
+    parked_at: HashMap<SeqId, Instant>,
     counters: Counters,
 }
 
@@ -209,6 +237,8 @@ impl Scheduler {
             running: Vec::new(),
             pending_ops: Vec::new(),
             tick: 0,
+            clock: None,
+            parked_at: HashMap::new(),
             counters: Counters::default(),
         })
     }
@@ -303,6 +333,9 @@ impl Scheduler {
         if keep && self.config.prefix_cache && self.kv.len(seq) > 0 {
             self.tick += 1;
             self.kv.park(seq, self.tick);
+            if let Some(now) = self.clock {
+                self.parked_at.insert(seq, now);
+            }
             for other in self.kv.redundant_with(seq) {
                 self.drop_seq(other);
             }
@@ -313,15 +346,20 @@ impl Scheduler {
 
     fn drop_seq(&mut self, seq: SeqId) {
         self.kv.release(seq);
+        self.parked_at.remove(&seq);
         self.pending_ops.push(KvOp::Clear { seq });
     }
 
     /// Decides the next step.
     pub fn plan(&mut self, now: Instant) -> Plan {
         let mut plan = Plan::default();
+        self.clock = Some(now);
         self.expire(now, &mut plan);
         self.admit(&mut plan);
         self.fill(&mut plan);
+        // After admission, so an entry a new request starts from is on a
+        // running path and no longer counts as cache-only.
+        self.trim_cache(now);
         plan.kv_ops = std::mem::take(&mut self.pending_ops);
         plan
     }
@@ -417,7 +455,10 @@ impl Scheduler {
         let r = &self.requests[&id];
         // The last known token is always fed again: its logits pick the next one.
         let limit = r.tokens.len() - 1;
-        let found = self.kv.lookup(&r.tokens, limit);
+        let found = self
+            .kv
+            .lookup(&r.tokens, limit)
+            .filter(|m| m.len >= self.config.min_reuse);
         let reused = found.map_or(0, |m| m.len as usize);
         if self.shares_with_prefilling(&r.tokens[..limit], reused) {
             None
@@ -520,8 +561,31 @@ impl Scheduler {
                 return false;
             }
             let shared = common_prefix(&r.tokens, tokens);
-            shared > r.in_kv && shared >= reused + SHARE_WAIT_MIN_TOKENS
+            shared > r.in_kv
+                && shared >= self.config.min_reuse as usize
+                && shared >= reused + SHARE_WAIT_MIN_TOKENS
         })
+    }
+
+    /// Evicts least recently used entries idle for [`CACHE_GRACE`] until the
+    /// cells only the cache holds fit [`Config::cache_cells`].
+    fn trim_cache(&mut self, now: Instant) {
+        if self.kv.used() - self.kv.active() <= self.config.cache_cells {
+            return;
+        }
+        let idle = |s: &SeqId| {
+            self.parked_at
+                .get(s)
+                .is_none_or(|&t| now.saturating_duration_since(t) >= CACHE_GRACE)
+        };
+        let victims: Vec<SeqId> = self.kv.cached_lru().into_iter().filter(idle).collect();
+        for seq in victims {
+            if self.kv.used() - self.kv.active() <= self.config.cache_cells {
+                break;
+            }
+            self.drop_seq(seq);
+            self.counters.evictions += 1;
+        }
     }
 
     /// Evicts the least recently used cache entry other than `pinned`.

@@ -4,7 +4,9 @@ use std::time::{Duration, Instant};
 
 use types::Priority;
 
-use crate::{Config, Feed, KvOp, NewRequest, Plan, Rejected, RequestId, Scheduler, Token};
+use crate::{
+    Config, Feed, KvOp, NewRequest, Plan, Rejected, RequestId, Scheduler, Token, CACHE_GRACE,
+};
 
 fn config() -> Config {
     Config {
@@ -15,6 +17,8 @@ fn config() -> Config {
         step_tokens: 64,
         batch_delay: Duration::from_secs(10),
         prefix_cache: true,
+        cache_cells: 1000,
+        min_reuse: 1,
     }
 }
 
@@ -417,6 +421,65 @@ fn the_cache_is_evicted_least_recently_used_and_only_under_pressure() {
 }
 
 #[test]
+fn cells_held_only_by_the_cache_stay_within_their_bound() {
+    let mut s = sched(Config {
+        cache_cells: 60,
+        ..config()
+    });
+    let t = Instant::now();
+    for (id, base) in [(1, 0), (2, 1000)] {
+        s.enqueue(req(id, base..base + 50), t).unwrap();
+        step(&mut s, t);
+        s.finish(id);
+    }
+    // 100 cached cells, over the bound, but request 3 starts from entry 2:
+    // those cells are on a running path again and no longer count.
+    s.enqueue(req(3, (1000..1050).chain([9])), t).unwrap();
+    let plan = step(&mut s, t);
+    assert_eq!(plan.started[0].reused, 50);
+    assert_eq!(s.load().prefix_evictions_total, 0);
+    assert_eq!(s.load().kv_cached_cells, 50);
+    s.finish(3);
+    // Entry 1 (50 cells) and request 3's (51) are now cache-only. Request
+    // 3's entry replaces entry 2 (seq 1), which it extends.
+    let plan = step(&mut s, t);
+    assert_eq!(plan.kv_ops, vec![KvOp::Clear { seq: 1 }]);
+    let later = t + CACHE_GRACE - Duration::from_millis(1);
+    assert!(step(&mut s, later).kv_ops.is_empty(), "still in its grace");
+    assert_eq!(s.load().kv_cached_cells, 101);
+    // Once idle past the grace, the least recently used goes, with nothing
+    // else to do.
+    let plan = step(&mut s, t + CACHE_GRACE);
+    assert_eq!(plan.kv_ops, vec![KvOp::Clear { seq: 0 }]);
+    assert_eq!(s.load().prefix_evictions_total, 1);
+    assert_eq!(s.load().kv_cached_cells, 51);
+    assert!(s.kv.lookup(&(0..50).collect::<Vec<_>>(), 49).is_none());
+    assert!(s.kv.lookup(&(1000..1050).collect::<Vec<_>>(), 49).is_some());
+}
+
+#[test]
+fn a_short_match_is_computed_again_rather_than_shared() {
+    let mut s = sched(Config {
+        min_reuse: 20,
+        ..config()
+    });
+    let t = Instant::now();
+    s.enqueue(req(1, 0..40), t).unwrap();
+    step(&mut s, t);
+    s.finish(1);
+    s.enqueue(req(2, (0..19).chain(100..120)), t).unwrap();
+    let plan = step(&mut s, t);
+    assert_eq!(plan.started[0].reused, 0, "19 shared tokens are too few");
+    assert!(plan
+        .kv_ops
+        .iter()
+        .all(|op| !matches!(op, KvOp::Share { .. })));
+    s.enqueue(req(3, (0..20).chain(100..120)), t).unwrap();
+    let plan = step(&mut s, t);
+    assert_eq!(plan.started[0].reused, 20);
+}
+
+#[test]
 fn a_request_waits_for_a_prefilling_sequence_that_computes_its_prefix() {
     let mut s = sched(Config {
         step_tokens: 40,
@@ -560,6 +623,8 @@ fn random_workloads_keep_the_books_straight() {
         step_tokens: 32,
         batch_delay: Duration::from_millis(50),
         prefix_cache: true,
+        cache_cells: 120,
+        min_reuse: 4,
     });
     let t = Instant::now();
     let mut next_id = 1;
