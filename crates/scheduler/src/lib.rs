@@ -608,9 +608,9 @@ impl Scheduler {
         let requests = &self.requests;
         self.running.sort_by_key(|id| (requests[id].key, *id));
         let mut budget = self.config.step_tokens as usize;
-        // An interactive prompt gets a step of its own, free of batch
-        // decodes: its first token comes as fast as on an idle server, and
-        // batch streams lose one short step.
+        // An interactive prompt gets a step of its own, free of batch work
+        // (decodes and prompt chunks): its first token comes as fast as on
+        // an idle server, and batch streams lose one short step.
         let interactive_prefill = self
             .running
             .iter()
@@ -639,6 +639,9 @@ impl Scheduler {
             .iter()
             .copied()
             .filter(|id| self.unfed(*id) > 1)
+            .filter(|id| {
+                !interactive_prefill || self.requests[id].priority == Priority::Interactive
+            })
             .collect();
         for id in prefilling {
             if budget == 0 {

@@ -787,3 +787,22 @@ fn batch_decodes_skip_the_step_that_prefills_an_interactive_prompt() {
     let plan = step(&mut s, t + Duration::from_millis(1));
     assert!(fed(&plan, 1).is_some(), "and then resumes");
 }
+
+#[test]
+fn batch_prompt_chunks_skip_the_step_that_prefills_an_interactive_prompt() {
+    let mut s = sched(config());
+    let t = Instant::now();
+    // A long batch prompt is being prefilled when an interactive one arrives.
+    s.enqueue(batch(1, 0..200), t).unwrap();
+    step(&mut s, t);
+    let later = t + Duration::from_millis(1);
+    s.enqueue(req(2, 1000..1020), later).unwrap();
+    let plan = step(&mut s, later);
+    assert_eq!(fed(&plan, 2).unwrap().tokens.len(), 20);
+    assert!(
+        fed(&plan, 1).is_none(),
+        "the interactive prompt's step carries no batch chunk"
+    );
+    let plan = step(&mut s, later);
+    assert!(fed(&plan, 1).is_some(), "the batch prompt goes on after");
+}
