@@ -102,6 +102,20 @@ pub fn default_kv_size(ctx_size: u32, max_running: u32) -> u32 {
 /// sequence.
 pub const DEFAULT_PREFIX_CACHE_SIZE: u32 = 0;
 
+/// Most tokens per llama_decode call when a step feeds several sequences:
+/// one less than the query rows at which llama.cpp's CPU flash attention
+/// turns to its tiled kernel, which attends densely to every cell in use
+/// (see `worker::step`). Offloaded layers run other kernels, so a GPU build
+/// keeps whole steps.
+fn mixed_batch(config: &EngineConfig) -> usize {
+    const CPU_FA_TILE_ROWS: usize = 64;
+    if config.gpu_layers > 0 {
+        config.step_tokens as usize
+    } else {
+        CPU_FA_TILE_ROWS - 1
+    }
+}
+
 /// Sequence ids kept for cached prefixes, beyond the running ones.
 const CACHE_SEQS: u32 = 64;
 /// llama.cpp's `LLAMA_MAX_SEQ`.
@@ -247,6 +261,7 @@ impl Engine {
             wake: Condvar::new(),
             eog_tokens,
             n_ctx_seq: ctx_size,
+            mixed_batch: mixed_batch(config),
             observer: OnceLock::new(),
         });
         let thread = spawn_worker(Arc::clone(&shared), config, kv_size, max_seqs, path)?;

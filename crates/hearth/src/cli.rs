@@ -262,6 +262,8 @@ pub enum Workload {
     W4Cold,
     /// One client
     W5,
+    /// 64 clients, sampled at temperature 0.8
+    Streams64,
     /// 64 streams, half hanging up, 5 rounds
     Disconnect,
     /// 400 simultaneous requests

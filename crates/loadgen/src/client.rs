@@ -46,6 +46,8 @@ pub struct Ask {
     pub timeout_secs: Option<f64>,
     /// Hang up after this many content chunks.
     pub hang_up_after: Option<usize>,
+    /// Sampling temperature; 0 is greedy.
+    pub temperature: f32,
 }
 
 impl Ask {
@@ -57,6 +59,7 @@ impl Ask {
             priority: None,
             timeout_secs: None,
             hang_up_after: None,
+            temperature: 0.0,
         }
     }
 }
@@ -130,7 +133,7 @@ impl Client {
             "model": self.model,
             "messages": ask.messages,
             "max_tokens": ask.max_tokens,
-            "temperature": 0,
+            "temperature": ask.temperature,
             "stream": true,
             "stream_options": {"include_usage": true},
         });

@@ -58,10 +58,26 @@ async fn run_clients(client: &Client, per_client: Vec<Vec<Ask>>) -> (Vec<Answer>
 
 /// W1: 16 clients, short distinct prompts, two requests each.
 pub async fn w1(client: &Client) -> Value {
-    let asks = (0..16)
+    streams(client, 16, 2, 0.0).await
+}
+
+/// 64 clients, one short prompt each, sampled at temperature 0.8 with the
+/// server's default top-k/top-p/min-p chain: what sampling and
+/// detokenising cost per step at 64 streams (`bench/sampling.sh`).
+pub async fn streams64(client: &Client) -> Value {
+    streams(client, 64, 1, 0.8).await
+}
+
+/// `clients` clients with short distinct prompts, `each` requests apiece.
+async fn streams(client: &Client, clients: usize, each: usize, temperature: f32) -> Value {
+    let asks = (0..clients)
         .map(|c| {
-            (0..2)
-                .map(|r| Ask::new(vec![Message::user(question(c * 2 + r))], MAX_TOKENS))
+            (0..each)
+                .map(|r| {
+                    let mut ask = Ask::new(vec![Message::user(question(c * each + r))], MAX_TOKENS);
+                    ask.temperature = temperature;
+                    ask
+                })
                 .collect()
         })
         .collect();

@@ -176,6 +176,20 @@ pub struct Plan {
     /// Running requests paused back into the queue.
     pub preempted: Vec<RequestId>,
     pub feeds: Vec<Feed>,
+    /// KV cells in use once this plan is applied and decoded: what
+    /// llama.cpp's attention scans, whoever the cells belong to.
+    pub cells_in_use: u32,
+}
+
+impl Plan {
+    /// Nothing to do: no request changes and no KV operation.
+    pub fn is_empty(&self) -> bool {
+        self.expired.is_empty()
+            && self.kv_ops.is_empty()
+            && self.started.is_empty()
+            && self.preempted.is_empty()
+            && self.feeds.is_empty()
+    }
 }
 
 #[derive(Debug)]
@@ -361,6 +375,7 @@ impl Scheduler {
         // running path and no longer counts as cache-only.
         self.trim_cache(now);
         plan.kv_ops = std::mem::take(&mut self.pending_ops);
+        plan.cells_in_use = self.kv.used();
         plan
     }
 

@@ -115,6 +115,7 @@ fn load_test(url: &str, workload: Workload, args: &BenchArgs) -> Result<()> {
                 w::w4_cold(&client, &serde_json::from_str(&text)?).await
             }
             Workload::W5 => w::w5(&client).await,
+            Workload::Streams64 => w::streams64(&client).await,
             Workload::Disconnect => w::disconnect(&client, 5, args.server_pid).await,
             Workload::Overload => w::overload(&client, 400).await,
             Workload::Priority => w::priority(&client, args.duration.unwrap_or(60)).await,
