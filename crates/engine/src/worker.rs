@@ -237,11 +237,15 @@ fn next_plan(
     Some((plan, jobs, expired))
 }
 
+/// Steps feeding at most this many sequences are never split (see [`step`]).
+const SPLIT_MIN_SEQUENCES: usize = 32;
+
 /// One decode of every fed sequence, then sampling.
 ///
-/// When the short feeds (decode tokens, small prompt chunks) see few of the
-/// cells in use, they go to llama.cpp in calls of at most `mixed_batch`
-/// tokens, and long prompt chunks in one call after them. From 64 query rows llama.cpp's CPU flash attention uses a tiled
+/// When more than [`SPLIT_MIN_SEQUENCES`] sequences are fed and the short
+/// feeds (decode tokens, small prompt chunks) see few of the cells in use,
+/// they go to llama.cpp in calls of at most `mixed_batch` tokens, and long
+/// prompt chunks in one call after them. From 64 query rows llama.cpp's CPU flash attention uses a tiled
 /// kernel that skips a block of cells only when every row of the tile is
 /// masked from it. Rows of many sequences, whose cells interleave in one
 /// unified pool, are almost never all masked, so it attends densely to
@@ -281,8 +285,12 @@ fn step(
     // own dot products cost about three of the tiled kernel's per-cell work.
     let visible: u64 = small_rows.iter().map(|r| u64::from(r.3) + 1).sum();
     let sparse = visible * 3 < small_rows.len() as u64 * u64::from(plan.cells_in_use);
+    // Measured: splitting won 3× at 64 streams and lost at 16 (W1's
+    // inter-token p99 rose 1.5×: a step with prompt chunks paid for several
+    // passes over the weights), so only steps with many sequences split.
+    let many = plan.feeds.len() > SPLIT_MIN_SEQUENCES;
     let mut calls: Vec<Vec<_>> = Vec::new();
-    if plan.feeds.len() == 1 || !sparse {
+    if !many || !sparse {
         calls.push(plan.feeds.iter().flat_map(rows_of).collect());
     } else {
         calls.extend(small_rows.chunks(shared.mixed_batch).map(<[_]>::to_vec));

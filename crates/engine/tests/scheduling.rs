@@ -224,12 +224,18 @@ fn dropping_handles_frees_every_sequence_within_a_step() {
     assert!(load.kv_cached_cells > 0, "their prompts stay cached");
 }
 
-/// Fifteen prompts prefilled in one step exceed the 63 rows llama.cpp gets
-/// per call when many sequences share a step, so the step is split, and
-/// some prompts straddle two calls. Each answer must still be its own.
+/// Forty prompts prefilled in one step: more than 32 sequences, and more than
+/// the 63 rows llama.cpp gets per call then, so the step is split, and some
+/// prompts straddle two calls. Each answer must still be its own.
 #[test]
 fn a_step_split_into_several_calls_answers_every_sequence() {
-    let e = load(EngineConfig::default());
+    let e = load(EngineConfig {
+        max_running: 40,
+        kv_size: Some(8192),
+        // Room for every prompt in the first step.
+        step_tokens: 2048,
+        ..EngineConfig::default()
+    });
     let asks = [
         ("France", "Paris"),
         ("Japan", "Tokyo"),
@@ -244,18 +250,18 @@ fn a_step_split_into_several_calls_answers_every_sequence() {
         .iter()
         .map(|(country, _)| text(&e, chat(&[(Role::User, &prompt(country))], 12)))
         .collect();
-    // Three times over, so that fifteen prompts go in at once.
+    // Eight times over, so that forty prompts go in at once.
     let handles: Vec<_> = asks
         .iter()
         .cycle()
-        .take(asks.len() * 3)
+        .take(asks.len() * 8)
         .map(|(country, _)| {
             e.submit(chat(&[(Role::User, &prompt(country))], 12))
                 .unwrap()
         })
         .collect();
     let prompt_rows: u32 = handles.iter().map(|h| h.prompt_tokens()).sum();
-    assert!(prompt_rows > 63 * 3, "{prompt_rows} prompt tokens");
+    assert!(prompt_rows > 63 * 8, "{prompt_rows} prompt tokens");
     for (i, h) in handles.into_iter().enumerate() {
         let answer = h.blocking_collect().unwrap().text;
         let (country, city) = asks[i % asks.len()];
