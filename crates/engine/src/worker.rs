@@ -14,7 +14,7 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
-use scheduler::{KvOp, Plan, RequestId, Scheduler};
+use scheduler::{Feed, KvOp, Plan, RequestId, Scheduler, SeqId};
 use types::{FinishReason, GenerateError, GenerationObserver, Outcome, RequestRecord};
 
 use crate::sampler;
@@ -240,18 +240,53 @@ fn next_plan(
 /// Steps feeding at most this many sequences are never split (see [`step`]).
 const SPLIT_MIN_SEQUENCES: usize = 32;
 
+/// One token of a step: request, sequence, token, position, wants logits.
+type Row = (RequestId, SeqId, u32, u32, bool);
+
+fn rows_of(feed: &Feed) -> impl Iterator<Item = Row> + '_ {
+    let last = feed.tokens.len() - 1;
+    feed.tokens.iter().enumerate().map(move |(i, &token)| {
+        (
+            feed.id,
+            feed.seq,
+            token,
+            feed.pos + i as u32,
+            feed.logits && i == last,
+        )
+    })
+}
+
+/// Whether `step` splits: many sequences, whose short rows (feeds of at most
+/// `short_len` tokens) see few of the cells in use. When most cells are
+/// visible to every row (a shared system prompt), the dense tiled kernel is
+/// faster: a row's own dot products cost about three of its per-cell work. Measured: splitting won 3× at 64
+/// streams and lost at 16 (W1's inter-token p99 rose 1.5×: a step with
+/// prompt chunks paid for several passes over the weights).
+fn should_split(plan: &Plan, short_len: usize) -> bool {
+    if plan.feeds.len() <= SPLIT_MIN_SEQUENCES {
+        return false;
+    }
+    // Cells each short row sees: its position plus one, summed per feed.
+    let short = plan.feeds.iter().filter(|f| f.tokens.len() <= short_len);
+    let (rows, visible) = short.fold((0u64, 0u64), |(rows, visible), f| {
+        let n = f.tokens.len() as u64;
+        (rows + n, visible + n * u64::from(f.pos) + n * (n + 1) / 2)
+    });
+    visible * 3 < rows * u64::from(plan.cells_in_use)
+}
+
 /// One decode of every fed sequence, then sampling.
 ///
 /// When more than [`SPLIT_MIN_SEQUENCES`] sequences are fed and the short
 /// feeds (decode tokens, small prompt chunks) see few of the cells in use,
 /// they go to llama.cpp in calls of at most `mixed_batch` tokens, and long
-/// prompt chunks in one call after them. From 64 query rows llama.cpp's CPU flash attention uses a tiled
-/// kernel that skips a block of cells only when every row of the tile is
-/// masked from it. Rows of many sequences, whose cells interleave in one
-/// unified pool, are almost never all masked, so it attends densely to
-/// every cell in use: 64 streams took 1.1 s a step. Below 64 rows each row
-/// skips the cells it cannot see. A long chunk's rows belong to one
-/// sequence, whose cells the tiled kernel finds quickly.
+/// prompt chunks in one call after them. From 64 query rows llama.cpp's CPU
+/// flash attention uses a tiled kernel that skips a block of cells only when
+/// every row of the tile is masked from it. Rows of many sequences, whose
+/// cells interleave in one unified pool, are almost never all masked, so it
+/// attends densely to every cell in use: 64 streams took 1.1 s a step. Below
+/// 64 rows each row skips the cells it cannot see. A long chunk's rows belong
+/// to one sequence, whose cells the tiled kernel finds quickly.
 fn step(
     shared: &Shared,
     ctx: &mut LlamaContext<'_>,
@@ -261,49 +296,26 @@ fn step(
     reports: &mut Reports,
 ) {
     let tokens: usize = plan.feeds.iter().map(|f| f.tokens.len()).sum();
-    let short = |f: &&scheduler::Feed| f.tokens.len() <= shared.mixed_batch;
-    let rows_of = |feed: &'_ scheduler::Feed| {
-        let last = feed.tokens.len() - 1;
-        feed.tokens
-            .iter()
-            .enumerate()
-            .map(move |(i, &token)| {
-                (
-                    feed.id,
-                    feed.seq,
-                    token,
-                    feed.pos + i as u32,
-                    feed.logits && i == last,
-                )
-            })
-            .collect::<Vec<_>>()
-    };
-    let small_rows: Vec<_> = plan.feeds.iter().filter(short).flat_map(rows_of).collect();
-    // Splitting pays when the short rows see few of the cells in use (many
-    // sequences, little shared); when most cells are visible to every row
-    // (a shared system prompt), the dense tiled kernel is faster. A row's
-    // own dot products cost about three of the tiled kernel's per-cell work.
-    let visible: u64 = small_rows.iter().map(|r| u64::from(r.3) + 1).sum();
-    let sparse = visible * 3 < small_rows.len() as u64 * u64::from(plan.cells_in_use);
-    // Measured: splitting won 3× at 64 streams and lost at 16 (W1's
-    // inter-token p99 rose 1.5×: a step with prompt chunks paid for several
-    // passes over the weights), so only steps with many sequences split.
-    let many = plan.feeds.len() > SPLIT_MIN_SEQUENCES;
-    let mut calls: Vec<Vec<_>> = Vec::new();
-    if !many || !sparse {
-        calls.push(plan.feeds.iter().flat_map(rows_of).collect());
-    } else {
-        calls.extend(small_rows.chunks(shared.mixed_batch).map(<[_]>::to_vec));
-        let long: Vec<_> = plan
+    let short = |f: &&Feed| f.tokens.len() <= shared.mixed_batch;
+    let calls: Vec<Vec<Row>> = if should_split(plan, shared.mixed_batch) {
+        let short_rows: Vec<Row> = plan.feeds.iter().filter(short).flat_map(rows_of).collect();
+        let long_rows: Vec<Row> = plan
             .feeds
             .iter()
             .filter(|f| !short(f))
             .flat_map(rows_of)
             .collect();
-        if !long.is_empty() {
-            calls.push(long);
+        let mut calls: Vec<Vec<Row>> = short_rows
+            .chunks(shared.mixed_batch)
+            .map(<[Row]>::to_vec)
+            .collect();
+        if !long_rows.is_empty() {
+            calls.push(long_rows);
         }
-    }
+        calls
+    } else {
+        vec![plan.feeds.iter().flat_map(rows_of).collect()]
+    };
     let started = Instant::now();
     let mut decode_time = Duration::ZERO;
     let mut sampled_rows = 0;

@@ -101,6 +101,11 @@ impl KvTree {
         self.active
     }
 
+    /// Cells held only by cache entries, on no running holder's path.
+    pub fn cached_only(&self) -> u32 {
+        self.used - self.active
+    }
+
     pub fn holder(&self, seq: SeqId) -> Holder {
         self.seqs[seq as usize].1
     }

@@ -585,7 +585,7 @@ impl Scheduler {
     /// Evicts least recently used entries idle for [`CACHE_GRACE`] until the
     /// cells only the cache holds fit [`Config::cache_cells`].
     fn trim_cache(&mut self, now: Instant) {
-        if self.kv.used() - self.kv.active() <= self.config.cache_cells {
+        if self.kv.cached_only() <= self.config.cache_cells {
             return;
         }
         let idle = |s: &SeqId| {
@@ -595,11 +595,10 @@ impl Scheduler {
         };
         let victims: Vec<SeqId> = self.kv.cached_lru().into_iter().filter(idle).collect();
         for seq in victims {
-            if self.kv.used() - self.kv.active() <= self.config.cache_cells {
+            if self.kv.cached_only() <= self.config.cache_cells {
                 break;
             }
-            self.drop_seq(seq);
-            self.counters.evictions += 1;
+            self.evict(seq);
         }
     }
 
@@ -613,9 +612,13 @@ impl Scheduler {
         else {
             return false;
         };
-        self.drop_seq(victim);
-        self.counters.evictions += 1;
+        self.evict(victim);
         true
+    }
+
+    fn evict(&mut self, seq: SeqId) {
+        self.drop_seq(seq);
+        self.counters.evictions += 1;
     }
 
     /// Puts decode tokens, then prompt chunks, into the step, within budget and free cells.
@@ -725,7 +728,7 @@ impl Scheduler {
             waiting: self.waiting.len() as u32,
             kv_cells: self.kv.capacity(),
             kv_active_cells: self.kv.active(),
-            kv_cached_cells: self.kv.used() - self.kv.active(),
+            kv_cached_cells: self.kv.cached_only(),
             prefix_queries_total: c.prefix_queries,
             prefix_query_tokens_total: c.prefix_query_tokens,
             prefix_hit_tokens_total: c.prefix_hit_tokens,
