@@ -312,7 +312,7 @@ impl TextGenerator for Engine {
                 finish_reason: FinishReason::Length,
                 usage: Usage {
                     prompt_tokens: tokens.len() as u32,
-                    completion_tokens: 0,
+                    ..Usage::default()
                 },
                 timings: Timings::default(),
             }));

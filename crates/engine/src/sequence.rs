@@ -40,7 +40,7 @@ impl Job {
                 finish_reason: FinishReason::Cancelled,
                 usage: Usage {
                     prompt_tokens: self.tokens.len() as u32,
-                    completion_tokens: 0,
+                    ..Usage::default()
                 },
                 timings: Timings::default(),
             }),
@@ -194,6 +194,7 @@ impl Active {
             usage: Usage {
                 prompt_tokens: self.prompt_tokens,
                 completion_tokens: self.generated,
+                cached_tokens: self.cached_tokens,
             },
             timings: self.timings(),
         }));

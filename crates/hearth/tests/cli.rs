@@ -160,6 +160,37 @@ fn chat_keeps_the_conversation() {
     assert!(stderr.contains("(conversation cleared)"), "{stderr}");
 }
 
+/// Regression: with the prefix cache on, every pp repetition after the
+/// warm-up reused its whole prompt and reported one token's rate.
+#[test]
+fn bench_computes_every_prompt_it_times() {
+    testkit::default_model();
+    let out = ok(hearth()
+        .args([
+            "bench",
+            "--reps",
+            "2",
+            "--prompt-tokens",
+            "128",
+            "--gen-tokens",
+            "4",
+            "--json",
+        ])
+        .output()
+        .unwrap());
+    let r: Value = serde_json::from_str(&out).unwrap();
+    let tests: Vec<&str> = r["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["test"].as_str().unwrap())
+        .collect();
+    assert_eq!(tests, ["pp128", "tg4"]);
+    for t in r["results"].as_array().unwrap() {
+        assert_eq!(t["samples_tokens_per_second"].as_array().unwrap().len(), 2);
+    }
+}
+
 #[test]
 fn unknown_models_and_bad_settings_fail_clearly() {
     let err = failed(

@@ -355,6 +355,13 @@ pub struct WireUsage {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
     pub total_tokens: u32,
+    pub prompt_tokens_details: WirePromptTokensDetails,
+}
+
+/// OpenAI's breakdown of the prompt: how much came from the prefix cache.
+#[derive(Debug, Serialize)]
+pub struct WirePromptTokensDetails {
+    pub cached_tokens: u32,
 }
 
 impl From<types::Usage> for WireUsage {
@@ -363,6 +370,9 @@ impl From<types::Usage> for WireUsage {
             prompt_tokens: u.prompt_tokens,
             completion_tokens: u.completion_tokens,
             total_tokens: u.total_tokens(),
+            prompt_tokens_details: WirePromptTokensDetails {
+                cached_tokens: u.cached_tokens,
+            },
         }
     }
 }

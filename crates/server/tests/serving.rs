@@ -294,3 +294,32 @@ async fn priority_and_timeout_fields_are_checked() {
     .await;
     assert_eq!(resp.status(), StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_counts_the_prompt_tokens_taken_from_the_prefix_cache() {
+    let s = start(EngineConfig::default()).await;
+    // Longer than the cache's minimum match, so the second request reuses it.
+    let question = "List the planets of the solar system in order from the sun, \
+        with one fact about each, and say which of them have rings, which have \
+        moons, and which could be seen from Earth without a telescope. "
+        .repeat(2);
+    let mut cached = Vec::new();
+    for _ in 0..2 {
+        let resp = post(&s.base, &chat(&question, json!({"max_tokens": 2}))).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body: Value = resp.json().await.unwrap();
+        let usage = &body["usage"];
+        let prompt = usage["prompt_tokens"].as_u64().unwrap();
+        let hit = usage["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no cached_tokens: {body}"));
+        assert!(hit < prompt, "{body}");
+        cached.push(hit);
+    }
+    assert_eq!(cached[0], 0);
+    assert!(
+        cached[1] >= 64,
+        "second request reused {} tokens",
+        cached[1]
+    );
+}

@@ -105,6 +105,10 @@ pub enum FinishReason {
 pub struct Usage {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
+    /// Prompt tokens taken from the prefix cache instead of computed
+    /// (included in `prompt_tokens`).
+    #[serde(default)]
+    pub cached_tokens: u32,
 }
 
 impl Usage {
@@ -335,6 +339,7 @@ mod tests {
             usage: Usage {
                 prompt_tokens: 3,
                 completion_tokens: 2,
+                cached_tokens: 0,
             },
             timings: Timings::default(),
         })

@@ -50,6 +50,10 @@ pub fn bench(config: &Config, args: &BenchArgs) -> Result<()> {
         max_running: 1,
         // As llama-bench: the whole prompt in one llama_decode (its n_batch).
         step_tokens: args.prompt_tokens.max(2048),
+        // As llama-bench: every repetition computes its whole prompt. With
+        // the cache, repetitions after the warm-up reused 511 of 512 tokens
+        // and pp512 reported one token's rate.
+        prefix_cache: false,
         ..config.engine.clone()
     };
     let engine = Engine::load(&model.path, &engine_config)?;
@@ -147,6 +151,10 @@ fn measure(engine: &Engine, prompt: Vec<u32>, max_tokens: u32) -> Result<Timings
     ensure!(
         out.usage.completion_tokens == max_tokens,
         "generation ended early"
+    );
+    ensure!(
+        out.usage.cached_tokens == 0,
+        "the prompt came from the prefix cache; nothing was measured"
     );
     Ok(out.timings)
 }
