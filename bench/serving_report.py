@@ -66,8 +66,13 @@ row("W1", "ITL p99 ms", med("llama", "w1", ["itl_ms", "p99"]), med("hearth", "w1
     1.0, "lower")
 row("W2 shared system prompt", "aggregate tok/s", med("llama", "w2", ["aggregate_tokens_per_s"]),
     med("hearth", "w2", ["aggregate_tokens_per_s"]), 2.0, "higher")
-row("W2", "TTFT p50 ms", med("llama", "w2", ["ttft_ms", "p50"]), med("hearth", "w2", ["ttft_ms", "p50"]),
-    0.3, "lower")
+# The issue's W2 is the shared prompt meeting the server: each client's first
+# question. Its second question finds the prompt cached on both servers; that
+# regime and the median over all 32 requests are reported without a target
+# (docs/benchmarks.md, "What W2's TTFT target measures").
+row("W2, each client's first question", "TTFT p50 ms",
+    med("llama", "w2", ["ttft_ms_first_question", "p50"]),
+    med("hearth", "w2", ["ttft_ms_first_question", "p50"]), 0.3, "lower")
 info = []
 
 
@@ -75,10 +80,11 @@ def info_row(label, metric, llama, hearth):
     info.append(f"| {label} | {metric} | {llama:.1f} | {hearth:.1f} | {hearth / llama:.2f} |")
 
 
-for which in ("first", "second"):
-    info_row(f"W2, each client's {which} question", "TTFT p50 ms",
-             med("llama", "w2", [f"ttft_ms_{which}_question", "p50"]),
-             med("hearth", "w2", [f"ttft_ms_{which}_question", "p50"]))
+info_row("W2, each client's second question", "TTFT p50 ms",
+         med("llama", "w2", ["ttft_ms_second_question", "p50"]),
+         med("hearth", "w2", ["ttft_ms_second_question", "p50"]))
+info_row("W2, all 32 requests", "TTFT p50 ms", med("llama", "w2", ["ttft_ms", "p50"]),
+         med("hearth", "w2", ["ttft_ms", "p50"]))
 
 row("W3 12 streams + long prompts", "stream ITL p99 ms", med("llama", "w3", ["streams", "itl_ms", "p99"]),
     med("hearth", "w3", ["streams", "itl_ms", "p99"]), 0.5, "lower")
@@ -137,8 +143,9 @@ section = f"""
 
 {table}
 
-Without a target, the two regimes W2's median mixes (its 32 requests are
-16 first and 16 second questions, so the overall median falls between them):
+Without a target: W2's second questions, which find the system prompt
+cached on both servers, and the nearest-rank median over all 32 requests,
+which is the slowest second question:
 
 | workload | metric | llama-server | hearth | ratio |
 |---|---|---:|---:|---:|

@@ -88,9 +88,12 @@ pub(crate) fn run(shared: Arc<Shared>, mut ctx: LlamaContext<'_>, n_batch: usize
     let mut active: HashMap<RequestId, Active> = HashMap::new();
     let mut batch = LlamaBatch::new(n_batch, 1);
     let mut reports = Reports::default();
+    // Whether work happened since the heap was last trimmed.
+    let mut trim_due = false;
 
     loop {
-        let Some((plan, jobs, expired_jobs)) = next_plan(&shared, &mut active, &mut reports) else {
+        let next = next_plan(&shared, &mut active, &mut reports, &mut trim_due);
+        let Some((plan, jobs, expired_jobs)) = next else {
             for (_, a) in active.drain() {
                 a.fail(GenerateError::Unavailable);
                 shared.observe(a.record(Outcome::Cancelled));
@@ -136,6 +139,7 @@ pub(crate) fn run(shared: Arc<Shared>, mut ctx: LlamaContext<'_>, n_batch: usize
             let a = Active::start(job, shared.n_ctx_seq, sampler, started.reused);
             active.insert(started.id, a);
         }
+        trim_due = true;
         if plan.feeds.is_empty() {
             continue;
         }
@@ -157,6 +161,7 @@ fn next_plan(
     shared: &Shared,
     active: &mut HashMap<RequestId, Active>,
     reports: &mut Reports,
+    trim_due: &mut bool,
 ) -> Option<(Plan, Vec<(scheduler::Started, Job)>, Vec<Job>)> {
     let mut st = shared.lock();
     let mut ended: Vec<RequestRecord> = Vec::new();
@@ -204,6 +209,13 @@ fn next_plan(
                 // (outside the lock) before waiting.
                 break Plan::default();
             }
+            if std::mem::take(trim_due) {
+                // Outside the lock: submitters must not wait on the trim.
+                drop(st);
+                release_free_heap();
+                st = shared.lock();
+                continue;
+            }
             st = shared.wake.wait(st).unwrap_or_else(|e| e.into_inner());
             continue;
         }
@@ -235,6 +247,22 @@ fn next_plan(
         shared.observe(record);
     }
     Some((plan, jobs, expired))
+}
+
+/// Gives the heap's free pages back to the system, once per idle period.
+///
+/// glibc keeps what request handling frees (tokio's threads each allocate
+/// from their own arena) and returns little of it on its own: after rounds of
+/// 64 streams, half of them abandoned, the server's RSS crept up by about a
+/// MiB a round before levelling off, with no allocation left behind by any
+/// request (heaptrack). Trimming when the engine goes idle returned about
+/// 4 MiB and flattened the rounds; it runs while nothing waits for it.
+fn release_free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own arenas under their locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Steps feeding at most this many sequences are never split (see [`step`]).

@@ -306,6 +306,9 @@ pub async fn disconnect(client: &Client, rounds: usize, pid: Option<u32>) -> Val
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // The engine hands free heap back once it goes idle, just after the
+        // gauge drops: read the memory of a settled server.
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let (rss, hwm) = pid.map_or((0.0, 0.0), memory_mib);
         per_round.push(json!({
             "completed_of_32": complete,
