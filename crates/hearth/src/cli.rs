@@ -79,6 +79,45 @@ pub enum Command {
     Serve(ServeArgs),
     /// Measure prefill and decode speed, llama-bench style
     Bench(BenchArgs),
+    /// Create, list and revoke API keys
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print its secret, once
+    Create {
+        /// Who or what the key is for
+        #[arg(long)]
+        name: String,
+        /// A role policies refer to (repeatable)
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+        /// An attribute policies refer to, e.g. `department=radiology` (repeatable)
+        #[arg(long = "attr", value_name = "KEY=VALUE")]
+        attrs: Vec<String>,
+        /// Highest priority class the key's requests may use [default: the request's own]
+        #[arg(long, value_name = "CLASS", value_parser = ["interactive", "batch"])]
+        priority: Option<String>,
+        /// Lifetime, e.g. `90d`, `12h` [default: no expiry]
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<String>,
+        /// Print JSON (the secret in `key`)
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (never their secrets)
+    List {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key; it is refused from the next request on
+    Revoke {
+        /// The key's id (as `keys list` shows it)
+        id: String,
+    },
 }
 
 /// Engine settings shared by every command that loads a model.
@@ -207,6 +246,13 @@ pub struct ServeArgs {
     /// KV cells kept for the prefix cache after 2 s idle, in tokens [default: 0]
     #[arg(long, env = "HEARTH_PREFIX_CACHE_SIZE", value_name = "TOKENS")]
     pub prefix_cache_size: Option<u32>,
+    /// Answer API requests without credentials, even off loopback and with
+    /// keys stored (logs a warning at every start)
+    #[arg(long, env = "HEARTH_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+    /// Serve /metrics without credentials [default: true on loopback, else false]
+    #[arg(long, env = "HEARTH_OPEN_METRICS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub open_metrics: Option<bool>,
     #[command(flatten)]
     pub engine: EngineArgs,
 }

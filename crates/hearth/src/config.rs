@@ -52,6 +52,9 @@ pub struct FileServer {
     pub batch_delay: Option<f64>,
     pub prefix_cache: Option<bool>,
     pub prefix_cache_size: Option<u32>,
+    pub insecure_no_auth: Option<bool>,
+    /// Whether `/metrics` answers without credentials.
+    pub open_metrics: Option<bool>,
 }
 
 /// Everything a command needs, resolved and validated.
@@ -71,6 +74,10 @@ pub struct ServerSettings {
     pub port: u16,
     pub model: String,
     pub max_body_bytes: usize,
+    /// Serve the API to anyone, even off loopback, even with keys stored.
+    pub insecure_no_auth: bool,
+    /// `/metrics` without credentials: by default only on loopback.
+    pub open_metrics: bool,
 }
 
 impl Config {
@@ -132,16 +139,23 @@ impl Config {
             .and_then(|s| s.host.clone())
             .or_else(|| fs.host.clone())
             .unwrap_or_else(|| "127.0.0.1".to_string());
+        let host: IpAddr = host
+            .parse()
+            .with_context(|| format!("`{host}` is not an IP address to listen on"))?;
         let server = ServerSettings {
-            host: host
-                .parse()
-                .with_context(|| format!("`{host}` is not an IP address to listen on"))?,
+            host,
             port: serve.and_then(|s| s.port).or(fs.port).unwrap_or(8080),
             model: serve
                 .and_then(|s| s.model.clone())
                 .or_else(|| fs.model.clone())
                 .unwrap_or_else(|| store::DEFAULT_MODEL.to_string()),
             max_body_bytes: fs.max_body_bytes.unwrap_or(8 << 20),
+            insecure_no_auth: serve.is_some_and(|s| s.insecure_no_auth)
+                || fs.insecure_no_auth.unwrap_or(false),
+            open_metrics: serve
+                .and_then(|s| s.open_metrics)
+                .or(fs.open_metrics)
+                .unwrap_or(host.is_loopback()),
         };
         let config = Config {
             home,
@@ -220,6 +234,20 @@ fn read_file(explicit: Option<&Path>, home: &Path) -> Result<FileConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    /// `ServeArgs` parsed on its own, as `hearth serve` would.
+    #[derive(Parser)]
+    struct ServeOnly {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    impl ServeArgs {
+        fn parse_from<'a>(words: impl IntoIterator<Item = &'a str>) -> ServeArgs {
+            ServeOnly::parse_from(words).args
+        }
+    }
 
     fn global(home: &Path, config: Option<PathBuf>) -> GlobalArgs {
         GlobalArgs {
@@ -248,6 +276,31 @@ mod tests {
         assert_eq!(c.server.port, 9000);
         assert_eq!(c.server.model, "smollm2");
         assert_eq!(c.home, dir.path());
+        assert!(!c.server.insecure_no_auth);
+    }
+
+    #[test]
+    fn metrics_are_open_by_default_only_on_loopback() {
+        let dir = tempfile::tempdir().unwrap();
+        let serve = |host: &str, open: Option<bool>| {
+            let args =
+                ServeArgs::parse_from(["serve", "--host", host].into_iter().chain(open.map(|o| {
+                    if o {
+                        "--open-metrics=true"
+                    } else {
+                        "--open-metrics=false"
+                    }
+                })));
+            Config::load(&global(dir.path(), None), &args.engine, Some(&args))
+                .unwrap()
+                .server
+                .open_metrics
+        };
+        assert!(serve("127.0.0.1", None));
+        assert!(serve("::1", None));
+        assert!(!serve("0.0.0.0", None));
+        assert!(serve("0.0.0.0", Some(true)));
+        assert!(!serve("127.0.0.1", Some(false)));
     }
 
     #[test]

@@ -78,6 +78,12 @@ fn dependency_rules_hold() {
     assert_eq!(users_of(&deps, "axum"), ["server"]);
     assert_eq!(users_of(&deps, "anyhow"), ["hearth"]);
     assert_eq!(users_of(&deps, "prometheus-client"), ["server"]);
+    assert_eq!(
+        hearth_deps("auth"),
+        ["types"],
+        "auth knows the vocabulary, no HTTP and no engine"
+    );
+    assert_eq!(users_of(&deps, "rusqlite"), ["auth"]);
     assert!(
         users_of(&deps, "testkit").is_empty(),
         "testkit is for tests only"

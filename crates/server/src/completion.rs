@@ -4,11 +4,12 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use auth::Principal;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use futures::stream::{self, Stream, StreamExt};
 use tokio::time::timeout_at;
 use types::{Generation, GenerationEvent};
@@ -21,11 +22,16 @@ use crate::AppState;
 /// Handles either endpoint: validate, submit, then answer whole or streamed.
 pub async fn complete<B: CompletionBody>(
     State(app): State<Arc<AppState>>,
+    principal: Option<Extension<Principal>>,
     body: Result<Json<B>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(req) = body?;
     let (stream, include_usage) = (req.sampling().stream, req.sampling().include_usage());
     let (model, mut request) = req.into_domain(&app.defaults)?;
+    if let Some(Extension(p)) = &principal {
+        // A request cannot raise itself above its key's class.
+        request.priority = p.cap_priority(request.priority);
+    }
     let served = app.find(model.as_deref())?;
     if app.is_draining() {
         return Err(ApiError::unavailable());

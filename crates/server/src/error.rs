@@ -5,7 +5,7 @@
 //! generic message; the details go to the log only.
 
 use axum::extract::rejection::JsonRejection;
-use axum::http::header::RETRY_AFTER;
+use axum::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -23,6 +23,9 @@ pub struct ApiError {
     /// Seconds for a `Retry-After` header.
     pub retry_after: Option<u32>,
 }
+
+/// What a 401 asks for (RFC 6750).
+const BEARER_CHALLENGE: &str = "Bearer realm=\"hearth\"";
 
 #[derive(Serialize)]
 struct Body<'a> {
@@ -163,6 +166,11 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from(secs));
         }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static(BEARER_CHALLENGE));
+        }
         response
     }
 }
@@ -190,6 +198,22 @@ impl From<GenerateError> for ApiError {
             } => ApiError::overloaded(waiting, retry_after_secs),
             GenerateError::Timeout { timeout_ms } => ApiError::timed_out(timeout_ms),
             GenerateError::Internal(detail) => ApiError::internal(&detail),
+        }
+    }
+}
+
+/// Every authentication failure is 401 with OpenAI's `invalid_api_key`
+/// code, which client libraries turn into their authentication error. The
+/// message says what was wrong, never what was sent.
+impl From<auth::AuthError> for ApiError {
+    fn from(err: auth::AuthError) -> Self {
+        match err {
+            auth::AuthError::Unavailable => ApiError::internal(&err),
+            _ => Self {
+                status: StatusCode::UNAUTHORIZED,
+                code: "invalid_api_key",
+                ..ApiError::invalid("", err.to_string())
+            },
         }
     }
 }

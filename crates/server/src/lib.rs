@@ -5,6 +5,7 @@
 //! and turns generations back into JSON or server-sent events. It does not
 //! know what produces the text: the binary plugs the engine in.
 
+mod access;
 mod completion;
 mod error;
 mod metrics;
@@ -21,9 +22,10 @@ use axum::Router;
 use tokio::net::TcpListener;
 use types::{SamplingParams, TextGenerator};
 
+pub use access::authenticated;
 pub use error::ApiError;
 pub use metrics::Metrics;
-pub use routes::{api_router, compose, ops_router};
+pub use routes::{api_router, compose, metrics_router, ops_router, probes_router};
 
 /// One model this server answers for.
 pub struct ServedModel {
@@ -111,13 +113,44 @@ impl Default for ServerOptions {
     }
 }
 
-/// Every route with its default composition: API and operations together.
+/// Every route with its default composition: API and operations together,
+/// nothing authenticated.
 pub fn router(state: Arc<AppState>, options: &ServerOptions) -> Router {
-    compose(
-        api_router(Arc::clone(&state), options),
-        ops_router(Arc::clone(&state)),
-        state,
-    )
+    secured_router(state, options, &Access::open())
+}
+
+/// Who may reach which part of the router.
+#[derive(Clone, Default)]
+pub struct Access {
+    /// Checks every API route (and `/metrics` unless open); `None` serves
+    /// everyone.
+    pub authenticator: Option<Arc<auth::Authenticator>>,
+    /// `/metrics` without credentials.
+    pub open_metrics: bool,
+}
+
+impl Access {
+    /// No credentials anywhere.
+    pub fn open() -> Access {
+        Access {
+            authenticator: None,
+            open_metrics: true,
+        }
+    }
+}
+
+/// Every route, the API (and `/metrics` unless open) behind `access`'s
+/// authenticator; `/health` and `/ready` always open.
+pub fn secured_router(state: Arc<AppState>, options: &ServerOptions, access: &Access) -> Router {
+    let api = api_router(Arc::clone(&state), options);
+    let metrics = metrics_router(Arc::clone(&state));
+    let probes = probes_router(Arc::clone(&state));
+    let guarded = match &access.authenticator {
+        None => api.merge(metrics),
+        Some(a) if access.open_metrics => authenticated(api, Arc::clone(a)).merge(metrics),
+        Some(a) => authenticated(api.merge(metrics), Arc::clone(a)),
+    };
+    compose(guarded, probes, state)
 }
 
 /// Serves `app` until `shutdown` resolves, then lets in-flight requests finish.

@@ -35,9 +35,20 @@ pub fn api_router(state: Arc<AppState>, options: &ServerOptions) -> Router {
 
 /// Liveness, readiness and metrics.
 pub fn ops_router(state: Arc<AppState>) -> Router {
+    probes_router(Arc::clone(&state)).merge(metrics_router(state))
+}
+
+/// Liveness and readiness: always open, so orchestrators need no secret.
+pub fn probes_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/health", get(models::health))
         .route("/ready", get(models::ready))
+        .with_state(state)
+}
+
+/// The Prometheus exposition, which the binary may put behind credentials.
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new()
         .route("/metrics", get(metrics::exposition))
         .with_state(state)
 }

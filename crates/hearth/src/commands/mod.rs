@@ -2,6 +2,7 @@
 
 mod bench;
 mod generate;
+mod keys;
 mod models;
 mod serve;
 
@@ -32,6 +33,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Chat(args) => generate::chat(&Config::load(global, &args.engine, None)?, &args),
         Command::Serve(args) => serve::serve(&Config::load(global, &args.engine, Some(&args))?),
         Command::Bench(args) => bench::bench(&Config::load(global, &args.engine, None)?, &args),
+        Command::Keys(command) => keys::keys(&Config::load(global, &none, None)?, command),
     }
 }
 

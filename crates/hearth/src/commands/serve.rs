@@ -3,14 +3,14 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use engine::Engine;
 use server::{AppState, ServedModel, ServerOptions};
 use types::{
     GenerateError, Generation, GenerationObserver, GenerationRequest, LoadSnapshot, TextGenerator,
 };
 
-use super::resolve;
+use super::{keys, resolve};
 use crate::config::Config;
 
 /// The served model before and after its engine exists: refuses work with
@@ -78,7 +78,8 @@ pub fn serve(config: &Config) -> Result<()> {
     let options = ServerOptions {
         max_body_bytes: settings.max_body_bytes,
     };
-    let app = server::router(Arc::clone(&state), &options);
+    let addr = SocketAddr::new(settings.host, settings.port);
+    let app = server::secured_router(Arc::clone(&state), &options, &access(config, addr)?);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -86,7 +87,6 @@ pub fn serve(config: &Config) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let addr = SocketAddr::new(settings.host, settings.port);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
@@ -120,6 +120,30 @@ pub fn serve(config: &Config) -> Result<()> {
             "ready on http://{bound}"
         );
         serving.await.context("server failed")
+    })
+}
+
+/// Who may reach what: the API behind authentication unless
+/// `--insecure-no-auth`, `/metrics` behind it unless open. Refuses to listen
+/// off loopback when nobody could authenticate.
+fn access(config: &Config, addr: SocketAddr) -> Result<server::Access> {
+    let settings = &config.server;
+    if settings.insecure_no_auth {
+        tracing::warn!(
+            "--insecure-no-auth: every API route answers anyone who can reach {addr}, without credentials"
+        );
+        return Ok(server::Access::open());
+    }
+    let authenticator = Arc::new(auth::Authenticator::new(keys::open_key_store(config)?));
+    if !settings.host.is_loopback() && !authenticator.required() {
+        bail!(
+            "refusing to listen on {addr} without authentication: create a key with \
+             `hearth keys create --name NAME` (or pass --insecure-no-auth to serve everyone)"
+        );
+    }
+    Ok(server::Access {
+        authenticator: Some(authenticator),
+        open_metrics: settings.open_metrics,
     })
 }
 

@@ -1,0 +1,113 @@
+//! `keys`: create, list and revoke API keys in `$HEARTH_HOME/auth.db`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use auth::{KeyInfo, KeyStore, NewKey};
+use types::Priority;
+
+use crate::cli::KeysCommand;
+use crate::config::Config;
+
+/// Where the key database lives.
+pub fn key_store_path(config: &Config) -> PathBuf {
+    config.home.join("auth.db")
+}
+
+pub fn open_key_store(config: &Config) -> Result<KeyStore> {
+    Ok(KeyStore::open(&key_store_path(config))?)
+}
+
+pub fn keys(config: &Config, command: KeysCommand) -> Result<()> {
+    let store = open_key_store(config)?;
+    let now = auth::unix_now();
+    match command {
+        KeysCommand::Create {
+            name,
+            roles,
+            attrs,
+            priority,
+            expires,
+            json,
+        } => {
+            let new = NewKey {
+                name,
+                roles: roles.into_iter().collect::<BTreeSet<_>>(),
+                attrs: parse_attrs(&attrs)?,
+                priority: priority.as_deref().and_then(Priority::parse),
+                expires_at: expires
+                    .map(|e| {
+                        let d = humantime::parse_duration(&e).with_context(|| {
+                            format!("--expires `{e}` is not a duration like 90d or 12h")
+                        })?;
+                        Ok::<_, anyhow::Error>(now.saturating_add(d.as_secs()))
+                    })
+                    .transpose()?,
+            };
+            let (info, secret) = store.create(&new, now)?;
+            if json {
+                let mut v = serde_json::to_value(&info)?;
+                v["key"] = secret.into();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("{secret}");
+                eprintln!(
+                    "created key {} ({}); the secret above is shown only this once",
+                    info.id, info.name
+                );
+            }
+        }
+        KeysCommand::List { json } => {
+            let keys = store.list()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+            } else {
+                print_table(&keys, now);
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            let info = store.revoke(&id, now)?;
+            eprintln!("revoked key {} ({})", info.id, info.name);
+        }
+    }
+    Ok(())
+}
+
+fn parse_attrs(pairs: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut attrs = BTreeMap::new();
+    for pair in pairs {
+        let Some((k, v)) = pair.split_once('=') else {
+            bail!("--attr `{pair}` must look like key=value");
+        };
+        if attrs.insert(k.to_string(), v.to_string()).is_some() {
+            bail!("--attr `{k}` is given twice");
+        }
+    }
+    Ok(attrs)
+}
+
+fn print_table(keys: &[KeyInfo], now: u64) {
+    println!(
+        "{:<14} {:<20} {:<24} {:<12} {:<10}",
+        "ID", "NAME", "ROLES", "PRIORITY", "STATE"
+    );
+    for k in keys {
+        let state = if k.revoked_at.is_some() {
+            "revoked"
+        } else if k.expires_at.is_some_and(|t| t <= now) {
+            "expired"
+        } else {
+            "active"
+        };
+        let roles: Vec<&str> = k.roles.iter().map(String::as_str).collect();
+        println!(
+            "{:<14} {:<20} {:<24} {:<12} {:<10}",
+            k.id,
+            k.name,
+            roles.join(","),
+            k.priority.map_or("-", Priority::as_str),
+            state
+        );
+    }
+}

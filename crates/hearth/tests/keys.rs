@@ -1,0 +1,239 @@
+//! `hearth keys` and what keys change about `hearth serve`, end to end.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// `hearth` in its own home: keys created here must not lock other tests
+/// out of the shared test home.
+fn hearth(home: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearth"));
+    cmd.env("HEARTH_HOME", home)
+        .env_remove("HEARTH_CONFIG")
+        .env("HEARTH_THREADS", "2");
+    cmd
+}
+
+fn ok(output: Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "exit {}: {stderr}", output.status);
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn failed(output: Output) -> String {
+    assert_eq!(output.status.code(), Some(1), "expected a clean failure");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+fn create(home: &Path, args: &[&str]) -> String {
+    let out = ok(hearth(home)
+        .args(["keys", "create"])
+        .args(args)
+        .output()
+        .unwrap());
+    out.trim().to_string()
+}
+
+#[test]
+fn keys_are_created_listed_and_revoked() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let secret = create(
+        h,
+        &[
+            "--name",
+            "ward-3",
+            "--role",
+            "radiologist",
+            "--attr",
+            "department=radiology",
+            "--priority",
+            "batch",
+            "--expires",
+            "90d",
+        ],
+    );
+    assert!(secret.starts_with("hth_"), "{secret}");
+    let id = secret.split('_').nth(1).unwrap().to_string();
+    let list: Value = serde_json::from_str(&ok(hearth(h)
+        .args(["keys", "list", "--json"])
+        .output()
+        .unwrap()))
+    .unwrap();
+    let key = &list[0];
+    assert_eq!(key["id"], id.as_str());
+    assert_eq!(key["name"], "ward-3");
+    assert_eq!(key["roles"][0], "radiologist");
+    assert_eq!(key["attrs"]["department"], "radiology");
+    assert_eq!(key["priority"], "batch");
+    let ninety_days = key["expires_at"].as_u64().unwrap() - key["created_at"].as_u64().unwrap();
+    assert_eq!(ninety_days, 90 * 86_400);
+    assert!(!list
+        .to_string()
+        .contains(secret.rsplit('_').next().unwrap()));
+
+    ok(hearth(h).args(["keys", "revoke", &id]).output().unwrap());
+    let table = ok(hearth(h).args(["keys", "list"]).output().unwrap());
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&id) && l.contains("revoked")),
+        "{table}"
+    );
+
+    let err = failed(
+        hearth(h)
+            .args(["keys", "revoke", "0123456789ab"])
+            .output()
+            .unwrap(),
+    );
+    assert!(err.contains("0123456789ab"), "{err}");
+    let err = failed(
+        hearth(h)
+            .args(["keys", "create", "--name", "x", "--expires", "soon"])
+            .output()
+            .unwrap(),
+    );
+    assert!(err.contains("soon"), "{err}");
+    let err = failed(
+        hearth(h)
+            .args(["keys", "create", "--name", "x", "--attr", "novalue"])
+            .output()
+            .unwrap(),
+    );
+    assert!(err.contains("novalue"), "{err}");
+}
+
+#[test]
+fn serving_beyond_loopback_needs_a_key_or_an_explicit_override() {
+    let home = tempfile::tempdir().unwrap();
+    let model = testkit::default_model();
+    let serve = |extra: &[&str]| {
+        let mut cmd = hearth(home.path());
+        cmd.args([
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "0",
+            "--ctx-size",
+            "256",
+            "--model",
+        ])
+        .arg(&model)
+        .args(extra);
+        cmd
+    };
+    let err = failed(serve(&[]).output().unwrap());
+    assert!(err.contains("hearth keys create"), "{err}");
+
+    // The override starts, and says so.
+    let mut child = serve(&["--insecure-no-auth"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("listening on "), "{line}");
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--insecure-no-auth"), "{stderr}");
+
+    // With a key, the same address is fine.
+    create(home.path(), &["--name", "ops"]);
+    let mut child = serve(&[])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("listening on "), "{line}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
+fn credentials_never_reach_the_logs() {
+    let home = tempfile::tempdir().unwrap();
+    let secret = create(home.path(), &["--name", "logged"]);
+    let secret_part = secret.rsplit('_').next().unwrap().to_string();
+    let log = home.path().join("serve.log");
+    let mut child = hearth(home.path())
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--ctx-size",
+            "256",
+            "--log",
+            "trace,llama-cpp-2=warn",
+            "--model",
+        ])
+        .arg(testkit::default_model())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let wrong = format!("{}ff", &secret[..secret.len() - 2]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while client.get(format!("{base}/ready")).send().unwrap().status() != 200 {
+        assert!(std::time::Instant::now() < deadline, "never became ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for (header, value) in [
+        ("authorization", format!("Bearer {secret}")),
+        ("x-api-key", secret.clone()),
+        ("authorization", format!("Bearer {wrong}")),
+        ("authorization", format!("Token {secret}")),
+    ] {
+        let resp = client
+            .post(format!("{base}/v1/chat/completions"))
+            .header(header, value)
+            .json(&serde_json::json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}))
+            .send()
+            .unwrap();
+        assert!(
+            resp.status() == 200 || resp.status() == 401,
+            "{}",
+            resp.status()
+        );
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("authentication failed"),
+        "the log should record refusals"
+    );
+    let wrong_part = wrong.rsplit('_').next().unwrap();
+    assert!(!text.contains(&secret_part), "the secret reached the log");
+    assert!(
+        !text.contains(wrong_part),
+        "a presented secret reached the log"
+    );
+}

@@ -1,0 +1,253 @@
+//! Authentication over HTTP: a real key store, a real engine, loopback.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use auth::{Authenticator, KeyStore, NewKey};
+use engine::{Engine, EngineConfig};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use server::{Access, AppState, ServedModel, ServerOptions};
+use types::{GenerateError, Generation, GenerationRequest, Priority, TextGenerator};
+
+struct Served {
+    base: String,
+    authenticator: Arc<Authenticator>,
+    seen: Arc<Mutex<Vec<Priority>>>,
+    _dir: tempfile::TempDir,
+}
+
+/// The real engine, noting the class each request is submitted in.
+struct Recording {
+    engine: Arc<Engine>,
+    seen: Arc<Mutex<Vec<Priority>>>,
+}
+
+impl TextGenerator for Recording {
+    fn submit(&self, request: GenerationRequest) -> Result<Generation, GenerateError> {
+        self.seen.lock().unwrap().push(request.priority);
+        self.engine.submit(request)
+    }
+}
+
+async fn start(open_metrics: bool) -> Served {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = KeyStore::open(&dir.path().join("auth.db")).unwrap();
+    let authenticator = Arc::new(Authenticator::new(keys));
+    let config = EngineConfig {
+        threads: 2,
+        ctx_size: Some(512),
+        ..EngineConfig::default()
+    };
+    let engine = tokio::task::spawn_blocking(move || {
+        Arc::new(Engine::load(&testkit::default_model(), &config).expect("load model"))
+    })
+    .await
+    .unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let generator = Arc::new(Recording {
+        engine,
+        seen: Arc::clone(&seen),
+    });
+    let state = Arc::new(AppState::with_metrics(vec![ServedModel {
+        id: "smollm2".into(),
+        aliases: vec![],
+        created: 1,
+        generator,
+    }]));
+    let access = Access {
+        authenticator: Some(Arc::clone(&authenticator)),
+        open_metrics,
+    };
+    let app = server::secured_router(state, &ServerOptions::default(), &access);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        server::serve(listener, app, std::future::pending())
+            .await
+            .unwrap()
+    });
+    Served {
+        base,
+        authenticator,
+        seen,
+        _dir: dir,
+    }
+}
+
+/// Every API route with a request it accepts.
+fn api_routes() -> Vec<(Method, &'static str, Option<Value>)> {
+    let chat = json!({"model": "smollm2", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1});
+    let completion = json!({"model": "smollm2", "prompt": "Hi", "max_tokens": 1});
+    vec![
+        (Method::GET, "/v1/models", None),
+        (Method::GET, "/v1/models/smollm2", None),
+        (Method::POST, "/v1/chat/completions", Some(chat)),
+        (Method::POST, "/v1/completions", Some(completion)),
+    ]
+}
+
+async fn call(
+    base: &str,
+    method: &Method,
+    path: &str,
+    body: Option<&Value>,
+    headers: &[(&str, &str)],
+) -> (StatusCode, reqwest::header::HeaderMap, String) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let mut req = client.request(method.clone(), format!("{base}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    (status, headers, resp.text().await.unwrap())
+}
+
+fn new_key(name: &str) -> NewKey {
+    NewKey {
+        name: name.into(),
+        roles: BTreeSet::from(["user".to_string()]),
+        ..NewKey::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_a_key_exists_every_api_route_needs_one() {
+    let s = start(false).await;
+    // No key yet: a loopback server answers everyone.
+    for (method, path, body) in api_routes() {
+        let (status, _, text) = call(&s.base, &method, path, body.as_ref(), &[]).await;
+        assert_eq!(status, StatusCode::OK, "{method} {path}: {text}");
+    }
+    let now = auth::unix_now();
+    let keys = s.authenticator.keys();
+    let (_, good) = keys.create(&new_key("good"), now).unwrap();
+    let (revoked_info, revoked) = keys.create(&new_key("gone"), now).unwrap();
+    keys.revoke(&revoked_info.id, now).unwrap();
+    let bearer = |k: &str| format!("Bearer {k}");
+    let (good_bearer, revoked_bearer) = (bearer(&good), bearer(&revoked));
+    let wrong = format!("{}0", &good[..good.len() - 1]);
+    let wrong_bearer = bearer(&wrong);
+    let refused: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("no credentials", vec![]),
+        (
+            "malformed header",
+            vec![("authorization", "Basic dXNlcjpwYXNz")],
+        ),
+        ("wrong key", vec![("authorization", wrong_bearer.as_str())]),
+        (
+            "revoked key",
+            vec![("authorization", revoked_bearer.as_str())],
+        ),
+    ];
+    let mut routes = api_routes();
+    routes.push((Method::GET, "/metrics", None));
+    for (method, path, body) in &routes {
+        for (case, headers) in &refused {
+            let (status, h, text) = call(&s.base, method, path, body.as_ref(), headers).await;
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{case}: {method} {path}: {text}"
+            );
+            assert!(h["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer"));
+            let err: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(err["error"]["code"], "invalid_api_key", "{text}");
+            assert!(
+                !text.contains(&good[8..]) && !text.contains(&wrong[8..]),
+                "{text}"
+            );
+        }
+        for headers in [
+            vec![("authorization", good_bearer.as_str())],
+            vec![("x-api-key", good.as_str())],
+        ] {
+            let (status, _, text) = call(&s.base, method, path, body.as_ref(), &headers).await;
+            assert_eq!(status, StatusCode::OK, "{method} {path}: {text}");
+        }
+    }
+    for path in ["/health", "/ready"] {
+        let (status, _, _) = call(&s.base, &Method::GET, path, None, &[]).await;
+        assert_eq!(status, StatusCode::OK, "{path} stays open");
+    }
+    // Revoking the last good key does not open the server again.
+    let good_id = good.split('_').nth(1).unwrap();
+    keys.revoke(good_id, auth::unix_now()).unwrap();
+    let (status, _, _) = call(
+        &s.base,
+        &Method::GET,
+        "/v1/models",
+        None,
+        &[("authorization", &good_bearer)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = call(&s.base, &Method::GET, "/v1/models", None, &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_metrics_need_no_key_while_the_api_does() {
+    let s = start(true).await;
+    s.authenticator
+        .keys()
+        .create(&new_key("k"), auth::unix_now())
+        .unwrap();
+    let (status, _, _) = call(&s.base, &Method::GET, "/metrics", None, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = call(&s.base, &Method::GET, "/v1/models", None, &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_key_cannot_ask_for_interactive() {
+    let s = start(false).await;
+    let now = auth::unix_now();
+    let mut batch = new_key("nightly");
+    batch.priority = Some(Priority::Batch);
+    let (_, batch_key) = s.authenticator.keys().create(&batch, now).unwrap();
+    let (_, free_key) = s
+        .authenticator
+        .keys()
+        .create(&new_key("desk"), now)
+        .unwrap();
+    let body = |priority: &str| json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1, "priority": priority});
+    for (key, asked) in [
+        (&batch_key, "interactive"),
+        (&batch_key, "batch"),
+        (&free_key, "interactive"),
+        (&free_key, "batch"),
+    ] {
+        let auth = format!("Bearer {key}");
+        let (status, _, text) = call(
+            &s.base,
+            &Method::POST,
+            "/v1/chat/completions",
+            Some(&body(asked)),
+            &[("authorization", &auth)],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+    }
+    assert_eq!(
+        *s.seen.lock().unwrap(),
+        [
+            Priority::Batch,
+            Priority::Batch,
+            Priority::Interactive,
+            Priority::Batch
+        ]
+    );
+}
