@@ -91,7 +91,7 @@ pub enum KeysCommand {
         /// Who or what the key is for
         #[arg(long)]
         name: String,
-        /// A role policies refer to (repeatable)
+        /// A role policies refer to (repeatable) [default: user]
         #[arg(long = "role", value_name = "ROLE")]
         roles: Vec<String>,
         /// An attribute policies refer to, e.g. `department=radiology` (repeatable)

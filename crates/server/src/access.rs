@@ -6,14 +6,19 @@
 
 use std::sync::Arc;
 
-use auth::{Authenticator, Credential};
-use axum::extract::{Request, State};
+use std::net::SocketAddr;
+
+use auth::{Authenticator, Credential, Policies, Principal, RequestContext, Resource};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 
 use crate::error::ApiError;
+use crate::routes::{ApiRoute, ResourceFrom};
+use crate::AppState;
 
 /// Header Anthropic-style clients send their key in.
 const X_API_KEY: &str = "x-api-key";
@@ -48,4 +53,86 @@ async fn check(
             ApiError::from(err).into_response()
         }
     }
+}
+
+/// What one API route's authorization needs.
+pub(crate) struct Gate {
+    pub app: Arc<AppState>,
+    pub policies: Arc<Policies>,
+    pub route: ApiRoute,
+    pub max_body_bytes: usize,
+}
+
+/// Asks the policies whether the request's principal may do the route's
+/// action on its resource. Requests without a principal passed an
+/// authentication layer that did not require one (no key exists yet).
+pub(crate) async fn authorize(
+    State(gate): State<Arc<Gate>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(principal) = request.extensions().get::<Principal>().cloned() else {
+        return next.run(request).await;
+    };
+    let source_ip = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let (request, resource) = match gate.route.resource {
+        ResourceFrom::Server => (request, Resource::Server),
+        ResourceFrom::BodyModel => match body_model(&gate, request).await {
+            Ok(pair) => pair,
+            Err(err) => return err.into_response(),
+        },
+    };
+    let context = RequestContext {
+        time: auth::unix_now(),
+        source_ip,
+        tls_client: None,
+    };
+    match gate
+        .policies
+        .decide(&principal, gate.route.action, &resource, &context)
+    {
+        Ok(d) if d.allowed => next.run(request).await,
+        Ok(d) => {
+            tracing::info!(
+                principal = %principal.id,
+                action = gate.route.action.as_str(),
+                forbidden_by = ?d.reasons,
+                "request denied by policy"
+            );
+            ApiError::forbidden(gate.route.action.as_str()).into_response()
+        }
+        Err(err) => ApiError::internal(&err).into_response(),
+    }
+}
+
+/// The served model a JSON body names, by its canonical id (an alias must
+/// not slip past a policy on the model), and the request rebuilt around the
+/// body it read. A body that is not JSON, or names no served model, goes on
+/// to the handler, which answers 400 or 404 before anything runs.
+async fn body_model(gate: &Gate, request: Request) -> Result<(Request, Resource), ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        model: Option<String>,
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, gate.max_body_bytes)
+        .await
+        .map_err(|_| ApiError::too_large(gate.max_body_bytes))?;
+    let named = serde_json::from_slice::<Named>(&bytes)
+        .ok()
+        .and_then(|n| n.model);
+    let model = match gate.app.find(named.as_deref()) {
+        Ok(served) => served.id.clone(),
+        // Unknown model: the handler answers 404 without running anything,
+        // and a name nobody serves reveals nothing.
+        Err(_) => named.unwrap_or_default(),
+    };
+    let resource = Resource::Model {
+        attrs: gate.app.model_attrs(&model),
+        name: model,
+    };
+    Ok((Request::from_parts(parts, Body::from(bytes)), resource))
 }

@@ -90,6 +90,26 @@ impl ApiError {
         }
     }
 
+    /// An authenticated principal whom the policies do not allow this.
+    pub fn forbidden(action: &str) -> Self {
+        Self {
+            status: StatusCode::FORBIDDEN,
+            code: "permission_denied",
+            ..Self::invalid(
+                "",
+                format!("Your credentials do not allow `{action}` on this resource"),
+            )
+        }
+    }
+
+    pub fn too_large(limit: usize) -> Self {
+        Self {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "request_too_large",
+            ..Self::invalid("", format!("The request body exceeds {limit} bytes"))
+        }
+    }
+
     /// A server-side failure: the caller sees a generic message, the log sees `detail`.
     pub fn internal(detail: &dyn std::fmt::Display) -> Self {
         tracing::error!(%detail, "internal error while serving a request");

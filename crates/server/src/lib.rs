@@ -14,7 +14,9 @@ mod reply;
 mod routes;
 mod wire;
 
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -25,7 +27,10 @@ use types::{SamplingParams, TextGenerator};
 pub use access::authenticated;
 pub use error::ApiError;
 pub use metrics::Metrics;
-pub use routes::{api_router, compose, metrics_router, ops_router, probes_router};
+pub use routes::{
+    api_router, compose, metrics_router, ops_router, probes_router, ApiRoute, ResourceFrom,
+    API_ROUTES,
+};
 
 /// One model this server answers for.
 pub struct ServedModel {
@@ -46,6 +51,8 @@ pub struct AppState {
     metrics: Arc<Metrics>,
     /// Set once shutdown begins: not ready, and no new generations.
     draining: AtomicBool,
+    /// Each model's attributes for policies (department, sensitivity...).
+    model_attrs: HashMap<String, BTreeMap<String, String>>,
 }
 
 impl AppState {
@@ -58,7 +65,18 @@ impl AppState {
             defaults: SamplingParams::default(),
             metrics,
             draining: AtomicBool::new(false),
+            model_attrs: HashMap::new(),
         }
+    }
+
+    /// Attributes policies see on a model, by its id.
+    pub fn with_model_attrs(mut self, id: &str, attrs: BTreeMap<String, String>) -> Self {
+        self.model_attrs.insert(id.to_string(), attrs);
+        self
+    }
+
+    fn model_attrs(&self, id: &str) -> BTreeMap<String, String> {
+        self.model_attrs.get(id).cloned().unwrap_or_default()
     }
 
     /// A state whose metrics watch exactly `models`.
@@ -127,6 +145,9 @@ pub struct Access {
     pub authenticator: Option<Arc<auth::Authenticator>>,
     /// `/metrics` without credentials.
     pub open_metrics: bool,
+    /// Decide every authenticated API request; `None` lets every
+    /// authenticated principal do everything.
+    pub policies: Option<Arc<auth::Policies>>,
 }
 
 impl Access {
@@ -135,6 +156,7 @@ impl Access {
         Access {
             authenticator: None,
             open_metrics: true,
+            policies: None,
         }
     }
 }
@@ -142,7 +164,7 @@ impl Access {
 /// Every route, the API (and `/metrics` unless open) behind `access`'s
 /// authenticator; `/health` and `/ready` always open.
 pub fn secured_router(state: Arc<AppState>, options: &ServerOptions, access: &Access) -> Router {
-    let api = api_router(Arc::clone(&state), options);
+    let api = api_router(Arc::clone(&state), options, access.policies.clone());
     let metrics = metrics_router(Arc::clone(&state));
     let probes = probes_router(Arc::clone(&state));
     let guarded = match &access.authenticator {
@@ -159,7 +181,11 @@ pub async fn serve(
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    // Connection addresses feed policies' `context.source_ip`.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

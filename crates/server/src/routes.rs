@@ -5,30 +5,100 @@
 
 use std::sync::Arc;
 
+use auth::{Action, Policies};
 use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
 use crate::wire::{ChatCompletionRequest, CompletionRequest};
-use crate::{completion, metrics, models, AppState, ServerOptions};
+use crate::{access, completion, metrics, models, AppState, ServerOptions};
 
-/// The OpenAI-compatible API.
-pub fn api_router(state: Arc<AppState>, options: &ServerOptions) -> Router {
-    Router::new()
-        .route("/v1/models", get(models::list))
-        .route("/v1/models/{id}", get(models::get))
-        .route(
-            "/v1/chat/completions",
-            post(completion::complete::<ChatCompletionRequest>),
-        )
-        .route(
-            "/v1/completions",
-            post(completion::complete::<CompletionRequest>),
-        )
+/// Where an API route's resource comes from, for policy decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceFrom {
+    /// The server as a whole.
+    Server,
+    /// The model the JSON body names (the default model when it names none).
+    BodyModel,
+}
+
+/// One API route: what it is and what it asks to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiRoute {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub action: Action,
+    pub resource: ResourceFrom,
+}
+
+/// Every API route. The API router is built from this table alone, so no
+/// route exists without an action for the policies to decide on, and tests
+/// enumerate it.
+pub const API_ROUTES: &[ApiRoute] = &[
+    ApiRoute {
+        method: "GET",
+        path: "/v1/models",
+        action: Action::ListModels,
+        resource: ResourceFrom::Server,
+    },
+    ApiRoute {
+        method: "GET",
+        path: "/v1/models/{id}",
+        action: Action::ListModels,
+        resource: ResourceFrom::Server,
+    },
+    ApiRoute {
+        method: "POST",
+        path: "/v1/chat/completions",
+        action: Action::Predict,
+        resource: ResourceFrom::BodyModel,
+    },
+    ApiRoute {
+        method: "POST",
+        path: "/v1/completions",
+        action: Action::Predict,
+        resource: ResourceFrom::BodyModel,
+    },
+];
+
+/// The handler behind each row of [`API_ROUTES`].
+fn handler(route: &ApiRoute) -> MethodRouter<Arc<AppState>> {
+    match route.path {
+        "/v1/models" => get(models::list),
+        "/v1/models/{id}" => get(models::get),
+        "/v1/chat/completions" => post(completion::complete::<ChatCompletionRequest>),
+        "/v1/completions" => post(completion::complete::<CompletionRequest>),
+        other => unreachable!("API_ROUTES names {other} without a handler"),
+    }
+}
+
+/// The OpenAI-compatible API; with `policies`, every route asks them first
+/// (requests that carry an authenticated principal).
+pub fn api_router(
+    state: Arc<AppState>,
+    options: &ServerOptions,
+    policies: Option<Arc<Policies>>,
+) -> Router {
+    let mut router = Router::new();
+    for route in API_ROUTES {
+        let mut method_router = handler(route);
+        if let Some(policies) = &policies {
+            let gate = Arc::new(access::Gate {
+                app: Arc::clone(&state),
+                policies: Arc::clone(policies),
+                route: *route,
+                max_body_bytes: options.max_body_bytes,
+            });
+            method_router =
+                method_router.route_layer(middleware::from_fn_with_state(gate, access::authorize));
+        }
+        router = router.route(route.path, method_router);
+    }
+    router
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
         .with_state(state)
 }

@@ -56,9 +56,15 @@ async fn start(open_metrics: bool) -> Served {
         created: 1,
         generator,
     }]));
+    let policies = auth::Policies::from_sources(vec![(
+        "default.cedar".into(),
+        auth::policy::DEFAULT_POLICIES.to_string(),
+    )])
+    .unwrap();
     let access = Access {
         authenticator: Some(Arc::clone(&authenticator)),
         open_metrics,
+        policies: Some(Arc::new(policies)),
     };
     let app = server::secured_router(state, &ServerOptions::default(), &access);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -250,4 +256,53 @@ async fn a_batch_key_cannot_ask_for_interactive() {
             Priority::Batch
         ]
     );
+}
+
+/// The route table is the single source: every API route it lists answers
+/// a principal the policies allow, and refuses one they do not with 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_api_route_asks_the_policies() {
+    let s = start(false).await;
+    let now = auth::unix_now();
+    let (_, user) = s
+        .authenticator
+        .keys()
+        .create(&new_key("user"), now)
+        .unwrap();
+    let mut nobody = new_key("no roles");
+    nobody.roles.clear();
+    let (_, nobody) = s.authenticator.keys().create(&nobody, now).unwrap();
+    let listed: Vec<(String, String)> = server::API_ROUTES
+        .iter()
+        .map(|r| (r.method.to_string(), r.path.replace("{id}", "smollm2")))
+        .collect();
+    let tested: Vec<(String, String)> = api_routes()
+        .iter()
+        .map(|(m, p, _)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(listed, tested, "the test covers exactly the route table");
+    for (method, path, body) in api_routes() {
+        let user_auth = format!("Bearer {user}");
+        let (status, _, text) = call(
+            &s.base,
+            &method,
+            path,
+            body.as_ref(),
+            &[("authorization", &user_auth)],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{method} {path}: {text}");
+        let nobody_auth = format!("Bearer {nobody}");
+        let (status, _, text) = call(
+            &s.base,
+            &method,
+            path,
+            body.as_ref(),
+            &[("authorization", &nobody_auth)],
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {text}");
+        let err: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(err["error"]["code"], "permission_denied", "{text}");
+    }
 }

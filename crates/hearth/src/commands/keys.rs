@@ -33,7 +33,12 @@ pub fn keys(config: &Config, command: KeysCommand) -> Result<()> {
         } => {
             let new = NewKey {
                 name,
-                roles: roles.into_iter().collect::<BTreeSet<_>>(),
+                // The default policies let `user` use models.
+                roles: if roles.is_empty() {
+                    BTreeSet::from(["user".to_string()])
+                } else {
+                    roles.into_iter().collect()
+                },
                 attrs: parse_attrs(&attrs)?,
                 priority: priority.as_deref().and_then(Priority::parse),
                 expires_at: expires

@@ -141,10 +141,37 @@ fn access(config: &Config, addr: SocketAddr) -> Result<server::Access> {
              `hearth keys create --name NAME` (or pass --insecure-no-auth to serve everyone)"
         );
     }
+    let policies = load_policies(config)?;
+    tracing::info!(
+        policies = policies.len(),
+        files = policies.files().len(),
+        "authorization policies loaded"
+    );
     Ok(server::Access {
         authenticator: Some(authenticator),
         open_metrics: settings.open_metrics,
+        policies: Some(Arc::new(policies)),
     })
+}
+
+/// `$HEARTH_HOME/policies/*.cedar`, validated. A home without the directory
+/// gets the default policies (users use models, admins do anything) and the
+/// radiology example, so a first key with the default `user` role works.
+fn load_policies(config: &Config) -> Result<auth::Policies> {
+    let dir = config.home.join("policies");
+    if !dir.exists() {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::write(dir.join("default.cedar"), auth::policy::DEFAULT_POLICIES)
+            .with_context(|| format!("cannot write {}", dir.display()))?;
+        std::fs::write(
+            dir.join("radiology.cedar.example"),
+            auth::policy::EXAMPLE_POLICIES,
+        )
+        .with_context(|| format!("cannot write {}", dir.display()))?;
+        tracing::info!(dir = %dir.display(), "installed the default policies");
+    }
+    Ok(auth::Policies::load_dir(&dir)?)
 }
 
 fn server_now() -> u64 {
