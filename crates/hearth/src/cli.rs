@@ -82,6 +82,40 @@ pub enum Command {
     /// Create, list and revoke API keys
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Ask the authorization policies for a decision
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Print the decision and the policies that made it
+    Check {
+        /// A stored key's id (its roles and attributes), or any name with --role/--attr
+        #[arg(long, value_name = "KEY_ID|NAME")]
+        principal: String,
+        /// A role of an ad-hoc principal (repeatable)
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+        /// An attribute of an ad-hoc principal, key=value (repeatable)
+        #[arg(long = "attr", value_name = "KEY=VALUE")]
+        attrs: Vec<String>,
+        /// predict, embed, list_models, pull, delete_model, manage_keys, read_audit or admin
+        #[arg(long)]
+        action: String,
+        /// `model:NAME` or `server`
+        #[arg(long)]
+        resource: String,
+        /// An attribute of the model, key=value (repeatable)
+        #[arg(long = "resource-attr", value_name = "KEY=VALUE")]
+        resource_attrs: Vec<String>,
+        /// Request context as JSON: {"time": UNIX_SECONDS, "source_ip": "10.0.0.1", "tls_client": "CN=..."}
+        #[arg(long, value_name = "JSON")]
+        context: Option<String>,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -199,7 +199,9 @@ fn credentials_never_reach_the_logs() {
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap();
-    let wrong = format!("{}ff", &secret[..secret.len() - 2]);
+    // The same key with its last hex digit changed (never equal to it).
+    let last = if secret.ends_with('0') { '1' } else { '0' };
+    let wrong = format!("{}{last}", &secret[..secret.len() - 1]);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while client.get(format!("{base}/ready")).send().unwrap().status() != 200 {
         assert!(std::time::Instant::now() < deadline, "never became ready");
@@ -236,4 +238,107 @@ fn credentials_never_reach_the_logs() {
         !text.contains(wrong_part),
         "a presented secret reached the log"
     );
+}
+
+#[test]
+fn policy_check_explains_decisions() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let policies = h.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    let table = Path::new(env!("CARGO_MANIFEST_DIR")).join("../auth/tests/policies");
+    for entry in std::fs::read_dir(table).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, policies.join(path.file_name().unwrap())).unwrap();
+    }
+    let check = |args: &[&str]| {
+        ok(hearth(h)
+            .args(["policy", "check"])
+            .args(args)
+            .output()
+            .unwrap())
+        .trim()
+        .to_string()
+    };
+    let radiologist = [
+        "--principal",
+        "dr-x",
+        "--role",
+        "radiologist",
+        "--attr",
+        "certification=board_certified",
+        "--action",
+        "predict",
+        "--resource",
+        "model:medical_qa",
+    ];
+    let mut in_radiology = radiologist.to_vec();
+    in_radiology.extend(["--attr", "department=radiology"]);
+    assert_eq!(check(&in_radiology), "ALLOW by radiologists-use-medical-qa");
+    let mut in_cardiology = radiologist.to_vec();
+    in_cardiology.extend(["--attr", "department=cardiology"]);
+    assert_eq!(check(&in_cardiology), "DENY (no policy permits this)");
+    let outside = [
+        "--principal",
+        "ops",
+        "--role",
+        "admin",
+        "--action",
+        "admin",
+        "--resource",
+        "server",
+        "--context",
+        r#"{"source_ip": "192.168.1.5"}"#,
+    ];
+    assert_eq!(check(&outside), "DENY by admin-only-inside");
+
+    // A stored key is checked with its own roles (the default `user`).
+    let secret = create(h, &["--name", "desk"]);
+    let id = secret.split('_').nth(1).unwrap();
+    let out: Value = serde_json::from_str(&check(&[
+        "--principal",
+        id,
+        "--action",
+        "predict",
+        "--resource",
+        "model:smollm2",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(out["decision"], "allow");
+    assert_eq!(out["policies"][0], "users-use-models");
+
+    let err = failed(
+        hearth(h)
+            .args([
+                "policy",
+                "check",
+                "--principal",
+                "x",
+                "--action",
+                "fly",
+                "--resource",
+                "server",
+            ])
+            .output()
+            .unwrap(),
+    );
+    assert!(err.contains("fly"), "{err}");
+    std::fs::write(policies.join("zz-broken.cedar"), "permit (principal,").unwrap();
+    let err = failed(
+        hearth(h)
+            .args([
+                "policy",
+                "check",
+                "--principal",
+                "x",
+                "--action",
+                "admin",
+                "--resource",
+                "server",
+            ])
+            .output()
+            .unwrap(),
+    );
+    assert!(err.contains("zz-broken.cedar"), "{err}");
 }

@@ -141,7 +141,9 @@ async fn once_a_key_exists_every_api_route_needs_one() {
     keys.revoke(&revoked_info.id, now).unwrap();
     let bearer = |k: &str| format!("Bearer {k}");
     let (good_bearer, revoked_bearer) = (bearer(&good), bearer(&revoked));
-    let wrong = format!("{}0", &good[..good.len() - 1]);
+    // The same key with its last hex digit changed (never equal to it).
+    let last = if good.ends_with('0') { '1' } else { '0' };
+    let wrong = format!("{}{last}", &good[..good.len() - 1]);
     let wrong_bearer = bearer(&wrong);
     let refused: Vec<(&str, Vec<(&str, &str)>)> = vec![
         ("no credentials", vec![]),

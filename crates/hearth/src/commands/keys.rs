@@ -79,7 +79,7 @@ pub fn keys(config: &Config, command: KeysCommand) -> Result<()> {
     Ok(())
 }
 
-fn parse_attrs(pairs: &[String]) -> Result<BTreeMap<String, String>> {
+pub fn parse_attrs(pairs: &[String]) -> Result<BTreeMap<String, String>> {
     let mut attrs = BTreeMap::new();
     for pair in pairs {
         let Some((k, v)) = pair.split_once('=') else {

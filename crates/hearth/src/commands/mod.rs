@@ -4,6 +4,7 @@ mod bench;
 mod generate;
 mod keys;
 mod models;
+mod policy;
 mod serve;
 
 use std::io::IsTerminal;
@@ -34,6 +35,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => serve::serve(&Config::load(global, &args.engine, Some(&args))?),
         Command::Bench(args) => bench::bench(&Config::load(global, &args.engine, None)?, &args),
         Command::Keys(command) => keys::keys(&Config::load(global, &none, None)?, command),
+        Command::Policy(command) => policy::policy(&Config::load(global, &none, None)?, command),
     }
 }
 

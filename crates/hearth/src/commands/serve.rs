@@ -157,7 +157,7 @@ fn access(config: &Config, addr: SocketAddr) -> Result<server::Access> {
 /// `$HEARTH_HOME/policies/*.cedar`, validated. A home without the directory
 /// gets the default policies (users use models, admins do anything) and the
 /// radiology example, so a first key with the default `user` role works.
-fn load_policies(config: &Config) -> Result<auth::Policies> {
+pub fn load_policies(config: &Config) -> Result<auth::Policies> {
     let dir = config.home.join("policies");
     if !dir.exists() {
         std::fs::create_dir_all(&dir)
