@@ -222,6 +222,12 @@ impl KeyStore {
             .map_err(|e| self.sql(e))
     }
 
+    /// One key by id (with or without the `hth_` prefix).
+    pub fn find(&self, id: &str) -> Result<Option<KeyInfo>, StoreError> {
+        let id = id.strip_prefix(KEY_PREFIX).unwrap_or(id);
+        Ok(self.get(id)?.map(|(info, _)| info))
+    }
+
     fn get(&self, id: &str) -> Result<Option<(KeyInfo, Vec<u8>)>, StoreError> {
         self.lock()
             .query_row(&format!("{SELECT} WHERE id = ?1"), [id], row_to_key)

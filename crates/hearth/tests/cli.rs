@@ -1,12 +1,14 @@
 //! The `hearth` binary end to end: real model, real pip, real server on loopback.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
 mod support;
+
+use support::{failed, ok};
 
 fn hearth() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearth"));
@@ -14,19 +16,6 @@ fn hearth() -> Command {
         .env_remove("HEARTH_CONFIG")
         .env("HEARTH_THREADS", "2");
     cmd
-}
-
-fn ok(output: Output) -> String {
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "exit {}: {stderr}", output.status);
-    String::from_utf8(output.stdout).expect("stdout is UTF-8")
-}
-
-fn failed(output: Output) -> String {
-    assert_eq!(output.status.code(), Some(1), "expected a clean failure");
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    stderr
 }
 
 #[test]

@@ -1,11 +1,14 @@
 //! `hearth keys` and what keys change about `hearth serve`, end to end.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
+
+mod support;
+
+use support::{failed, ok, spawn_server, spawn_server_logging_to};
 
 /// `hearth` in its own home: keys created here must not lock other tests
 /// out of the shared test home.
@@ -17,17 +20,9 @@ fn hearth(home: &Path) -> Command {
     cmd
 }
 
-fn ok(output: Output) -> String {
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "exit {}: {stderr}", output.status);
-    String::from_utf8(output.stdout).unwrap()
-}
-
-fn failed(output: Output) -> String {
-    assert_eq!(output.status.code(), Some(1), "expected a clean failure");
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    stderr
+/// The stderr of `hearth ARGS` in `home`, which must fail cleanly.
+fn refused(home: &Path, args: &[&str]) -> String {
+    failed(hearth(home).args(args).output().unwrap())
 }
 
 fn create(home: &Path, args: &[&str]) -> String {
@@ -86,26 +81,11 @@ fn keys_are_created_listed_and_revoked() {
         "{table}"
     );
 
-    let err = failed(
-        hearth(h)
-            .args(["keys", "revoke", "0123456789ab"])
-            .output()
-            .unwrap(),
-    );
+    let err = refused(h, &["keys", "revoke", "0123456789ab"]);
     assert!(err.contains("0123456789ab"), "{err}");
-    let err = failed(
-        hearth(h)
-            .args(["keys", "create", "--name", "x", "--expires", "soon"])
-            .output()
-            .unwrap(),
-    );
+    let err = refused(h, &["keys", "create", "--name", "x", "--expires", "soon"]);
     assert!(err.contains("soon"), "{err}");
-    let err = failed(
-        hearth(h)
-            .args(["keys", "create", "--name", "x", "--attr", "novalue"])
-            .output()
-            .unwrap(),
-    );
+    let err = refused(h, &["keys", "create", "--name", "x", "--attr", "novalue"]);
     assert!(err.contains("novalue"), "{err}");
 }
 
@@ -133,16 +113,7 @@ fn serving_beyond_loopback_needs_a_key_or_an_explicit_override() {
     assert!(err.contains("hearth keys create"), "{err}");
 
     // The override starts, and says so.
-    let mut child = serve(&["--insecure-no-auth"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("listening on "), "{line}");
+    let (mut child, _) = spawn_server_logging_to(serve(&["--insecure-no-auth"]), Stdio::piped());
     child.kill().unwrap();
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -150,16 +121,7 @@ fn serving_beyond_loopback_needs_a_key_or_an_explicit_override() {
 
     // With a key, the same address is fine.
     create(home.path(), &["--name", "ops"]);
-    let mut child = serve(&[])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("listening on "), "{line}");
+    let (mut child, _) = spawn_server(serve(&[]));
     child.kill().unwrap();
     child.wait().unwrap();
 }
@@ -170,31 +132,19 @@ fn credentials_never_reach_the_logs() {
     let secret = create(home.path(), &["--name", "logged"]);
     let secret_part = secret.rsplit('_').next().unwrap().to_string();
     let log = home.path().join("serve.log");
-    let mut child = hearth(home.path())
-        .args([
-            "serve",
-            "--port",
-            "0",
-            "--ctx-size",
-            "256",
-            "--log",
-            "trace,llama-cpp-2=warn",
-            "--model",
-        ])
-        .arg(testkit::default_model())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_string();
+    let mut cmd = hearth(home.path());
+    cmd.args([
+        "serve",
+        "--port",
+        "0",
+        "--ctx-size",
+        "256",
+        "--log",
+        "trace,llama-cpp-2=warn",
+        "--model",
+    ])
+    .arg(testkit::default_model());
+    let (mut child, base) = spawn_server_logging_to(cmd, std::fs::File::create(&log).unwrap());
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
@@ -308,37 +258,33 @@ fn policy_check_explains_decisions() {
     assert_eq!(out["decision"], "allow");
     assert_eq!(out["policies"][0], "users-use-models");
 
-    let err = failed(
-        hearth(h)
-            .args([
-                "policy",
-                "check",
-                "--principal",
-                "x",
-                "--action",
-                "fly",
-                "--resource",
-                "server",
-            ])
-            .output()
-            .unwrap(),
+    let err = refused(
+        h,
+        &[
+            "policy",
+            "check",
+            "--principal",
+            "x",
+            "--action",
+            "fly",
+            "--resource",
+            "server",
+        ],
     );
     assert!(err.contains("fly"), "{err}");
     std::fs::write(policies.join("zz-broken.cedar"), "permit (principal,").unwrap();
-    let err = failed(
-        hearth(h)
-            .args([
-                "policy",
-                "check",
-                "--principal",
-                "x",
-                "--action",
-                "admin",
-                "--resource",
-                "server",
-            ])
-            .output()
-            .unwrap(),
+    let err = refused(
+        h,
+        &[
+            "policy",
+            "check",
+            "--principal",
+            "x",
+            "--action",
+            "admin",
+            "--resource",
+            "server",
+        ],
     );
     assert!(err.contains("zz-broken.cedar"), "{err}");
 }

@@ -36,11 +36,7 @@ pub fn policy(config: &Config, command: PolicyCommand) -> Result<()> {
         let known: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
         bail!("--action `{action}` is not one of {}", known.join(", "));
     };
-    let principal = match open_key_store(config)?
-        .list()?
-        .into_iter()
-        .find(|k| k.id == principal.trim_start_matches(auth::KEY_PREFIX))
-    {
+    let principal = match open_key_store(config)?.find(&principal)? {
         Some(key) if roles.is_empty() && attrs.is_empty() => Principal {
             id: format!("key:{}", key.id),
             name: key.name,

@@ -1,16 +1,20 @@
-//! Starting `hearth serve` from integration tests.
+//! What the binary's integration tests share: starting `hearth serve`, and
+//! reading a command's outcome.
+// Each test binary uses its own subset of these helpers.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 /// Spawns `cmd` (a `hearth serve --port 0 …`), reads the address line it
 /// prints once listening, and returns the child with its base URL.
-pub fn spawn_server(mut cmd: Command) -> (Child, String) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+pub fn spawn_server(cmd: Command) -> (Child, String) {
+    spawn_server_logging_to(cmd, Stdio::null())
+}
+
+/// [`spawn_server`], with the server's log going to `stderr`.
+pub fn spawn_server_logging_to(mut cmd: Command, stderr: impl Into<Stdio>) -> (Child, String) {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
@@ -21,4 +25,19 @@ pub fn spawn_server(mut cmd: Command) -> (Child, String) {
         .expect("address line")
         .to_string();
     (child, base)
+}
+
+/// The stdout of a command that must succeed.
+pub fn ok(output: Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "exit {}: {stderr}", output.status);
+    String::from_utf8(output.stdout).expect("stdout is UTF-8")
+}
+
+/// The stderr of a command that must fail cleanly (exit 1, no panic).
+pub fn failed(output: Output) -> String {
+    assert_eq!(output.status.code(), Some(1), "expected a clean failure");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
 }
