@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 /// A credential that does not identify anyone.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {
     #[error("no credentials: send `Authorization: Bearer <key>` or `x-api-key: <key>`")]
     Missing,
@@ -19,6 +19,14 @@ pub enum AuthError {
     Revoked { id: String },
     #[error("API key {id} has expired")]
     Expired { id: String },
+    /// A bearer token that is not a valid JWT from a trusted issuer: the
+    /// reason names the check that failed, never the token.
+    #[error("invalid bearer token: {0}")]
+    InvalidToken(&'static str),
+    /// Signed by a key the issuer does not (yet) publish: a rotation the
+    /// cached JWKS has not seen, or a forgery.
+    #[error("invalid bearer token: signed by a key {issuer} does not publish")]
+    UnknownSigningKey { issuer: String },
     /// The store could not be read; the request is refused, not let through.
     #[error("credentials could not be checked")]
     Unavailable,

@@ -1,6 +1,6 @@
 //! Who is asking and what they may do, without HTTP.
 //!
-//! A request's credential (an API key or, later, a JWT) becomes a
+//! A request's credential (an API key or a JWT) becomes a
 //! [`Principal`]: an id, roles and attributes that policies decide on, and
 //! the priority class its requests may use. API keys live hashed in an
 //! embedded SQLite database ([`KeyStore`]). [`Policies`] (Cedar) decide
@@ -9,12 +9,14 @@
 
 mod authenticator;
 mod error;
+mod jwt;
 mod keys;
 pub mod policy;
 mod principal;
 
 pub use authenticator::Authenticator;
 pub use error::{AuthError, StoreError};
+pub use jwt::{JwtConfigError, JwtIssuerConfig, JwtVerifier};
 pub use keys::{KeyInfo, KeyStore, NewKey, KEY_PREFIX};
 pub use policy::{Action, Policies, PolicyDecision, PolicyError, RequestContext, Resource};
 pub use principal::{Credential, Principal};

@@ -4,6 +4,7 @@
 //! environment into the flags, so this module only layers the file and the
 //! defaults underneath, then checks every value before anything starts.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -25,6 +26,27 @@ pub struct FileConfig {
     pub engine: FileEngine,
     #[serde(default)]
     pub server: FileServer,
+    #[serde(default)]
+    pub auth: FileAuth,
+    /// Per-model settings, by model name.
+    #[serde(default)]
+    pub models: BTreeMap<String, FileModel>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAuth {
+    /// Trusted JWT issuers (`[[auth.jwt]]`), checked in `auth::JwtVerifier`.
+    #[serde(default)]
+    pub jwt: Vec<auth::JwtIssuerConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileModel {
+    /// Attributes policies see on the model (`resource.department`…).
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -66,6 +88,10 @@ pub struct Config {
     /// Seed used when a request does not bring its own.
     pub seed: Option<u32>,
     pub server: ServerSettings,
+    /// Trusted JWT issuers; structured, so only the file sets them.
+    pub jwt_issuers: Vec<auth::JwtIssuerConfig>,
+    /// Policy attributes per model name.
+    pub model_attrs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -163,6 +189,12 @@ impl Config {
             engine: engine_config,
             seed: engine.seed.or(fe.seed),
             server,
+            jwt_issuers: file.auth.jwt,
+            model_attrs: file
+                .models
+                .into_iter()
+                .map(|(name, m)| (name, m.attributes))
+                .collect(),
         };
         config.validate()?;
         Ok(config)

@@ -1,24 +1,14 @@
 //! `hearth keys` and what keys change about `hearth serve`, end to end.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
 
 mod support;
 
-use support::{failed, ok, spawn_server, spawn_server_logging_to};
-
-/// `hearth` in its own home: keys created here must not lock other tests
-/// out of the shared test home.
-fn hearth(home: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearth"));
-    cmd.env("HEARTH_HOME", home)
-        .env_remove("HEARTH_CONFIG")
-        .env("HEARTH_THREADS", "2");
-    cmd
-}
+use support::{failed, hearth, ok, spawn_server, spawn_server_logging_to, wait_ready};
 
 /// The stderr of `hearth ARGS` in `home`, which must fail cleanly.
 fn refused(home: &Path, args: &[&str]) -> String {
@@ -152,11 +142,7 @@ fn credentials_never_reach_the_logs() {
     // The same key with its last hex digit changed (never equal to it).
     let last = if secret.ends_with('0') { '1' } else { '0' };
     let wrong = format!("{}{last}", &secret[..secret.len() - 1]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while client.get(format!("{base}/ready")).send().unwrap().status() != 200 {
-        assert!(std::time::Instant::now() < deadline, "never became ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_ready(&base);
     for (header, value) in [
         ("authorization", format!("Bearer {secret}")),
         ("x-api-key", secret.clone()),

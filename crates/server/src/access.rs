@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use std::net::SocketAddr;
 
-use auth::{Authenticator, Credential, Policies, Principal, RequestContext, Resource};
+use auth::{AuthError, Authenticator, Credential, Policies, Principal, RequestContext, Resource};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::AUTHORIZATION;
@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 
 use crate::error::ApiError;
+use crate::jwks::JwksRefresher;
 use crate::routes::{ApiRoute, ResourceFrom};
 use crate::AppState;
 
@@ -24,16 +25,28 @@ use crate::AppState;
 const X_API_KEY: &str = "x-api-key";
 
 /// `router` with every route behind `authenticator`. Authenticated requests
-/// carry their [`auth::Principal`] as an extension.
-pub fn authenticated(router: Router, authenticator: Arc<Authenticator>) -> Router {
-    router.layer(middleware::from_fn_with_state(authenticator, check))
+/// carry their [`auth::Principal`] as an extension. With `jwks`, a token
+/// signed by a key not yet cached triggers one fetch of its issuer's keys
+/// and one more try.
+pub fn authenticated(
+    router: Router,
+    authenticator: Arc<Authenticator>,
+    jwks: Option<Arc<JwksRefresher>>,
+) -> Router {
+    let layer = Arc::new(AuthLayer {
+        authenticator,
+        jwks,
+    });
+    router.layer(middleware::from_fn_with_state(layer, check))
 }
 
-async fn check(
-    State(authenticator): State<Arc<Authenticator>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+struct AuthLayer {
+    authenticator: Arc<Authenticator>,
+    jwks: Option<Arc<JwksRefresher>>,
+}
+
+async fn check(State(layer): State<Arc<AuthLayer>>, mut request: Request, next: Next) -> Response {
+    let authenticator = &layer.authenticator;
     if !authenticator.required() {
         return next.run(request).await;
     }
@@ -42,7 +55,17 @@ async fn check(
         headers.get(AUTHORIZATION).map(|v| v.as_bytes()),
         headers.get(X_API_KEY).map(|v| v.as_bytes()),
     );
-    let principal = credential.and_then(|c| authenticator.authenticate(&c, auth::unix_now()));
+    let mut principal = credential
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|c| authenticator.authenticate(c, auth::unix_now()));
+    if let (Err(AuthError::UnknownSigningKey { issuer }), Some(jwks), Ok(c)) =
+        (&principal, &layer.jwks, &credential)
+    {
+        if jwks.refresh_now(issuer).await {
+            principal = authenticator.authenticate(c, auth::unix_now());
+        }
+    }
     match principal {
         Ok(principal) => {
             request.extensions_mut().insert(principal);

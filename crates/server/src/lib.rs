@@ -8,6 +8,7 @@
 mod access;
 mod completion;
 mod error;
+mod jwks;
 mod metrics;
 mod models;
 mod reply;
@@ -26,6 +27,7 @@ use types::{SamplingParams, TextGenerator};
 
 pub use access::authenticated;
 pub use error::ApiError;
+pub use jwks::JwksRefresher;
 pub use metrics::Metrics;
 pub use routes::{
     api_router, compose, metrics_router, ops_router, probes_router, ApiRoute, ResourceFrom,
@@ -148,6 +150,8 @@ pub struct Access {
     /// Decide every authenticated API request; `None` lets every
     /// authenticated principal do everything.
     pub policies: Option<Arc<auth::Policies>>,
+    /// Fetches JWT issuers' keys when a token names one not yet cached.
+    pub jwks: Option<Arc<JwksRefresher>>,
 }
 
 impl Access {
@@ -157,6 +161,7 @@ impl Access {
             authenticator: None,
             open_metrics: true,
             policies: None,
+            jwks: None,
         }
     }
 }
@@ -169,8 +174,10 @@ pub fn secured_router(state: Arc<AppState>, options: &ServerOptions, access: &Ac
     let probes = probes_router(Arc::clone(&state));
     let guarded = match &access.authenticator {
         None => api.merge(metrics),
-        Some(a) if access.open_metrics => authenticated(api, Arc::clone(a)).merge(metrics),
-        Some(a) => authenticated(api.merge(metrics), Arc::clone(a)),
+        Some(a) if access.open_metrics => {
+            authenticated(api, Arc::clone(a), access.jwks.clone()).merge(metrics)
+        }
+        Some(a) => authenticated(api.merge(metrics), Arc::clone(a), access.jwks.clone()),
     };
     compose(guarded, probes, state)
 }

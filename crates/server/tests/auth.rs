@@ -9,12 +9,20 @@ use engine::{Engine, EngineConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use server::{Access, AppState, ServedModel, ServerOptions};
+use testkit::jwt::{jwks, Signer};
 use types::{GenerateError, Generation, GenerationRequest, Priority, TextGenerator};
+
+fn with(mut v: Value, key: &str, value: Value) -> Value {
+    v[key] = value;
+    v
+}
 
 struct Served {
     base: String,
     authenticator: Arc<Authenticator>,
     seen: Arc<Mutex<Vec<Priority>>>,
+    /// Signs tokens for tests that set a provider up.
+    signer: Signer,
     _dir: tempfile::TempDir,
 }
 
@@ -32,9 +40,66 @@ impl TextGenerator for Recording {
 }
 
 async fn start(open_metrics: bool) -> Served {
+    start_with(open_metrics, Vec::new()).await
+}
+
+const ISS: &str = "https://idp.hospital.test/realms/staff";
+
+/// A JWKS endpoint on loopback whose document the test can change.
+struct Provider {
+    url: String,
+    document: Arc<Mutex<String>>,
+    fetches: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn provider(document: String) -> Provider {
+    use axum::extract::State;
+    let document = Arc::new(Mutex::new(document));
+    let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let state = (Arc::clone(&document), Arc::clone(&fetches));
+    let app = axum::Router::new()
+        .route(
+            "/certs",
+            axum::routing::get(
+                |State((doc, n)): State<(
+                    Arc<Mutex<String>>,
+                    Arc<std::sync::atomic::AtomicUsize>,
+                )>| async move {
+                    n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    doc.lock().unwrap().clone()
+                },
+            ),
+        )
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/certs", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Provider {
+        url,
+        document,
+        fetches,
+    }
+}
+
+fn issuer(jwks_url: &str) -> auth::JwtIssuerConfig {
+    toml::from_str(&format!(
+        "issuer = \"{ISS}\"\naudience = \"hearth\"\nalgorithms = [\"ES256\", \"EdDSA\"]\njwks_url = \"{jwks_url}\"\n"
+    ))
+    .unwrap()
+}
+
+/// Claims a provider would put in a staff member's token, `roles` theirs.
+fn staff(roles: &[&str]) -> Value {
+    let now = auth::unix_now();
+    json!({"iss": ISS, "aud": "hearth", "sub": "u-42", "exp": now + 600, "iat": now, "roles": roles})
+}
+
+async fn start_with(open_metrics: bool, jwt: Vec<auth::JwtIssuerConfig>) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let keys = KeyStore::open(&dir.path().join("auth.db")).unwrap();
-    let authenticator = Arc::new(Authenticator::new(keys));
+    let verifier = auth::JwtVerifier::new(jwt).unwrap();
+    let authenticator = Arc::new(Authenticator::with_jwt(keys, verifier));
+    let jwks = server::JwksRefresher::start(Arc::clone(&authenticator)).await;
     let config = EngineConfig {
         threads: 2,
         ctx_size: Some(512),
@@ -65,6 +130,7 @@ async fn start(open_metrics: bool) -> Served {
         authenticator: Some(Arc::clone(&authenticator)),
         open_metrics,
         policies: Some(Arc::new(policies)),
+        jwks,
     };
     let app = server::secured_router(state, &ServerOptions::default(), &access);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -78,6 +144,7 @@ async fn start(open_metrics: bool) -> Served {
         base,
         authenticator,
         seen,
+        signer: Signer::es256("unset"),
         _dir: dir,
     }
 }
@@ -128,12 +195,24 @@ fn new_key(name: &str) -> NewKey {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_a_key_exists_every_api_route_needs_one() {
-    let s = start(false).await;
-    // No key yet: a loopback server answers everyone.
-    for (method, path, body) in api_routes() {
-        let (status, _, text) = call(&s.base, &method, path, body.as_ref(), &[]).await;
-        assert_eq!(status, StatusCode::OK, "{method} {path}: {text}");
-    }
+    let signer = Signer::es256("2026-11");
+    let idp = provider(jwks(&[&signer])).await;
+    let s = start_with(false, vec![issuer(&idp.url)]).await;
+    // A configured issuer requires credentials before any key exists.
+    let (status, _, _) = call(&s.base, &Method::GET, "/v1/models", None, &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let jwt = |claims: &Value| format!("Bearer {}", signer.sign(claims));
+    let expired = jwt(&with(
+        staff(&["user"]),
+        "exp",
+        json!(auth::unix_now() - 3600),
+    ));
+    let wrong_audience = jwt(&with(staff(&["user"]), "aud", json!("billing")));
+    let unknown_key = format!(
+        "Bearer {}",
+        Signer::other_eddsa("stolen").sign(&staff(&["user"]))
+    );
+    let valid_jwt = jwt(&staff(&["user"]));
     let now = auth::unix_now();
     let keys = s.authenticator.keys();
     let (_, good) = keys.create(&new_key("good"), now).unwrap();
@@ -155,6 +234,15 @@ async fn once_a_key_exists_every_api_route_needs_one() {
         (
             "revoked key",
             vec![("authorization", revoked_bearer.as_str())],
+        ),
+        ("expired JWT", vec![("authorization", expired.as_str())]),
+        (
+            "JWT for another audience",
+            vec![("authorization", wrong_audience.as_str())],
+        ),
+        (
+            "JWT signed by an unknown key",
+            vec![("authorization", unknown_key.as_str())],
         ),
     ];
     let mut routes = api_routes();
@@ -181,6 +269,7 @@ async fn once_a_key_exists_every_api_route_needs_one() {
         for headers in [
             vec![("authorization", good_bearer.as_str())],
             vec![("x-api-key", good.as_str())],
+            vec![("authorization", valid_jwt.as_str())],
         ] {
             let (status, _, text) = call(&s.base, method, path, body.as_ref(), &headers).await;
             assert_eq!(status, StatusCode::OK, "{method} {path}: {text}");
@@ -264,7 +353,10 @@ async fn a_batch_key_cannot_ask_for_interactive() {
 /// a principal the policies allow, and refuses one they do not with 403.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_api_route_asks_the_policies() {
-    let s = start(false).await;
+    let signer = Signer::eddsa("k1");
+    let idp = provider(jwks(&[&signer])).await;
+    let mut s = start_with(false, vec![issuer(&idp.url)]).await;
+    s.signer = signer;
     let now = auth::unix_now();
     let (_, user) = s
         .authenticator
@@ -283,7 +375,23 @@ async fn every_api_route_asks_the_policies() {
         .map(|(m, p, _)| (m.to_string(), p.to_string()))
         .collect();
     assert_eq!(listed, tested, "the test covers exactly the route table");
+    let user_jwt = format!("Bearer {}", s.signer.sign(&staff(&["user"])));
+    let roleless_jwt = format!("Bearer {}", s.signer.sign(&staff(&["visitor"])));
     for (method, path, body) in api_routes() {
+        for (auth, expected) in [
+            (&user_jwt, StatusCode::OK),
+            (&roleless_jwt, StatusCode::FORBIDDEN),
+        ] {
+            let (status, _, text) = call(
+                &s.base,
+                &method,
+                path,
+                body.as_ref(),
+                &[("authorization", auth)],
+            )
+            .await;
+            assert_eq!(status, expected, "JWT: {method} {path}: {text}");
+        }
         let user_auth = format!("Bearer {user}");
         let (status, _, text) = call(
             &s.base,
@@ -307,4 +415,43 @@ async fn every_api_route_asks_the_policies() {
         let err: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(err["error"]["code"], "permission_denied", "{text}");
     }
+}
+
+/// A provider rotates its signing key: the first token under the new key
+/// fetches the new JWKS and passes; a flood of unknown keys costs one fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_provider_key_is_fetched_on_first_use() {
+    let old = Signer::es256("2026-10");
+    let new = Signer::eddsa("2026-11");
+    let idp = provider(jwks(&[&old])).await;
+    let s = start_with(false, vec![issuer(&idp.url)]).await;
+    let get = |token: String| {
+        let base = s.base.clone();
+        async move {
+            let auth = format!("Bearer {token}");
+            call(
+                &base,
+                &Method::GET,
+                "/v1/models",
+                None,
+                &[("authorization", &auth)],
+            )
+            .await
+            .0
+        }
+    };
+    assert_eq!(get(old.sign(&staff(&["user"]))).await, StatusCode::OK);
+    let fetched = idp.fetches.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(fetched, 1, "fetched once at start");
+    *idp.document.lock().unwrap() = jwks(&[&old, &new]);
+    assert_eq!(get(new.sign(&staff(&["user"]))).await, StatusCode::OK);
+    for i in 0..5 {
+        let forged = Signer::other_eddsa(&format!("forged-{i}")).sign(&staff(&["user"]));
+        assert_eq!(get(forged).await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(
+        idp.fetches.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "one fetch for the rotation, none for the forgeries within 10 s"
+    );
 }

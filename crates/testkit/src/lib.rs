@@ -43,3 +43,5 @@ pub fn malformed_corpus() -> Vec<PathBuf> {
     files.sort();
     files
 }
+
+pub mod jwt;

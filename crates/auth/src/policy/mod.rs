@@ -348,6 +348,15 @@ fn principal_entities(p: &Principal) -> Result<(EntityUid, Vec<Entity>), PolicyE
     let roles: Vec<EntityUid> = p.roles.iter().map(|r| uid("Hearth::Role", r)).collect();
     let (kind, id, mut attrs) = match p.id.split_once(':') {
         Some(("key", id)) => ("Hearth::Key", id, vec![]),
+        // JWT users are `Hearth::User::"<sub>"`; `issuer` tells providers apart.
+        Some(("user", sub)) => (
+            "Hearth::User",
+            sub,
+            vec![(
+                "issuer".to_string(),
+                RestrictedExpression::new_string(p.issuer.clone().unwrap_or_default()),
+            )],
+        ),
         _ => (
             "Hearth::User",
             p.id.as_str(),

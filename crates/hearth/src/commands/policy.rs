@@ -56,9 +56,15 @@ pub fn policy(config: &Config, command: PolicyCommand) -> Result<()> {
         },
     };
     let resource = match resource.split_once(':') {
+        // Without --resource-attr, the model's attributes from the
+        // configuration: what the server would decide on.
         Some(("model", name)) if !name.is_empty() => Resource::Model {
             name: name.to_string(),
-            attrs: parse_attrs(&resource_attrs)?,
+            attrs: if resource_attrs.is_empty() {
+                config.model_attrs.get(name).cloned().unwrap_or_default()
+            } else {
+                parse_attrs(&resource_attrs)?
+            },
         },
         None if resource == "server" => Resource::Server,
         _ => bail!("--resource `{resource}` must be `model:NAME` or `server`"),

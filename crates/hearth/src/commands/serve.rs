@@ -74,12 +74,14 @@ pub fn serve(config: &Config) -> Result<()> {
     if let Some(seed) = config.seed {
         state = state.with_default_seed(seed);
     }
+    for (name, attrs) in &config.model_attrs {
+        state = state.with_model_attrs(name, attrs.clone());
+    }
     let state = Arc::new(state);
     let options = ServerOptions {
         max_body_bytes: settings.max_body_bytes,
     };
     let addr = SocketAddr::new(settings.host, settings.port);
-    let app = server::secured_router(Arc::clone(&state), &options, &access(config, addr)?);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -87,6 +89,8 @@ pub fn serve(config: &Config) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
+        let access = access(config, addr).await?;
+        let app = server::secured_router(Arc::clone(&state), &options, &access);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
@@ -126,7 +130,7 @@ pub fn serve(config: &Config) -> Result<()> {
 /// Who may reach what: the API behind authentication unless
 /// `--insecure-no-auth`, `/metrics` behind it unless open. Refuses to listen
 /// off loopback when nobody could authenticate.
-fn access(config: &Config, addr: SocketAddr) -> Result<server::Access> {
+async fn access(config: &Config, addr: SocketAddr) -> Result<server::Access> {
     let settings = &config.server;
     if settings.insecure_no_auth {
         tracing::warn!(
@@ -134,13 +138,19 @@ fn access(config: &Config, addr: SocketAddr) -> Result<server::Access> {
         );
         return Ok(server::Access::open());
     }
-    let authenticator = Arc::new(auth::Authenticator::new(keys::open_key_store(config)?));
+    let jwt = auth::JwtVerifier::new(config.jwt_issuers.clone())?;
+    let authenticator = Arc::new(auth::Authenticator::with_jwt(
+        keys::open_key_store(config)?,
+        jwt,
+    ));
     if !settings.host.is_loopback() && !authenticator.required() {
         bail!(
             "refusing to listen on {addr} without authentication: create a key with \
-             `hearth keys create --name NAME` (or pass --insecure-no-auth to serve everyone)"
+             `hearth keys create --name NAME`, or configure a JWT issuer under [[auth.jwt]] \
+             (or pass --insecure-no-auth to serve everyone)"
         );
     }
+    let jwks = server::JwksRefresher::start(Arc::clone(&authenticator)).await;
     let policies = load_policies(config)?;
     tracing::info!(
         policies = policies.len(),
@@ -151,6 +161,7 @@ fn access(config: &Config, addr: SocketAddr) -> Result<server::Access> {
         authenticator: Some(authenticator),
         open_metrics: settings.open_metrics,
         policies: Some(Arc::new(policies)),
+        jwks,
     })
 }
 

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
 /// Spawns `cmd` (a `hearth serve --port 0 …`), reads the address line it
@@ -40,4 +41,30 @@ pub fn failed(output: Output) -> String {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(!stderr.contains("panicked"), "{stderr}");
     stderr
+}
+
+/// `hearth` in its own home: keys created there must not lock other tests
+/// out of the shared test home.
+pub fn hearth(home: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearth"));
+    cmd.env("HEARTH_HOME", home)
+        .env_remove("HEARTH_CONFIG")
+        .env("HEARTH_THREADS", "2");
+    cmd
+}
+
+/// Waits until the server at `base` reports ready.
+pub fn wait_ready(base: &str) {
+    let client = reqwest::blocking::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while client
+        .get(format!("{base}/ready"))
+        .send()
+        .map(|r| r.status())
+        .ok()
+        != Some(reqwest::StatusCode::OK)
+    {
+        assert!(std::time::Instant::now() < deadline, "never became ready");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
