@@ -85,6 +85,32 @@ pub enum Command {
     /// Ask the authorization policies for a decision
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Verify or export the tamper-evident audit log
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check every line's hash, the chain and every checkpoint signature;
+    /// name the first bad line
+    Verify {
+        /// Start at this log file (its first line's `prev` is trusted)
+        #[arg(long, value_name = "FILE")]
+        from: Option<std::path::PathBuf>,
+        /// The checkpoint public key [default: the signing key's `.pub`]
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<std::path::PathBuf>,
+    },
+    /// Print entries for a SIEM
+    Export {
+        /// Entries from this time on: RFC 3339 (`2026-11-01T00:00:00Z`) or an age (`24h`)
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Output format
+        #[arg(long, default_value = "jsonl", value_parser = ["jsonl"])]
+        format: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -28,6 +28,8 @@ pub struct FileConfig {
     pub server: FileServer,
     #[serde(default)]
     pub auth: FileAuth,
+    #[serde(default)]
+    pub audit: FileAudit,
     /// Per-model settings, by model name.
     #[serde(default)]
     pub models: BTreeMap<String, FileModel>,
@@ -39,6 +41,23 @@ pub struct FileAuth {
     /// Trusted JWT issuers (`[[auth.jwt]]`), checked in `auth::JwtVerifier`.
     #[serde(default)]
     pub jwt: Vec<auth::JwtIssuerConfig>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAudit {
+    /// On by default; `false` turns the audit log off.
+    pub enabled: Option<bool>,
+    /// Default `$HEARTH_HOME/audit`.
+    pub dir: Option<PathBuf>,
+    /// The ed25519 checkpoint key, kept outside the log. Default
+    /// `$HEARTH_HOME/audit.key` (its public half in `audit.key.pub`).
+    pub signing_key: Option<PathBuf>,
+    pub checkpoint_every: Option<u64>,
+    pub checkpoint_secs: Option<u64>,
+    pub max_file_mb: Option<u64>,
+    /// Record prompt and response texts, not only their SHA-256.
+    pub record_text: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -92,6 +111,14 @@ pub struct Config {
     pub jwt_issuers: Vec<auth::JwtIssuerConfig>,
     /// Policy attributes per model name.
     pub model_attrs: BTreeMap<String, BTreeMap<String, String>>,
+    /// The audit log; `None` when turned off.
+    pub audit: Option<AuditSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    pub log: audit::AuditConfig,
+    pub record_text: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -183,6 +210,28 @@ impl Config {
                 .or(fs.open_metrics)
                 .unwrap_or(host.is_loopback()),
         };
+        let fa = &file.audit;
+        let audit = fa.enabled.unwrap_or(true).then(|| {
+            let mut log = audit::AuditConfig::new(
+                fa.dir.clone().unwrap_or_else(|| home.join("audit")),
+                fa.signing_key
+                    .clone()
+                    .unwrap_or_else(|| home.join("audit.key")),
+            );
+            if let Some(n) = fa.checkpoint_every {
+                log.checkpoint_every = n;
+            }
+            if let Some(secs) = fa.checkpoint_secs {
+                log.checkpoint_interval = Duration::from_secs(secs);
+            }
+            if let Some(mb) = fa.max_file_mb {
+                log.max_file_bytes = mb << 20;
+            }
+            AuditSettings {
+                log,
+                record_text: fa.record_text.unwrap_or(false),
+            }
+        });
         let config = Config {
             home,
             pip,
@@ -195,6 +244,7 @@ impl Config {
                 .into_iter()
                 .map(|(name, m)| (name, m.attributes))
                 .collect(),
+            audit,
         };
         config.validate()?;
         Ok(config)
@@ -233,6 +283,14 @@ impl Config {
                 e.max_running,
                 e.step_tokens
             );
+        }
+        if let Some(a) = &self.audit {
+            if a.log.checkpoint_every == 0 || a.log.checkpoint_interval.is_zero() {
+                bail!("audit.checkpoint_every and audit.checkpoint_secs must be at least 1");
+            }
+            if a.log.max_file_bytes < 1 << 20 {
+                bail!("audit.max_file_mb must be at least 1");
+            }
         }
         if self.server.max_body_bytes < 1024 {
             bail!("server.max_body_bytes must be at least 1024");

@@ -85,6 +85,20 @@ fn dependency_rules_hold() {
     );
     assert_eq!(users_of(&deps, "rusqlite"), ["auth"]);
     assert!(
+        hearth_deps("audit").is_empty(),
+        "the audit log knows nothing of HTTP, principals or the engine"
+    );
+    assert!(
+        !deps["auth"].contains("reqwest") && !deps["audit"].contains("reqwest"),
+        "auth and audit make no network calls"
+    );
+    assert_eq!(users_of(&deps, "ed25519-dalek"), ["audit"]);
+    assert_eq!(
+        users_of(&deps, "jsonwebtoken"),
+        ["auth", "testkit"],
+        "auth verifies tokens; testkit signs them for tests"
+    );
+    assert!(
         users_of(&deps, "testkit").is_empty(),
         "testkit is for tests only"
     );

@@ -16,26 +16,28 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 
+use crate::audit::{Auditor, RequestAudit};
 use crate::error::ApiError;
 use crate::jwks::JwksRefresher;
 use crate::routes::{ApiRoute, ResourceFrom};
-use crate::AppState;
+use crate::{Access, AppState};
 
 /// Header Anthropic-style clients send their key in.
 const X_API_KEY: &str = "x-api-key";
 
 /// `router` with every route behind `authenticator`. Authenticated requests
-/// carry their [`auth::Principal`] as an extension. With `jwks`, a token
-/// signed by a key not yet cached triggers one fetch of its issuer's keys
-/// and one more try.
+/// carry their [`auth::Principal`] as an extension. With `access.jwks`, a
+/// token signed by a key not yet cached triggers one fetch of its issuer's
+/// keys and one more try; with `access.audit`, every refusal is recorded.
 pub fn authenticated(
     router: Router,
-    authenticator: Arc<Authenticator>,
-    jwks: Option<Arc<JwksRefresher>>,
+    authenticator: &Arc<Authenticator>,
+    access: &Access,
 ) -> Router {
     let layer = Arc::new(AuthLayer {
-        authenticator,
-        jwks,
+        authenticator: Arc::clone(authenticator),
+        jwks: access.jwks.clone(),
+        audit: access.audit.clone(),
     });
     router.layer(middleware::from_fn_with_state(layer, check))
 }
@@ -43,6 +45,7 @@ pub fn authenticated(
 struct AuthLayer {
     authenticator: Arc<Authenticator>,
     jwks: Option<Arc<JwksRefresher>>,
+    audit: Option<Arc<Auditor>>,
 }
 
 async fn check(State(layer): State<Arc<AuthLayer>>, mut request: Request, next: Next) -> Response {
@@ -73,6 +76,14 @@ async fn check(State(layer): State<Arc<AuthLayer>>, mut request: Request, next: 
         }
         Err(err) => {
             tracing::info!(reason = %err, path = %request.uri().path(), "authentication failed");
+            if let Some(auditor) = &layer.audit {
+                auditor.log.record(audit::Event::AuthFailure {
+                    reason: err.to_string(),
+                    method: request.method().to_string(),
+                    path: request.uri().path().to_string(),
+                    source_ip: crate::audit::source_ip(&request),
+                });
+            }
             ApiError::from(err).into_response()
         }
     }
@@ -113,10 +124,17 @@ pub(crate) async fn authorize(
         source_ip,
         tls_client: None,
     };
-    match gate
+    let decision = gate
         .policies
-        .decide(&principal, gate.route.action, &resource, &context)
-    {
+        .decide(&principal, gate.route.action, &resource, &context);
+    if let (Some(audit), Ok(d)) = (request.extensions().get::<Arc<RequestAudit>>(), &decision) {
+        let model = match &resource {
+            Resource::Model { name, .. } => Some(name.as_str()),
+            Resource::Server => None,
+        };
+        audit.decided(model, d.allowed);
+    }
+    match decision {
         Ok(d) if d.allowed => next.run(request).await,
         Ok(d) => {
             tracing::info!(
@@ -144,6 +162,9 @@ async fn body_model(gate: &Gate, request: Request) -> Result<(Request, Resource)
     let bytes = axum::body::to_bytes(body, gate.max_body_bytes)
         .await
         .map_err(|_| ApiError::too_large(gate.max_body_bytes))?;
+    if let Some(audit) = parts.extensions.get::<Arc<RequestAudit>>() {
+        audit.prompt(&bytes);
+    }
     let named = serde_json::from_slice::<Named>(&bytes)
         .ok()
         .and_then(|n| n.model);

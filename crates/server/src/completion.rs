@@ -14,6 +14,7 @@ use futures::stream::{self, Stream, StreamExt};
 use tokio::time::timeout_at;
 use types::{Generation, GenerationEvent};
 
+use crate::audit::RequestAudit;
 use crate::error::ApiError;
 use crate::reply::Reply;
 use crate::wire::CompletionBody;
@@ -23,8 +24,10 @@ use crate::AppState;
 pub async fn complete<B: CompletionBody>(
     State(app): State<Arc<AppState>>,
     principal: Option<Extension<Principal>>,
+    audit: Option<Extension<Arc<RequestAudit>>>,
     body: Result<Json<B>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let audit = audit.map(|Extension(a)| a);
     let Json(req) = body?;
     let (stream, include_usage) = (req.sampling().stream, req.sampling().include_usage());
     let (model, mut request) = req.into_domain(&app.defaults)?;
@@ -38,6 +41,10 @@ pub async fn complete<B: CompletionBody>(
     }
     let reply = Reply::new(B::ENDPOINT, served.id.clone());
     request.request_id = reply.id.clone();
+    if let Some(a) = &audit {
+        a.request_id(&reply.id);
+        a.model(&served.id);
+    }
     let deadline = request.timeout.map(|t| (Instant::now() + t, t));
     let generator = Arc::clone(&served.generator);
     // Templating and tokenising a long prompt is CPU work: keep it off the
@@ -46,7 +53,7 @@ pub async fn complete<B: CompletionBody>(
         .await
         .map_err(|e| ApiError::internal(&e))??;
     if stream {
-        let events = sse_events(generation, reply, include_usage, deadline);
+        let events = sse_events(generation, reply, include_usage, deadline, audit);
         return Ok(Sse::new(events)
             .keep_alive(KeepAlive::default())
             .into_response());
@@ -59,6 +66,10 @@ pub async fn complete<B: CompletionBody>(
             .await
             .map_err(|_| timed_out(timeout))??,
     };
+    if let Some(a) = &audit {
+        a.response_piece(&out.text);
+        a.usage(out.usage.prompt_tokens, out.usage.completion_tokens);
+    }
     Ok(Json(reply.full(out)).into_response())
 }
 
@@ -77,10 +88,13 @@ fn sse_events(
     reply: Reply,
     include_usage: bool,
     deadline: Option<(Instant, Duration)>,
+    audit: Option<Arc<RequestAudit>>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let opening = stream::iter(reply.opening().map(json_event));
-    let body = stream::unfold(Some((generation, reply)), move |state| async move {
-        let (mut generation, reply) = state?;
+    // The stream holds the request's audit record until it ends or the
+    // client goes away, so the entry carries what was actually sent.
+    let body = stream::unfold(Some((generation, reply, audit)), move |state| async move {
+        let (mut generation, reply, audit) = state?;
         let next = match deadline {
             None => Ok(generation.next().await),
             Some((at, _)) => timeout_at(at.into(), generation.next()).await,
@@ -91,10 +105,16 @@ fn sse_events(
         };
         let events: Vec<Event> = match next {
             Some(GenerationEvent::Text(piece)) => {
+                if let Some(a) = &audit {
+                    a.response_piece(&piece);
+                }
                 let event = json_event(reply.piece(piece));
-                return Some((vec![event], Some((generation, reply))));
+                return Some((vec![event], Some((generation, reply, audit))));
             }
             Some(GenerationEvent::Done(done)) => {
+                if let Some(a) = &audit {
+                    a.usage(done.usage.prompt_tokens, done.usage.completion_tokens);
+                }
                 let mut events: Vec<Event> = reply
                     .closing(done, include_usage)
                     .into_iter()

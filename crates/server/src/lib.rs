@@ -6,6 +6,7 @@
 //! know what produces the text: the binary plugs the engine in.
 
 mod access;
+mod audit;
 mod completion;
 mod error;
 mod jwks;
@@ -26,6 +27,7 @@ use tokio::net::TcpListener;
 use types::{SamplingParams, TextGenerator};
 
 pub use access::authenticated;
+pub use audit::Auditor;
 pub use error::ApiError;
 pub use jwks::JwksRefresher;
 pub use metrics::Metrics;
@@ -152,6 +154,8 @@ pub struct Access {
     pub policies: Option<Arc<auth::Policies>>,
     /// Fetches JWT issuers' keys when a token names one not yet cached.
     pub jwks: Option<Arc<JwksRefresher>>,
+    /// Records every API request and failed authentication.
+    pub audit: Option<Arc<Auditor>>,
 }
 
 impl Access {
@@ -162,6 +166,7 @@ impl Access {
             open_metrics: true,
             policies: None,
             jwks: None,
+            audit: None,
         }
     }
 }
@@ -169,15 +174,18 @@ impl Access {
 /// Every route, the API (and `/metrics` unless open) behind `access`'s
 /// authenticator; `/health` and `/ready` always open.
 pub fn secured_router(state: Arc<AppState>, options: &ServerOptions, access: &Access) -> Router {
-    let api = api_router(Arc::clone(&state), options, access.policies.clone());
+    let api = api_router(
+        Arc::clone(&state),
+        options,
+        access.policies.clone(),
+        access.audit.clone(),
+    );
     let metrics = metrics_router(Arc::clone(&state));
     let probes = probes_router(Arc::clone(&state));
     let guarded = match &access.authenticator {
         None => api.merge(metrics),
-        Some(a) if access.open_metrics => {
-            authenticated(api, Arc::clone(a), access.jwks.clone()).merge(metrics)
-        }
-        Some(a) => authenticated(api.merge(metrics), Arc::clone(a), access.jwks.clone()),
+        Some(a) if access.open_metrics => authenticated(api, a, access).merge(metrics),
+        Some(a) => authenticated(api.merge(metrics), a, access),
     };
     compose(guarded, probes, state)
 }

@@ -13,6 +13,7 @@ use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use tower_http::trace::TraceLayer;
 
+use crate::audit::{self, Auditor};
 use crate::error::ApiError;
 use crate::wire::{ChatCompletionRequest, CompletionRequest};
 use crate::{access, completion, metrics, models, AppState, ServerOptions};
@@ -77,11 +78,13 @@ fn handler(route: &ApiRoute) -> MethodRouter<Arc<AppState>> {
 }
 
 /// The OpenAI-compatible API; with `policies`, every route asks them first
-/// (requests that carry an authenticated principal).
+/// (requests that carry an authenticated principal); with `auditor`, every
+/// request is recorded.
 pub fn api_router(
     state: Arc<AppState>,
     options: &ServerOptions,
     policies: Option<Arc<Policies>>,
+    auditor: Option<Arc<Auditor>>,
 ) -> Router {
     let mut router = Router::new();
     for route in API_ROUTES {
@@ -95,6 +98,13 @@ pub fn api_router(
             });
             method_router =
                 method_router.route_layer(middleware::from_fn_with_state(gate, access::authorize));
+        }
+        // Outside the policy check, so denials are recorded too.
+        if let Some(auditor) = &auditor {
+            method_router = method_router.route_layer(middleware::from_fn_with_state(
+                (Arc::clone(auditor), *route),
+                audit::record,
+            ));
         }
         router = router.route(route.path, method_router);
     }

@@ -131,6 +131,7 @@ async fn start_with(open_metrics: bool, jwt: Vec<auth::JwtIssuerConfig>) -> Serv
         open_metrics,
         policies: Some(Arc::new(policies)),
         jwks,
+        audit: None,
     };
     let app = server::secured_router(state, &ServerOptions::default(), &access);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

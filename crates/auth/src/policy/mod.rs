@@ -142,6 +142,8 @@ pub struct Policies {
     actions: Entities,
     /// Which files the set came from, for messages.
     files: Vec<PathBuf>,
+    /// SHA-256 over the sources' names and texts: which set decided.
+    digest: String,
 }
 
 impl std::fmt::Debug for Policies {
@@ -209,7 +211,13 @@ impl Policies {
     pub fn from_sources(sources: Vec<(PathBuf, String)>) -> Result<Policies, PolicyError> {
         let mut set = PolicySet::new();
         let mut files = Vec::new();
+        let mut digest = sha2::Sha256::new();
         for (path, text) in sources {
+            use sha2::Digest as _;
+            digest.update(path.file_name().unwrap_or_default().as_encoded_bytes());
+            digest.update([0]);
+            digest.update(text.as_bytes());
+            digest.update([0]);
             let parsed = PolicySet::from_str(&text).map_err(|e| PolicyError::Parse {
                 path: path.clone(),
                 diagnostic: diagnostic(&e),
@@ -250,16 +258,23 @@ impl Policies {
         let actions = schema
             .action_entities()
             .expect("the shipped schema's actions form valid entities");
+        use sha2::Digest as _;
         Ok(Policies {
             set,
             schema,
             actions,
             files,
+            digest: hex::encode(digest.finalize()),
         })
     }
 
     pub fn files(&self) -> &[PathBuf] {
         &self.files
+    }
+
+    /// SHA-256 over the files' names and texts, for the audit log.
+    pub fn digest(&self) -> &str {
+        &self.digest
     }
 
     pub fn len(&self) -> usize {

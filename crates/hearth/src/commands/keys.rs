@@ -51,6 +51,13 @@ pub fn keys(config: &Config, command: KeysCommand) -> Result<()> {
                     .transpose()?,
             };
             let (info, secret) = store.create(&new, now)?;
+            if let Some(log) = super::audit_log::open(config)? {
+                log.record(audit::Event::KeyCreated {
+                    key_id: info.id.clone(),
+                    name: info.name.clone(),
+                    roles: info.roles.iter().cloned().collect(),
+                });
+            }
             if json {
                 let mut v = serde_json::to_value(&info)?;
                 v["key"] = secret.into();
@@ -73,6 +80,11 @@ pub fn keys(config: &Config, command: KeysCommand) -> Result<()> {
         }
         KeysCommand::Revoke { id } => {
             let info = store.revoke(&id, now)?;
+            if let Some(log) = super::audit_log::open(config)? {
+                log.record(audit::Event::KeyRevoked {
+                    key_id: info.id.clone(),
+                });
+            }
             eprintln!("revoked key {} ({})", info.id, info.name);
         }
     }

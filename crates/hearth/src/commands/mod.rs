@@ -1,5 +1,6 @@
 //! One module per command group; this one dispatches and holds what they share.
 
+mod audit_log;
 mod bench;
 mod generate;
 mod keys;
@@ -36,6 +37,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(args) => bench::bench(&Config::load(global, &args.engine, None)?, &args),
         Command::Keys(command) => keys::keys(&Config::load(global, &none, None)?, command),
         Command::Policy(command) => policy::policy(&Config::load(global, &none, None)?, command),
+        Command::Audit(command) => audit_log::audit(&Config::load(global, &none, None)?, command),
     }
 }
 

@@ -10,7 +10,7 @@ use types::{
     GenerateError, Generation, GenerationObserver, GenerationRequest, LoadSnapshot, TextGenerator,
 };
 
-use super::{keys, resolve};
+use super::{audit_log, keys, resolve};
 use crate::config::Config;
 
 /// The served model before and after its engine exists: refuses work with
@@ -114,6 +114,13 @@ pub fn serve(config: &Config) -> Result<()> {
         };
         let info = engine.info().clone();
         slot.set(engine);
+        if let Some(auditor) = &access.audit {
+            auditor.log.record(audit::Event::ModelLoad {
+                model: model.name.clone(),
+                path: info.path.display().to_string(),
+                sha256: model.sha256.clone(),
+            });
+        }
         tracing::info!(
             model = %model.name,
             path = %info.path.display(),
@@ -136,7 +143,10 @@ async fn access(config: &Config, addr: SocketAddr) -> Result<server::Access> {
         tracing::warn!(
             "--insecure-no-auth: every API route answers anyone who can reach {addr}, without credentials"
         );
-        return Ok(server::Access::open());
+        return Ok(server::Access {
+            audit: auditor(config)?,
+            ..server::Access::open()
+        });
     }
     let jwt = auth::JwtVerifier::new(config.jwt_issuers.clone())?;
     let authenticator = Arc::new(auth::Authenticator::with_jwt(
@@ -151,18 +161,41 @@ async fn access(config: &Config, addr: SocketAddr) -> Result<server::Access> {
         );
     }
     let jwks = server::JwksRefresher::start(Arc::clone(&authenticator)).await;
+    let audit = auditor(config)?;
     let policies = load_policies(config)?;
     tracing::info!(
         policies = policies.len(),
         files = policies.files().len(),
         "authorization policies loaded"
     );
+    if let Some(a) = &audit {
+        a.log.record(audit::Event::PolicyLoaded {
+            files: policies
+                .files()
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect(),
+            policies: policies.len(),
+            sha256: policies.digest().to_string(),
+        });
+    }
     Ok(server::Access {
         authenticator: Some(authenticator),
         open_metrics: settings.open_metrics,
         policies: Some(Arc::new(policies)),
         jwks,
+        audit,
     })
+}
+
+/// The audit log as the server records into it, unless turned off.
+fn auditor(config: &Config) -> Result<Option<Arc<server::Auditor>>> {
+    Ok(audit_log::open(config)?.map(|log| {
+        Arc::new(server::Auditor {
+            log,
+            record_text: config.audit.as_ref().is_some_and(|a| a.record_text),
+        })
+    }))
 }
 
 /// `$HEARTH_HOME/policies/*.cedar`, validated. A home without the directory

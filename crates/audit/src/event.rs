@@ -1,0 +1,120 @@
+//! What the log records: one variant per kind of event, flattened into the
+//! line beside the chain fields.
+
+use serde::{Deserialize, Serialize};
+
+/// Something that happened and must be answerable for later.
+// Events live for one trip through the writer's queue; boxing the request
+// variant would cost an allocation per request to save a few hundred bytes.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// One API request, whatever its outcome.
+    ApiRequest {
+        request_id: String,
+        /// `key:<id>`, `user:<sub>`, or `anonymous` on an open server.
+        principal: String,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        issuer: Option<String>,
+        action: String,
+        method: String,
+        path: String,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        model: Option<String>,
+        /// `allow` or `deny`.
+        decision: String,
+        status: u16,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        source_ip: Option<String>,
+        prompt_tokens: u64,
+        completion_tokens: u64,
+        /// SHA-256 of the request body.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        prompt_sha256: Option<String>,
+        /// SHA-256 of the generated text.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        response_sha256: Option<String>,
+        /// The texts themselves, only when configured.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        prompt: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        response: Option<String>,
+    },
+    /// A credential that identified nobody.
+    AuthFailure {
+        reason: String,
+        method: String,
+        path: String,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        source_ip: Option<String>,
+    },
+    ModelPull {
+        model: String,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        sha256: Option<String>,
+    },
+    ModelLoad {
+        model: String,
+        path: String,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        sha256: Option<String>,
+    },
+    ModelUnload {
+        model: String,
+    },
+    ModelDelete {
+        model: String,
+    },
+    KeyCreated {
+        key_id: String,
+        name: String,
+        roles: Vec<String>,
+    },
+    KeyRevoked {
+        key_id: String,
+    },
+    /// A policy set was loaded (at start or on reload).
+    PolicyLoaded {
+        files: Vec<String>,
+        policies: usize,
+        /// SHA-256 over the files' names and contents.
+        sha256: String,
+    },
+    /// The writer started; `version` is Hearth's.
+    LogOpened {
+        version: String,
+    },
+    /// A torn last line (a crash mid-write) was cut off at start.
+    LogRecovered {
+        file: String,
+        dropped_bytes: u64,
+    },
+    /// The chain's head, signed. Written by the log itself.
+    Checkpoint {
+        /// Sequence number of the last entry it covers.
+        covers: u64,
+        key_id: String,
+        /// Hex ed25519 signature over the checkpoint message (`covers`, `prev`).
+        signature: String,
+    },
+}
+
+impl Event {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::ApiRequest { .. } => "api_request",
+            Event::AuthFailure { .. } => "auth_failure",
+            Event::ModelPull { .. } => "model_pull",
+            Event::ModelLoad { .. } => "model_load",
+            Event::ModelUnload { .. } => "model_unload",
+            Event::ModelDelete { .. } => "model_delete",
+            Event::KeyCreated { .. } => "key_created",
+            Event::KeyRevoked { .. } => "key_revoked",
+            Event::PolicyLoaded { .. } => "policy_loaded",
+            Event::LogOpened { .. } => "log_opened",
+            Event::LogRecovered { .. } => "log_recovered",
+            Event::Checkpoint { .. } => "checkpoint",
+        }
+    }
+}
