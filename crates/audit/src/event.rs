@@ -11,36 +11,7 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// One API request, whatever its outcome.
-    ApiRequest {
-        request_id: String,
-        /// `key:<id>`, `user:<sub>`, or `anonymous` on an open server.
-        principal: String,
-        #[serde(skip_serializing_if = "Option::is_none", default)]
-        issuer: Option<String>,
-        action: String,
-        method: String,
-        path: String,
-        #[serde(skip_serializing_if = "Option::is_none", default)]
-        model: Option<String>,
-        /// `allow` or `deny`.
-        decision: String,
-        status: u16,
-        #[serde(skip_serializing_if = "Option::is_none", default)]
-        source_ip: Option<String>,
-        prompt_tokens: u64,
-        completion_tokens: u64,
-        /// SHA-256 of the request body.
-        #[serde(skip_serializing_if = "Option::is_none", default)]
-        prompt_sha256: Option<String>,
-        /// SHA-256 of the generated text.
-        #[serde(skip_serializing_if = "Option::is_none", default)]
-        response_sha256: Option<String>,
-        /// The texts themselves, only when configured.
-        #[serde(skip_serializing_if = "Option::is_none", default)]
-        prompt: Option<String>,
-        #[serde(skip_serializing_if = "Option::is_none", default)]
-        response: Option<String>,
-    },
+    ApiRequest(ApiRequest),
     /// A credential that identified nobody.
     AuthFailure {
         reason: String,
@@ -103,7 +74,7 @@ pub enum Event {
 impl Event {
     pub fn kind(&self) -> &'static str {
         match self {
-            Event::ApiRequest { .. } => "api_request",
+            Event::ApiRequest(_) => "api_request",
             Event::AuthFailure { .. } => "auth_failure",
             Event::ModelPull { .. } => "model_pull",
             Event::ModelLoad { .. } => "model_load",
@@ -117,4 +88,37 @@ impl Event {
             Event::Checkpoint { .. } => "checkpoint",
         }
     }
+}
+
+/// What one API request did, filled in as the request goes along.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ApiRequest {
+    pub request_id: String,
+    /// `key:<id>`, `user:<sub>`, or `anonymous` on an open server.
+    pub principal: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub issuer: Option<String>,
+    pub action: String,
+    pub method: String,
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub model: Option<String>,
+    /// `allow` or `deny`.
+    pub decision: String,
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub source_ip: Option<String>,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// SHA-256 of the request body.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub prompt_sha256: Option<String>,
+    /// SHA-256 of the generated text.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub response_sha256: Option<String>,
+    /// The texts themselves, only when configured.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub prompt: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub response: Option<String>,
 }

@@ -20,7 +20,7 @@ mod verify;
 mod writer;
 
 pub use chain::{line_hash, GENESIS};
-pub use event::Event;
+pub use event::{ApiRequest, Event};
 pub use key::{key_id, load_public_key, AuditKey};
 pub use verify::{files_from, verify, Failure, Report};
 pub use writer::{log_files, AuditConfig, AuditLog};

@@ -10,6 +10,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -149,7 +150,7 @@ fn file_name(n: u64) -> String {
 /// on `<dir>/.lock`, after catching up with whatever another process wrote.
 struct Chain {
     config: AuditConfig,
-    lock: File,
+    lock: Arc<File>,
     file: File,
     path: PathBuf,
     number: u64,
@@ -241,7 +242,7 @@ impl Chain {
             pending_since: None,
             want_checkpoint: false,
             recovered: head.recovered,
-            lock,
+            lock: Arc::new(lock),
         })
     }
 
@@ -299,10 +300,7 @@ impl Chain {
             self.want_checkpoint = false;
             return;
         }
-        let lock = match self.lock.try_clone() {
-            Ok(l) => l,
-            Err(err) => return tracing::error!(%err, "cannot lock the audit log; retrying"),
-        };
+        let lock = Arc::clone(&self.lock);
         let _held = match Locked::new(&lock) {
             Ok(h) => h,
             Err(err) => return tracing::error!(%err, "cannot lock the audit log; retrying"),
@@ -373,14 +371,13 @@ impl Chain {
     /// Follows the chain if another process appended (or rotated) since
     /// this one last wrote.
     fn catch_up(&mut self) -> Result<(), AuditError> {
-        let newest = log_files(&self.config.dir)
-            .map_err(io_at(&self.config.dir))?
-            .last()
-            .cloned();
+        // Two cheap checks per batch instead of listing the directory: our
+        // file grew, or someone rotated past it.
         let len = std::fs::metadata(&self.path)
             .map_err(io_at(&self.path))?
             .len();
-        if newest.as_ref() == Some(&self.path) && len == self.size {
+        let rotated = self.config.dir.join(file_name(self.number + 1)).exists();
+        if len == self.size && !rotated {
             return Ok(());
         }
         let head = locate(&self.config.dir)?;

@@ -15,10 +15,9 @@ fn config(dir: &Path) -> AuditConfig {
 }
 
 fn event(i: u64) -> Event {
-    Event::ApiRequest {
+    Event::ApiRequest(audit::ApiRequest {
         request_id: format!("req-{i}"),
         principal: "key:0123456789ab".into(),
-        issuer: None,
         action: "predict".into(),
         method: "POST".into(),
         path: "/v1/chat/completions".into(),
@@ -30,9 +29,8 @@ fn event(i: u64) -> Event {
         completion_tokens: 34,
         prompt_sha256: Some("ab".repeat(32)),
         response_sha256: Some("cd".repeat(32)),
-        prompt: None,
-        response: None,
-    }
+        ..Default::default()
+    })
 }
 
 fn public_key(dir: &Path) -> ed25519_dalek::VerifyingKey {

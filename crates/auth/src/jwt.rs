@@ -118,7 +118,6 @@ struct VerifyKey {
 struct Issuer {
     config: JwtIssuerConfig,
     algorithms: Vec<Algorithm>,
-    hmac: bool,
     keys: RwLock<Arc<Vec<VerifyKey>>>,
 }
 
@@ -191,7 +190,6 @@ impl JwtVerifier {
             let issuer = Issuer {
                 config,
                 algorithms,
-                hmac,
                 keys: RwLock::new(Arc::new(Vec::new())),
             };
             issuer.load_files()?;
@@ -380,7 +378,6 @@ impl Issuer {
         if keys.is_empty() {
             return Err(bad("no usable signing key".into()));
         }
-        debug_assert!(self.hmac == self.config.secret_file.is_some());
         *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
         Ok(())
     }

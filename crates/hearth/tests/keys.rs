@@ -180,13 +180,7 @@ fn credentials_never_reach_the_logs() {
 fn policy_check_explains_decisions() {
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
-    let policies = h.join("policies");
-    std::fs::create_dir_all(&policies).unwrap();
-    let table = Path::new(env!("CARGO_MANIFEST_DIR")).join("../auth/tests/policies");
-    for entry in std::fs::read_dir(table).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, policies.join(path.file_name().unwrap())).unwrap();
-    }
+    let policies = support::install_policy_table(h);
     let check = |args: &[&str]| {
         ok(hearth(h)
             .args(["policy", "check"])

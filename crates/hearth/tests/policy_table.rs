@@ -3,7 +3,6 @@
 //! attributes from the configuration and the caller's source address.
 
 use std::net::IpAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -41,13 +40,7 @@ fn the_policy_table_decides_the_same_through_the_cli_and_http() {
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
     // Policies: the auth crate's table set plus a quarantined workstation.
-    let policies = h.join("policies");
-    std::fs::create_dir_all(&policies).unwrap();
-    let table = Path::new(env!("CARGO_MANIFEST_DIR")).join("../auth/tests/policies");
-    for entry in std::fs::read_dir(table).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, policies.join(path.file_name().unwrap())).unwrap();
-    }
+    let policies = support::install_policy_table(h);
     std::fs::write(
         policies.join("30-quarantine.cedar"),
         r#"@id("quarantined-workstation")

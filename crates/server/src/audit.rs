@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use audit::{AuditLog, Event};
+use audit::{ApiRequest, AuditLog, Event};
 use auth::Principal;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
@@ -28,23 +28,10 @@ pub(crate) struct RequestAudit {
     fields: Mutex<Fields>,
 }
 
+/// The entry as known so far, plus the running hash of the answer.
 struct Fields {
-    request_id: String,
-    principal: String,
-    issuer: Option<String>,
-    action: String,
-    method: String,
-    path: String,
-    model: Option<String>,
-    decision: &'static str,
-    status: u16,
-    source_ip: Option<String>,
-    prompt_tokens: u64,
-    completion_tokens: u64,
-    prompt_sha256: Option<String>,
-    prompt: Option<String>,
+    entry: ApiRequest,
     response: Option<Sha256>,
-    response_text: Option<String>,
 }
 
 impl RequestAudit {
@@ -55,8 +42,8 @@ impl RequestAudit {
     /// The policy decision and the model it was about.
     pub fn decided(&self, model: Option<&str>, allowed: bool) {
         self.with(|f| {
-            f.model = model.map(str::to_string);
-            f.decision = if allowed { "allow" } else { "deny" };
+            f.entry.model = model.map(str::to_string);
+            f.entry.decision = (if allowed { "allow" } else { "deny" }).to_string();
         });
     }
 
@@ -66,18 +53,18 @@ impl RequestAudit {
             .record_text
             .then(|| String::from_utf8_lossy(body).into_owned());
         self.with(|f| {
-            f.prompt_sha256 = Some(hex::encode(Sha256::digest(body)));
-            f.prompt = text;
+            f.entry.prompt_sha256 = Some(hex::encode(Sha256::digest(body)));
+            f.entry.prompt = text;
         });
     }
 
     pub fn request_id(&self, id: &str) {
-        self.with(|f| f.request_id = id.to_string());
+        self.with(|f| f.entry.request_id = id.to_string());
     }
 
     /// The served model's canonical id, when the handler resolved it.
     pub fn model(&self, id: &str) {
-        self.with(|f| f.model = Some(id.to_string()));
+        self.with(|f| f.entry.model = Some(id.to_string()));
     }
 
     /// A piece of generated text, in order.
@@ -86,7 +73,8 @@ impl RequestAudit {
         self.with(|f| {
             f.response.get_or_insert_with(Sha256::new).update(piece);
             if record_text {
-                f.response_text
+                f.entry
+                    .response
                     .get_or_insert_with(String::new)
                     .push_str(piece);
             }
@@ -95,8 +83,8 @@ impl RequestAudit {
 
     pub fn usage(&self, prompt_tokens: u32, completion_tokens: u32) {
         self.with(|f| {
-            f.prompt_tokens = prompt_tokens.into();
-            f.completion_tokens = completion_tokens.into();
+            f.entry.prompt_tokens = prompt_tokens.into();
+            f.entry.completion_tokens = completion_tokens.into();
         });
     }
 }
@@ -104,24 +92,9 @@ impl RequestAudit {
 impl Drop for RequestAudit {
     fn drop(&mut self) {
         let f = self.fields.get_mut().unwrap_or_else(|e| e.into_inner());
-        self.log.record(Event::ApiRequest {
-            request_id: std::mem::take(&mut f.request_id),
-            principal: std::mem::take(&mut f.principal),
-            issuer: f.issuer.take(),
-            action: std::mem::take(&mut f.action),
-            method: std::mem::take(&mut f.method),
-            path: std::mem::take(&mut f.path),
-            model: f.model.take(),
-            decision: f.decision.to_string(),
-            status: f.status,
-            source_ip: f.source_ip.take(),
-            prompt_tokens: f.prompt_tokens,
-            completion_tokens: f.completion_tokens,
-            prompt_sha256: f.prompt_sha256.take(),
-            response_sha256: f.response.take().map(|h| hex::encode(h.finalize())),
-            prompt: f.prompt.take(),
-            response: f.response_text.take(),
-        });
+        let mut entry = std::mem::take(&mut f.entry);
+        entry.response_sha256 = f.response.take().map(|h| hex::encode(h.finalize()));
+        self.log.record(Event::ApiRequest(entry));
     }
 }
 
@@ -134,33 +107,29 @@ pub(crate) async fn record(
     next: Next,
 ) -> Response {
     let principal = request.extensions().get::<Principal>();
-    let fields = Fields {
+    let entry = ApiRequest {
         request_id: uuid::Uuid::new_v4().simple().to_string(),
         principal: principal.map_or_else(|| "anonymous".to_string(), |p| p.id.clone()),
         issuer: principal.and_then(|p| p.issuer.clone()),
         action: route.action.as_str().to_string(),
         method: request.method().to_string(),
         path: request.uri().path().to_string(),
-        model: None,
         // Without policies, every authenticated request is allowed.
-        decision: "allow",
-        status: 0,
+        decision: "allow".to_string(),
         source_ip: source_ip(&request),
-        prompt_tokens: 0,
-        completion_tokens: 0,
-        prompt_sha256: None,
-        prompt: None,
-        response: None,
-        response_text: None,
+        ..ApiRequest::default()
     };
     let audit = Arc::new(RequestAudit {
         log: Arc::clone(&auditor.log),
         record_text: auditor.record_text,
-        fields: Mutex::new(fields),
+        fields: Mutex::new(Fields {
+            entry,
+            response: None,
+        }),
     });
     request.extensions_mut().insert(Arc::clone(&audit));
     let response = next.run(request).await;
-    audit.with(|f| f.status = response.status().as_u16());
+    audit.with(|f| f.entry.status = response.status().as_u16());
     response
 }
 

@@ -34,13 +34,14 @@ pub fn audit(config: &Config, command: AuditCommand) -> Result<()> {
             let files = audit::files_from(dir, from.as_deref())
                 .with_context(|| format!("cannot list {}", dir.display()))?;
             if files.is_empty() {
-                bail!("no audit log files in {}", dir.display());
-            }
-            if from.is_some()
-                && files.first().map(|f| f.file_name())
-                    != Some(from.as_ref().and_then(|f| f.file_name()))
-            {
-                bail!("--from names no log file in {}", dir.display());
+                match &from {
+                    Some(f) => bail!(
+                        "--from {} names no log file in {}",
+                        f.display(),
+                        dir.display()
+                    ),
+                    None => bail!("no audit log files in {}", dir.display()),
+                }
             }
             match audit::verify(&files, &key, from.is_some()) {
                 Ok(r) => {

@@ -68,7 +68,7 @@ pub fn serve(config: &Config) -> Result<()> {
     let mut state = AppState::with_metrics(vec![ServedModel {
         id: model.name.clone(),
         aliases,
-        created: server_now(),
+        created: auth::unix_now(),
         generator,
     }]);
     if let Some(seed) = config.seed {
@@ -216,12 +216,6 @@ pub fn load_policies(config: &Config) -> Result<auth::Policies> {
         tracing::info!(dir = %dir.display(), "installed the default policies");
     }
     Ok(auth::Policies::load_dir(&dir)?)
-}
-
-fn server_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// How long in-flight requests get to finish after a stop signal.

@@ -68,3 +68,16 @@ pub fn wait_ready(base: &str) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// Installs the auth crate's policy-table set into `home`'s policy
+/// directory and returns the directory.
+pub fn install_policy_table(home: &Path) -> std::path::PathBuf {
+    let policies = home.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    let table = Path::new(env!("CARGO_MANIFEST_DIR")).join("../auth/tests/policies");
+    for entry in std::fs::read_dir(table).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, policies.join(path.file_name().unwrap())).unwrap();
+    }
+    policies
+}
