@@ -65,6 +65,9 @@ pub struct JwtIssuerConfig {
     pub attributes: BTreeMap<String, String>,
     /// Claim holding `interactive` or `batch`: the highest class allowed.
     pub priority_claim: Option<String>,
+    /// Quotas for each user of this issuer (each `sub` counted apart).
+    #[serde(default)]
+    pub limits: crate::quota::Limits,
 }
 
 fn default_algorithms() -> Vec<String> {
@@ -442,6 +445,7 @@ impl Issuer {
             roles,
             attrs,
             priority,
+            limits: c.limits,
         })
     }
 }

@@ -23,6 +23,7 @@ use types::Priority;
 
 use crate::error::{AuthError, StoreError};
 use crate::principal::Principal;
+use crate::quota::Limits;
 
 /// Every Hearth API key starts with this.
 pub const KEY_PREFIX: &str = "hth_";
@@ -30,7 +31,8 @@ const ID_BYTES: usize = 6;
 const SECRET_BYTES: usize = 32;
 
 /// Schema changes in order; `PRAGMA user_version` counts those applied.
-const MIGRATIONS: &[&str] = &["CREATE TABLE api_keys (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE api_keys (
         id            TEXT PRIMARY KEY,
         name          TEXT NOT NULL,
         secret_sha256 BLOB NOT NULL,
@@ -40,7 +42,11 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE api_keys (
         created_at    INTEGER NOT NULL,
         expires_at    INTEGER,
         revoked_at    INTEGER
-    ) STRICT;"];
+    ) STRICT;",
+    "ALTER TABLE api_keys ADD COLUMN requests_per_minute INTEGER;
+     ALTER TABLE api_keys ADD COLUMN tokens_per_minute INTEGER;
+     ALTER TABLE api_keys ADD COLUMN tokens_per_day INTEGER;",
+];
 
 /// What `hearth keys create` asks for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,6 +57,7 @@ pub struct NewKey {
     pub priority: Option<Priority>,
     /// Unix seconds after which the key is refused.
     pub expires_at: Option<u64>,
+    pub limits: Limits,
 }
 
 /// A stored key, without its secret.
@@ -64,10 +71,12 @@ pub struct KeyInfo {
     pub created_at: u64,
     pub expires_at: Option<u64>,
     pub revoked_at: Option<u64>,
+    pub limits: Limits,
 }
 
 impl KeyInfo {
-    fn principal(&self) -> Principal {
+    /// Who a request with this key is.
+    pub fn principal(&self) -> Principal {
         Principal {
             id: format!("key:{}", self.id),
             name: self.name.clone(),
@@ -75,6 +84,7 @@ impl KeyInfo {
             roles: self.roles.clone(),
             attrs: self.attrs.clone(),
             priority: self.priority,
+            limits: self.limits,
         }
     }
 }
@@ -162,11 +172,13 @@ impl KeyStore {
             created_at: now,
             expires_at: new.expires_at,
             revoked_at: None,
+            limits: new.limits,
         };
         self.lock()
             .execute(
-                "INSERT INTO api_keys (id, name, secret_sha256, roles, attrs, priority, created_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO api_keys (id, name, secret_sha256, roles, attrs, priority, created_at, expires_at,
+                                       requests_per_minute, tokens_per_minute, tokens_per_day)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     id,
                     new.name,
@@ -176,6 +188,9 @@ impl KeyStore {
                     new.priority.map(Priority::as_str),
                     now as i64,
                     new.expires_at.map(|t| t as i64),
+                    new.limits.requests_per_minute,
+                    new.limits.tokens_per_minute.map(|t| t as i64),
+                    new.limits.tokens_per_day.map(|t| t as i64),
                 ],
             )
             .map_err(|e| self.sql(e))?;
@@ -264,7 +279,9 @@ impl KeyStore {
     }
 }
 
-const SELECT: &str = "SELECT id, name, roles, attrs, priority, created_at, expires_at, revoked_at, secret_sha256 FROM api_keys";
+const SELECT: &str =
+    "SELECT id, name, roles, attrs, priority, created_at, expires_at, revoked_at, secret_sha256,
+                              requests_per_minute, tokens_per_minute, tokens_per_day FROM api_keys";
 
 fn row_to_key(row: &rusqlite::Row<'_>) -> rusqlite::Result<(KeyInfo, Vec<u8>)> {
     fn parse_json<T: serde::de::DeserializeOwned>(i: usize, text: String) -> rusqlite::Result<T> {
@@ -282,6 +299,11 @@ fn row_to_key(row: &rusqlite::Row<'_>) -> rusqlite::Result<(KeyInfo, Vec<u8>)> {
         created_at: row.get::<_, i64>(5)? as u64,
         expires_at: row.get::<_, Option<i64>>(6)?.map(|t| t as u64),
         revoked_at: row.get::<_, Option<i64>>(7)?.map(|t| t as u64),
+        limits: Limits {
+            requests_per_minute: row.get(9)?,
+            tokens_per_minute: row.get::<_, Option<i64>>(10)?.map(|t| t as u64),
+            tokens_per_day: row.get::<_, Option<i64>>(11)?.map(|t| t as u64),
+        },
     };
     Ok((info, row.get(8)?))
 }

@@ -2,7 +2,8 @@
 //!
 //! A request's credential (an API key or a JWT) becomes a
 //! [`Principal`]: an id, roles and attributes that policies decide on, and
-//! the priority class its requests may use. API keys live hashed in an
+//! the priority class its requests may use, and the [`Limits`] [`Quotas`]
+//! hold it to. API keys live hashed in an
 //! embedded SQLite database ([`KeyStore`]). [`Policies`] (Cedar) decide
 //! what a principal may do. The `server` crate turns these decisions into
 //! HTTP answers; nothing here knows about status codes.
@@ -13,6 +14,7 @@ mod jwt;
 mod keys;
 pub mod policy;
 mod principal;
+pub mod quota;
 
 pub use authenticator::Authenticator;
 pub use error::{AuthError, StoreError};
@@ -20,6 +22,7 @@ pub use jwt::{JwtConfigError, JwtIssuerConfig, JwtVerifier};
 pub use keys::{KeyInfo, KeyStore, NewKey, KEY_PREFIX};
 pub use policy::{Action, Policies, PolicyDecision, PolicyError, RequestContext, Resource};
 pub use principal::{Credential, Principal};
+pub use quota::{Admission, Limits, QuotaExceeded, Quotas};
 
 /// Seconds since the Unix epoch: the clock every expiry check uses.
 pub fn unix_now() -> u64 {

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use types::Priority;
 
 use crate::error::AuthError;
+use crate::quota::Limits;
 
 /// Who a request comes from, once authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,9 +22,20 @@ pub struct Principal {
     /// The highest class this principal's requests may use; `None` leaves
     /// the request's own choice.
     pub priority: Option<Priority>,
+    /// Requests and tokens it may use ([`crate::Quotas`]).
+    pub limits: Limits,
 }
 
 impl Principal {
+    /// The account its usage is counted in: the id, qualified by the
+    /// issuer, so two providers' `sub`s never share a budget.
+    pub fn account(&self) -> String {
+        match &self.issuer {
+            Some(iss) => format!("{iss}#{}", self.id),
+            None => self.id.clone(),
+        }
+    }
+
     /// The class a request runs in: its own choice, but never above the
     /// principal's (a batch key cannot ask for interactive).
     pub fn cap_priority(&self, requested: Priority) -> Priority {
@@ -150,6 +162,7 @@ mod tests {
             roles: BTreeSet::new(),
             attrs: BTreeMap::new(),
             priority: Some(Priority::Batch),
+            limits: Limits::default(),
         };
         assert_eq!(p.cap_priority(Priority::Interactive), Priority::Batch);
         p.priority = Some(Priority::Interactive);

@@ -12,6 +12,11 @@ fn key(name: &str) -> NewKey {
         attrs: BTreeMap::from([("department".to_string(), "radiology".to_string())]),
         priority: Some(Priority::Batch),
         expires_at: None,
+        limits: auth::Limits {
+            requests_per_minute: Some(60),
+            tokens_per_minute: None,
+            tokens_per_day: Some(1_000_000),
+        },
     }
 }
 
@@ -29,7 +34,38 @@ fn a_created_key_authenticates_as_its_principal() {
     assert!(p.roles.contains("radiologist"));
     assert_eq!(p.attrs["department"], "radiology");
     assert_eq!(p.priority, Some(Priority::Batch));
+    assert_eq!(p.limits, key("x").limits);
     assert_eq!(store.list().unwrap(), vec![info]);
+}
+
+/// A database written before quotas existed (schema 1) is migrated in
+/// place: its keys keep working, without limits.
+#[test]
+fn a_schema_1_database_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("auth.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE api_keys (id TEXT PRIMARY KEY, name TEXT NOT NULL, secret_sha256 BLOB NOT NULL,
+           roles TEXT NOT NULL, attrs TEXT NOT NULL, priority TEXT, created_at INTEGER NOT NULL,
+           expires_at INTEGER, revoked_at INTEGER) STRICT;
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    let secret = "00".repeat(32);
+    let hash = <sha2::Sha256 as sha2::Digest>::digest(secret.as_bytes()).to_vec();
+    conn.execute(
+        "INSERT INTO api_keys VALUES ('0123456789ab', 'old', ?1, '[\"user\"]', '{}', NULL, 5, NULL, NULL)",
+        [hash],
+    )
+    .unwrap();
+    drop(conn);
+    let store = KeyStore::open(&path).unwrap();
+    let p = store
+        .authenticate(&format!("hth_0123456789ab_{secret}"), 10)
+        .unwrap();
+    assert_eq!(p.name, "old");
+    assert!(p.limits.is_unlimited());
 }
 
 #[test]

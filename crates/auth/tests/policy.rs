@@ -18,6 +18,7 @@ fn principal(id: &str, roles: &[&str], attrs: &[(&str, &str)]) -> Principal {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         priority: None,
+        limits: auth::Limits::default(),
     }
 }
 

@@ -163,6 +163,15 @@ pub enum KeysCommand {
         /// Lifetime, e.g. `90d`, `12h` [default: no expiry]
         #[arg(long, value_name = "DURATION")]
         expires: Option<String>,
+        /// Requests per minute [default: unlimited]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        rpm: Option<u32>,
+        /// Tokens (prompt and completion) per minute [default: unlimited]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        tpm: Option<u64>,
+        /// Tokens per day, reset at midnight UTC [default: unlimited]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        daily_tokens: Option<u64>,
         /// Print JSON (the secret in `key`)
         #[arg(long)]
         json: bool,

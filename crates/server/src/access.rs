@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use std::net::SocketAddr;
 
-use auth::{AuthError, Authenticator, Credential, Policies, Principal, RequestContext, Resource};
+use auth::{
+    AuthError, Authenticator, Credential, Policies, Principal, Quotas, RequestContext, Resource,
+};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::AUTHORIZATION;
@@ -19,6 +21,7 @@ use axum::Router;
 use crate::audit::{Auditor, RequestAudit};
 use crate::error::ApiError;
 use crate::jwks::JwksRefresher;
+use crate::quota;
 use crate::routes::{ApiRoute, ResourceFrom};
 use crate::{Access, AppState};
 
@@ -89,17 +92,21 @@ async fn check(State(layer): State<Arc<AuthLayer>>, mut request: Request, next: 
     }
 }
 
-/// What one API route's authorization needs.
+/// What one API route's admission needs.
 pub(crate) struct Gate {
     pub app: Arc<AppState>,
-    pub policies: Arc<Policies>,
+    /// `None` lets every authenticated principal do everything.
+    pub policies: Option<Arc<Policies>>,
+    /// `None` counts nothing.
+    pub quotas: Option<Arc<Quotas>>,
     pub route: ApiRoute,
     pub max_body_bytes: usize,
 }
 
-/// Asks the policies whether the request's principal may do the route's
-/// action on its resource. Requests without a principal passed an
-/// authentication layer that did not require one (no key exists yet).
+/// Admits a request: asks the policies whether its principal may do the
+/// route's action on its resource, then charges the principal's quotas
+/// (a denied request costs nothing). Requests without a principal passed
+/// an authentication layer that did not require one (no key exists yet).
 pub(crate) async fn authorize(
     State(gate): State<Arc<Gate>>,
     request: Request,
@@ -112,10 +119,10 @@ pub(crate) async fn authorize(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    let (request, resource) = match gate.route.resource {
-        ResourceFrom::Server => (request, Resource::Server),
+    let (mut request, resource, reserve_tokens) = match gate.route.resource {
+        ResourceFrom::Server => (request, Resource::Server, 0),
         ResourceFrom::BodyModel => match body_model(&gate, request).await {
-            Ok(pair) => pair,
+            Ok(read) => read,
             Err(err) => return err.into_response(),
         },
     };
@@ -124,39 +131,58 @@ pub(crate) async fn authorize(
         source_ip,
         tls_client: None,
     };
-    let decision = gate
-        .policies
-        .decide(&principal, gate.route.action, &resource, &context);
-    if let (Some(audit), Ok(d)) = (request.extensions().get::<Arc<RequestAudit>>(), &decision) {
-        let model = match &resource {
-            Resource::Model { name, .. } => Some(name.as_str()),
-            Resource::Server => None,
-        };
-        audit.decided(model, d.allowed);
-    }
-    match decision {
-        Ok(d) if d.allowed => next.run(request).await,
-        Ok(d) => {
-            tracing::info!(
-                principal = %principal.id,
-                action = gate.route.action.as_str(),
-                forbidden_by = ?d.reasons,
-                "request denied by policy"
-            );
-            ApiError::forbidden(gate.route.action.as_str()).into_response()
+    if let Some(policies) = &gate.policies {
+        let decision = policies.decide(&principal, gate.route.action, &resource, &context);
+        if let (Some(audit), Ok(d)) = (request.extensions().get::<Arc<RequestAudit>>(), &decision) {
+            let model = match &resource {
+                Resource::Model { name, .. } => Some(name.as_str()),
+                Resource::Server => None,
+            };
+            audit.decided(model, d.allowed);
         }
-        Err(err) => ApiError::internal(&err).into_response(),
+        match decision {
+            Ok(d) if d.allowed => {}
+            Ok(d) => {
+                tracing::info!(
+                    principal = %principal.id,
+                    action = gate.route.action.as_str(),
+                    forbidden_by = ?d.reasons,
+                    "request denied by policy"
+                );
+                return ApiError::forbidden(gate.route.action.as_str()).into_response();
+            }
+            Err(err) => return ApiError::internal(&err).into_response(),
+        }
+    }
+    let Some(quotas) = gate
+        .quotas
+        .as_ref()
+        .filter(|_| !principal.limits.is_unlimited())
+    else {
+        return next.run(request).await;
+    };
+    match quota::admit(quotas, &principal, reserve_tokens) {
+        Ok((charge, remaining)) => {
+            request.extensions_mut().insert(charge);
+            let mut response = next.run(request).await;
+            quota::headers(&remaining, response.headers_mut());
+            response
+        }
+        Err(err) => err.into_response(),
     }
 }
 
 /// The served model a JSON body names, by its canonical id (an alias must
-/// not slip past a policy on the model), and the request rebuilt around the
-/// body it read. A body that is not JSON, or names no served model, goes on
-/// to the handler, which answers 400 or 404 before anything runs.
-async fn body_model(gate: &Gate, request: Request) -> Result<(Request, Resource), ApiError> {
+/// not slip past a policy on the model), the most tokens it asks to
+/// generate, and the request rebuilt around the body it read. A body that
+/// is not JSON, or names no served model, goes on to the handler, which
+/// answers 400 or 404 before anything runs.
+async fn body_model(gate: &Gate, request: Request) -> Result<(Request, Resource, u64), ApiError> {
     #[derive(serde::Deserialize)]
     struct Named {
         model: Option<String>,
+        max_tokens: Option<u64>,
+        max_completion_tokens: Option<u64>,
     }
     let (parts, body) = request.into_parts();
     let bytes = axum::body::to_bytes(body, gate.max_body_bytes)
@@ -165,9 +191,10 @@ async fn body_model(gate: &Gate, request: Request) -> Result<(Request, Resource)
     if let Some(audit) = parts.extensions.get::<Arc<RequestAudit>>() {
         audit.prompt(&bytes);
     }
-    let named = serde_json::from_slice::<Named>(&bytes)
-        .ok()
-        .and_then(|n| n.model);
+    let (named, reserve) = match serde_json::from_slice::<Named>(&bytes) {
+        Ok(n) => (n.model, n.max_completion_tokens.or(n.max_tokens)),
+        Err(_) => (None, None),
+    };
     let model = match gate.app.find(named.as_deref()) {
         Ok(served) => served.id.clone(),
         // Unknown model: the handler answers 404 without running anything,
@@ -178,5 +205,6 @@ async fn body_model(gate: &Gate, request: Request) -> Result<(Request, Resource)
         attrs: gate.app.model_attrs(&model),
         name: model,
     };
-    Ok((Request::from_parts(parts, Body::from(bytes)), resource))
+    let request = Request::from_parts(parts, Body::from(bytes));
+    Ok((request, resource, reserve.unwrap_or(0)))
 }

@@ -12,22 +12,55 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures::stream::{self, Stream, StreamExt};
 use tokio::time::timeout_at;
-use types::{Generation, GenerationEvent};
+use types::{Generation, GenerationEvent, Usage};
 
 use crate::audit::RequestAudit;
 use crate::error::ApiError;
+use crate::quota::QuotaCharge;
 use crate::reply::Reply;
 use crate::wire::CompletionBody;
 use crate::AppState;
+
+/// Who hears what a request produced: its audit record and its quota
+/// charge, each when configured.
+#[derive(Clone, Default)]
+struct Observers {
+    audit: Option<Arc<RequestAudit>>,
+    quota: Option<QuotaCharge>,
+}
+
+impl Observers {
+    fn piece(&self, piece: &str) {
+        if let Some(a) = &self.audit {
+            a.response_piece(piece);
+        }
+        if let Some(q) = &self.quota {
+            q.piece();
+        }
+    }
+
+    fn usage(&self, usage: &Usage) {
+        if let Some(a) = &self.audit {
+            a.usage(usage.prompt_tokens, usage.completion_tokens);
+        }
+        if let Some(q) = &self.quota {
+            q.usage(usage.prompt_tokens, usage.completion_tokens);
+        }
+    }
+}
 
 /// Handles either endpoint: validate, submit, then answer whole or streamed.
 pub async fn complete<B: CompletionBody>(
     State(app): State<Arc<AppState>>,
     principal: Option<Extension<Principal>>,
     audit: Option<Extension<Arc<RequestAudit>>>,
+    quota: Option<Extension<QuotaCharge>>,
     body: Result<Json<B>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let audit = audit.map(|Extension(a)| a);
+    let observers = Observers {
+        audit: audit.map(|Extension(a)| a),
+        quota: quota.map(|Extension(q)| q),
+    };
     let Json(req) = body?;
     let (stream, include_usage) = (req.sampling().stream, req.sampling().include_usage());
     let (model, mut request) = req.into_domain(&app.defaults)?;
@@ -41,7 +74,7 @@ pub async fn complete<B: CompletionBody>(
     }
     let reply = Reply::new(B::ENDPOINT, served.id.clone());
     request.request_id = reply.id.clone();
-    if let Some(a) = &audit {
+    if let Some(a) = &observers.audit {
         a.request_id(&reply.id);
         a.model(&served.id);
     }
@@ -53,7 +86,7 @@ pub async fn complete<B: CompletionBody>(
         .await
         .map_err(|e| ApiError::internal(&e))??;
     if stream {
-        let events = sse_events(generation, reply, include_usage, deadline, audit);
+        let events = sse_events(generation, reply, include_usage, deadline, observers);
         return Ok(Sse::new(events)
             .keep_alive(KeepAlive::default())
             .into_response());
@@ -66,10 +99,8 @@ pub async fn complete<B: CompletionBody>(
             .await
             .map_err(|_| timed_out(timeout))??,
     };
-    if let Some(a) = &audit {
-        a.response_piece(&out.text);
-        a.usage(out.usage.prompt_tokens, out.usage.completion_tokens);
-    }
+    observers.piece(&out.text);
+    observers.usage(&out.usage);
     Ok(Json(reply.full(out)).into_response())
 }
 
@@ -88,46 +119,47 @@ fn sse_events(
     reply: Reply,
     include_usage: bool,
     deadline: Option<(Instant, Duration)>,
-    audit: Option<Arc<RequestAudit>>,
+    observers: Observers,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let opening = stream::iter(reply.opening().map(json_event));
-    // The stream holds the request's audit record until it ends or the
-    // client goes away, so the entry carries what was actually sent.
-    let body = stream::unfold(Some((generation, reply, audit)), move |state| async move {
-        let (mut generation, reply, audit) = state?;
-        let next = match deadline {
-            None => Ok(generation.next().await),
-            Some((at, _)) => timeout_at(at.into(), generation.next()).await,
-        };
-        let Ok(next) = next else {
-            let timeout = deadline.map(|(_, t)| t).unwrap_or_default();
-            return Some((vec![json_event(timed_out(timeout).to_json())], None));
-        };
-        let events: Vec<Event> = match next {
-            Some(GenerationEvent::Text(piece)) => {
-                if let Some(a) = &audit {
-                    a.response_piece(&piece);
+    // The stream holds the request's audit record and quota charge until it
+    // ends or the client goes away, so both count what was actually sent.
+    let body = stream::unfold(
+        Some((generation, reply, observers)),
+        move |state| async move {
+            let (mut generation, reply, observers) = state?;
+            let next = match deadline {
+                None => Ok(generation.next().await),
+                Some((at, _)) => timeout_at(at.into(), generation.next()).await,
+            };
+            let Ok(next) = next else {
+                let timeout = deadline.map(|(_, t)| t).unwrap_or_default();
+                return Some((vec![json_event(timed_out(timeout).to_json())], None));
+            };
+            let events: Vec<Event> = match next {
+                Some(GenerationEvent::Text(piece)) => {
+                    observers.piece(&piece);
+                    let event = json_event(reply.piece(piece));
+                    return Some((vec![event], Some((generation, reply, observers))));
                 }
-                let event = json_event(reply.piece(piece));
-                return Some((vec![event], Some((generation, reply, audit))));
-            }
-            Some(GenerationEvent::Done(done)) => {
-                if let Some(a) = &audit {
-                    a.usage(done.usage.prompt_tokens, done.usage.completion_tokens);
+                Some(GenerationEvent::Done(done)) => {
+                    observers.usage(&done.usage);
+                    let mut events: Vec<Event> = reply
+                        .closing(done, include_usage)
+                        .into_iter()
+                        .map(json_event)
+                        .collect();
+                    events.push(Event::default().data("[DONE]"));
+                    events
                 }
-                let mut events: Vec<Event> = reply
-                    .closing(done, include_usage)
-                    .into_iter()
-                    .map(json_event)
-                    .collect();
-                events.push(Event::default().data("[DONE]"));
-                events
-            }
-            Some(GenerationEvent::Failed(err)) => vec![json_event(ApiError::from(err).to_json())],
-            None => vec![json_event(ApiError::unavailable().to_json())],
-        };
-        Some((events, None))
-    });
+                Some(GenerationEvent::Failed(err)) => {
+                    vec![json_event(ApiError::from(err).to_json())]
+                }
+                None => vec![json_event(ApiError::unavailable().to_json())],
+            };
+            Some((events, None))
+        },
+    );
     opening.chain(body.flat_map(stream::iter)).map(Ok)
 }
 

@@ -12,6 +12,7 @@ mod error;
 mod jwks;
 mod metrics;
 mod models;
+mod quota;
 mod reply;
 mod routes;
 mod wire;
@@ -156,6 +157,8 @@ pub struct Access {
     pub jwks: Option<Arc<JwksRefresher>>,
     /// Records every API request and failed authentication.
     pub audit: Option<Arc<Auditor>>,
+    /// Counts each principal's requests and tokens against its limits.
+    pub quotas: Option<Arc<auth::Quotas>>,
 }
 
 impl Access {
@@ -167,6 +170,7 @@ impl Access {
             policies: None,
             jwks: None,
             audit: None,
+            quotas: None,
         }
     }
 }
@@ -174,12 +178,7 @@ impl Access {
 /// Every route, the API (and `/metrics` unless open) behind `access`'s
 /// authenticator; `/health` and `/ready` always open.
 pub fn secured_router(state: Arc<AppState>, options: &ServerOptions, access: &Access) -> Router {
-    let api = api_router(
-        Arc::clone(&state),
-        options,
-        access.policies.clone(),
-        access.audit.clone(),
-    );
+    let api = api_router(Arc::clone(&state), options, access);
     let metrics = metrics_router(Arc::clone(&state));
     let probes = probes_router(Arc::clone(&state));
     let guarded = match &access.authenticator {

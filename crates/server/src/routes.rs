@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use auth::{Action, Policies};
+use auth::Action;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
 use axum::middleware;
@@ -13,10 +13,10 @@ use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use tower_http::trace::TraceLayer;
 
-use crate::audit::{self, Auditor};
+use crate::audit;
 use crate::error::ApiError;
 use crate::wire::{ChatCompletionRequest, CompletionRequest};
-use crate::{access, completion, metrics, models, AppState, ServerOptions};
+use crate::{access, completion, metrics, models, Access, AppState, ServerOptions};
 
 /// Where an API route's resource comes from, for policy decisions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,22 +77,20 @@ fn handler(route: &ApiRoute) -> MethodRouter<Arc<AppState>> {
     }
 }
 
-/// The OpenAI-compatible API; with `policies`, every route asks them first
-/// (requests that carry an authenticated principal); with `auditor`, every
-/// request is recorded.
-pub fn api_router(
-    state: Arc<AppState>,
-    options: &ServerOptions,
-    policies: Option<Arc<Policies>>,
-    auditor: Option<Arc<Auditor>>,
-) -> Router {
+/// The OpenAI-compatible API. With `access.policies`, every request that
+/// carries an authenticated principal asks them first, then (with
+/// `access.quotas`) is charged to its principal; with `access.audit`, every
+/// request is recorded. Authentication itself is a layer on top
+/// ([`crate::authenticated`]).
+pub fn api_router(state: Arc<AppState>, options: &ServerOptions, access: &Access) -> Router {
     let mut router = Router::new();
     for route in API_ROUTES {
         let mut method_router = handler(route);
-        if let Some(policies) = &policies {
+        if access.policies.is_some() || access.quotas.is_some() {
             let gate = Arc::new(access::Gate {
                 app: Arc::clone(&state),
-                policies: Arc::clone(policies),
+                policies: access.policies.clone(),
+                quotas: access.quotas.clone(),
                 route: *route,
                 max_body_bytes: options.max_body_bytes,
             });
@@ -100,7 +98,7 @@ pub fn api_router(
                 method_router.route_layer(middleware::from_fn_with_state(gate, access::authorize));
         }
         // Outside the policy check, so denials are recorded too.
-        if let Some(auditor) = &auditor {
+        if let Some(auditor) = &access.audit {
             method_router = method_router.route_layer(middleware::from_fn_with_state(
                 (Arc::clone(auditor), *route),
                 audit::record,

@@ -1,154 +1,12 @@
 //! Authentication over HTTP: a real key store, a real engine, loopback.
 
-use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+mod support;
 
-use auth::{Authenticator, KeyStore, NewKey};
-use engine::{Engine, EngineConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use server::{Access, AppState, ServedModel, ServerOptions};
+use support::{call, issuer, new_key, provider, staff, start, start_with, with};
 use testkit::jwt::{jwks, Signer};
-use types::{GenerateError, Generation, GenerationRequest, Priority, TextGenerator};
-
-fn with(mut v: Value, key: &str, value: Value) -> Value {
-    v[key] = value;
-    v
-}
-
-struct Served {
-    base: String,
-    authenticator: Arc<Authenticator>,
-    seen: Arc<Mutex<Vec<Priority>>>,
-    /// Signs tokens for tests that set a provider up.
-    signer: Signer,
-    _dir: tempfile::TempDir,
-}
-
-/// The real engine, noting the class each request is submitted in.
-struct Recording {
-    engine: Arc<Engine>,
-    seen: Arc<Mutex<Vec<Priority>>>,
-}
-
-impl TextGenerator for Recording {
-    fn submit(&self, request: GenerationRequest) -> Result<Generation, GenerateError> {
-        self.seen.lock().unwrap().push(request.priority);
-        self.engine.submit(request)
-    }
-}
-
-async fn start(open_metrics: bool) -> Served {
-    start_with(open_metrics, Vec::new()).await
-}
-
-const ISS: &str = "https://idp.hospital.test/realms/staff";
-
-/// A JWKS endpoint on loopback whose document the test can change.
-struct Provider {
-    url: String,
-    document: Arc<Mutex<String>>,
-    fetches: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-async fn provider(document: String) -> Provider {
-    use axum::extract::State;
-    let document = Arc::new(Mutex::new(document));
-    let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let state = (Arc::clone(&document), Arc::clone(&fetches));
-    let app = axum::Router::new()
-        .route(
-            "/certs",
-            axum::routing::get(
-                |State((doc, n)): State<(
-                    Arc<Mutex<String>>,
-                    Arc<std::sync::atomic::AtomicUsize>,
-                )>| async move {
-                    n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    doc.lock().unwrap().clone()
-                },
-            ),
-        )
-        .with_state(state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/certs", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Provider {
-        url,
-        document,
-        fetches,
-    }
-}
-
-fn issuer(jwks_url: &str) -> auth::JwtIssuerConfig {
-    toml::from_str(&format!(
-        "issuer = \"{ISS}\"\naudience = \"hearth\"\nalgorithms = [\"ES256\", \"EdDSA\"]\njwks_url = \"{jwks_url}\"\n"
-    ))
-    .unwrap()
-}
-
-/// Claims a provider would put in a staff member's token, `roles` theirs.
-fn staff(roles: &[&str]) -> Value {
-    let now = auth::unix_now();
-    json!({"iss": ISS, "aud": "hearth", "sub": "u-42", "exp": now + 600, "iat": now, "roles": roles})
-}
-
-async fn start_with(open_metrics: bool, jwt: Vec<auth::JwtIssuerConfig>) -> Served {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = KeyStore::open(&dir.path().join("auth.db")).unwrap();
-    let verifier = auth::JwtVerifier::new(jwt).unwrap();
-    let authenticator = Arc::new(Authenticator::with_jwt(keys, verifier));
-    let jwks = server::JwksRefresher::start(Arc::clone(&authenticator)).await;
-    let config = EngineConfig {
-        threads: 2,
-        ctx_size: Some(512),
-        ..EngineConfig::default()
-    };
-    let engine = tokio::task::spawn_blocking(move || {
-        Arc::new(Engine::load(&testkit::default_model(), &config).expect("load model"))
-    })
-    .await
-    .unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let generator = Arc::new(Recording {
-        engine,
-        seen: Arc::clone(&seen),
-    });
-    let state = Arc::new(AppState::with_metrics(vec![ServedModel {
-        id: "smollm2".into(),
-        aliases: vec![],
-        created: 1,
-        generator,
-    }]));
-    let policies = auth::Policies::from_sources(vec![(
-        "default.cedar".into(),
-        auth::policy::DEFAULT_POLICIES.to_string(),
-    )])
-    .unwrap();
-    let access = Access {
-        authenticator: Some(Arc::clone(&authenticator)),
-        open_metrics,
-        policies: Some(Arc::new(policies)),
-        jwks,
-        audit: None,
-    };
-    let app = server::secured_router(state, &ServerOptions::default(), &access);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        server::serve(listener, app, std::future::pending())
-            .await
-            .unwrap()
-    });
-    Served {
-        base,
-        authenticator,
-        seen,
-        signer: Signer::es256("unset"),
-        _dir: dir,
-    }
-}
+use types::Priority;
 
 /// Every API route with a request it accepts.
 fn api_routes() -> Vec<(Method, &'static str, Option<Value>)> {
@@ -160,38 +18,6 @@ fn api_routes() -> Vec<(Method, &'static str, Option<Value>)> {
         (Method::POST, "/v1/chat/completions", Some(chat)),
         (Method::POST, "/v1/completions", Some(completion)),
     ]
-}
-
-async fn call(
-    base: &str,
-    method: &Method,
-    path: &str,
-    body: Option<&Value>,
-    headers: &[(&str, &str)],
-) -> (StatusCode, reqwest::header::HeaderMap, String) {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
-    let mut req = client.request(method.clone(), format!("{base}{path}"));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    if let Some(b) = body {
-        req = req.json(b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    (status, headers, resp.text().await.unwrap())
-}
-
-fn new_key(name: &str) -> NewKey {
-    NewKey {
-        name: name.into(),
-        roles: BTreeSet::from(["user".to_string()]),
-        ..NewKey::default()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,6 +29,9 @@ pub fn keys(config: &Config, command: KeysCommand) -> Result<()> {
             attrs,
             priority,
             expires,
+            rpm,
+            tpm,
+            daily_tokens,
             json,
         } => {
             let new = NewKey {
@@ -49,6 +52,11 @@ pub fn keys(config: &Config, command: KeysCommand) -> Result<()> {
                         Ok::<_, anyhow::Error>(now.saturating_add(d.as_secs()))
                     })
                     .transpose()?,
+                limits: auth::Limits {
+                    requests_per_minute: rpm,
+                    tokens_per_minute: tpm,
+                    tokens_per_day: daily_tokens,
+                },
             };
             let (info, secret) = store.create(&new, now)?;
             if let Some(log) = super::audit_log::open(config)? {
@@ -106,7 +114,7 @@ pub fn parse_attrs(pairs: &[String]) -> Result<BTreeMap<String, String>> {
 
 fn print_table(keys: &[KeyInfo], now: u64) {
     println!(
-        "{:<14} {:<20} {:<24} {:<12} {:<10}",
+        "{:<14} {:<20} {:<24} {:<12} {:<10} LIMITS",
         "ID", "NAME", "ROLES", "PRIORITY", "STATE"
     );
     for k in keys {
@@ -118,13 +126,27 @@ fn print_table(keys: &[KeyInfo], now: u64) {
             "active"
         };
         let roles: Vec<&str> = k.roles.iter().map(String::as_str).collect();
+        let l = &k.limits;
+        let limits: Vec<String> = [
+            l.requests_per_minute.map(|n| format!("{n} req/min")),
+            l.tokens_per_minute.map(|n| format!("{n} tok/min")),
+            l.tokens_per_day.map(|n| format!("{n} tok/day")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         println!(
-            "{:<14} {:<20} {:<24} {:<12} {:<10}",
+            "{:<14} {:<20} {:<24} {:<12} {:<10} {}",
             k.id,
             k.name,
             roles.join(","),
             k.priority.map_or("-", Priority::as_str),
-            state
+            state,
+            if limits.is_empty() {
+                "-".to_string()
+            } else {
+                limits.join(", ")
+            }
         );
     }
 }

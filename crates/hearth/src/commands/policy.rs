@@ -37,14 +37,7 @@ pub fn policy(config: &Config, command: PolicyCommand) -> Result<()> {
         bail!("--action `{action}` is not one of {}", known.join(", "));
     };
     let principal = match open_key_store(config)?.find(&principal)? {
-        Some(key) if roles.is_empty() && attrs.is_empty() => Principal {
-            id: format!("key:{}", key.id),
-            name: key.name,
-            issuer: None,
-            roles: key.roles,
-            attrs: key.attrs,
-            priority: key.priority,
-        },
+        Some(key) if roles.is_empty() && attrs.is_empty() => key.principal(),
         Some(_) => bail!("--role and --attr describe an ad-hoc principal, not a stored key"),
         None => Principal {
             id: format!("key:{principal}"),
@@ -53,6 +46,7 @@ pub fn policy(config: &Config, command: PolicyCommand) -> Result<()> {
             roles: roles.into_iter().collect(),
             attrs: parse_attrs(&attrs)?,
             priority: None,
+            limits: auth::Limits::default(),
         },
     };
     let resource = match resource.split_once(':') {

@@ -185,6 +185,7 @@ async fn access(config: &Config, addr: SocketAddr) -> Result<server::Access> {
         policies: Some(Arc::new(policies)),
         jwks,
         audit,
+        quotas: Some(auth::Quotas::new()),
     })
 }
 
