@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building Hearth needs on Debian/Ubuntu, if missing:
 # cmake and a C/C++ compiler for llama.cpp, clang + libclang for bindgen,
-# python3 with pip for fetching package-hosted models, and Prometheus, which
+# python3 with pip for fetching package-hosted models (and venv, for the
+# official API clients the tests use), and Prometheus, which
 # the metrics test runs for real (its absence skips that test, loudly).
 set -euo pipefail
 need=()
@@ -13,6 +14,8 @@ command -v curl >/dev/null || need+=(curl)
 ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
 command -v python3 >/dev/null || need+=(python3)
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+# The official Python API clients the tests drive Hearth with live in a venv.
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 command -v prometheus >/dev/null || [[ -x /usr/bin/prometheus ]] || need+=(prometheus)
 if ((${#need[@]})); then
     echo "installing: ${need[*]}" >&2

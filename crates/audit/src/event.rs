@@ -108,6 +108,9 @@ pub struct ApiRequest {
     pub status: u16,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub source_ip: Option<String>,
+    /// The verified client certificate's subject, over mutual TLS.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub tls_client: Option<String>,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     /// SHA-256 of the request body.

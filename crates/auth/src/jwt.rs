@@ -233,9 +233,11 @@ impl JwtVerifier {
     }
 
     /// Reads every issuer's key files again (SIGHUP). All or nothing per
-    /// issuer: a file that fails to parse keeps that issuer's old keys.
+    /// issuer: a file that fails to parse keeps that issuer's old keys, and
+    /// the other issuers still reload. Returns the first failure.
     pub fn reload_files(&self) -> Result<(), JwtConfigError> {
-        self.issuers.iter().try_for_each(Issuer::load_files)
+        let results: Vec<_> = self.issuers.iter().map(Issuer::load_files).collect();
+        results.into_iter().collect()
     }
 
     /// Whether `token` has a JWT's shape (three base64url parts).

@@ -20,7 +20,9 @@ pub use authenticator::Authenticator;
 pub use error::{AuthError, StoreError};
 pub use jwt::{JwtConfigError, JwtIssuerConfig, JwtVerifier};
 pub use keys::{KeyInfo, KeyStore, NewKey, KEY_PREFIX};
-pub use policy::{Action, Policies, PolicyDecision, PolicyError, RequestContext, Resource};
+pub use policy::{
+    Action, LivePolicies, Policies, PolicyDecision, PolicyError, RequestContext, Resource,
+};
 pub use principal::{Credential, Principal};
 pub use quota::{Admission, Limits, QuotaExceeded, Quotas};
 

@@ -322,6 +322,25 @@ pub struct ServeArgs {
     /// Serve /metrics without credentials [default: true on loopback, else false]
     #[arg(long, env = "HEARTH_OPEN_METRICS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub open_metrics: Option<bool>,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key; reread on SIGHUP)
+    #[arg(
+        long,
+        env = "HEARTH_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's PEM private key
+    #[arg(
+        long,
+        env = "HEARTH_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by a CA in this PEM file (mutual TLS)
+    #[arg(long, env = "HEARTH_TLS_CLIENT_CA", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
     #[command(flatten)]
     pub engine: EngineArgs,
 }

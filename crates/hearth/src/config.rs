@@ -30,6 +30,8 @@ pub struct FileConfig {
     pub auth: FileAuth,
     #[serde(default)]
     pub audit: FileAudit,
+    #[serde(default)]
+    pub tls: FileTls,
     /// Per-model settings, by model name.
     #[serde(default)]
     pub models: BTreeMap<String, FileModel>,
@@ -58,6 +60,18 @@ pub struct FileAudit {
     pub max_file_mb: Option<u64>,
     /// Record prompt and response texts, not only their SHA-256.
     pub record_text: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTls {
+    /// PEM certificate chain; with `key`, the server speaks only HTTPS.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// PEM CA(s) for client certificates: mutual TLS.
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: let clients without a certificate connect too.
+    pub client_cert_optional: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -131,6 +145,8 @@ pub struct ServerSettings {
     pub insecure_no_auth: bool,
     /// `/metrics` without credentials: by default only on loopback.
     pub open_metrics: bool,
+    /// HTTPS instead of HTTP.
+    pub tls: Option<server::TlsFiles>,
 }
 
 impl Config {
@@ -209,6 +225,7 @@ impl Config {
                 .and_then(|s| s.open_metrics)
                 .or(fs.open_metrics)
                 .unwrap_or(host.is_loopback()),
+            tls: tls_files(serve, &file.tls)?,
         };
         let fa = &file.audit;
         let audit = fa.enabled.unwrap_or(true).then(|| {
@@ -297,6 +314,32 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Flags over the file, whole: a flag's certificate never pairs with the
+/// file's key.
+fn tls_files(serve: Option<&ServeArgs>, file: &FileTls) -> Result<Option<server::TlsFiles>> {
+    let flags = serve.and_then(|s| s.tls_cert.clone().zip(s.tls_key.clone()));
+    let (cert, key) = match (flags, &file.cert, &file.key) {
+        (Some(pair), _, _) => pair,
+        (None, Some(cert), Some(key)) => (cert.clone(), key.clone()),
+        (None, None, None) => {
+            if serve.and_then(|s| s.tls_client_ca.as_ref()).is_some() || file.client_ca.is_some() {
+                bail!("a TLS client CA needs a server certificate and key (tls.cert, tls.key)");
+            }
+            return Ok(None);
+        }
+        _ => bail!("tls.cert and tls.key go together"),
+    };
+    let client_ca = serve
+        .and_then(|s| s.tls_client_ca.clone())
+        .or_else(|| file.client_ca.clone());
+    Ok(Some(server::TlsFiles {
+        cert,
+        key,
+        client_cert_optional: client_ca.is_some() && file.client_cert_optional.unwrap_or(false),
+        client_ca,
+    }))
 }
 
 fn default_home() -> Result<PathBuf> {

@@ -98,6 +98,16 @@ fn dependency_rules_hold() {
         ["auth", "testkit"],
         "auth verifies tokens; testkit signs them for tests"
     );
+    assert_eq!(
+        users_of(&deps, "tokio-rustls"),
+        ["server"],
+        "TLS is terminated in one place"
+    );
+    assert_eq!(
+        users_of(&deps, "rcgen"),
+        ["testkit"],
+        "certificates are made in tests only"
+    );
     assert!(
         users_of(&deps, "testkit").is_empty(),
         "testkit is for tests only"

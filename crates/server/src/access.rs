@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::net::SocketAddr;
 
 use auth::{
-    AuthError, Authenticator, Credential, Policies, Principal, Quotas, RequestContext, Resource,
+    AuthError, Authenticator, Credential, LivePolicies, Principal, Quotas, RequestContext, Resource,
 };
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -23,6 +23,7 @@ use crate::error::ApiError;
 use crate::jwks::JwksRefresher;
 use crate::quota;
 use crate::routes::{ApiRoute, ResourceFrom};
+use crate::tls::TlsClient;
 use crate::{Access, AppState};
 
 /// Header Anthropic-style clients send their key in.
@@ -96,7 +97,7 @@ async fn check(State(layer): State<Arc<AuthLayer>>, mut request: Request, next: 
 pub(crate) struct Gate {
     pub app: Arc<AppState>,
     /// `None` lets every authenticated principal do everything.
-    pub policies: Option<Arc<Policies>>,
+    pub policies: Option<Arc<LivePolicies>>,
     /// `None` counts nothing.
     pub quotas: Option<Arc<Quotas>>,
     pub route: ApiRoute,
@@ -129,10 +130,13 @@ pub(crate) async fn authorize(
     let context = RequestContext {
         time: auth::unix_now(),
         source_ip,
-        tls_client: None,
+        tls_client: request.extensions().get::<TlsClient>().map(|c| c.0.clone()),
     };
     if let Some(policies) = &gate.policies {
-        let decision = policies.decide(&principal, gate.route.action, &resource, &context);
+        let decision =
+            policies
+                .current()
+                .decide(&principal, gate.route.action, &resource, &context);
         if let (Some(audit), Ok(d)) = (request.extensions().get::<Arc<RequestAudit>>(), &decision) {
             let model = match &resource {
                 Resource::Model { name, .. } => Some(name.as_str()),

@@ -14,6 +14,7 @@ use axum::response::Response;
 use sha2::{Digest, Sha256};
 
 use crate::routes::ApiRoute;
+use crate::tls::TlsClient;
 
 /// The log and whether prompt and response texts go into it.
 pub struct Auditor {
@@ -117,6 +118,7 @@ pub(crate) async fn record(
         // Without policies, every authenticated request is allowed.
         decision: "allow".to_string(),
         source_ip: source_ip(&request),
+        tls_client: request.extensions().get::<TlsClient>().map(|c| c.0.clone()),
         ..ApiRequest::default()
     };
     let audit = Arc::new(RequestAudit {

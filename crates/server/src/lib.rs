@@ -15,6 +15,7 @@ mod models;
 mod quota;
 mod reply;
 mod routes;
+mod tls;
 mod wire;
 
 use std::collections::{BTreeMap, HashMap};
@@ -36,6 +37,7 @@ pub use routes::{
     api_router, compose, metrics_router, ops_router, probes_router, ApiRoute, ResourceFrom,
     API_ROUTES,
 };
+pub use tls::{serve_tls, Tls, TlsClient, TlsError, TlsFiles};
 
 /// One model this server answers for.
 pub struct ServedModel {
@@ -152,7 +154,7 @@ pub struct Access {
     pub open_metrics: bool,
     /// Decide every authenticated API request; `None` lets every
     /// authenticated principal do everything.
-    pub policies: Option<Arc<auth::Policies>>,
+    pub policies: Option<Arc<auth::LivePolicies>>,
     /// Fetches JWT issuers' keys when a token names one not yet cached.
     pub jwks: Option<Arc<JwksRefresher>>,
     /// Records every API request and failed authentication.

@@ -4,7 +4,7 @@
 //! the CLI uses (`$HEARTH_HOME`, default `~/.hearth`), so the README's serve
 //! command and the test suite download it once between them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// The Hearth home tests share with the CLI.
@@ -45,3 +45,23 @@ pub fn malformed_corpus() -> Vec<PathBuf> {
 }
 
 pub mod jwt;
+pub mod tls;
+
+/// The Python interpreter of the venv holding the official API clients
+/// (`scripts/pyclients.sh` makes it on first use).
+pub fn python_clients() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let out = std::process::Command::new(root.join("scripts/pyclients.sh"))
+            .output()
+            .expect("run scripts/pyclients.sh");
+        assert!(
+            out.status.success(),
+            "scripts/pyclients.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    })
+    .clone()
+}

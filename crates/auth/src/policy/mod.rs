@@ -146,6 +146,33 @@ pub struct Policies {
     digest: String,
 }
 
+/// The policies in force, replaced whole while requests are being decided
+/// (on SIGHUP): a decision uses the set current when it started, and no
+/// request ever sees a half-loaded set.
+pub struct LivePolicies {
+    current: std::sync::RwLock<std::sync::Arc<Policies>>,
+}
+
+impl LivePolicies {
+    pub fn new(policies: Policies) -> LivePolicies {
+        LivePolicies {
+            current: std::sync::RwLock::new(std::sync::Arc::new(policies)),
+        }
+    }
+
+    /// The set in force now.
+    pub fn current(&self) -> std::sync::Arc<Policies> {
+        // A read lock held for one Arc clone: readers never wait on
+        // each other, and a reload waits for a few nanoseconds at most.
+        std::sync::Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Puts `policies` in force from the next decision on.
+    pub fn replace(&self, policies: Policies) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(policies);
+    }
+}
+
 impl std::fmt::Debug for Policies {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Policies")

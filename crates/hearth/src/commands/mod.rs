@@ -6,6 +6,7 @@ mod generate;
 mod keys;
 mod models;
 mod policy;
+mod reload;
 mod serve;
 
 use std::io::IsTerminal;

@@ -10,7 +10,7 @@ use types::{
     GenerateError, Generation, GenerationObserver, GenerationRequest, LoadSnapshot, TextGenerator,
 };
 
-use super::{audit_log, keys, resolve};
+use super::{audit_log, keys, reload, resolve};
 use crate::config::Config;
 
 /// The served model before and after its engine exists: refuses work with
@@ -90,19 +90,35 @@ pub fn serve(config: &Config) -> Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let access = access(config, addr).await?;
+        let tls = match &settings.tls {
+            Some(files) => Some(Arc::new(server::Tls::load(files.clone())?)),
+            None => None,
+        };
         let app = server::secured_router(Arc::clone(&state), &options, &access);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         let bound = listener.local_addr()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         // Scripts and tests read this line to find the port when using --port 0.
-        println!("listening on http://{bound}");
+        println!("listening on {scheme}://{bound}");
+        tokio::spawn(reload::on_hangup(
+            config.clone(),
+            access.clone(),
+            tls.clone(),
+        ));
         let draining = Arc::clone(&state);
-        let serving = server::serve(listener, app, async move {
+        let stop = async move {
             stop_requested().await;
             draining.start_draining();
             drain_deadline();
-        });
+        };
+        let serving = async move {
+            match tls {
+                Some(tls) => server::serve_tls(listener, tls, app, stop).await,
+                None => server::serve(listener, app, stop).await,
+            }
+        };
         tokio::pin!(serving);
 
         let path = model.path.clone();
@@ -128,7 +144,7 @@ pub fn serve(config: &Config) -> Result<()> {
             kv_size = info.kv_size,
             max_running = config.engine.max_running,
             threads = config.engine.threads,
-            "ready on http://{bound}"
+            "ready on {scheme}://{bound}"
         );
         serving.await.context("server failed")
     })
@@ -168,7 +184,20 @@ async fn access(config: &Config, addr: SocketAddr) -> Result<server::Access> {
         files = policies.files().len(),
         "authorization policies loaded"
     );
-    if let Some(a) = &audit {
+    record_policies(audit.as_deref(), &policies);
+    Ok(server::Access {
+        authenticator: Some(authenticator),
+        open_metrics: settings.open_metrics,
+        policies: Some(Arc::new(auth::LivePolicies::new(policies))),
+        jwks,
+        audit,
+        quotas: Some(auth::Quotas::new()),
+    })
+}
+
+/// Notes a policy set put in force in the audit log, if there is one.
+pub fn record_policies(auditor: Option<&server::Auditor>, policies: &auth::Policies) {
+    if let Some(a) = auditor {
         a.log.record(audit::Event::PolicyLoaded {
             files: policies
                 .files()
@@ -179,14 +208,6 @@ async fn access(config: &Config, addr: SocketAddr) -> Result<server::Access> {
             sha256: policies.digest().to_string(),
         });
     }
-    Ok(server::Access {
-        authenticator: Some(authenticator),
-        open_metrics: settings.open_metrics,
-        policies: Some(Arc::new(policies)),
-        jwks,
-        audit,
-        quotas: Some(auth::Quotas::new()),
-    })
 }
 
 /// The audit log as the server records into it, unless turned off.

@@ -131,7 +131,7 @@ pub async fn start_with(open_metrics: bool, jwt: Vec<auth::JwtIssuerConfig>) -> 
     let access = Access {
         authenticator: Some(Arc::clone(&authenticator)),
         open_metrics,
-        policies: Some(Arc::new(policies)),
+        policies: Some(Arc::new(auth::LivePolicies::new(policies))),
         jwks,
         audit: None,
         quotas: Some(auth::Quotas::new()),

@@ -1,0 +1,130 @@
+//! `hearth serve` on SIGHUP: new policies take effect without a restart,
+//! a request streaming across the reload finishes, and a broken policy file
+//! keeps the previous set in force.
+
+use std::io::{BufRead, BufReader};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+mod support;
+
+use support::{hearth, ok, spawn_server_logging_to, wait_ready};
+
+fn signal(name: &str, pid: u32) {
+    let status = Command::new("kill")
+        .args([name, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn hangup(pid: u32) {
+    signal("-HUP", pid);
+}
+
+#[test]
+fn sighup_reloads_policies_without_dropping_requests() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let key = ok(hearth(h)
+        .args(["keys", "create", "--name", "desk"])
+        .output()
+        .unwrap())
+    .trim()
+    .to_string();
+    let log_path = h.join("serve.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut cmd = hearth(h);
+    cmd.args(["serve", "--port", "0", "--ctx-size", "512", "--model"])
+        .arg(testkit::default_model());
+    let (mut child, base) = spawn_server_logging_to(cmd, log);
+    wait_ready(&base);
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let chat = |max_tokens: u32, stream: bool| {
+        client
+            .post(format!("{base}/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&json!({
+                "messages": [{"role": "user", "content": "Tell me a long story"}],
+                "max_tokens": max_tokens, "stream": stream, "ignore_eos": true
+            }))
+            .send()
+            .unwrap()
+    };
+    assert_eq!(chat(1, false).status(), 200);
+
+    // A stream in flight while the policies change under it.
+    let streaming = chat(200, true);
+    assert_eq!(streaming.status(), 200);
+    let mut lines = BufReader::new(streaming).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("data: "), "{first}");
+    std::fs::write(
+        h.join("policies/closed.cedar"),
+        r#"forbid (principal, action == Hearth::Action::"predict", resource);"#,
+    )
+    .unwrap();
+    hangup(child.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while chat(1, false).status() != 403 {
+        assert!(
+            Instant::now() < deadline,
+            "the new policy never took effect"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    assert_eq!(
+        rest.iter()
+            .rev()
+            .find(|l| !l.is_empty())
+            .map(String::as_str),
+        Some("data: [DONE]"),
+        "the stream started before the reload finished"
+    );
+    let pieces = rest.iter().filter(|l| l.contains("\"content\"")).count();
+    assert!(pieces > 100, "{pieces} pieces");
+
+    // A broken file: the reload is refused, the last good set stays.
+    std::fs::write(h.join("policies/broken.cedar"), "permit (principal,").unwrap();
+    hangup(child.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log_path)
+        .unwrap()
+        .contains("policies not reloaded")
+    {
+        assert!(Instant::now() < deadline, "no reload error logged");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(chat(1, false).status(), 403);
+    std::fs::remove_file(h.join("policies/closed.cedar")).unwrap();
+    std::fs::remove_file(h.join("policies/broken.cedar")).unwrap();
+    hangup(child.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while chat(1, false).status() != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the policies were never reopened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A clean stop flushes the audit log.
+    signal("-TERM", child.id());
+    assert!(child.wait().unwrap().success());
+
+    // Each set put in force is in the audit log: start and two reloads.
+    let export = ok(hearth(h)
+        .args(["audit", "export", "--since", "1h"])
+        .output()
+        .unwrap());
+    let loaded = export
+        .lines()
+        .filter(|l| l.contains("\"policy_loaded\""))
+        .count();
+    assert_eq!(loaded, 3, "{export}");
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs the official Python API clients the tests drive Hearth with, in a
+# virtual environment under target/ (so `cargo clean` removes it):
+#   scripts/pyclients.sh        -> prints the environment's python
+# Versions are pinned so a client release cannot change a test's outcome.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=target/pyclients
+want="openai==3.57.0"
+if [[ ! -x $venv/bin/python ]] || ! grep -qxF "$want" $venv/.installed 2>/dev/null; then
+    rm -rf "$venv"
+    python3 -m venv "$venv" >&2
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check $want >&2
+    echo "$want" > "$venv/.installed"
+fi
+echo "$PWD/$venv/bin/python"
