@@ -15,12 +15,14 @@
 
 mod chain;
 mod event;
+mod export;
 mod key;
 mod verify;
 mod writer;
 
 pub use chain::{line_hash, GENESIS};
 pub use event::{ApiRequest, Event};
+pub use export::{export, parse_since, Query};
 pub use key::{key_id, load_public_key, AuditKey};
 pub use verify::{files_from, verify, Failure, Report};
 pub use writer::{log_files, AuditConfig, AuditLog};

@@ -59,6 +59,7 @@ enum Msg {
 pub struct AuditLog {
     tx: Option<SyncSender<Msg>>,
     thread: Option<JoinHandle<()>>,
+    dir: PathBuf,
 }
 
 /// Events waiting for the writer. Past this, `record` blocks: an audited
@@ -85,11 +86,17 @@ impl AuditLog {
         let log = AuditLog {
             tx: Some(tx),
             thread: Some(thread),
+            dir: config.dir.clone(),
         };
         log.record(Event::LogOpened {
             version: env!("CARGO_PKG_VERSION").into(),
         });
         Ok(log)
+    }
+
+    /// The directory the log files are in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Queues `event`, stamped now. Returns at once unless the queue is full.

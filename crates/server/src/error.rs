@@ -74,6 +74,15 @@ impl ApiError {
         .with_param("model")
     }
 
+    /// Something the request names does not exist (`code` says what).
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            code,
+            ..Self::invalid("", message)
+        }
+    }
+
     pub fn route_not_found(path: &str) -> Self {
         Self {
             status: StatusCode::NOT_FOUND,

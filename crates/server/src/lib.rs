@@ -6,6 +6,7 @@
 //! know what produces the text: the binary plugs the engine in.
 
 mod access;
+mod admin;
 mod audit;
 mod completion;
 mod error;

@@ -9,14 +9,14 @@ use auth::Action;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
 use axum::middleware;
-use axum::routing::{get, post, MethodRouter};
-use axum::Router;
+use axum::routing::{delete, get, post, MethodRouter};
+use axum::{Extension, Router};
 use tower_http::trace::TraceLayer;
 
 use crate::audit;
 use crate::error::ApiError;
 use crate::wire::{ChatCompletionRequest, CompletionRequest};
-use crate::{access, completion, metrics, models, Access, AppState, ServerOptions};
+use crate::{access, admin, completion, metrics, models, Access, AppState, ServerOptions};
 
 /// Where an API route's resource comes from, for policy decisions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,16 +64,44 @@ pub const API_ROUTES: &[ApiRoute] = &[
         action: Action::Predict,
         resource: ResourceFrom::BodyModel,
     },
+    ApiRoute {
+        method: "GET",
+        path: "/admin/keys",
+        action: Action::ManageKeys,
+        resource: ResourceFrom::Server,
+    },
+    ApiRoute {
+        method: "POST",
+        path: "/admin/keys",
+        action: Action::ManageKeys,
+        resource: ResourceFrom::Server,
+    },
+    ApiRoute {
+        method: "DELETE",
+        path: "/admin/keys/{id}",
+        action: Action::ManageKeys,
+        resource: ResourceFrom::Server,
+    },
+    ApiRoute {
+        method: "GET",
+        path: "/admin/audit",
+        action: Action::ReadAudit,
+        resource: ResourceFrom::Server,
+    },
 ];
 
 /// The handler behind each row of [`API_ROUTES`].
 fn handler(route: &ApiRoute) -> MethodRouter<Arc<AppState>> {
-    match route.path {
-        "/v1/models" => get(models::list),
-        "/v1/models/{id}" => get(models::get),
-        "/v1/chat/completions" => post(completion::complete::<ChatCompletionRequest>),
-        "/v1/completions" => post(completion::complete::<CompletionRequest>),
-        other => unreachable!("API_ROUTES names {other} without a handler"),
+    match (route.method, route.path) {
+        ("GET", "/v1/models") => get(models::list),
+        ("GET", "/v1/models/{id}") => get(models::get),
+        ("POST", "/v1/chat/completions") => post(completion::complete::<ChatCompletionRequest>),
+        ("POST", "/v1/completions") => post(completion::complete::<CompletionRequest>),
+        ("GET", "/admin/keys") => get(admin::list_keys),
+        ("POST", "/admin/keys") => post(admin::create_key),
+        ("DELETE", "/admin/keys/{id}") => delete(admin::revoke_key),
+        ("GET", "/admin/audit") => get(admin::read_audit),
+        (method, path) => unreachable!("API_ROUTES names {method} {path} without a handler"),
     }
 }
 
@@ -106,7 +134,12 @@ pub fn api_router(state: Arc<AppState>, options: &ServerOptions, access: &Access
         }
         router = router.route(route.path, method_router);
     }
+    let admin = admin::Admin {
+        authenticator: access.authenticator.clone(),
+        audit: access.audit.clone(),
+    };
     router
+        .layer(Extension(admin))
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
         .with_state(state)
 }

@@ -8,16 +8,50 @@ use support::{call, issuer, new_key, provider, staff, start, start_with, with};
 use testkit::jwt::{jwks, Signer};
 use types::Priority;
 
-/// Every API route with a request it accepts.
-fn api_routes() -> Vec<(Method, &'static str, Option<Value>)> {
+/// A key id the admin routes' DELETE revokes again and again.
+const THROWAWAY: &str = "00000000000a";
+
+/// Every API route with a request it accepts, and whether it is an admin
+/// route (which the default policies open to the `admin` role only).
+fn api_routes() -> Vec<(Method, String, Option<Value>, bool)> {
     let chat = json!({"model": "smollm2", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1});
     let completion = json!({"model": "smollm2", "prompt": "Hi", "max_tokens": 1});
+    let new_key = json!({"name": "made over HTTP", "roles": ["user"]});
     vec![
-        (Method::GET, "/v1/models", None),
-        (Method::GET, "/v1/models/smollm2", None),
-        (Method::POST, "/v1/chat/completions", Some(chat)),
-        (Method::POST, "/v1/completions", Some(completion)),
+        (Method::GET, "/v1/models".into(), None, false),
+        (Method::GET, "/v1/models/smollm2".into(), None, false),
+        (
+            Method::POST,
+            "/v1/chat/completions".into(),
+            Some(chat),
+            false,
+        ),
+        (
+            Method::POST,
+            "/v1/completions".into(),
+            Some(completion),
+            false,
+        ),
+        (Method::GET, "/admin/keys".into(), None, true),
+        (Method::POST, "/admin/keys".into(), Some(new_key), true),
+        (
+            Method::DELETE,
+            format!("/admin/keys/{THROWAWAY}"),
+            None,
+            true,
+        ),
+        (Method::GET, "/admin/audit?since=1h".into(), None, true),
     ]
+}
+
+/// A key the DELETE route can revoke, whose id is [`THROWAWAY`].
+fn throwaway_key(s: &support::Served) {
+    let conn = rusqlite::Connection::open(s.authenticator.keys().path()).unwrap();
+    conn.execute(
+        "INSERT INTO api_keys (id, name, secret_sha256, roles, attrs, created_at) VALUES (?1, 'throwaway', x'00', '[]', '{}', 0)",
+        [THROWAWAY],
+    )
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,10 +73,14 @@ async fn once_a_key_exists_every_api_route_needs_one() {
         "Bearer {}",
         Signer::other_eddsa("stolen").sign(&staff(&["user"]))
     );
-    let valid_jwt = jwt(&staff(&["user"]));
+    // Permitted on every route: users use models, admins administer.
+    let valid_jwt = jwt(&staff(&["user", "admin"]));
     let now = auth::unix_now();
     let keys = s.authenticator.keys();
-    let (_, good) = keys.create(&new_key("good"), now).unwrap();
+    throwaway_key(&s);
+    let mut good_key = new_key("good");
+    good_key.roles.insert("admin".into());
+    let (_, good) = keys.create(&good_key, now).unwrap();
     let (revoked_info, revoked) = keys.create(&new_key("gone"), now).unwrap();
     keys.revoke(&revoked_info.id, now).unwrap();
     let bearer = |k: &str| format!("Bearer {k}");
@@ -73,8 +111,8 @@ async fn once_a_key_exists_every_api_route_needs_one() {
         ),
     ];
     let mut routes = api_routes();
-    routes.push((Method::GET, "/metrics", None));
-    for (method, path, body) in &routes {
+    routes.push((Method::GET, "/metrics".into(), None, false));
+    for (method, path, body, _) in &routes {
         for (case, headers) in &refused {
             let (status, h, text) = call(&s.base, method, path, body.as_ref(), headers).await;
             assert_eq!(
@@ -99,7 +137,7 @@ async fn once_a_key_exists_every_api_route_needs_one() {
             vec![("authorization", valid_jwt.as_str())],
         ] {
             let (status, _, text) = call(&s.base, method, path, body.as_ref(), &headers).await;
-            assert_eq!(status, StatusCode::OK, "{method} {path}: {text}");
+            assert!(status.is_success(), "{method} {path}: {status} {text}");
         }
     }
     for path in ["/health", "/ready"] {
@@ -193,54 +231,60 @@ async fn every_api_route_asks_the_policies() {
     let mut nobody = new_key("no roles");
     nobody.roles.clear();
     let (_, nobody) = s.authenticator.keys().create(&nobody, now).unwrap();
+    throwaway_key(&s);
     let listed: Vec<(String, String)> = server::API_ROUTES
         .iter()
-        .map(|r| (r.method.to_string(), r.path.replace("{id}", "smollm2")))
+        .map(|r| {
+            let path = match r.path {
+                "/v1/models/{id}" => "/v1/models/smollm2".to_string(),
+                "/admin/keys/{id}" => format!("/admin/keys/{THROWAWAY}"),
+                other => other.to_string(),
+            };
+            (r.method.to_string(), path)
+        })
         .collect();
     let tested: Vec<(String, String)> = api_routes()
         .iter()
-        .map(|(m, p, _)| (m.to_string(), p.to_string()))
+        .map(|(m, p, _, _)| (m.to_string(), p.split('?').next().unwrap().to_string()))
         .collect();
     assert_eq!(listed, tested, "the test covers exactly the route table");
-    let user_jwt = format!("Bearer {}", s.signer.sign(&staff(&["user"])));
-    let roleless_jwt = format!("Bearer {}", s.signer.sign(&staff(&["visitor"])));
-    for (method, path, body) in api_routes() {
-        for (auth, expected) in [
-            (&user_jwt, StatusCode::OK),
-            (&roleless_jwt, StatusCode::FORBIDDEN),
+    let sign = |roles: &[&str]| format!("Bearer {}", s.signer.sign(&staff(roles)));
+    let (user_jwt, admin_jwt, roleless_jwt) =
+        (sign(&["user"]), sign(&["admin"]), sign(&["visitor"]));
+    let (user_key, nobody_key) = (format!("Bearer {user}"), format!("Bearer {nobody}"));
+    for (method, path, body, admin_route) in api_routes() {
+        let user_expected = if admin_route {
+            StatusCode::FORBIDDEN
+        } else {
+            StatusCode::OK
+        };
+        for (who, auth, expected) in [
+            ("user JWT", &user_jwt, Some(user_expected)),
+            ("user key", &user_key, Some(user_expected)),
+            ("admin JWT", &admin_jwt, None),
+            ("roleless JWT", &roleless_jwt, Some(StatusCode::FORBIDDEN)),
+            ("roleless key", &nobody_key, Some(StatusCode::FORBIDDEN)),
         ] {
             let (status, _, text) = call(
                 &s.base,
                 &method,
-                path,
+                &path,
                 body.as_ref(),
                 &[("authorization", auth)],
             )
             .await;
-            assert_eq!(status, expected, "JWT: {method} {path}: {text}");
+            match expected {
+                Some(expected) => assert_eq!(status, expected, "{who}: {method} {path}: {text}"),
+                None => assert!(
+                    status.is_success(),
+                    "{who}: {method} {path}: {status} {text}"
+                ),
+            }
+            if status == StatusCode::FORBIDDEN {
+                let err: Value = serde_json::from_str(&text).unwrap();
+                assert_eq!(err["error"]["code"], "permission_denied", "{text}");
+            }
         }
-        let user_auth = format!("Bearer {user}");
-        let (status, _, text) = call(
-            &s.base,
-            &method,
-            path,
-            body.as_ref(),
-            &[("authorization", &user_auth)],
-        )
-        .await;
-        assert_eq!(status, StatusCode::OK, "{method} {path}: {text}");
-        let nobody_auth = format!("Bearer {nobody}");
-        let (status, _, text) = call(
-            &s.base,
-            &method,
-            path,
-            body.as_ref(),
-            &[("authorization", &nobody_auth)],
-        )
-        .await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {text}");
-        let err: Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(err["error"]["code"], "permission_denied", "{text}");
     }
 }
 

@@ -1,9 +1,8 @@
 //! `audit verify` and `audit export`, and opening the log for the commands
 //! that write to it.
 
-use std::io::{BufRead, BufReader, Write};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use anyhow::{bail, Context, Result};
 
@@ -55,39 +54,20 @@ pub fn audit(config: &Config, command: AuditCommand) -> Result<()> {
             }
         }
         AuditCommand::Export { since, format: _ } => {
-            let since = since.as_deref().map(parse_since).transpose()?;
-            let files =
-                audit::log_files(dir).with_context(|| format!("cannot list {}", dir.display()))?;
-            let stdout = std::io::stdout();
-            let mut out = stdout.lock();
-            for file in files {
-                let f = std::fs::File::open(&file)
-                    .with_context(|| format!("cannot read {}", file.display()))?;
-                for line in BufReader::new(f).lines() {
-                    let line = line.with_context(|| format!("cannot read {}", file.display()))?;
-                    if let Some(since) = since {
-                        let time = serde_json::from_str::<serde_json::Value>(&line)
-                            .ok()
-                            .and_then(|v| v["time"].as_str().map(str::to_string))
-                            .and_then(|t| humantime::parse_rfc3339(&t).ok());
-                        if time.is_some_and(|t| t < since) {
-                            continue;
-                        }
-                    }
-                    writeln!(out, "{line}")?;
-                }
-            }
+            let since = since
+                .as_deref()
+                .map(|text| {
+                    audit::parse_since(text, SystemTime::now()).with_context(|| {
+                        format!("--since `{text}` is neither a time like 2026-11-01T00:00:00Z nor an age like 24h")
+                    })
+                })
+                .transpose()?;
+            let query = audit::Query {
+                since,
+                ..audit::Query::default()
+            };
+            audit::export(dir, &query, &mut std::io::stdout().lock())?;
             Ok(())
         }
     }
-}
-
-fn parse_since(text: &str) -> Result<SystemTime> {
-    if let Ok(t) = humantime::parse_rfc3339_weak(text) {
-        return Ok(t);
-    }
-    let age: Duration = humantime::parse_duration(text).with_context(|| {
-        format!("--since `{text}` is neither a time like 2026-11-01T00:00:00Z nor an age like 24h")
-    })?;
-    Ok(SystemTime::now() - age)
 }

@@ -133,7 +133,16 @@ pub async fn start_with(open_metrics: bool, jwt: Vec<auth::JwtIssuerConfig>) -> 
         open_metrics,
         policies: Some(Arc::new(auth::LivePolicies::new(policies))),
         jwks,
-        audit: None,
+        audit: Some(Arc::new(server::Auditor {
+            log: Arc::new(
+                audit::AuditLog::open(audit::AuditConfig::new(
+                    dir.path().join("audit"),
+                    dir.path().join("audit.key"),
+                ))
+                .unwrap(),
+            ),
+            record_text: false,
+        })),
         quotas: Some(auth::Quotas::new()),
     };
     let app = server::secured_router(state, &ServerOptions::default(), &access);
