@@ -174,6 +174,11 @@ struct Chain {
     pending_since: Option<Instant>,
     want_checkpoint: bool,
     recovered: Option<(String, u64)>,
+    /// Writes that failed in a row, and when to try again: a log whose
+    /// disk is full or whose directory vanished is retried with growing
+    /// pauses, not in a loop that burns a core and floods the log.
+    failures: u32,
+    retry_at: Option<Instant>,
 }
 
 /// Lines being sealed for one write, and the chain's head after them.
@@ -249,6 +254,8 @@ impl Chain {
             pending_since: None,
             want_checkpoint: false,
             recovered: head.recovered,
+            failures: 0,
+            retry_at: None,
             lock: Arc::new(lock),
         })
     }
@@ -261,10 +268,13 @@ impl Chain {
             let sign_due = self
                 .unsigned_since
                 .map(|t| t + self.config.checkpoint_interval);
-            let deadline = match (sync_due, sign_due) {
+            let mut deadline = match (sync_due, sign_due) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
+            if let (Some(d), Some(retry)) = (&mut deadline, self.retry_at) {
+                *d = (*d).max(retry);
+            }
             let msg = match deadline {
                 Some(d) => rx.recv_timeout(d.saturating_duration_since(Instant::now())),
                 None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
@@ -274,7 +284,7 @@ impl Chain {
                     self.pending.push((event, at));
                     self.pending_since.get_or_insert_with(Instant::now);
                     self.unsigned_since.get_or_insert_with(Instant::now);
-                    if self.pending.len() >= BATCH_LINES {
+                    if self.pending.len() >= BATCH_LINES && self.retry_at.is_none() {
                         self.flush(key);
                     }
                 }
@@ -297,23 +307,40 @@ impl Chain {
         }
     }
 
+    /// Writes what is queued; after a failure, waits longer before each
+    /// retry (0.4 s doubling up to 10 s).
+    fn flush(&mut self, key: &AuditKey) {
+        if self.write_batch(key) {
+            (self.failures, self.retry_at) = (0, None);
+        } else {
+            self.failures = self.failures.saturating_add(1);
+            let pause = self.config.sync_interval * 2u32.pow(self.failures.min(6));
+            self.retry_at = Some(Instant::now() + pause.min(Duration::from_secs(10)));
+        }
+    }
+
     /// Seals the queued events (with the checkpoints they are owed), writes
     /// them with one `write_all` and fsyncs, all under the lock. On a write
     /// error nothing is committed: the events stay queued, in order, and the
     /// next flush retries after cutting off whatever part reached the file.
-    fn flush(&mut self, key: &AuditKey) {
+    /// Returns whether the queue was written (or there was nothing to do).
+    fn write_batch(&mut self, key: &AuditKey) -> bool {
         let signing = self.want_checkpoint && (self.unsigned > 0 || !self.pending.is_empty());
         if self.pending.is_empty() && !signing {
             self.want_checkpoint = false;
-            return;
+            return true;
         }
         let lock = Arc::clone(&self.lock);
         let _held = match Locked::new(&lock) {
             Ok(h) => h,
-            Err(err) => return tracing::error!(%err, "cannot lock the audit log; retrying"),
+            Err(err) => {
+                tracing::error!(%err, "cannot lock the audit log; retrying");
+                return false;
+            }
         };
         if let Err(err) = self.catch_up() {
-            return tracing::error!(%err, "cannot read the audit log's head; retrying");
+            tracing::error!(%err, "cannot read the audit log's head; retrying");
+            return false;
         }
         if self.size >= self.config.max_file_bytes {
             self.next_file();
@@ -357,7 +384,7 @@ impl Chain {
             tracing::error!(path = %self.path.display(), %err, "cannot write the audit log; retrying");
             let _ = self.file.set_len(self.size);
             let _ = self.file.seek(SeekFrom::End(0));
-            return;
+            return false;
         }
         self.size += batch.len() as u64;
         (self.seq, self.head, self.unsigned) = (seq, head, unsigned);
@@ -371,8 +398,9 @@ impl Chain {
             // Each full file ends signed; the next one opens when needed.
             self.want_checkpoint = true;
             drop(_held);
-            self.flush(key);
+            return self.write_batch(key);
         }
+        true
     }
 
     /// Follows the chain if another process appended (or rotated) since

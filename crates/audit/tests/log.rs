@@ -287,3 +287,46 @@ fn two_writers_share_one_chain() {
     // 300 requests, 20 revocations, 21 `log_opened`.
     assert_eq!(report.entries - report.checkpoints, 341);
 }
+
+/// CPU ticks (1/100 s) the process's `hearth-audit` threads have used.
+#[cfg(target_os = "linux")]
+fn writer_ticks() -> u64 {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| {
+            let t = t.ok()?.path();
+            let comm = std::fs::read_to_string(t.join("comm")).ok()?;
+            if comm.trim() != "hearth-audit" {
+                return None;
+            }
+            let stat = std::fs::read_to_string(t.join("stat")).ok()?;
+            // Fields after the parenthesised name: utime and stime are the
+            // 12th and 13th.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split(' ').collect();
+            Some(f[11].parse::<u64>().ok()? + f[12].parse::<u64>().ok()?)
+        })
+        .sum()
+}
+
+/// Regression: when the log's directory vanished (a test's temporary home
+/// deleted under a server left running), the writer retried in a tight
+/// loop, burning a core and flooding its log. It must back off instead.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_log_that_cannot_be_written_is_retried_without_spinning() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(config(dir.path())).unwrap();
+    log.record(event(0));
+    log.sync();
+    std::fs::remove_dir_all(dir.path().join("log")).unwrap();
+    for i in 1..=5 {
+        log.record(event(i));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let before = writer_ticks();
+    std::thread::sleep(Duration::from_secs(2));
+    let spent = writer_ticks() - before;
+    assert!(spent <= 10, "the writer used {spent}/200 ticks retrying");
+    drop(log);
+}

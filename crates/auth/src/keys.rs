@@ -23,7 +23,7 @@ use types::Priority;
 
 use crate::error::{AuthError, StoreError};
 use crate::principal::Principal;
-use crate::quota::Limits;
+use crate::quota::{DailyUsage, Limits};
 
 /// Every Hearth API key starts with this.
 pub const KEY_PREFIX: &str = "hth_";
@@ -46,6 +46,14 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE api_keys ADD COLUMN requests_per_minute INTEGER;
      ALTER TABLE api_keys ADD COLUMN tokens_per_minute INTEGER;
      ALTER TABLE api_keys ADD COLUMN tokens_per_day INTEGER;",
+    // Tokens each account used per day, so a restart does not reset
+    // daily budgets.
+    "CREATE TABLE quota_usage (
+        account TEXT NOT NULL,
+        day     INTEGER NOT NULL,
+        tokens  INTEGER NOT NULL,
+        PRIMARY KEY (account, day)
+    ) STRICT;",
 ];
 
 /// What `hearth keys create` asks for.
@@ -276,6 +284,51 @@ impl KeyStore {
             return Err(AuthError::Expired { id: info.id });
         }
         Ok(info.principal())
+    }
+}
+
+impl KeyStore {
+    /// Writes each account's settled usage for its day, in one
+    /// transaction, and forgets days more than a week old.
+    pub fn save_usage(&self, usage: &[DailyUsage]) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.sql(e))?;
+        for u in usage {
+            tx.execute(
+                "INSERT INTO quota_usage (account, day, tokens) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (account, day) DO UPDATE SET tokens = excluded.tokens",
+                params![u.account, u.day as i64, u.tokens as i64],
+            )
+            .map_err(|e| self.sql(e))?;
+        }
+        if let Some(newest) = usage.iter().map(|u| u.day).max() {
+            tx.execute(
+                "DELETE FROM quota_usage WHERE day < ?1",
+                [newest.saturating_sub(7) as i64],
+            )
+            .map_err(|e| self.sql(e))?;
+        }
+        tx.commit().map_err(|e| self.sql(e))
+    }
+
+    /// Every account's saved usage on `day` (Unix days).
+    pub fn load_usage(&self, day: u64) -> Result<Vec<DailyUsage>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare("SELECT account, tokens FROM quota_usage WHERE day = ?1")
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([day as i64], |r| {
+                Ok(DailyUsage {
+                    account: r.get(0)?,
+                    day,
+                    tokens: r.get::<_, i64>(1)? as u64,
+                })
+            })
+            .map_err(|e| self.sql(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.sql(e));
+        rows
     }
 }
 

@@ -24,7 +24,7 @@ pub use policy::{
     Action, LivePolicies, Policies, PolicyDecision, PolicyError, RequestContext, Resource,
 };
 pub use principal::{Credential, Principal};
-pub use quota::{Admission, Limits, QuotaExceeded, Quotas};
+pub use quota::{Admission, DailyUsage, Limits, QuotaExceeded, Quotas};
 
 /// Seconds since the Unix epoch: the clock every expiry check uses.
 pub fn unix_now() -> u64 {

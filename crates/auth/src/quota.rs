@@ -88,10 +88,29 @@ pub struct Quotas {
 struct Account {
     requests: Bucket,
     tokens: Bucket,
-    /// Day number (Unix days) `day_used` counts.
+    /// Day number (Unix days) `day_settled` counts.
     day: u64,
-    /// Tokens settled today plus those reserved by requests in flight.
-    day_used: u64,
+    /// Tokens requests that ended have used today.
+    day_settled: u64,
+    /// Tokens reserved by requests still running.
+    day_reserved: u64,
+    /// Settled usage changed since [`Quotas::take_changes`] last looked.
+    dirty: bool,
+}
+
+impl Account {
+    fn day_used(&self) -> u64 {
+        self.day_settled.saturating_add(self.day_reserved)
+    }
+}
+
+/// One account's settled usage on one day, to keep across restarts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DailyUsage {
+    pub account: String,
+    /// Unix days.
+    pub day: u64,
+    pub tokens: u64,
 }
 
 const UNIT: i128 = 60_000;
@@ -167,7 +186,7 @@ impl Quotas {
             // Reservations of requests still running carry over, so the
             // new day's count stays an upper bound.
             a.day = today;
-            a.day_used = 0;
+            a.day_settled = 0;
         }
         let mut remaining = Remaining::default();
         let mut requests_level = None;
@@ -198,7 +217,7 @@ impl Quotas {
             remaining.tokens = Some((limit, ((level - reserved).max(0) / UNIT) as u64));
         }
         if let Some(limit) = limits.tokens_per_day {
-            if a.day_used >= limit {
+            if a.day_used() >= limit {
                 if let Some(limit) = limits.tokens_per_minute {
                     // Undo this request's reservation above.
                     a.tokens
@@ -215,13 +234,12 @@ impl Quotas {
             a.requests.add(-UNIT, limit);
             remaining.requests = Some((limit, ((level - UNIT) / UNIT) as u64));
         }
-        a.day_used = a.day_used.saturating_add(reserve_tokens);
+        a.day_reserved = a.day_reserved.saturating_add(reserve_tokens);
         Ok((
             Admission {
                 quotas: Arc::clone(self),
                 account: account.to_string(),
                 limits,
-                day: today,
                 reserved: reserve_tokens,
                 used: 0,
             },
@@ -234,10 +252,43 @@ impl Quotas {
         self.lock()
             .get(account)
             .filter(|a| a.day == now_ms / MS_PER_DAY)
-            .map_or(0, |a| a.day_used)
+            .map_or(0, Account::day_used)
     }
 
-    fn settle(&self, account: &str, limits: Limits, day: u64, reserved: u64, used: u64) {
+    /// Settled usage of every account that changed since the last call,
+    /// for the caller to persist.
+    pub fn take_changes(&self) -> Vec<DailyUsage> {
+        let mut accounts = self.lock();
+        accounts
+            .iter_mut()
+            .filter(|(_, a)| a.dirty)
+            .map(|(account, a)| {
+                a.dirty = false;
+                DailyUsage {
+                    account: account.clone(),
+                    day: a.day,
+                    tokens: a.day_settled,
+                }
+            })
+            .collect()
+    }
+
+    /// Puts back usage persisted before a restart; only today's counts.
+    pub fn restore(&self, usage: &DailyUsage, now_ms: u64) {
+        let today = now_ms / MS_PER_DAY;
+        if usage.day != today {
+            return;
+        }
+        let mut accounts = self.lock();
+        let a = accounts.entry(usage.account.clone()).or_default();
+        if a.day != today {
+            a.day = today;
+            a.day_settled = 0;
+        }
+        a.day_settled = a.day_settled.max(usage.tokens);
+    }
+
+    fn settle(&self, account: &str, limits: Limits, reserved: u64, used: u64) {
         let mut accounts = self.lock();
         let Some(a) = accounts.get_mut(account) else {
             return;
@@ -246,9 +297,10 @@ impl Quotas {
             let delta = reserved.min(limit) as i128 - used as i128;
             a.tokens.add(delta * UNIT, limit);
         }
-        if a.day == day {
-            a.day_used = a.day_used.saturating_sub(reserved).saturating_add(used);
-        }
+        // A request admitted yesterday is charged to the day it ends on.
+        a.day_reserved = a.day_reserved.saturating_sub(reserved);
+        a.day_settled = a.day_settled.saturating_add(used);
+        a.dirty |= used > 0;
     }
 }
 
@@ -261,7 +313,6 @@ pub struct Admission {
     quotas: Arc<Quotas>,
     account: String,
     limits: Limits,
-    day: u64,
     reserved: u64,
     used: u64,
 }
@@ -287,13 +338,8 @@ impl Admission {
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        self.quotas.settle(
-            &self.account,
-            self.limits,
-            self.day,
-            self.reserved,
-            self.used,
-        );
+        self.quotas
+            .settle(&self.account, self.limits, self.reserved, self.used);
     }
 }
 
@@ -417,11 +463,51 @@ mod tests {
         drop(a);
         drop(b); // never generated: charged nothing
         assert_eq!(q.used_today("k", T0), 100);
-        let (_b, _) = q.admit("k", day, 600, T0).unwrap();
+        let (b, _) = q.admit("k", day, 600, T0).unwrap();
         assert!(q.admit("k", day, 0, T0).is_ok());
-        let (_c, _) = q.admit("k", day, 400, T0).unwrap();
+        let (c, _) = q.admit("k", day, 400, T0).unwrap();
         assert!(q.admit("k", day, 0, T0).is_err());
+        // A new day forgets what was used, not what is still running: the
+        // 1000 tokens reserved by requests in flight count against it.
+        assert!(q.admit("k", day, 0, midnight).is_err());
+        drop((b, c));
         assert!(q.admit("k", day, 0, midnight).is_ok());
+    }
+
+    #[test]
+    fn settled_usage_survives_a_restart() {
+        let q = Quotas::new();
+        let day = Limits {
+            tokens_per_day: Some(100),
+            ..Limits::default()
+        };
+        let (mut a, _) = q.admit("k", day, 50, T0).unwrap();
+        let (_running, _) = q.admit("k", day, 30, T0).unwrap();
+        a.used(90);
+        drop(a);
+        // Only settled tokens are persisted, reservations are not.
+        let saved = q.take_changes();
+        assert_eq!(
+            saved,
+            [DailyUsage {
+                account: "k".into(),
+                day: T0 / MS_PER_DAY,
+                tokens: 90
+            }]
+        );
+        assert!(q.take_changes().is_empty(), "nothing changed since");
+        let restarted = Quotas::new();
+        for u in &saved {
+            restarted.restore(u, T0);
+        }
+        assert_eq!(restarted.used_today("k", T0), 90);
+        let held = restarted.admit("k", day, 10, T0).unwrap();
+        assert!(restarted.admit("k", day, 0, T0).is_err());
+        drop(held);
+        // Yesterday's usage is not restored today.
+        let tomorrow = Quotas::new();
+        tomorrow.restore(&saved[0], T0 + MS_PER_DAY);
+        assert_eq!(tomorrow.used_today("k", T0 + MS_PER_DAY), 0);
     }
 
     #[test]

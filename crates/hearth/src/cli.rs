@@ -300,6 +300,9 @@ pub struct ServeArgs {
     /// Model to serve: catalog name, stored name or GGUF path [default: smollm2]
     #[arg(long, env = "HEARTH_MODEL", value_name = "MODEL")]
     pub model: Option<String>,
+    /// Largest request body accepted; larger ones get 413 [default: 8388608]
+    #[arg(long, env = "HEARTH_MAX_BODY_BYTES", value_name = "BYTES")]
+    pub max_body_bytes: Option<usize>,
     /// Most requests waiting for a place; more get 429 with Retry-After [default: 128]
     #[arg(long, env = "HEARTH_MAX_QUEUE", value_name = "N")]
     pub max_queue: Option<u32>,
@@ -368,6 +371,14 @@ pub struct BenchArgs {
     /// Workload to run against --url
     #[arg(long, value_enum)]
     pub workload: Option<Workload>,
+    /// API key sent with every --url request
+    #[arg(
+        long,
+        env = "HEARTH_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub api_key: Option<String>,
     /// Seconds for timed workloads (w3, priority) [default: 30, 60]
     #[arg(long, value_name = "SECONDS")]
     pub duration: Option<u64>,

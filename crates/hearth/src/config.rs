@@ -218,7 +218,10 @@ impl Config {
                 .and_then(|s| s.model.clone())
                 .or_else(|| fs.model.clone())
                 .unwrap_or_else(|| store::DEFAULT_MODEL.to_string()),
-            max_body_bytes: fs.max_body_bytes.unwrap_or(8 << 20),
+            max_body_bytes: serve
+                .and_then(|s| s.max_body_bytes)
+                .or(fs.max_body_bytes)
+                .unwrap_or(8 << 20),
             insecure_no_auth: serve.is_some_and(|s| s.insecure_no_auth)
                 || fs.insecure_no_auth.unwrap_or(false),
             open_metrics: serve
@@ -309,8 +312,8 @@ impl Config {
                 bail!("audit.max_file_mb must be at least 1");
             }
         }
-        if self.server.max_body_bytes < 1024 {
-            bail!("server.max_body_bytes must be at least 1024");
+        if !(1024..=1 << 30).contains(&self.server.max_body_bytes) {
+            bail!("max-body-bytes must be between 1024 and 1073741824");
         }
         Ok(())
     }

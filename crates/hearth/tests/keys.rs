@@ -103,9 +103,8 @@ fn serving_beyond_loopback_needs_a_key_or_an_explicit_override() {
     assert!(err.contains("hearth keys create"), "{err}");
 
     // The override starts, and says so.
-    let (mut child, _) = spawn_server_logging_to(serve(&["--insecure-no-auth"]), Stdio::piped());
-    child.kill().unwrap();
-    let out = child.wait_with_output().unwrap();
+    let (child, _) = spawn_server_logging_to(serve(&["--insecure-no-auth"]), Stdio::piped());
+    let out = child.kill_with_output();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--insecure-no-auth"), "{stderr}");
 
@@ -267,4 +266,59 @@ fn policy_check_explains_decisions() {
         ],
     );
     assert!(err.contains("zz-broken.cedar"), "{err}");
+}
+
+/// A key's daily budget, spent, stays spent when the server restarts: the
+/// usage is saved in the key store and restored at start.
+#[test]
+fn a_spent_daily_budget_stays_spent_across_a_restart() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let key = create(h, &["--name", "budget", "--daily-tokens", "12"]);
+    let listed = ok(hearth(h).args(["keys", "list"]).output().unwrap());
+    assert!(listed.contains("12 tok/day"), "{listed}");
+    let chat =
+        serde_json::json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4});
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let ask = |base: &str| {
+        let reply = client
+            .post(format!("{base}/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&chat)
+            .send()
+            .unwrap();
+        let status = reply.status().as_u16();
+        (status, reply.json::<Value>().unwrap())
+    };
+    let serve = || {
+        let mut cmd = hearth(h);
+        cmd.args(["serve", "--port", "0", "--ctx-size", "256", "--model"])
+            .arg(testkit::default_model());
+        let (child, base) = spawn_server(cmd);
+        wait_ready(&base);
+        (child, base)
+    };
+    let (mut child, base) = serve();
+    let (status, body) = ask(&base);
+    assert_eq!(status, 200, "{body}");
+    assert!(body["usage"]["total_tokens"].as_u64().unwrap() >= 12);
+    let (status, body) = ask(&base);
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "insufficient_quota");
+    // A clean stop, as a service manager would send it.
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    child.wait().unwrap();
+
+    let (mut child, base) = serve();
+    let (status, body) = ask(&base);
+    assert_eq!(status, 429, "the restart handed out a new budget: {body}");
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

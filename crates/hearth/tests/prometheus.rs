@@ -3,22 +3,12 @@
 
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-
-/// Kills a child process when the test ends, however it ends.
-struct Reaper(Child);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn prometheus_binary() -> Option<PathBuf> {
     ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
@@ -35,7 +25,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start_hearth() -> (Reaper, String) {
+fn start_hearth() -> (support::Server, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearth"));
     cmd.env("HEARTH_HOME", testkit::hearth_home())
         .env_remove("HEARTH_CONFIG")
@@ -48,8 +38,7 @@ fn start_hearth() -> (Reaper, String) {
             "--ctx-size",
             "1024",
         ]);
-    let (child, base) = support::spawn_server(cmd);
-    (Reaper(child), base)
+    support::spawn_server(cmd)
 }
 
 fn get(url: &str) -> reqwest::blocking::Response {
@@ -111,7 +100,7 @@ fn prometheus_scrapes_latency_histograms_and_kv_usage_under_load() {
     .unwrap();
     let port = free_port();
     let prom = format!("http://127.0.0.1:{port}");
-    let _prometheus = Reaper(
+    let _prometheus = support::Server::new(
         Command::new(prometheus)
             .arg(format!("--config.file={}", config.display()))
             .arg(format!(

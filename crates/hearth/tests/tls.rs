@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -25,7 +25,7 @@ fn create_key(home: &Path) -> String {
 
 /// `hearth serve` on a free port with `extra` arguments; returns the child
 /// and its `https://` base URL.
-fn serve_tls(home: &Path, server: &Issued, extra: &[&str]) -> (Child, String) {
+fn serve_tls(home: &Path, server: &Issued, extra: &[&str]) -> (support::Server, String) {
     let mut cmd = hearth(home);
     cmd.args(["serve", "--port", "0", "--ctx-size", "256", "--tls-cert"])
         .arg(&server.cert)

@@ -100,7 +100,20 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: &str, model: &str) -> Self {
+        Self::with_api_key(base, model, None)
+    }
+
+    /// A client that sends `api_key` as a bearer token on every request.
+    pub fn with_api_key(base: &str, model: &str, api_key: Option<&str>) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(key) = api_key {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+                .expect("an API key is a valid header value");
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
+            .default_headers(headers)
             .timeout(Duration::from_secs(600))
             // A fresh connection per request: a pooled one the server has
             // just closed fails the next request, which is the client's

@@ -102,7 +102,7 @@ pub fn bench(config: &Config, args: &BenchArgs) -> Result<()> {
 fn load_test(url: &str, workload: Workload, args: &BenchArgs) -> Result<()> {
     use loadgen::workloads as w;
     let model = args.model.as_deref().unwrap_or(store::DEFAULT_MODEL);
-    let client = loadgen::Client::new(url, model);
+    let client = loadgen::Client::with_api_key(url, model, args.api_key.as_deref());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -8,6 +8,7 @@ mod models;
 mod policy;
 mod reload;
 mod serve;
+mod usage;
 
 use std::io::IsTerminal;
 

@@ -10,7 +10,7 @@ use types::{
     GenerateError, Generation, GenerationObserver, GenerationRequest, LoadSnapshot, TextGenerator,
 };
 
-use super::{audit_log, keys, reload, resolve};
+use super::{audit_log, keys, reload, resolve, usage};
 use crate::config::Config;
 
 /// The served model before and after its engine exists: refuses work with
@@ -102,6 +102,7 @@ pub fn serve(config: &Config) -> Result<()> {
         let scheme = if tls.is_some() { "https" } else { "http" };
         // Scripts and tests read this line to find the port when using --port 0.
         println!("listening on {scheme}://{bound}");
+        tokio::spawn(usage::persist(access.clone()));
         tokio::spawn(reload::on_hangup(
             config.clone(),
             access.clone(),
@@ -146,7 +147,9 @@ pub fn serve(config: &Config) -> Result<()> {
             threads = config.engine.threads,
             "ready on {scheme}://{bound}"
         );
-        serving.await.context("server failed")
+        let served = serving.await.context("server failed");
+        usage::flush(&access);
+        served
     })
 }
 
@@ -177,6 +180,7 @@ async fn access(config: &Config, addr: SocketAddr) -> Result<server::Access> {
         );
     }
     let jwks = server::JwksRefresher::start(Arc::clone(&authenticator)).await;
+    let quotas = usage::restore(&authenticator);
     let audit = auditor(config)?;
     let policies = load_policies(config)?;
     tracing::info!(
@@ -191,7 +195,7 @@ async fn access(config: &Config, addr: SocketAddr) -> Result<server::Access> {
         policies: Some(Arc::new(auth::LivePolicies::new(policies))),
         jwks,
         audit,
-        quotas: Some(auth::Quotas::new()),
+        quotas: Some(quotas),
     })
 }
 

@@ -7,14 +7,56 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 
+/// A child process (a running `hearth serve`, a Prometheus), killed when
+/// dropped: a test that fails half way must not leave a server behind (one
+/// whose home was deleted under it once kept a core busy for hours).
+pub struct Server(Option<Child>);
+
+impl Server {
+    pub fn new(child: Child) -> Server {
+        Server(Some(child))
+    }
+
+    /// Kills the process and returns what it wrote to piped streams.
+    pub fn kill_with_output(mut self) -> std::process::Output {
+        let mut child = self.0.take().expect("still held");
+        let _ = child.kill();
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl std::ops::Deref for Server {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("still held")
+    }
+}
+
+impl std::ops::DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("still held")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            if let Ok(None) = child.try_wait() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
 /// Spawns `cmd` (a `hearth serve --port 0 …`), reads the address line it
 /// prints once listening, and returns the child with its base URL.
-pub fn spawn_server(cmd: Command) -> (Child, String) {
+pub fn spawn_server(cmd: Command) -> (Server, String) {
     spawn_server_logging_to(cmd, Stdio::null())
 }
 
 /// [`spawn_server`], with the server's log going to `stderr`.
-pub fn spawn_server_logging_to(mut cmd: Command, stderr: impl Into<Stdio>) -> (Child, String) {
+pub fn spawn_server_logging_to(mut cmd: Command, stderr: impl Into<Stdio>) -> (Server, String) {
     let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
@@ -25,7 +67,7 @@ pub fn spawn_server_logging_to(mut cmd: Command, stderr: impl Into<Stdio>) -> (C
         .strip_prefix("listening on ")
         .expect("address line")
         .to_string();
-    (child, base)
+    (Server::new(child), base)
 }
 
 /// The stdout of a command that must succeed.
