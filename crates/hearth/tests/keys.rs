@@ -120,6 +120,24 @@ fn credentials_never_reach_the_logs() {
     let home = tempfile::tempdir().unwrap();
     let secret = create(home.path(), &["--name", "logged"]);
     let secret_part = secret.rsplit('_').next().unwrap().to_string();
+    // A JWT issuer too: tokens must stay out of the log as keys do.
+    let signer = testkit::jwt::Signer::es256("k1");
+    let jwks_file = home.path().join("jwks.json");
+    std::fs::write(&jwks_file, testkit::jwt::jwks(&[&signer])).unwrap();
+    std::fs::write(
+        home.path().join("config.toml"),
+        format!(
+            "[[auth.jwt]]\nissuer = \"https://idp.test\"\naudience = \"hearth\"\nalgorithms = [\"ES256\"]\njwks_file = {:?}\n",
+            jwks_file
+        ),
+    )
+    .unwrap();
+    let now = auth::unix_now();
+    let claims = |exp: u64| serde_json::json!({"iss": "https://idp.test", "aud": "hearth", "sub": "u-1", "exp": exp, "roles": ["user"]});
+    let (valid_jwt, expired_jwt) = (
+        signer.sign(&claims(now + 600)),
+        signer.sign(&claims(now - 600)),
+    );
     let log = home.path().join("serve.log");
     let mut cmd = hearth(home.path());
     cmd.args([
@@ -147,6 +165,8 @@ fn credentials_never_reach_the_logs() {
         ("x-api-key", secret.clone()),
         ("authorization", format!("Bearer {wrong}")),
         ("authorization", format!("Token {secret}")),
+        ("authorization", format!("Bearer {valid_jwt}")),
+        ("authorization", format!("Bearer {expired_jwt}")),
     ] {
         let resp = client
             .post(format!("{base}/v1/chat/completions"))
@@ -173,6 +193,10 @@ fn credentials_never_reach_the_logs() {
         !text.contains(wrong_part),
         "a presented secret reached the log"
     );
+    for token in [&valid_jwt, &expired_jwt] {
+        let signature = token.rsplit('.').next().unwrap();
+        assert!(!text.contains(signature), "a JWT reached the log");
+    }
 }
 
 #[test]

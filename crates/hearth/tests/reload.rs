@@ -127,4 +127,7 @@ fn sighup_reloads_policies_without_dropping_requests() {
         .filter(|l| l.contains("\"policy_loaded\""))
         .count();
     assert_eq!(loaded, 3, "{export}");
+    for event in ["\"model_load\"", "\"model_unload\""] {
+        assert!(export.contains(event), "{event} missing: {export}");
+    }
 }

@@ -12,6 +12,12 @@ pub fn pull(config: &Config, model: &str, force: bool) -> Result<()> {
     let store = open_store(config)?;
     let stored = store.pull(model, &pull_options(config, force), &Bar::new())?;
     let m = &stored.manifest;
+    if let Some(log) = super::audit_log::open(config)? {
+        log.record(audit::Event::ModelPull {
+            model: m.name.clone(),
+            sha256: Some(m.sha256.clone()),
+        });
+    }
     println!(
         "{}: {} bytes, sha256 {} ({})",
         m.name,
@@ -52,6 +58,11 @@ pub fn list(config: &Config, json: bool) -> Result<()> {
 
 pub fn rm(config: &Config, model: &str) -> Result<()> {
     let removed = open_store(config)?.remove(model)?;
+    if let Some(log) = super::audit_log::open(config)? {
+        log.record(audit::Event::ModelDelete {
+            model: removed.manifest.name.clone(),
+        });
+    }
     println!(
         "removed {} ({})",
         removed.manifest.name,

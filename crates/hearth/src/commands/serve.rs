@@ -149,6 +149,11 @@ pub fn serve(config: &Config) -> Result<()> {
         );
         let served = serving.await.context("server failed");
         usage::flush(&access);
+        if let Some(auditor) = &access.audit {
+            auditor.log.record(audit::Event::ModelUnload {
+                model: model.name.clone(),
+            });
+        }
         served
     })
 }
