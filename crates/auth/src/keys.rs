@@ -289,14 +289,15 @@ impl KeyStore {
 
 impl KeyStore {
     /// Writes each account's settled usage for its day, in one
-    /// transaction, and forgets days more than a week old.
+    /// transaction, and forgets days more than a week old. Counts only
+    /// grow: a save that lost a race with a newer one cannot lower them.
     pub fn save_usage(&self, usage: &[DailyUsage]) -> Result<(), StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| self.sql(e))?;
         for u in usage {
             tx.execute(
                 "INSERT INTO quota_usage (account, day, tokens) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (account, day) DO UPDATE SET tokens = excluded.tokens",
+                 ON CONFLICT (account, day) DO UPDATE SET tokens = MAX(tokens, excluded.tokens)",
                 params![u.account, u.day as i64, u.tokens as i64],
             )
             .map_err(|e| self.sql(e))?;

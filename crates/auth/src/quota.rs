@@ -273,6 +273,17 @@ impl Quotas {
             .collect()
     }
 
+    /// Marks `changes` (from [`Quotas::take_changes`]) as still to save,
+    /// after saving them failed.
+    pub fn unsaved(&self, changes: &[DailyUsage]) {
+        let mut accounts = self.lock();
+        for c in changes {
+            if let Some(a) = accounts.get_mut(&c.account) {
+                a.dirty = true;
+            }
+        }
+    }
+
     /// Puts back usage persisted before a restart; only today's counts.
     pub fn restore(&self, usage: &DailyUsage, now_ms: u64) {
         let today = now_ms / MS_PER_DAY;

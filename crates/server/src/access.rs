@@ -176,6 +176,10 @@ pub(crate) async fn authorize(
     }
 }
 
+/// Tokens reserved for a request that sets no `max_tokens`: what a
+/// generation may reach before the context ends it.
+const UNBOUNDED_RESERVE: u64 = 4096;
+
 /// The served model a JSON body names, by its canonical id (an alias must
 /// not slip past a policy on the model), the most tokens it asks to
 /// generate, and the request rebuilt around the body it read. A body that
@@ -195,9 +199,17 @@ async fn body_model(gate: &Gate, request: Request) -> Result<(Request, Resource,
     if let Some(audit) = parts.extensions.get::<Arc<RequestAudit>>() {
         audit.prompt(&bytes);
     }
+    // Reserve the most the request may generate: the larger of the two
+    // fields (an endpoint may honour either), or, without one, a full
+    // context's worth, so leaving `max_tokens` out cannot dodge a limit.
     let (named, reserve) = match serde_json::from_slice::<Named>(&bytes) {
-        Ok(n) => (n.model, n.max_completion_tokens.or(n.max_tokens)),
-        Err(_) => (None, None),
+        Ok(n) => (
+            n.model,
+            n.max_completion_tokens
+                .max(n.max_tokens)
+                .unwrap_or(UNBOUNDED_RESERVE),
+        ),
+        Err(_) => (None, UNBOUNDED_RESERVE),
     };
     let model = match gate.app.find(named.as_deref()) {
         Ok(served) => served.id.clone(),
@@ -210,5 +222,5 @@ async fn body_model(gate: &Gate, request: Request) -> Result<(Request, Resource,
         name: model,
     };
     let request = Request::from_parts(parts, Body::from(bytes));
-    Ok((request, resource, reserve.unwrap_or(0)))
+    Ok((request, resource, reserve))
 }

@@ -152,6 +152,14 @@ pub(crate) async fn revoke_key(
     Path(id): Path<String>,
 ) -> Result<Json<KeyInfo>, ApiError> {
     caller(principal)?;
+    // Ids are hex; anything with `_` may be a whole key pasted by mistake,
+    // and must not come back in the answer.
+    if id.trim_start_matches(auth::KEY_PREFIX).contains('_') {
+        return Err(ApiError::invalid(
+            "invalid_value",
+            "Give the key's id (as listed), not the key itself",
+        ));
+    }
     let info = keys(&admin)?
         .keys()
         .revoke(&id, auth::unix_now())

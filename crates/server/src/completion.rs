@@ -39,6 +39,15 @@ impl Observers {
         }
     }
 
+    /// The prompt's tokens, charged as soon as the engine accepted it, so a
+    /// request that times out or is dropped before its end still pays for
+    /// its prefill.
+    fn submitted(&self, prompt_tokens: u32) {
+        if let Some(q) = &self.quota {
+            q.usage(prompt_tokens, 0);
+        }
+    }
+
     fn usage(&self, usage: &Usage) {
         if let Some(a) = &self.audit {
             a.usage(usage.prompt_tokens, usage.completion_tokens);
@@ -85,6 +94,7 @@ pub async fn complete<B: CompletionBody>(
     let generation = tokio::task::spawn_blocking(move || generator.submit(request))
         .await
         .map_err(|e| ApiError::internal(&e))??;
+    observers.submitted(generation.prompt_tokens());
     if stream {
         let events = sse_events(generation, reply, include_usage, deadline, observers);
         return Ok(Sse::new(events)

@@ -26,7 +26,8 @@ impl QuotaCharge {
         self.with(|a| a.add(1));
     }
 
-    /// The engine's final count, replacing the running one.
+    /// A count that replaces the running one: the prompt once submitted,
+    /// then the engine's final count.
     pub fn usage(&self, prompt_tokens: u32, completion_tokens: u32) {
         self.with(|a| a.used(u64::from(prompt_tokens) + u64::from(completion_tokens)));
     }

@@ -145,3 +145,41 @@ async fn a_spent_daily_budget_refuses_until_midnight() {
         assert_eq!(status, expected, "{text}");
     }
 }
+
+/// Regression: a request without `max_tokens` reserved nothing, so any
+/// number of them got past a token budget at once. It now reserves a full
+/// context's worth while it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaving_out_max_tokens_does_not_dodge_a_budget() {
+    let s = start(false).await;
+    let key = key_with(
+        &s,
+        "open-ended",
+        auth::Limits {
+            tokens_per_day: Some(1000),
+            ..auth::Limits::default()
+        },
+    );
+    let body = json!({"messages": [{"role": "user", "content": "Tell me a story"}],
+                      "stream": true, "ignore_eos": true});
+    let client = reqwest::Client::new();
+    let first = client
+        .post(format!("{}/v1/chat/completions", s.base))
+        .header("authorization", &key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    // While the first runs, its reservation holds the budget.
+    let (status, _, text) = call(
+        &s.base,
+        &Method::POST,
+        "/v1/chat/completions",
+        Some(&body),
+        &[("authorization", &key)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{text}");
+    drop(first);
+}

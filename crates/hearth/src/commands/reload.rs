@@ -6,30 +6,52 @@ use std::sync::Arc;
 
 use crate::config::Config;
 
-/// Reloads on every SIGHUP until the process ends.
-pub async fn on_hangup(config: Config, access: server::Access, tls: Option<Arc<server::Tls>>) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hangups = match signal(SignalKind::hangup()) {
-            Ok(s) => s,
-            Err(err) => {
-                tracing::warn!(%err, "cannot listen for SIGHUP; reloading is off");
-                return;
-            }
-        };
-        while hangups.recv().await.is_some() {
-            reload(&config, &access, tls.as_deref());
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = (config, access, tls);
+/// SIGHUP, caught from now on: call before announcing the port, or a
+/// reload sent right after start would end the process (SIGHUP's default).
+#[cfg(unix)]
+pub fn listen() -> Option<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{signal, SignalKind};
+    signal(SignalKind::hangup())
+        .map_err(|err| tracing::warn!(%err, "cannot listen for SIGHUP; reloading is off"))
+        .ok()
 }
+
+#[cfg(not(unix))]
+pub fn listen() -> Option<()> {
+    None
+}
+
+/// Reloads on every SIGHUP `listen` caught, until the process ends.
+#[cfg(unix)]
+pub async fn on_hangup(
+    hangups: Option<tokio::signal::unix::Signal>,
+    config: Config,
+    access: server::Access,
+    tls: Option<Arc<server::Tls>>,
+) {
+    let Some(mut hangups) = hangups else {
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        reload(&config, &access, tls.as_deref());
+    }
+}
+
+#[cfg(not(unix))]
+pub async fn on_hangup(_: Option<()>, _: Config, _: server::Access, _: Option<Arc<server::Tls>>) {}
 
 fn reload(config: &Config, access: &server::Access, tls: Option<&server::Tls>) {
     tracing::info!("SIGHUP: reloading policies, JWT key files and TLS certificates");
     if let Some(live) = &access.policies {
-        match super::serve::load_policies(config) {
+        // At start a missing directory gets the defaults; on reload it is a
+        // mistake (a directory moved aside), never a reason to loosen.
+        let dir = config.home.join("policies");
+        let loaded = if dir.is_dir() {
+            super::serve::load_policies(config)
+        } else {
+            Err(anyhow::anyhow!("{} is missing", dir.display()))
+        };
+        match loaded {
             Ok(policies) => {
                 tracing::info!(
                     policies = policies.len(),

@@ -99,11 +99,13 @@ pub fn serve(config: &Config) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         let bound = listener.local_addr()?;
+        let hangups = reload::listen();
         let scheme = if tls.is_some() { "https" } else { "http" };
         // Scripts and tests read this line to find the port when using --port 0.
         println!("listening on {scheme}://{bound}");
         tokio::spawn(usage::persist(access.clone()));
         tokio::spawn(reload::on_hangup(
+            hangups,
             config.clone(),
             access.clone(),
             tls.clone(),

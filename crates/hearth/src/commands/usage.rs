@@ -58,6 +58,7 @@ pub fn flush(access: &server::Access) {
         return;
     }
     if let Err(err) = authenticator.keys().save_usage(&changes) {
-        tracing::error!(%err, "cannot save quota usage");
+        tracing::error!(%err, "cannot save quota usage; retrying");
+        quotas.unsaved(&changes);
     }
 }
