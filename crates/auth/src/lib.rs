@@ -28,7 +28,12 @@ pub use quota::{Admission, DailyUsage, Limits, QuotaExceeded, Quotas};
 
 /// Seconds since the Unix epoch: the clock every expiry check uses.
 pub fn unix_now() -> u64 {
+    unix_now_ms() / 1000
+}
+
+/// Milliseconds since the Unix epoch: the clock quotas count on.
+pub fn unix_now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+        .map_or(0, |d| d.as_millis() as u64)
 }

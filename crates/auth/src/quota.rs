@@ -102,6 +102,21 @@ impl Account {
     fn day_used(&self) -> u64 {
         self.day_settled.saturating_add(self.day_reserved)
     }
+
+    /// Moves the daily count to `today`. Reservations of requests still
+    /// running carry over, so the new day's count stays an upper bound.
+    fn roll_to(&mut self, today: u64) {
+        if self.day != today {
+            self.day = today;
+            self.day_settled = 0;
+        }
+    }
+}
+
+/// The day (Unix days) a Unix-milliseconds time falls on, as daily
+/// budgets count it.
+pub fn day_of(now_ms: u64) -> u64 {
+    now_ms / MS_PER_DAY
 }
 
 /// One account's settled usage on one day, to keep across restarts.
@@ -181,13 +196,7 @@ impl Quotas {
     ) -> Result<(Admission, Remaining), QuotaExceeded> {
         let mut accounts = self.lock();
         let a = accounts.entry(account.to_string()).or_default();
-        let today = now_ms / MS_PER_DAY;
-        if a.day != today {
-            // Reservations of requests still running carry over, so the
-            // new day's count stays an upper bound.
-            a.day = today;
-            a.day_settled = 0;
-        }
+        a.roll_to(day_of(now_ms));
         let mut remaining = Remaining::default();
         let mut requests_level = None;
         if let Some(limit) = limits.requests_per_minute.map(u64::from) {
@@ -251,7 +260,7 @@ impl Quotas {
     pub fn used_today(&self, account: &str, now_ms: u64) -> u64 {
         self.lock()
             .get(account)
-            .filter(|a| a.day == now_ms / MS_PER_DAY)
+            .filter(|a| a.day == day_of(now_ms))
             .map_or(0, Account::day_used)
     }
 
@@ -286,16 +295,13 @@ impl Quotas {
 
     /// Puts back usage persisted before a restart; only today's counts.
     pub fn restore(&self, usage: &DailyUsage, now_ms: u64) {
-        let today = now_ms / MS_PER_DAY;
+        let today = day_of(now_ms);
         if usage.day != today {
             return;
         }
         let mut accounts = self.lock();
         let a = accounts.entry(usage.account.clone()).or_default();
-        if a.day != today {
-            a.day = today;
-            a.day_settled = 0;
-        }
+        a.roll_to(today);
         a.day_settled = a.day_settled.max(usage.tokens);
     }
 

@@ -333,11 +333,7 @@ fn a_spent_daily_budget_stays_spent_across_a_restart() {
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["error"]["code"], "insufficient_quota");
     // A clean stop, as a service manager would send it.
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
+    support::signal("-TERM", child.id());
     child.wait().unwrap();
 
     let (mut child, base) = serve();

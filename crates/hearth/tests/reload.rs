@@ -3,22 +3,13 @@
 //! keeps the previous set in force.
 
 use std::io::{BufRead, BufReader};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 mod support;
 
-use support::{hearth, ok, spawn_server_logging_to, wait_ready};
-
-fn signal(name: &str, pid: u32) {
-    let status = Command::new("kill")
-        .args([name, &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
+use support::{hearth, ok, signal, spawn_server_logging_to, wait_ready};
 
 fn hangup(pid: u32) {
     signal("-HUP", pid);

@@ -12,7 +12,7 @@ use testkit::tls::{Issued, TestCa};
 
 mod support;
 
-use support::{hearth, ok, spawn_server};
+use support::{hearth, ok, spawn_server, wait_ready_with};
 
 fn create_key(home: &Path) -> String {
     ok(hearth(home)
@@ -52,17 +52,6 @@ fn client(ca: &TestCa, identity: Option<&Issued>) -> reqwest::blocking::Client {
         builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
     }
     builder.build().unwrap()
-}
-
-fn wait_ready(client: &reqwest::blocking::Client, base: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        match client.get(format!("{base}/ready")).send() {
-            Ok(r) if r.status() == 200 => return,
-            _ => assert!(std::time::Instant::now() < deadline, "never became ready"),
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Sends an HTTP request in plaintext to the TLS port and returns whatever
@@ -116,7 +105,7 @@ fn the_official_openai_client_talks_over_tls_and_plaintext_gets_nothing() {
     let ca_file = ca.write(certs.path(), "ca.crt");
     let server = ca.server(certs.path(), "server");
     let (mut child, base) = serve_tls(h, &server, &[]);
-    wait_ready(&client(&ca, None), &base);
+    wait_ready_with(&client(&ca, None), &base);
 
     let out = python_chat(&base, &key, Some(&ca_file));
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -184,7 +173,7 @@ fn mutual_tls_refuses_clients_without_a_certificate_and_names_those_with_one() {
     let stranger = TestCa::new("Someone else").client(dir, "stranger", "ward-3-terminal");
     let client_ca_arg = client_ca.to_str().unwrap();
     let (mut child, base) = serve_tls(h, &server, &["--tls-client-ca", client_ca_arg]);
-    wait_ready(&client(&ca, Some(&ward)), &base);
+    wait_ready_with(&client(&ca, Some(&ward)), &base);
 
     let chat = json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2});
     let post = |c: &reqwest::blocking::Client| {
@@ -210,12 +199,7 @@ fn mutual_tls_refuses_clients_without_a_certificate_and_names_those_with_one() {
     let renewed = renewed_ca.server(dir, "renewed");
     std::fs::copy(&renewed.cert, &server.cert).unwrap();
     std::fs::copy(&renewed.key, &server.key).unwrap();
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap()
-        .success());
+    support::signal("-HUP", child.id());
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while post(&client(&renewed_ca, Some(&ward))).is_err() {
         assert!(std::time::Instant::now() < deadline, "never reloaded");

@@ -63,14 +63,10 @@ impl ApiError {
     }
 
     pub fn model_not_found(model: &str) -> Self {
-        Self {
-            status: StatusCode::NOT_FOUND,
-            code: "model_not_found",
-            ..Self::invalid(
-                "",
-                format!("The model `{model}` does not exist or is not served here"),
-            )
-        }
+        Self::not_found(
+            "model_not_found",
+            format!("The model `{model}` does not exist or is not served here"),
+        )
         .with_param("model")
     }
 
@@ -84,11 +80,7 @@ impl ApiError {
     }
 
     pub fn route_not_found(path: &str) -> Self {
-        Self {
-            status: StatusCode::NOT_FOUND,
-            code: "not_found",
-            ..Self::invalid("", format!("No route for {path}"))
-        }
+        Self::not_found("not_found", format!("No route for {path}"))
     }
 
     pub fn method_not_allowed() -> Self {

@@ -40,15 +40,12 @@ pub(crate) fn admit(
     principal: &Principal,
     reserve_tokens: u64,
 ) -> Result<(QuotaCharge, Remaining), ApiError> {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
     let (admission, remaining) = quotas
         .admit(
             &principal.account(),
             principal.limits,
             reserve_tokens,
-            now_ms,
+            auth::unix_now_ms(),
         )
         .map_err(|refused| {
             tracing::info!(principal = %principal.id, %refused, "request refused by quota");

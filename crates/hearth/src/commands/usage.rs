@@ -9,18 +9,12 @@ use std::time::Duration;
 /// How often changed counts are written.
 const PERSIST_EVERY: Duration = Duration::from_secs(5);
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// Fresh quotas holding today's saved usage. A store that cannot be read
 /// starts from zero and says so.
 pub fn restore(authenticator: &auth::Authenticator) -> Arc<auth::Quotas> {
     let quotas = auth::Quotas::new();
-    let now = now_ms();
-    match authenticator.keys().load_usage(now / 86_400_000) {
+    let now = auth::unix_now_ms();
+    match authenticator.keys().load_usage(auth::quota::day_of(now)) {
         Ok(saved) => {
             for usage in &saved {
                 quotas.restore(usage, now);

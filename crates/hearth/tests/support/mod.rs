@@ -97,7 +97,11 @@ pub fn hearth(home: &Path) -> Command {
 
 /// Waits until the server at `base` reports ready.
 pub fn wait_ready(base: &str) {
-    let client = reqwest::blocking::Client::new();
+    wait_ready_with(&reqwest::blocking::Client::new(), base);
+}
+
+/// [`wait_ready`] through `client` (one that trusts a test CA, say).
+pub fn wait_ready_with(client: &reqwest::blocking::Client, base: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while client
         .get(format!("{base}/ready"))
@@ -109,6 +113,15 @@ pub fn wait_ready(base: &str) {
         assert!(std::time::Instant::now() < deadline, "never became ready");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+/// Sends `signal` (`-HUP`, `-TERM`…) to process `pid`.
+pub fn signal(signal: &str, pid: u32) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal} {pid}");
 }
 
 /// Installs the auth crate's policy-table set into `home`'s policy
