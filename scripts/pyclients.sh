@@ -6,10 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=target/pyclients
-want="openai==3.57.0"
-if [[ ! -x $venv/bin/python ]] || ! grep -qxF "$want" $venv/.installed 2>/dev/null; then
+want="openai==3.57.0 jsonschema==4.26.0"
+if [[ ! -x $venv/bin/python ]] || [[ "$(cat $venv/.installed 2>/dev/null)" != "$want" ]]; then
     rm -rf "$venv"
     python3 -m venv "$venv" >&2
+    # shellcheck disable=SC2086 # one word per package
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check $want >&2
     echo "$want" > "$venv/.installed"
 fi

@@ -8,6 +8,7 @@
 //! [`scheduler`]; each has its own sampler.
 
 mod backend;
+mod constraint;
 mod prompt;
 mod sampler;
 mod sequence;
@@ -23,7 +24,7 @@ use std::time::Instant;
 
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::model::params::LlamaModelParams;
-use llama_cpp_2::model::{LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::model::LlamaModel;
 use types::{
     Completion, FinishReason, GenerateError, Generation, GenerationEvent, GenerationObserver,
     GenerationRequest, LoadSnapshot, TextGenerator, Timings, Usage,
@@ -162,7 +163,11 @@ pub struct ModelInfo {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChatTemplateSource {
+    /// The model's own Jinja template, rendered by minijinja.
     Model,
+    /// The model's template as llama.cpp's built-in matcher renders it
+    /// (it does not run as Jinja).
+    LlamaCppBuiltin,
     /// The model has no usable template; ChatML is used instead.
     ChatMlFallback,
 }
@@ -173,7 +178,8 @@ pub enum ChatTemplateSource {
 /// [`scheduler`]; the engine thread carries out its plans.
 pub struct Engine {
     shared: Arc<Shared>,
-    template: LlamaChatTemplate,
+    chat: prompt::ChatFormat,
+    grammars: constraint::Grammars,
     info: ModelInfo,
     thread: Option<JoinHandle<()>>,
 }
@@ -233,7 +239,7 @@ impl Engine {
             min_reuse: scheduler::MIN_REUSE_TOKENS,
         })
         .map_err(|e| EngineError::Config(e.to_string()))?;
-        let (template, source) = chat_template(&model);
+        let chat = prompt::ChatFormat::choose(&model);
         let info = ModelInfo {
             path: path.to_path_buf(),
             architecture: header.architecture().unwrap_or("unknown").to_string(),
@@ -242,7 +248,7 @@ impl Engine {
             ctx_train,
             ctx_size,
             kv_size,
-            chat_template: source,
+            chat_template: chat.source(),
         };
         let eog_tokens = model
             .vocab()
@@ -267,7 +273,8 @@ impl Engine {
         let thread = spawn_worker(Arc::clone(&shared), config, kv_size, max_seqs, path)?;
         Ok(Engine {
             shared,
-            template,
+            chat,
+            grammars: constraint::Grammars::default(),
             info,
             thread: Some(thread),
         })
@@ -291,7 +298,12 @@ impl Engine {
 
     /// The exact text the model sees for a chat prompt.
     pub fn render_chat(&self, messages: &[types::ChatMessage]) -> Result<String, GenerateError> {
-        prompt::render_chat(&self.shared.model, &self.template, messages)
+        self.chat.render(&self.shared.model, messages, &[])
+    }
+
+    /// How this model writes tool calls.
+    pub fn tool_format(&self) -> chat::ToolFormat {
+        self.chat.tool_format()
     }
 }
 
@@ -299,12 +311,24 @@ impl TextGenerator for Engine {
     fn submit(&self, request: GenerationRequest) -> Result<Generation, GenerateError> {
         request.sampling.validate()?;
         let submitted = Instant::now();
+        // Tools are left out of the prompt when the model may not call them.
+        let offered: &[types::Tool] = if request.tool_choice == types::ToolChoice::None {
+            &[]
+        } else {
+            &request.tools
+        };
+        let tool_format = self.chat.tool_format();
+        let grammar = self
+            .grammars
+            .for_request(&self.shared.model, &request, tool_format)?;
         let tokens = prompt::tokenize(
             &self.shared.model,
-            &self.template,
+            &self.chat,
             &request.prompt,
+            offered,
             self.shared.n_ctx_seq,
         )?;
+        let tool_format = (!offered.is_empty()).then_some(tool_format);
         let (tx, cancel, generation) = Generation::channel(tokens.len() as u32);
         if request.max_tokens == Some(0) {
             // Nothing to generate: answer without occupying the engine.
@@ -353,6 +377,8 @@ impl TextGenerator for Engine {
             id,
             Job {
                 tokens,
+                grammar,
+                tool_format,
                 request,
                 tx,
                 cancel,
@@ -417,21 +443,6 @@ fn check_config(config: &EngineConfig) -> Result<(), EngineError> {
         return bad("the KV pool needs at least one token");
     }
     Ok(())
-}
-
-/// The model's template if llama.cpp can render it, else ChatML.
-fn chat_template(model: &LlamaModel) -> (LlamaChatTemplate, ChatTemplateSource) {
-    let probe = [types::ChatMessage::new(types::Role::User, "hi")];
-    if let Ok(template) = model.chat_template(None) {
-        if prompt::render_chat(model, &template, &probe).is_ok() {
-            return (template, ChatTemplateSource::Model);
-        }
-        tracing::warn!("the model's chat template is not one llama.cpp can render; using ChatML");
-    } else {
-        tracing::warn!("the model has no chat template; using ChatML");
-    }
-    let chatml = LlamaChatTemplate::new("chatml").expect("literal has no NUL");
-    (chatml, ChatTemplateSource::ChatMlFallback)
 }
 
 /// Starts the engine thread and waits until its context exists (or failed).

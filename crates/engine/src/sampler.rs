@@ -53,22 +53,24 @@ fn argmax(logits: &[f32], banned: &[LlamaToken]) -> LlamaToken {
     LlamaToken(best as i32)
 }
 
-/// Builds the sampler for one request.
+/// Builds the sampler for one request. A `grammar` masks every token that
+/// would break it, before any other filter.
 pub(crate) fn build(
     params: &SamplingParams,
     n_vocab: i32,
     prompt: &[LlamaToken],
     banned: &[LlamaToken],
+    grammar: Option<llguidance::Matcher>,
 ) -> TokenSampler {
     let penalised = params.repeat_penalty != 1.0
         || params.presence_penalty != 0.0
         || params.frequency_penalty != 0.0;
-    if params.is_greedy() && !(penalised && params.repeat_last_n > 0) {
+    if grammar.is_none() && params.is_greedy() && !(penalised && params.repeat_last_n > 0) {
         return TokenSampler::Argmax {
             banned: banned.to_vec(),
         };
     }
-    TokenSampler::Chain(chain(params, n_vocab, prompt, banned))
+    TokenSampler::Chain(chain(params, n_vocab, prompt, banned, grammar))
 }
 
 /// The chain follows llama.cpp's own order (penalties, top-k, top-p, min-p,
@@ -83,8 +85,13 @@ fn chain(
     n_vocab: i32,
     prompt: &[LlamaToken],
     banned: &[LlamaToken],
+    grammar: Option<llguidance::Matcher>,
 ) -> LlamaSampler {
     let mut chain = Vec::new();
+    // First, so that no later filter keeps only tokens the grammar forbids.
+    if let Some(matcher) = grammar {
+        chain.push(LlamaSampler::from(matcher));
+    }
     if !banned.is_empty() {
         let biases: Vec<_> = banned
             .iter()
@@ -96,13 +103,19 @@ fn chain(
         || params.presence_penalty != 0.0
         || params.frequency_penalty != 0.0;
     if penalised && params.repeat_last_n > 0 {
-        chain.push(LlamaSampler::penalties(
+        let mut penalties = LlamaSampler::penalties(
             n_vocab,
             i32::try_from(params.repeat_last_n).unwrap_or(i32::MAX),
             params.repeat_penalty,
             params.frequency_penalty,
             params.presence_penalty,
-        ));
+        );
+        // As in llama-server, the penalty window covers the prompt's tail too,
+        // so the model is discouraged from parroting the question back. Only
+        // this sampler sees the prompt: a grammar must not.
+        let window = prompt.len().saturating_sub(params.repeat_last_n as usize);
+        penalties.accept_many(&prompt[window..]);
+        chain.push(penalties);
     }
     if params.is_greedy() {
         chain.push(LlamaSampler::greedy());
@@ -121,14 +134,7 @@ fn chain(
         chain.push(LlamaSampler::temp(params.temperature));
         chain.push(LlamaSampler::dist(params.seed.unwrap_or(RANDOM_SEED)));
     }
-    let mut sampler = LlamaSampler::chain_simple(chain);
-    if penalised {
-        // As in llama-server, the penalty window covers the prompt's tail too,
-        // so the model is discouraged from parroting the question back.
-        let window = prompt.len().saturating_sub(params.repeat_last_n as usize);
-        sampler.accept_many(&prompt[window..]);
-    }
-    sampler
+    LlamaSampler::chain_simple(chain)
 }
 
 #[cfg(test)]

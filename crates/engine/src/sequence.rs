@@ -12,8 +12,10 @@ use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::UnboundedSender;
 use types::{
     CancelFlag, Completion, FinishReason, GenerateError, GenerationEvent, GenerationRequest,
-    Outcome, RequestRecord, Timings, Usage,
+    Outcome, RequestRecord, Timings, ToolCall, Usage,
 };
+
+use chat::{ParsedPiece, ToolCallParser};
 
 use crate::sampler::TokenSampler;
 use crate::text::TextAssembler;
@@ -21,6 +23,10 @@ use crate::text::TextAssembler;
 /// A validated request waiting for admission.
 pub(crate) struct Job {
     pub tokens: Vec<LlamaToken>,
+    /// The compiled constraint on the reply, if any; the sampler takes it.
+    pub grammar: Option<llguidance::Matcher>,
+    /// Set when tools were offered: how to find calls in the reply.
+    pub tool_format: Option<chat::ToolFormat>,
     pub request: GenerationRequest,
     pub tx: UnboundedSender<GenerationEvent>,
     pub cancel: CancelFlag,
@@ -79,6 +85,8 @@ pub(crate) struct Active {
     cached_tokens: u32,
     sampler: TokenSampler,
     text: TextAssembler,
+    /// Finds tool calls in the text when tools were offered.
+    tools: Option<ToolCallParser>,
     generated: u32,
     max_new: u32,
     ignore_eos: bool,
@@ -104,6 +112,7 @@ impl Active {
             cached_tokens: cached,
             sampler,
             text: TextAssembler::new(&job.request.stop),
+            tools: job.tool_format.map(ToolCallParser::new),
             generated: 0,
             max_new,
             ignore_eos: job.request.ignore_eos,
@@ -156,8 +165,9 @@ impl Active {
         if piece.stopped {
             // The assembler already cut the text at the stop string; nothing
             // after it may be flushed.
-            self.send_done(FinishReason::Stop);
-            return Step::Finished(FinishReason::Stop);
+            let reason = self.finish_tools(FinishReason::Stop);
+            self.send_done(reason);
+            return Step::Finished(reason);
         }
         if self.generated >= self.max_new {
             return self.finish(FinishReason::Length);
@@ -165,9 +175,48 @@ impl Active {
         Step::Continue
     }
 
-    fn send_text(&self, text: String) {
-        if !text.is_empty() {
-            let _ = self.tx.send(GenerationEvent::Text(text));
+    fn send_text(&mut self, text: String) {
+        if text.is_empty() {
+            return;
+        }
+        match &mut self.tools {
+            None => {
+                let _ = self.tx.send(GenerationEvent::Text(text));
+            }
+            Some(parser) => {
+                let pieces = parser.push(&text);
+                self.send_pieces(pieces);
+            }
+        }
+    }
+
+    fn send_pieces(&self, pieces: Vec<ParsedPiece>) {
+        for piece in pieces {
+            let event = match piece {
+                ParsedPiece::Text(text) => GenerationEvent::Text(text),
+                ParsedPiece::Call { name, arguments } => GenerationEvent::ToolCall(ToolCall {
+                    id: call_id(),
+                    name,
+                    arguments,
+                }),
+            };
+            let _ = self.tx.send(event);
+        }
+    }
+
+    /// Classifies what the tool parser holds; a reply that made calls and
+    /// then stopped by itself finished with `ToolCalls`.
+    fn finish_tools(&mut self, reason: FinishReason) -> FinishReason {
+        let Some(parser) = &mut self.tools else {
+            return reason;
+        };
+        let pieces = parser.finish();
+        let called = parser.calls() > 0;
+        self.send_pieces(pieces);
+        if called && reason == FinishReason::Stop {
+            FinishReason::ToolCalls
+        } else {
+            reason
         }
     }
 
@@ -175,6 +224,7 @@ impl Active {
     pub(crate) fn finish(&mut self, reason: FinishReason) -> Step {
         let tail = self.text.finish();
         self.send_text(tail);
+        let reason = self.finish_tools(reason);
         self.send_done(reason);
         Step::Finished(reason)
     }
@@ -243,6 +293,19 @@ impl Active {
             inter_token_ms: self.inter_token_ms,
         }
     }
+}
+
+/// A fresh id for a tool call: 64 random bits (from the standard library's
+/// per-process random hash keys; ids need to be unique, not secret).
+fn call_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    );
+    format!("call_{:016x}", hasher.finish())
 }
 
 pub(crate) fn timeout_error(timeout: Option<std::time::Duration>) -> GenerateError {

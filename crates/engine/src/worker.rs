@@ -118,7 +118,7 @@ pub(crate) fn run(shared: Arc<Shared>, mut ctx: LlamaContext<'_>, n_batch: usize
         for op in &plan.kv_ops {
             apply(&mut ctx, op);
         }
-        for (started, job) in jobs {
+        for (started, mut job) in jobs {
             let banned: &[LlamaToken] = if job.request.ignore_eos {
                 &shared.eog_tokens
             } else {
@@ -129,6 +129,7 @@ pub(crate) fn run(shared: Arc<Shared>, mut ctx: LlamaContext<'_>, n_batch: usize
                 shared.model.n_vocab(),
                 &job.tokens,
                 banned,
+                job.grammar.take(),
             );
             tracing::debug!(
                 request_id = %job.request.request_id,
@@ -406,7 +407,7 @@ fn step(
 
 fn outcome_of(reason: FinishReason) -> Outcome {
     match reason {
-        FinishReason::Stop => Outcome::Stop,
+        FinishReason::Stop | FinishReason::ToolCalls => Outcome::Stop,
         FinishReason::Length => Outcome::Length,
         FinishReason::Cancelled => Outcome::Cancelled,
     }

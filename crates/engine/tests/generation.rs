@@ -222,6 +222,7 @@ fn streamed_pieces_are_valid_utf8_even_for_multibyte_output() {
             GenerationEvent::Text(piece) => pieces.push(piece),
             GenerationEvent::Done(done) => break done,
             GenerationEvent::Failed(err) => panic!("{err}"),
+            GenerationEvent::ToolCall(call) => panic!("no tools were offered: {call:?}"),
         }
     };
     let text = pieces.concat();

@@ -246,10 +246,6 @@ fn a_step_split_into_several_calls_answers_every_sequence() {
     let prompt = |country: &str| {
         format!("Answer in one short sentence. What is the capital city of {country}?")
     };
-    let alone: Vec<String> = asks
-        .iter()
-        .map(|(country, _)| text(&e, chat(&[(Role::User, &prompt(country))], 12)))
-        .collect();
     // Eight times over, so that forty prompts go in at once.
     let handles: Vec<_> = asks
         .iter()
@@ -262,10 +258,21 @@ fn a_step_split_into_several_calls_answers_every_sequence() {
         .collect();
     let prompt_rows: u32 = handles.iter().map(|h| h.prompt_tokens()).sum();
     assert!(prompt_rows > 63 * 8, "{prompt_rows} prompt tokens");
+    // Each answer is its own question's: a sequence fed from another's
+    // rows, or cut off, would name another city or none. Greedy answers are
+    // not compared with the same prompt decoded alone: llama.cpp's float
+    // sums depend on the batch's shape and a row's place in it, and the
+    // first token for "Italy" is such a near tie ("The capital…" against
+    // "Italina's capital…", both naming Rome).
     for (i, h) in handles.into_iter().enumerate() {
-        let answer = h.blocking_collect().unwrap().text;
+        let out = h.blocking_collect().unwrap();
         let (country, city) = asks[i % asks.len()];
-        assert!(answer.contains(city), "{country}: {answer:?}");
-        assert_eq!(answer, alone[i % asks.len()], "{country}");
+        assert!(out.text.contains(city), "{country}: {:?}", out.text);
+        assert_eq!(
+            out.finish_reason,
+            types::FinishReason::Stop,
+            "{country}: {:?}",
+            out.text
+        );
     }
 }

@@ -44,7 +44,10 @@ fn show_describes_the_default_model() {
         text.contains("b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
         "{text}"
     );
-    assert!(text.contains("chat template   yes"), "{text}");
+    assert!(
+        text.contains("chat format     the model's Jinja template (tool calls: hermes, tools described in the system prompt)"),
+        "{text}"
+    );
 }
 
 #[test]

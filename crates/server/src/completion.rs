@@ -110,6 +110,9 @@ pub async fn complete<B: CompletionBody>(
             .map_err(|_| timed_out(timeout))??,
     };
     observers.piece(&out.text);
+    for call in &out.tool_calls {
+        observers.piece(&call.arguments);
+    }
     observers.usage(&out.usage);
     Ok(Json(reply.full(out)).into_response())
 }
@@ -135,9 +138,9 @@ fn sse_events(
     // The stream holds the request's audit record and quota charge until it
     // ends or the client goes away, so both count what was actually sent.
     let body = stream::unfold(
-        Some((generation, reply, observers)),
+        Some((generation, reply, observers, 0u32)),
         move |state| async move {
-            let (mut generation, reply, observers) = state?;
+            let (mut generation, reply, observers, calls) = state?;
             let next = match deadline {
                 None => Ok(generation.next().await),
                 Some((at, _)) => timeout_at(at.into(), generation.next()).await,
@@ -150,7 +153,12 @@ fn sse_events(
                 Some(GenerationEvent::Text(piece)) => {
                     observers.piece(&piece);
                     let event = json_event(reply.piece(piece));
-                    return Some((vec![event], Some((generation, reply, observers))));
+                    return Some((vec![event], Some((generation, reply, observers, calls))));
+                }
+                Some(GenerationEvent::ToolCall(call)) => {
+                    observers.piece(&call.arguments);
+                    let event = json_event(reply.tool_call(calls, call));
+                    return Some((vec![event], Some((generation, reply, observers, calls + 1))));
                 }
                 Some(GenerationEvent::Done(done)) => {
                     observers.usage(&done.usage);

@@ -212,6 +212,9 @@ impl From<GenerateError> for ApiError {
             GenerateError::Template(_) => {
                 ApiError::invalid("invalid_messages", err.to_string()).with_param("messages")
             }
+            GenerateError::InvalidConstraint { field, message } => {
+                ApiError::invalid("invalid_value", message).with_param(field)
+            }
             GenerateError::Unavailable => ApiError::unavailable(),
             GenerateError::QueueFull {
                 waiting,

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use types::{Completion, GenerationOutput};
 
-use crate::wire::{finish_reason, WireTimings, WireUsage};
+use crate::wire::{finish_reason, WireFunctionCall, WireTimings, WireToolCall, WireUsage};
 
 /// Which OpenAI endpoint is answering; it decides every JSON shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +45,10 @@ struct ChatChoice {
 #[derive(Serialize)]
 struct AssistantMessage {
     role: &'static str,
-    content: String,
+    /// `null` when the reply is only tool calls, as OpenAI sends it.
+    content: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tool_calls: Vec<WireToolCall>,
 }
 
 #[derive(Serialize)]
@@ -62,6 +65,18 @@ struct Delta {
     role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<Vec<DeltaToolCall>>,
+}
+
+/// A call in a stream: sent whole, in one chunk, with its position.
+#[derive(Serialize)]
+struct DeltaToolCall {
+    index: u32,
+    id: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: WireFunctionCall,
 }
 
 #[derive(Serialize)]
@@ -122,7 +137,9 @@ impl Reply {
                     index: 0,
                     message: AssistantMessage {
                         role: "assistant",
-                        content: out.text,
+                        content: (out.tool_calls.is_empty() || !out.text.is_empty())
+                            .then_some(out.text),
+                        tool_calls: out.tool_calls.into_iter().map(Into::into).collect(),
                     },
                     finish_reason: reason,
                     logprobs: None,
@@ -150,6 +167,7 @@ impl Reply {
             let delta = Delta {
                 role: Some("assistant"),
                 content: Some(String::new()),
+                tool_calls: None,
             };
             self.chat_chunk(delta, None, None)
         })
@@ -190,14 +208,32 @@ impl Reply {
         match self.endpoint {
             Endpoint::Chat => self.chat_chunk(
                 Delta {
-                    role: None,
                     content: Some(text),
+                    ..Delta::default()
                 },
                 None,
                 None,
             ),
             Endpoint::Text => self.text_chunk(text, None, None),
         }
+    }
+
+    /// A chunk carrying one whole tool call, the `index`-th of the reply.
+    /// Only chat replies have calls.
+    pub fn tool_call(&self, index: u32, call: types::ToolCall) -> serde_json::Value {
+        let delta = Delta {
+            tool_calls: Some(vec![DeltaToolCall {
+                index,
+                id: call.id,
+                kind: "function",
+                function: WireFunctionCall {
+                    name: call.name,
+                    arguments: call.arguments,
+                },
+            }]),
+            ..Delta::default()
+        };
+        self.chat_chunk(delta, None, None)
     }
 
     /// The closing chunks: the finish reason (with timings), then usage if asked for.

@@ -6,7 +6,10 @@
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-use types::{ChatMessage, GenerationRequest, Priority, Prompt, Role, SamplingParams, Timings};
+use types::{
+    ChatMessage, GenerationRequest, OutputFormat, Priority, Prompt, Role, SamplingParams, Timings,
+    Tool, ToolCall, ToolChoice,
+};
 
 use crate::error::ApiError;
 use crate::reply::Endpoint;
@@ -139,14 +142,13 @@ impl SamplingFields {
             }
         };
         Ok(GenerationRequest {
-            prompt,
             sampling,
             stop,
             max_tokens: self.max_tokens.or(default_max_tokens),
             ignore_eos: self.ignore_eos,
             priority,
             timeout,
-            request_id: String::new(),
+            ..GenerationRequest::new(prompt)
         })
     }
 
@@ -163,8 +165,13 @@ pub struct ChatCompletionRequest {
     pub messages: Vec<WireMessage>,
     /// The newer name for `max_tokens`.
     pub max_completion_tokens: Option<u32>,
-    pub tools: Option<Vec<serde_json::Value>>,
+    pub tools: Option<Vec<WireTool>>,
+    pub tool_choice: Option<WireToolChoice>,
+    pub parallel_tool_calls: Option<bool>,
     pub response_format: Option<ResponseFormat>,
+    // `user` (OpenAI's end-user id for abuse monitoring) is accepted and,
+    // like any field not named here, ignored: the audit log already
+    // records the authenticated principal.
     #[serde(flatten)]
     pub sampling: SamplingFields,
 }
@@ -173,12 +180,82 @@ pub struct ChatCompletionRequest {
 pub struct ResponseFormat {
     #[serde(rename = "type")]
     pub kind: String,
+    pub json_schema: Option<JsonSchemaFormat>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct JsonSchemaFormat {
+    // `name` and `strict` are accepted and not needed: every schema is
+    // enforced token by token, strict or not.
+    pub schema: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WireTool {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: WireFunction,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WireFunction {
+    pub name: String,
+    pub description: Option<String>,
+    /// Enforced when a call is forced, whatever `strict` says.
+    pub parameters: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum WireToolChoice {
+    Mode(String),
+    Named {
+        #[serde(rename = "type")]
+        kind: String,
+        function: NamedFunction,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NamedFunction {
+    pub name: String,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct WireMessage {
     pub role: String,
     pub content: Option<Content>,
+    pub tool_calls: Option<Vec<WireToolCall>>,
+    pub tool_call_id: Option<String>,
+    pub name: Option<String>,
+}
+
+/// A call as OpenAI writes it, in requests (history) and replies.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct WireToolCall {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: WireFunctionCall,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+pub struct WireFunctionCall {
+    pub name: String,
+    pub arguments: String,
+}
+
+impl From<ToolCall> for WireToolCall {
+    fn from(call: ToolCall) -> Self {
+        Self {
+            id: call.id,
+            kind: "function".into(),
+            function: WireFunctionCall {
+                name: call.name,
+                arguments: call.arguments,
+            },
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -220,17 +297,20 @@ impl CompletionBody for ChatCompletionRequest {
         mut self,
         defaults: &SamplingParams,
     ) -> Result<(Option<String>, GenerationRequest), ApiError> {
-        if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-            return Err(ApiError::unsupported("tools", "Tool calling"));
-        }
-        if let Some(format) = &self.response_format {
-            if format.kind != "text" {
-                return Err(ApiError::unsupported(
-                    "response_format",
-                    "Structured output",
-                ));
-            }
-        }
+        let tools = self
+            .tools
+            .unwrap_or_default()
+            .into_iter()
+            .map(WireTool::into_domain)
+            .collect::<Result<Vec<_>, _>>()?;
+        let tool_choice = match self.tool_choice {
+            None => ToolChoice::Auto,
+            Some(choice) => choice.into_domain()?,
+        };
+        let format = match self.response_format {
+            None => OutputFormat::Text,
+            Some(format) => format.into_domain()?,
+        };
         if self.messages.is_empty() {
             return Err(
                 ApiError::invalid("invalid_value", "`messages` must not be empty")
@@ -242,14 +322,129 @@ impl CompletionBody for ChatCompletionRequest {
             .into_iter()
             .map(WireMessage::into_domain)
             .collect::<Result<Vec<_>, _>>()?;
+        check_tool_results(&messages)?;
         if let Some(m) = self.max_completion_tokens {
             self.sampling.max_tokens = Some(m);
         }
-        let request = self
+        let mut request = self
             .sampling
             .into_request(Prompt::Chat(messages), defaults, None)?;
+        request.tools = tools;
+        request.tool_choice = tool_choice;
+        request.parallel_tool_calls = self.parallel_tool_calls.unwrap_or(true);
+        request.format = format;
         Ok((self.model, request))
     }
+}
+
+/// OpenAI's tool names: letters, digits, `_` and `-`, at most 64.
+fn valid_tool_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl WireTool {
+    fn into_domain(self) -> Result<Tool, ApiError> {
+        let bad = |message: String| ApiError::invalid("invalid_value", message).with_param("tools");
+        if self.kind != "function" {
+            return Err(bad(format!(
+                "Tools of type `{}` are not supported; use `function`",
+                self.kind
+            )));
+        }
+        let name = self.function.name;
+        if !valid_tool_name(&name) {
+            return Err(bad(format!(
+                "Tool name `{name}` is invalid: use 1 to 64 letters, digits, `_` or `-`"
+            )));
+        }
+        let parameters = match self.function.parameters {
+            None => serde_json::json!({"type": "object", "properties": {}}),
+            Some(p @ serde_json::Value::Object(_)) => p,
+            Some(_) => {
+                return Err(bad(format!(
+                    "The parameters of tool `{name}` must be a JSON schema object"
+                )))
+            }
+        };
+        Ok(Tool {
+            name,
+            description: self.function.description,
+            parameters,
+        })
+    }
+}
+
+impl WireToolChoice {
+    fn into_domain(self) -> Result<ToolChoice, ApiError> {
+        let bad =
+            |message: String| ApiError::invalid("invalid_value", message).with_param("tool_choice");
+        match self {
+            WireToolChoice::Mode(mode) => match mode.as_str() {
+                "auto" => Ok(ToolChoice::Auto),
+                "none" => Ok(ToolChoice::None),
+                "required" => Ok(ToolChoice::Required),
+                other => Err(bad(format!(
+                    "`tool_choice` is `{other}`; use `auto`, `none`, `required` or a named function"
+                ))),
+            },
+            WireToolChoice::Named { kind, function } if kind == "function" => {
+                Ok(ToolChoice::Function(function.name))
+            }
+            WireToolChoice::Named { kind, .. } => Err(bad(format!(
+                "`tool_choice` of type `{kind}` is not supported; use `function`"
+            ))),
+        }
+    }
+}
+
+impl ResponseFormat {
+    fn into_domain(self) -> Result<OutputFormat, ApiError> {
+        let bad = |message: String| {
+            ApiError::invalid("invalid_value", message).with_param("response_format")
+        };
+        match self.kind.as_str() {
+            "text" => Ok(OutputFormat::Text),
+            "json_object" => Ok(OutputFormat::Json(serde_json::json!({"type": "object"}))),
+            "json_schema" => {
+                let schema = self
+                    .json_schema
+                    .and_then(|s| s.schema)
+                    .ok_or_else(|| bad("`response_format.json_schema.schema` is required".into()))?;
+                if !(schema.is_object() || schema.is_boolean()) {
+                    return Err(bad("`response_format.json_schema.schema` must be a JSON schema object".into()));
+                }
+                Ok(OutputFormat::Json(schema))
+            }
+            other => Err(bad(format!(
+                "`response_format` type `{other}` is not supported; use `text`, `json_object` or `json_schema`"
+            ))),
+        }
+    }
+}
+
+/// Every `tool` message answers a call an earlier assistant message made,
+/// as OpenAI requires; a result with nothing to answer is a mixed-up
+/// conversation, not something to guess about.
+fn check_tool_results(messages: &[ChatMessage]) -> Result<(), ApiError> {
+    let mut calls: Vec<&str> = Vec::new();
+    for message in messages {
+        calls.extend(message.tool_calls.iter().map(|c| c.id.as_str()));
+        if message.role == Role::Tool {
+            let id = message.tool_call_id.as_deref().unwrap_or_default();
+            if !calls.contains(&id) {
+                return Err(ApiError::invalid(
+                    "invalid_value",
+                    format!("A `tool` message must answer a call made by an earlier assistant message; `{id}` was never called"),
+                )
+                .with_param("messages"));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl WireMessage {
@@ -258,16 +453,42 @@ impl WireMessage {
             "system" | "developer" => Role::System,
             "user" => Role::User,
             "assistant" => Role::Assistant,
+            "tool" => Role::Tool,
             other => {
                 return Err(ApiError::invalid(
                     "invalid_value",
                     format!(
-                        "Message role `{other}` is not supported (use system, user or assistant)"
-                    ),
+                    "Message role `{other}` is not supported (use system, user, assistant or tool)"
+                ),
                 )
                 .with_param("messages"))
             }
         };
+        let tool_calls: Vec<ToolCall> = match self.tool_calls {
+            Some(calls) if role != Role::Assistant && !calls.is_empty() => {
+                return Err(ApiError::invalid(
+                    "invalid_value",
+                    "Only assistant messages may carry `tool_calls`",
+                )
+                .with_param("messages"))
+            }
+            Some(calls) => calls
+                .into_iter()
+                .map(|c| ToolCall {
+                    id: c.id,
+                    name: c.function.name,
+                    arguments: c.function.arguments,
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        if role == Role::Tool && self.tool_call_id.is_none() {
+            return Err(ApiError::invalid(
+                "invalid_value",
+                "A `tool` message needs the `tool_call_id` it answers",
+            )
+            .with_param("messages"));
+        }
         let content = match self.content {
             None => String::new(),
             Some(Content::Text(text)) => text,
@@ -287,7 +508,13 @@ impl WireMessage {
                 text
             }
         };
-        Ok(ChatMessage { role, content })
+        Ok(ChatMessage {
+            role,
+            content,
+            tool_calls,
+            tool_call_id: self.tool_call_id,
+            name: self.name,
+        })
     }
 }
 
@@ -404,6 +631,7 @@ impl From<Timings> for WireTimings {
 pub fn finish_reason(reason: types::FinishReason) -> &'static str {
     match reason {
         types::FinishReason::Length => "length",
+        types::FinishReason::ToolCalls => "tool_calls",
         // A cancelled generation has no listener; "stop" keeps logs tidy.
         types::FinishReason::Stop | types::FinishReason::Cancelled => "stop",
     }

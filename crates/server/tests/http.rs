@@ -351,9 +351,20 @@ async fn bad_requests_get_openai_shaped_4xx() {
         (json!({"n": 2}), "unsupported_parameter"),
         (json!({"temperature": 3.5}), "invalid_value"),
         (json!({"top_p": 0}), "invalid_value"),
+        // A tool without its function is malformed JSON for the endpoint.
+        (json!({"tools": [{"type": "function"}]}), "invalid_request"),
         (
-            json!({"tools": [{"type": "function"}]}),
-            "unsupported_parameter",
+            json!({"tools": [{"type": "code_interpreter", "function": {"name": "f"}}]}),
+            "invalid_value",
+        ),
+        (json!({"tool_choice": "sometimes"}), "invalid_value"),
+        (
+            json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}),
+            "invalid_value",
+        ),
+        (
+            json!({"messages": [{"role": "tool", "content": "1", "tool_call_id": "c"}]}),
+            "invalid_value",
         ),
         (json!({"messages": []}), "invalid_value"),
     ];

@@ -7,7 +7,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::{GenerationObserver, LoadSnapshot, Priority, SamplingParams};
+use crate::{
+    GenerationObserver, LoadSnapshot, OutputFormat, Priority, SamplingParams, Tool, ToolCall,
+    ToolChoice,
+};
 
 /// Who said a chat message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,6 +19,8 @@ pub enum Role {
     System,
     User,
     Assistant,
+    /// The result of a tool call, answering an assistant message's call.
+    Tool,
 }
 
 impl Role {
@@ -24,6 +29,7 @@ impl Role {
             Role::System => "system",
             Role::User => "user",
             Role::Assistant => "assistant",
+            Role::Tool => "tool",
         }
     }
 }
@@ -32,6 +38,15 @@ impl Role {
 pub struct ChatMessage {
     pub role: Role,
     pub content: String,
+    /// Calls an assistant message made.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// For a tool message: the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// For a tool message: the tool's name, where the client gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl ChatMessage {
@@ -39,6 +54,9 @@ impl ChatMessage {
         Self {
             role,
             content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            name: None,
         }
     }
 }
@@ -72,6 +90,13 @@ pub struct GenerationRequest {
     pub timeout: Option<Duration>,
     /// Names the request in logs and records; empty lets the generator pick one.
     pub request_id: String,
+    /// Functions the model may call (chat prompts only).
+    pub tools: Vec<Tool>,
+    pub tool_choice: ToolChoice,
+    /// Whether one reply may hold several calls.
+    pub parallel_tool_calls: bool,
+    /// The shape the reply must have.
+    pub format: OutputFormat,
 }
 
 impl GenerationRequest {
@@ -85,6 +110,10 @@ impl GenerationRequest {
             priority: Priority::Interactive,
             timeout: None,
             request_id: String::new(),
+            tools: Vec::new(),
+            tool_choice: ToolChoice::Auto,
+            parallel_tool_calls: true,
+            format: OutputFormat::Text,
         }
     }
 }
@@ -99,6 +128,8 @@ pub enum FinishReason {
     Length,
     /// The caller cancelled or went away.
     Cancelled,
+    /// The model called one or more tools.
+    ToolCalls,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,6 +178,8 @@ pub struct Completion {
 pub enum GenerationEvent {
     /// Non-empty, valid UTF-8 text; never half a character, never part of a stop string.
     Text(String),
+    /// A complete, well-formed tool call recognised in the output (its text is not sent as `Text`).
+    ToolCall(ToolCall),
     Done(Completion),
     Failed(GenerateError),
 }
@@ -164,6 +197,13 @@ pub enum GenerateError {
     InvalidSampling(crate::InvalidSampling),
     #[error("cannot apply the chat template: {0}")]
     Template(String),
+    /// The tools, tool choice or output format cannot be honoured; `field`
+    /// names the request field at fault.
+    #[error("{message}")]
+    InvalidConstraint {
+        field: &'static str,
+        message: String,
+    },
     #[error("the engine is shutting down")]
     Unavailable,
     #[error("the server is at capacity: {waiting} requests are already waiting")]
@@ -213,6 +253,7 @@ pub struct Generation {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GenerationOutput {
     pub text: String,
+    pub tool_calls: Vec<ToolCall>,
     pub finish_reason: FinishReason,
     pub usage: Usage,
     pub timings: Timings,
@@ -259,8 +300,9 @@ impl Generation {
     /// Waits for the whole text.
     pub async fn collect(mut self) -> Result<GenerationOutput, GenerateError> {
         let mut text = String::new();
+        let mut calls = Vec::new();
         while let Some(event) = self.next().await {
-            if let Some(output) = Self::fold(&mut text, event)? {
+            if let Some(output) = Self::fold(&mut text, &mut calls, event)? {
                 return Ok(output);
             }
         }
@@ -270,8 +312,9 @@ impl Generation {
     /// Blocking twin of [`Generation::collect`].
     pub fn blocking_collect(mut self) -> Result<GenerationOutput, GenerateError> {
         let mut text = String::new();
+        let mut calls = Vec::new();
         while let Some(event) = self.blocking_next() {
-            if let Some(output) = Self::fold(&mut text, event)? {
+            if let Some(output) = Self::fold(&mut text, &mut calls, event)? {
                 return Ok(output);
             }
         }
@@ -280,6 +323,7 @@ impl Generation {
 
     fn fold(
         text: &mut String,
+        calls: &mut Vec<ToolCall>,
         event: GenerationEvent,
     ) -> Result<Option<GenerationOutput>, GenerateError> {
         match event {
@@ -287,8 +331,13 @@ impl Generation {
                 text.push_str(&piece);
                 Ok(None)
             }
+            GenerationEvent::ToolCall(call) => {
+                calls.push(call);
+                Ok(None)
+            }
             GenerationEvent::Done(done) => Ok(Some(GenerationOutput {
                 text: std::mem::take(text),
+                tool_calls: std::mem::take(calls),
                 finish_reason: done.finish_reason,
                 usage: done.usage,
                 timings: done.timings,
@@ -355,6 +404,23 @@ mod tests {
         assert_eq!(out.text, "Hello");
         assert_eq!(out.finish_reason, FinishReason::Length);
         assert_eq!(out.usage.total_tokens(), 5);
+    }
+
+    #[tokio::test]
+    async fn collect_keeps_tool_calls_apart_from_text() {
+        let (tx, _cancel, generation) = Generation::channel(3);
+        let call = ToolCall {
+            id: "call_1".into(),
+            name: "f".into(),
+            arguments: "{}".into(),
+        };
+        tx.send(GenerationEvent::Text("Checking.".into())).unwrap();
+        tx.send(GenerationEvent::ToolCall(call.clone())).unwrap();
+        tx.send(done(FinishReason::ToolCalls)).unwrap();
+        let out = generation.collect().await.unwrap();
+        assert_eq!(out.text, "Checking.");
+        assert_eq!(out.tool_calls, vec![call]);
+        assert_eq!(out.finish_reason, FinishReason::ToolCalls);
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@ mod generation;
 mod model;
 mod sampling;
 mod serving;
+mod tools;
 
 pub use generation::{
     CancelFlag, ChatMessage, Completion, FinishReason, GenerateError, Generation, GenerationEvent,
@@ -16,3 +17,4 @@ pub use generation::{
 pub use model::{ModelResolver, ResolveError, ResolvedModel};
 pub use sampling::{InvalidSampling, SamplingParams};
 pub use serving::{GenerationObserver, LoadSnapshot, Outcome, Priority, RequestRecord};
+pub use tools::{OutputFormat, Tool, ToolCall, ToolChoice};

@@ -92,9 +92,12 @@ fn stream_to_stdout(
                 }
                 text.push_str(&piece);
             }
+            // The command line offers no tools, so none are called.
+            GenerationEvent::ToolCall(_) => {}
             GenerationEvent::Done(done) => {
                 return Ok(Some(GenerationOutput {
                     text,
+                    tool_calls: Vec::new(),
                     finish_reason: done.finish_reason,
                     usage: done.usage,
                     timings: done.timings,

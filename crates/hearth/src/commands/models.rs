@@ -82,6 +82,8 @@ struct Description {
     context_length: Option<u64>,
     vocab_size: Option<u64>,
     chat_template: bool,
+    /// How conversations are rendered: the model's Jinja template, or a fallback.
+    chat_format: String,
     file_size: u64,
     sha256: String,
     gguf_version: u32,
@@ -107,6 +109,7 @@ pub fn show(config: &Config, reference: &str, json: bool) -> Result<()> {
         context_length: header.context_length(),
         vocab_size: header.vocab_size(),
         chat_template: header.chat_template().is_some(),
+        chat_format: chat_format(header.chat_template()),
         file_size: header.file_size,
         sha256,
         gguf_version: header.version,
@@ -137,10 +140,7 @@ pub fn show(config: &Config, reference: &str, json: bool) -> Result<()> {
         "vocabulary      {}",
         or_unknown(d.vocab_size.map(|c| c.to_string()))
     );
-    println!(
-        "chat template   {}",
-        if d.chat_template { "yes" } else { "no" }
-    );
+    println!("chat format     {}", d.chat_format);
     println!(
         "file size       {} ({} bytes)",
         human_bytes(d.file_size),
@@ -149,6 +149,26 @@ pub fn show(config: &Config, reference: &str, json: bool) -> Result<()> {
     println!("sha256          {}", d.sha256);
     println!("gguf            v{}, {} tensors", d.gguf_version, d.tensors);
     Ok(())
+}
+
+/// Which renderer `serve` will use for this model, decided as the engine
+/// decides it (minus llama.cpp's matcher, which needs the model loaded).
+fn chat_format(template: Option<&str>) -> String {
+    match template {
+        None => "ChatML (the model has no chat template)".into(),
+        Some(source) => match chat::ChatTemplate::probe(source, "", "") {
+            Ok(t) => format!(
+                "the model's Jinja template (tool calls: {}, tools {})",
+                t.tool_format().as_str(),
+                if t.renders_tools() {
+                    "rendered by the template"
+                } else {
+                    "described in the system prompt"
+                }
+            ),
+            Err(e) => format!("llama.cpp's built-in matcher, else ChatML (the model's template does not run as Jinja: {e})"),
+        },
+    }
 }
 
 fn human_bytes(n: u64) -> String {

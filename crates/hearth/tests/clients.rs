@@ -1,0 +1,47 @@
+//! The official Python clients (`tests/clients/`, in the venv that
+//! `scripts/pyclients.sh` makes) against a live `hearth serve`.
+
+mod support;
+
+use std::process::Command;
+
+fn serve() -> (support::Server, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearth"));
+    cmd.env("HEARTH_HOME", testkit::hearth_home())
+        .env_remove("HEARTH_CONFIG")
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--threads",
+            "2",
+            "--ctx-size",
+            "2048",
+        ]);
+    support::spawn_server(cmd)
+}
+
+fn run_python_suite(file: &str) {
+    let (server, base) = serve();
+    support::wait_ready(&base);
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let out = Command::new(testkit::python_clients())
+        .arg(format!("{root}/tests/clients/{file}"))
+        .env("HEARTH_BASE", &base)
+        .env_remove("OPENAI_BASE_URL")
+        .env_remove("OPENAI_API_KEY")
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{file} failed:\n{report}");
+    assert!(
+        report.contains("\nOK") && !report.contains("Ran 0 tests"),
+        "{report}"
+    );
+    drop(server);
+}
+
+#[test]
+fn the_openai_client_gets_tools_and_structured_output() {
+    run_python_suite("test_openai.py");
+}

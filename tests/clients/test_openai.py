@@ -1,0 +1,217 @@
+"""The official `openai` client against a live `hearth serve`: tools,
+structured output and bad input. Run by crates/hearth/tests/clients.rs with
+HEARTH_BASE set to the server's address."""
+
+import concurrent.futures
+import json
+import os
+import unittest
+
+import jsonschema
+import openai
+
+WEATHER = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "maxLength": 24},
+        "unit": {"enum": ["celsius", "fahrenheit"]},
+    },
+    "required": ["city", "unit"],
+}
+TIME = {
+    "type": "object",
+    "properties": {"zone": {"type": "string", "maxLength": 24}},
+    "required": ["zone"],
+}
+TOOLS = [
+    {"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city", "parameters": WEATHER}},
+    {"type": "function", "function": {"name": "get_time", "description": "Current time in a time zone", "parameters": TIME}},
+]
+SCHEMAS = {name: params for name, params in (("get_weather", WEATHER), ("get_time", TIME))}
+
+# Structured output schemas: nested objects, arrays and enums.
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 20},
+        "age": {"type": "integer", "minimum": 0, "maximum": 120},
+        "address": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 20}, "zip": {"type": "string", "pattern": "^[0-9]{5}$"}},
+            "required": ["city", "zip"],
+            "additionalProperties": False,
+        },
+    },
+    "required": ["name", "age", "address"],
+    "additionalProperties": False,
+}
+SHOPPING = {
+    "type": "object",
+    "properties": {
+        "items": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 4,
+            "items": {
+                "type": "object",
+                "properties": {"what": {"type": "string", "maxLength": 16}, "count": {"type": "integer", "minimum": 1, "maximum": 9}},
+                "required": ["what", "count"],
+                "additionalProperties": False,
+            },
+        }
+    },
+    "required": ["items"],
+    "additionalProperties": False,
+}
+TRIAGE = {
+    "type": "object",
+    "properties": {
+        "severity": {"enum": ["low", "medium", "high"]},
+        "department": {"enum": ["radiology", "cardiology", "emergency"]},
+        "admit": {"type": "boolean"},
+        "notes": {"type": "array", "items": {"type": "string", "maxLength": 20}, "maxItems": 2},
+    },
+    "required": ["severity", "department", "admit", "notes"],
+    "additionalProperties": False,
+}
+
+
+def client():
+    return openai.OpenAI(base_url=os.environ["HEARTH_BASE"] + "/v1", api_key="unused", max_retries=0)
+
+
+def validate_call(test, name, arguments):
+    test.assertIn(name, SCHEMAS)
+    jsonschema.validate(json.loads(arguments), SCHEMAS[name])
+
+
+class Tools(unittest.TestCase):
+    def setUp(self):
+        self.client = client()
+        self.model = self.client.models.list().data[0].id
+
+    def ask(self, choice, **extra):
+        return self.client.chat.completions.create(
+            model=self.model,
+            messages=[{"role": "user", "content": "What is the weather in Paris?"}],
+            tools=TOOLS,
+            tool_choice=choice,
+            parallel_tool_calls=False,
+            max_tokens=80,
+            **extra,
+        )
+
+    def test_required_call_validates(self):
+        for seed in range(3):
+            reply = self.ask("required", seed=seed, temperature=1.0)
+            choice = reply.choices[0]
+            self.assertEqual(choice.finish_reason, "tool_calls")
+            self.assertIsNone(choice.message.content)
+            self.assertEqual(len(choice.message.tool_calls), 1)
+            call = choice.message.tool_calls[0]
+            self.assertTrue(call.id)
+            validate_call(self, call.function.name, call.function.arguments)
+
+    def test_named_call_validates(self):
+        reply = self.ask({"type": "function", "function": {"name": "get_time"}}, seed=3)
+        call = reply.choices[0].message.tool_calls[0]
+        self.assertEqual(call.function.name, "get_time")
+        validate_call(self, call.function.name, call.function.arguments)
+
+    def test_streamed_calls_validate(self):
+        for choice in ("required", {"type": "function", "function": {"name": "get_weather"}}):
+            stream = self.ask(choice, seed=5, stream=True)
+            calls, finish = {}, None
+            for chunk in stream:
+                delta = chunk.choices[0].delta
+                for tc in delta.tool_calls or []:
+                    entry = calls.setdefault(tc.index, {"name": "", "arguments": ""})
+                    entry["name"] += tc.function.name or ""
+                    entry["arguments"] += tc.function.arguments or ""
+                finish = chunk.choices[0].finish_reason or finish
+            self.assertEqual(finish, "tool_calls")
+            self.assertEqual(len(calls), 1)
+            validate_call(self, calls[0]["name"], calls[0]["arguments"])
+            if isinstance(choice, dict):
+                self.assertEqual(calls[0]["name"], "get_weather")
+
+    def test_full_round_trip(self):
+        first = self.ask("required", seed=1).choices[0].message
+        call = first.tool_calls[0]
+        messages = [
+            {"role": "user", "content": "What is the weather in Paris?"},
+            first.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temperature": 21, "sky": "clear"})},
+        ]
+        answer = self.client.chat.completions.create(
+            model=self.model, messages=messages, tools=TOOLS, tool_choice="none", max_tokens=40, seed=1)
+        self.assertEqual(answer.choices[0].finish_reason in ("stop", "length"), True)
+        self.assertFalse(answer.choices[0].message.tool_calls)
+        self.assertTrue(answer.choices[0].message.content.strip())
+
+
+class StructuredOutput(unittest.TestCase):
+    def test_strict_json_schema_holds_for_20_seeds_each(self):
+        c = client()
+        model = c.models.list().data[0].id
+
+        def one(args):
+            name, schema, seed = args
+            reply = c.chat.completions.create(
+                model=model,
+                messages=[{"role": "user", "content": f"Give me an example {name} as JSON."}],
+                response_format={"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}},
+                seed=seed,
+                temperature=1.0,
+                max_tokens=200,
+            )
+            return name, schema, seed, reply.choices[0]
+
+        jobs = [(n, s, seed) for n, s in (("person", PERSON), ("shopping", SHOPPING), ("triage", TRIAGE)) for seed in range(20)]
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            for name, schema, seed, choice in pool.map(one, jobs):
+                with self.subTest(schema=name, seed=seed):
+                    self.assertEqual(choice.finish_reason, "stop", choice.message.content)
+                    jsonschema.validate(json.loads(choice.message.content), schema)
+
+    def test_json_object_is_an_object(self):
+        c = client()
+        reply = c.chat.completions.create(
+            model=c.models.list().data[0].id,
+            messages=[{"role": "user", "content": "Reply in JSON."}],
+            response_format={"type": "json_object"}, seed=2, max_tokens=100)
+        self.assertIsInstance(json.loads(reply.choices[0].message.content), dict)
+
+
+class BadInput(unittest.TestCase):
+    def setUp(self):
+        self.client = client()
+        self.model = self.client.models.list().data[0].id
+
+    def refused(self, param, **kwargs):
+        with self.assertRaises(openai.BadRequestError) as caught:
+            self.client.chat.completions.create(model=self.model, max_tokens=5, **kwargs)
+        self.assertEqual(caught.exception.body["param"], param, caught.exception.body)
+        return caught.exception.body["message"]
+
+    def test_each_is_a_400_in_openai_shape_and_the_server_stays_healthy(self):
+        user = [{"role": "user", "content": "hi"}]
+        bad_tool = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"x": {"type": "strin"}}}}}]
+        self.refused("tools", messages=user, tools=bad_tool)
+        self.refused("tools", messages=user, tools=[{"type": "function", "function": {"name": "bad name"}}])
+        self.refused("tool_choice", messages=user, tools=TOOLS, tool_choice={"type": "function", "function": {"name": "nope"}})
+        message = self.refused("response_format", messages=user, response_format={
+            "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "minLength": 5, "maxLength": 2}}})
+        self.assertIn("nsatisfiable", message)
+        message = self.refused("response_format", messages=user, response_format={
+            "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "if": {}, "then": {}}}})
+        self.assertIn("if", message)
+        self.refused("messages", messages=[{"role": "tool", "tool_call_id": "call_x", "content": "42"}])
+        self.refused("messages", messages=[{"role": "user", "content": "a", "tool_calls": [
+            {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}])
+        ok = self.client.chat.completions.create(model=self.model, messages=user, max_tokens=3)
+        self.assertTrue(ok.choices[0].message.content is not None)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
