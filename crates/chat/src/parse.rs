@@ -42,8 +42,13 @@ pub struct ToolCallParser {
     /// calls does not become content.
     pending_ws: String,
     calls: usize,
+    /// A call was the last thing recognised: whitespace up to the next text
+    /// is layout.
+    after_call: bool,
     /// Anything other than whitespace has been seen.
     started: bool,
+    /// The tools offered; a call to any other name is not a call.
+    names: Vec<String>,
 }
 
 const HERMES_OPEN: &str = "<tool_call>";
@@ -52,14 +57,17 @@ const MISTRAL_OPEN: &str = "[TOOL_CALLS]";
 const MISTRAL_ARGS: &str = "[ARGS]";
 
 impl ToolCallParser {
-    pub fn new(format: ToolFormat) -> Self {
+    /// A parser for a reply in `format` that may call the tools `names`.
+    pub fn new(format: ToolFormat, names: Vec<String>) -> Self {
         Self {
             format,
             state: State::Text,
             buf: String::new(),
             pending_ws: String::new(),
             calls: 0,
+            after_call: false,
             started: false,
+            names,
         }
     }
 
@@ -90,8 +98,8 @@ impl ToolCallParser {
                 // what it wrote is a complete call, else show it as text.
                 let body = std::mem::take(&mut self.buf);
                 let calls = match self.format {
-                    ToolFormat::Mistral => mistral_calls(&body).map(|(c, _)| c),
-                    _ => whole_json(&body).and_then(|v| calls_in(&v)),
+                    ToolFormat::Mistral => mistral_calls(&body, &self.names).map(|(c, _)| c),
+                    _ => whole_json(&body).and_then(|v| calls_in(&v, &self.names, false)),
                 };
                 match calls {
                     Some(calls) => self.emit_calls(&mut out, calls),
@@ -176,7 +184,7 @@ impl ToolCallParser {
                     return;
                 }
                 State::Marked => match self.format {
-                    ToolFormat::Mistral => match mistral_calls(&self.buf) {
+                    ToolFormat::Mistral => match mistral_calls(&self.buf, &self.names) {
                         Some((calls, used)) => {
                             self.emit_calls(out, calls);
                             self.buf.drain(..used);
@@ -191,7 +199,7 @@ impl ToolCallParser {
                         let body = self.buf[..at].to_string();
                         self.buf.drain(..at + HERMES_CLOSE.len());
                         self.state = State::Text;
-                        match whole_json(&body).and_then(|v| calls_in(&v)) {
+                        match whole_json(&body).and_then(|v| calls_in(&v, &self.names, false)) {
                             Some(calls) => self.emit_calls(out, calls),
                             None => {
                                 let text = format!("{HERMES_OPEN}{body}{HERMES_CLOSE}");
@@ -204,7 +212,10 @@ impl ToolCallParser {
                     JsonPrefix::Incomplete if !at_end => return,
                     JsonPrefix::Value(value, used) => {
                         let rest = self.buf[used..].to_string();
-                        match calls_in(&value) {
+                        // A reply that is bare JSON is a call only if it says
+                        // so in full (name and arguments): an answer that
+                        // happens to have a "name" is an answer.
+                        match calls_in(&value, &self.names, true) {
                             Some(calls) => {
                                 self.emit_calls(out, calls);
                                 self.buf = rest;
@@ -232,12 +243,13 @@ impl ToolCallParser {
     fn emit_calls(&mut self, out: &mut Vec<ParsedPiece>, calls: Vec<ParsedPiece>) {
         // Whitespace between text and a call is layout, not content.
         self.pending_ws.clear();
+        self.after_call = true;
         self.calls += calls.len();
         out.extend(calls);
     }
 
     fn emit_text(&mut self, out: &mut Vec<ParsedPiece>, text: &str) {
-        let text = if self.calls > 0 {
+        let text = if self.after_call {
             text.trim_start()
         } else {
             text
@@ -247,6 +259,7 @@ impl ToolCallParser {
             self.pending_ws.push_str(text);
             return;
         }
+        self.after_call = false;
         let mut piece = std::mem::take(&mut self.pending_ws);
         piece.push_str(body);
         self.pending_ws = text[body.len()..].to_string();
@@ -287,41 +300,50 @@ fn whole_json(text: &str) -> Option<Value> {
     serde_json::from_str(text.trim()).ok()
 }
 
-/// The calls a JSON value spells, in any of the shapes models use.
-fn calls_in(value: &Value) -> Option<Vec<ParsedPiece>> {
+/// The calls a JSON value spells, in any of the shapes models use, to
+/// tools among `names`. `bare`: the value is the whole reply, unmarked, so
+/// a single call must carry its arguments to count.
+fn calls_in(value: &Value, names: &[String], bare: bool) -> Option<Vec<ParsedPiece>> {
     match value {
-        Value::Array(items) if !items.is_empty() => items.iter().map(one_call).collect(),
+        Value::Array(items) if !items.is_empty() => {
+            items.iter().map(|v| one_call(v, names, bare)).collect()
+        }
         Value::Object(map) => {
             if let Some(Value::Array(items)) = map.get("tool_calls") {
                 if items.is_empty() {
                     return None;
                 }
-                return items.iter().map(one_call).collect();
+                return items.iter().map(|v| one_call(v, names, false)).collect();
             }
             if let Some(call) = map.get("tool_call") {
-                return one_call(call).map(|c| vec![c]);
+                return one_call(call, names, false).map(|c| vec![c]);
             }
-            one_call(value).map(|c| vec![c])
+            one_call(value, names, bare).map(|c| vec![c])
         }
         _ => None,
     }
 }
 
-fn one_call(value: &Value) -> Option<ParsedPiece> {
+fn one_call(value: &Value, names: &[String], bare: bool) -> Option<ParsedPiece> {
     let map = value.as_object()?;
     if let Some(function) = map.get("function").and_then(Value::as_object) {
         if map.get("name").is_none() {
-            return one_call(&Value::Object(function.clone()));
+            return one_call(&Value::Object(function.clone()), names, bare);
         }
     }
     let name = map.get("name")?.as_str()?.trim();
-    if name.is_empty() {
+    if !names.iter().any(|n| n == name) {
         return None;
     }
     let arguments = map.get("arguments").or_else(|| map.get("parameters"));
     let arguments = match arguments {
+        None if bare => return None,
         None | Some(Value::Null) => "{}".to_string(),
-        Some(Value::String(s)) => s.clone(),
+        // Arguments given as text must still be a JSON object.
+        Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
+            Ok(Value::Object(_)) => s.clone(),
+            _ => return None,
+        },
         Some(v @ Value::Object(_)) => v.to_string(),
         Some(_) => return None,
     };
@@ -333,12 +355,14 @@ fn one_call(value: &Value) -> Option<ParsedPiece> {
 
 /// Mistral's payload after `[TOOL_CALLS]`: a JSON array of calls, or
 /// `name[ARGS]{…}`. Returns the calls and the bytes they used, once complete.
-fn mistral_calls(text: &str) -> Option<(Vec<ParsedPiece>, usize)> {
+fn mistral_calls(text: &str, names: &[String]) -> Option<(Vec<ParsedPiece>, usize)> {
     let lead = text.len() - text.trim_start().len();
     let body = &text[lead..];
     if body.starts_with('[') || body.starts_with('{') {
         return match first_json(body) {
-            JsonPrefix::Value(value, used) => calls_in(&value).map(|c| (c, lead + used)),
+            JsonPrefix::Value(value, used) => {
+                calls_in(&value, names, false).map(|c| (c, lead + used))
+            }
             _ => None,
         };
     }
@@ -346,13 +370,15 @@ fn mistral_calls(text: &str) -> Option<(Vec<ParsedPiece>, usize)> {
     let name = body[..at].trim();
     let args_start = at + MISTRAL_ARGS.len();
     match first_json(&body[args_start..]) {
-        JsonPrefix::Value(value @ Value::Object(_), used) if !name.is_empty() => Some((
-            vec![ParsedPiece::Call {
-                name: name.to_string(),
-                arguments: value.to_string(),
-            }],
-            lead + args_start + used,
-        )),
+        JsonPrefix::Value(value @ Value::Object(_), used) if names.iter().any(|n| n == name) => {
+            Some((
+                vec![ParsedPiece::Call {
+                    name: name.to_string(),
+                    arguments: value.to_string(),
+                }],
+                lead + args_start + used,
+            ))
+        }
         _ => None,
     }
 }

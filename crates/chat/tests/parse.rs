@@ -28,7 +28,8 @@ fn normalise(pieces: Vec<ParsedPiece>) -> Vec<ParsedPiece> {
 }
 
 fn parse_in_pieces(format: ToolFormat, reply: &str, piece_chars: usize) -> Vec<ParsedPiece> {
-    let mut parser = ToolCallParser::new(format);
+    let names = ["get_weather", "a", "b"].map(String::from).to_vec();
+    let mut parser = ToolCallParser::new(format, names);
     let mut out = Vec::new();
     let chars: Vec<char> = reply.chars().collect();
     for chunk in chars.chunks(piece_chars) {
@@ -89,6 +90,9 @@ fn hermes_malformed_calls_come_back_as_text() {
         "<tool_call>{\"arguments\": {}}</tool_call>",
         "<tool_call>{\"name\": \"\", \"arguments\": {}}</tool_call>",
         "<tool_call>{\"name\": \"a\", \"arguments\": 5}</tool_call>",
+        // A tool that was not offered, and text arguments that are not JSON.
+        "<tool_call>{\"name\": \"rm_rf\", \"arguments\": {}}</tool_call>",
+        "<tool_call>{\"name\": \"a\", \"arguments\": \"city=Oslo\"}</tool_call>",
         "<tool_call>\n{\"name\": \"a\", \"argu",
     ] {
         assert_eq!(
@@ -193,6 +197,35 @@ fn generic_shapes() {
     assert_eq!(parse(ToolFormat::Generic, openai), vec![call("a", "{}")]);
     let response = "{\"response\": \"hello\"}";
     assert_eq!(parse(ToolFormat::Generic, response), vec![text(response)]);
+}
+
+#[test]
+fn bare_json_with_a_name_but_no_arguments_is_an_answer() {
+    for format in [ToolFormat::Llama3, ToolFormat::Generic] {
+        let reply = "{\"name\": \"a\", \"age\": 30}";
+        assert_eq!(parse(format, reply), vec![text(reply)]);
+    }
+}
+
+#[test]
+fn spaces_inside_text_after_a_call_survive_streaming() {
+    let mut parser = ToolCallParser::new(ToolFormat::Hermes, vec!["a".into()]);
+    let mut out = Vec::new();
+    for piece in [
+        "<tool_call>{\"name\": \"a\", \"arguments\": {}}</tool_call>",
+        "\n",
+        "I",
+        " have",
+        " called",
+        " it.",
+    ] {
+        out.extend(parser.push(piece));
+    }
+    out.extend(parser.finish());
+    assert_eq!(
+        normalise(out),
+        vec![call("a", "{}"), text("I have called it.")]
+    );
 }
 
 #[test]

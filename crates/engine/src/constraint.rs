@@ -79,13 +79,20 @@ impl Grammars {
             }
             _ => {}
         }
+        let forced = request.tool_choice.is_forced();
         if !request.tools.is_empty() {
-            // Every tool's schema is checked, called or not, so a bad one is
-            // reported by name instead of failing inside a larger grammar.
+            // Every tool's schema is checked, called or not, so a broken one
+            // is reported by name instead of failing inside a larger
+            // grammar. Keywords that cannot be enforced matter only when a
+            // call is forced; otherwise they are let through (lenient), as
+            // OpenAI lets them through.
             let factory = self.factory(model)?;
             for tool in &request.tools {
-                let grammar = TopLevelGrammar::from_json_schema(tool.parameters.clone());
-                if let Err(e) = factory.create_parser(grammar) {
+                let mut schema = tool.parameters.clone();
+                if let Some(map) = schema.as_object_mut() {
+                    map.insert("x-guidance".into(), serde_json::json!({"lenient": !forced}));
+                }
+                if let Err(e) = factory.create_parser(TopLevelGrammar::from_json_schema(schema)) {
                     return Err(invalid(
                         "tools",
                         format!(
@@ -96,7 +103,6 @@ impl Grammars {
                 }
             }
         }
-        let forced = request.tool_choice.is_forced();
         let grammar = match (&request.format, forced) {
             (OutputFormat::Json(_), true) => {
                 return Err(invalid(

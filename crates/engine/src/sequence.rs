@@ -112,7 +112,10 @@ impl Active {
             cached_tokens: cached,
             sampler,
             text: TextAssembler::new(&job.request.stop),
-            tools: job.tool_format.map(ToolCallParser::new),
+            tools: job.tool_format.map(|format| {
+                let names = job.request.tools.iter().map(|t| t.name.clone()).collect();
+                ToolCallParser::new(format, names)
+            }),
             generated: 0,
             max_new,
             ignore_eos: job.request.ignore_eos,

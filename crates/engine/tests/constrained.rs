@@ -176,6 +176,32 @@ fn bad_constraints_are_refused_naming_the_field() {
 }
 
 #[test]
+fn unenforceable_tool_keywords_are_refused_only_when_a_call_is_forced() {
+    let mut tool = weather();
+    tool.parameters["if"] = json!({"required": ["city"]});
+    tool.parameters["then"] = json!({"required": ["unit"]});
+    let mut r = chat("Weather in Oslo?", 0);
+    r.max_tokens = Some(4);
+    r.tools = vec![tool.clone()];
+    engine().submit(r).unwrap().blocking_collect().unwrap();
+    let mut r = chat("Weather in Oslo?", 0);
+    r.tools = vec![tool];
+    r.tool_choice = ToolChoice::Required;
+    match engine().submit(r) {
+        Err(GenerateError::InvalidConstraint {
+            field: "tools",
+            message,
+        }) => {
+            assert!(
+                message.contains("get_weather") && message.contains("if"),
+                "{message}"
+            )
+        }
+        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[test]
 fn a_tool_round_trip_renders_and_answers() {
     let mut assistant = ChatMessage::new(Role::Assistant, "");
     assistant.tool_calls = vec![types::ToolCall {
