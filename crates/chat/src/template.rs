@@ -32,27 +32,21 @@ pub enum TemplateError {
     Render(String),
 }
 
-/// What a template's source shows it understands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Capabilities {
-    /// It renders a `tools` list, and then (by convention) assistant
-    /// `tool_calls` and `tool` messages, itself.
-    tools: bool,
-}
-
 /// A compiled chat template plus the special tokens it is given.
 pub struct ChatTemplate {
     env: Environment<'static>,
     bos_token: String,
     eos_token: String,
-    capabilities: Capabilities,
+    /// The template renders a `tools` list, and then (by convention)
+    /// assistant `tool_calls` and `tool` messages, itself.
+    renders_tools: bool,
     tool_format: ToolFormat,
 }
 
 impl std::fmt::Debug for ChatTemplate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChatTemplate")
-            .field("capabilities", &self.capabilities)
+            .field("renders_tools", &self.renders_tools)
             .field("tool_format", &self.tool_format)
             .finish_non_exhaustive()
     }
@@ -127,15 +121,12 @@ impl ChatTemplate {
         env.add_filter("tojson", tojson);
         env.add_template_owned("chat", source.to_string())
             .map_err(|e| TemplateError::Syntax(describe(&e)))?;
-        let capabilities = Capabilities {
-            tools: source.contains("tools"),
-        };
         let tool_format = ToolFormat::detect(source);
         Ok(Self {
             env,
             bos_token: bos_token.to_string(),
             eos_token: eos_token.to_string(),
-            capabilities,
+            renders_tools: source.contains("tools"),
             tool_format,
         })
     }
@@ -156,7 +147,7 @@ impl ChatTemplate {
     /// True when the template describes tools itself; otherwise Hearth
     /// describes them in the system prompt.
     pub fn renders_tools(&self) -> bool {
-        self.capabilities.tools
+        self.renders_tools
     }
 
     /// Renders the conversation, with `tools` offered, ending in an open
@@ -167,9 +158,15 @@ impl ChatTemplate {
         tools: &[Tool],
         add_generation_prompt: bool,
     ) -> Result<String, TemplateError> {
-        let native = self.capabilities.tools;
+        let native = self.renders_tools;
+        // Only a conversation that involves tools needs rewriting for a
+        // template that knows none.
+        let involves_tools = !tools.is_empty()
+            || messages
+                .iter()
+                .any(|m| m.role == Role::Tool || !m.tool_calls.is_empty());
         let flat;
-        let messages = if native {
+        let messages = if native || !involves_tools {
             messages
         } else {
             flat = flatten_tools(messages, tools);

@@ -6,18 +6,8 @@ mod support;
 use std::process::Command;
 
 fn serve() -> (support::Server, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearth"));
-    cmd.env("HEARTH_HOME", testkit::hearth_home())
-        .env_remove("HEARTH_CONFIG")
-        .args([
-            "serve",
-            "--port",
-            "0",
-            "--threads",
-            "2",
-            "--ctx-size",
-            "2048",
-        ]);
+    let mut cmd = support::hearth(&testkit::hearth_home());
+    cmd.args(["serve", "--port", "0", "--ctx-size", "2048"]);
     support::spawn_server(cmd)
 }
 
