@@ -307,33 +307,52 @@ impl Engine {
     }
 }
 
-impl TextGenerator for Engine {
-    fn submit(&self, request: GenerationRequest) -> Result<Generation, GenerateError> {
-        request.sampling.validate()?;
-        let submitted = Instant::now();
+impl Engine {
+    /// The request's prompt as the model sees it: templated with the tools
+    /// it may call (none when `tool_choice` is `none`), then tokenised and
+    /// checked against the context.
+    fn prompt_tokens(
+        &self,
+        request: &GenerationRequest,
+    ) -> Result<Vec<llama_cpp_2::token::LlamaToken>, GenerateError> {
         // Tools are left out of the prompt when the model may not call them.
         let offered: &[types::Tool] = if request.tool_choice == types::ToolChoice::None {
             &[]
         } else {
             &request.tools
         };
-        let tool_format = self.chat.tool_format();
-        let grammar = self
-            .grammars
-            .for_request(&self.shared.model, &request, tool_format)?;
-        let tokens = prompt::tokenize(
+        prompt::tokenize(
             &self.shared.model,
             &self.chat,
             &request.prompt,
             offered,
             self.shared.n_ctx_seq,
-        )?;
-        let tool_format = (!offered.is_empty()).then_some(tool_format);
+        )
+    }
+}
+
+impl TextGenerator for Engine {
+    fn count_tokens(&self, request: &GenerationRequest) -> Result<u32, GenerateError> {
+        Ok(self.prompt_tokens(request)?.len() as u32)
+    }
+
+    fn submit(&self, request: GenerationRequest) -> Result<Generation, GenerateError> {
+        request.sampling.validate()?;
+        let submitted = Instant::now();
+        let tool_format = self.chat.tool_format();
+        let grammar = self
+            .grammars
+            .for_request(&self.shared.model, &request, tool_format)?;
+        let tokens = self.prompt_tokens(&request)?;
+        // Calls are looked for only where tools reached the prompt.
+        let offered = request.tool_choice != types::ToolChoice::None && !request.tools.is_empty();
+        let tool_format = offered.then_some(tool_format);
         let (tx, cancel, generation) = Generation::channel(tokens.len() as u32);
         if request.max_tokens == Some(0) {
             // Nothing to generate: answer without occupying the engine.
             let _ = tx.send(GenerationEvent::Done(Completion {
                 finish_reason: FinishReason::Length,
+                stop_index: None,
                 usage: Usage {
                     prompt_tokens: tokens.len() as u32,
                     ..Usage::default()

@@ -44,6 +44,7 @@ impl Job {
             Some(err) => GenerationEvent::Failed(err),
             None => GenerationEvent::Done(Completion {
                 finish_reason: FinishReason::Cancelled,
+                stop_index: None,
                 usage: Usage {
                     prompt_tokens: self.tokens.len() as u32,
                     ..Usage::default()
@@ -165,11 +166,11 @@ impl Active {
         let bytes = model.vocab().token_to_piece(token, false, None);
         let piece = self.text.push(&bytes);
         self.send_text(piece.text);
-        if piece.stopped {
+        if let Some(index) = piece.stopped {
             // The assembler already cut the text at the stop string; nothing
             // after it may be flushed.
             let reason = self.finish_tools(FinishReason::Stop);
-            self.send_done(reason);
+            self.send_done(reason, Some(index));
             return Step::Finished(reason);
         }
         if self.generated >= self.max_new {
@@ -228,7 +229,7 @@ impl Active {
         let tail = self.text.finish();
         self.send_text(tail);
         let reason = self.finish_tools(reason);
-        self.send_done(reason);
+        self.send_done(reason, None);
         Step::Finished(reason)
     }
 
@@ -241,9 +242,11 @@ impl Active {
         let _ = self.tx.send(GenerationEvent::Failed(err));
     }
 
-    fn send_done(&self, finish_reason: FinishReason) {
+    fn send_done(&self, finish_reason: FinishReason, stop_index: Option<u32>) {
         let _ = self.tx.send(GenerationEvent::Done(Completion {
             finish_reason,
+            // A reply that called a tool ended for that, not for the string.
+            stop_index: stop_index.filter(|_| finish_reason == FinishReason::Stop),
             usage: Usage {
                 prompt_tokens: self.prompt_tokens,
                 completion_tokens: self.generated,

@@ -5,8 +5,9 @@
 pub(crate) struct Piece {
     /// Text safe to show now; may be empty.
     pub text: String,
-    /// A stop string was found; `text` ends just before it and generation must end.
-    pub stopped: bool,
+    /// A stop string was found, whose index in the request's `stop` this
+    /// is; `text` ends just before it and generation must end.
+    pub stopped: Option<u32>,
 }
 
 /// Accumulates token bytes and releases text that can no longer change.
@@ -16,7 +17,8 @@ pub(crate) struct Piece {
 /// that might be the start of a stop string.
 #[derive(Debug)]
 pub(crate) struct TextAssembler {
-    stops: Vec<String>,
+    /// Non-empty stop strings, each with its index in the request's list.
+    stops: Vec<(u32, String)>,
     /// Bytes of an incomplete UTF-8 character at the end of the stream.
     pending: Vec<u8>,
     /// Decoded text not yet released because it may start a stop string.
@@ -26,7 +28,11 @@ pub(crate) struct TextAssembler {
 impl TextAssembler {
     pub(crate) fn new(stops: &[String]) -> Self {
         Self {
-            stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            stops: (0u32..)
+                .zip(stops)
+                .filter(|(_, s)| !s.is_empty())
+                .map(|(i, s)| (i, s.clone()))
+                .collect(),
             pending: Vec::new(),
             held: String::new(),
         }
@@ -48,7 +54,7 @@ impl TextAssembler {
         self.held.push_str(&tail);
         // The tail might complete a stop string only now.
         let piece = self.release();
-        if piece.stopped {
+        if piece.stopped.is_some() {
             return piece.text;
         }
         let mut out = piece.text;
@@ -57,12 +63,12 @@ impl TextAssembler {
     }
 
     fn release(&mut self) -> Piece {
-        if let Some(at) = self.first_stop() {
+        if let Some((at, index)) = self.first_stop() {
             let text = self.held[..at].to_string();
             self.held.clear();
             return Piece {
                 text,
-                stopped: true,
+                stopped: Some(index),
             };
         }
         let keep = self.stop_prefix_len();
@@ -70,21 +76,23 @@ impl TextAssembler {
         let rest = self.held.split_off(cut);
         Piece {
             text: std::mem::replace(&mut self.held, rest),
-            stopped: false,
+            stopped: None,
         }
     }
 
-    fn first_stop(&self) -> Option<usize> {
+    /// Where the earliest stop string starts in `held`, and its index; of
+    /// two starting at the same place, the first listed.
+    fn first_stop(&self) -> Option<(usize, u32)> {
         self.stops
             .iter()
-            .filter_map(|s| self.held.find(s.as_str()))
+            .filter_map(|(i, s)| self.held.find(s.as_str()).map(|at| (at, *i)))
             .min()
     }
 
     /// Length of the longest tail of `held` that some stop string starts with.
     fn stop_prefix_len(&self) -> usize {
         let mut best = 0;
-        for stop in &self.stops {
+        for (_, stop) in &self.stops {
             let max = stop.len().min(self.held.len());
             for k in (best + 1..=max).rev() {
                 if stop.is_char_boundary(k)
@@ -138,19 +146,19 @@ fn decode_prefix(bytes: &mut Vec<u8>) -> String {
 mod tests {
     use super::*;
 
-    fn run(stops: &[&str], chunks: &[&[u8]]) -> (Vec<String>, bool) {
+    fn run(stops: &[&str], chunks: &[&[u8]]) -> (Vec<String>, Option<u32>) {
         let stops: Vec<String> = stops.iter().map(|s| s.to_string()).collect();
         let mut asm = TextAssembler::new(&stops);
         let mut pieces = Vec::new();
         for chunk in chunks {
             let piece = asm.push(chunk);
             pieces.push(piece.text);
-            if piece.stopped {
-                return (pieces, true);
+            if piece.stopped.is_some() {
+                return (pieces, piece.stopped);
             }
         }
         pieces.push(asm.finish());
-        (pieces, false)
+        (pieces, None)
     }
 
     #[test]
@@ -175,35 +183,35 @@ mod tests {
     #[test]
     fn stop_string_inside_one_token() {
         let (pieces, stopped) = run(&["END"], &[b"hello END more"]);
-        assert!(stopped);
+        assert_eq!(stopped, Some(0));
         assert_eq!(pieces.concat(), "hello ");
     }
 
     #[test]
     fn stop_string_across_tokens_is_held_then_cut() {
         let (pieces, stopped) = run(&["</s>"], &[b"Hi <", b"/", b"s> tail"]);
-        assert!(stopped);
+        assert_eq!(stopped, Some(0));
         assert_eq!(pieces, ["Hi ", "", ""]);
     }
 
     #[test]
     fn held_text_is_released_when_it_stops_matching() {
         let (pieces, stopped) = run(&["STOP"], &[b"ST", b"ay"]);
-        assert!(!stopped);
+        assert_eq!(stopped, None);
         assert_eq!(pieces, ["", "STay", ""]);
     }
 
     #[test]
     fn earliest_of_several_stops_wins() {
         let (pieces, stopped) = run(&["cd", "b"], &[b"abcd"]);
-        assert!(stopped);
+        assert_eq!(stopped, Some(1), "`b` starts first and is listed second");
         assert_eq!(pieces.concat(), "a");
     }
 
     #[test]
     fn non_ascii_stop_strings_respect_char_boundaries() {
         let (pieces, stopped) = run(&["日本"], &["こんにちは日".as_bytes(), "本語".as_bytes()]);
-        assert!(stopped);
+        assert_eq!(stopped, Some(0));
         assert_eq!(pieces.concat(), "こんにちは");
     }
 
@@ -219,7 +227,14 @@ mod tests {
     #[test]
     fn empty_stop_strings_are_ignored() {
         let (pieces, stopped) = run(&[""], &[b"abc"]);
-        assert!(!stopped);
+        assert_eq!(stopped, None);
         assert_eq!(pieces.concat(), "abc");
+    }
+
+    #[test]
+    fn the_stop_index_counts_ignored_empty_strings() {
+        let (pieces, stopped) = run(&["", "zz", "c"], &[b"abcd"]);
+        assert_eq!(stopped, Some(2));
+        assert_eq!(pieces.concat(), "ab");
     }
 }

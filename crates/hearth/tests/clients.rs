@@ -35,3 +35,8 @@ fn run_python_suite(file: &str) {
 fn the_openai_client_gets_tools_and_structured_output() {
     run_python_suite("test_openai.py");
 }
+
+#[test]
+fn the_anthropic_client_gets_messages_tools_and_token_counts() {
+    run_python_suite("test_anthropic.py");
+}

@@ -123,7 +123,11 @@ pub(crate) async fn authorize(
     let (mut request, resource, reserve_tokens) = match gate.route.resource {
         ResourceFrom::Server => (request, Resource::Server, 0),
         ResourceFrom::BodyModel => match body_model(&gate, request).await {
-            Ok(read) => read,
+            Ok((request, resource, reserve)) => (
+                request,
+                resource,
+                if gate.route.generates { reserve } else { 0 },
+            ),
             Err(err) => return err.into_response(),
         },
     };

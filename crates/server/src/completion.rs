@@ -1,8 +1,7 @@
-//! The two generation endpoints: `/v1/chat/completions` and `/v1/completions`.
+//! The two OpenAI generation endpoints: `/v1/chat/completions` and `/v1/completions`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use auth::Principal;
 use axum::extract::rejection::JsonRejection;
@@ -11,52 +10,15 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures::stream::{self, Stream, StreamExt};
-use tokio::time::timeout_at;
-use types::{Generation, GenerationEvent, Usage};
+use types::{Generation, GenerationEvent};
 
 use crate::audit::RequestAudit;
 use crate::error::ApiError;
+use crate::exchange::{self, Deadline, Observers};
 use crate::quota::QuotaCharge;
 use crate::reply::Reply;
 use crate::wire::CompletionBody;
 use crate::AppState;
-
-/// Who hears what a request produced: its audit record and its quota
-/// charge, each when configured.
-#[derive(Clone, Default)]
-struct Observers {
-    audit: Option<Arc<RequestAudit>>,
-    quota: Option<QuotaCharge>,
-}
-
-impl Observers {
-    fn piece(&self, piece: &str) {
-        if let Some(a) = &self.audit {
-            a.response_piece(piece);
-        }
-        if let Some(q) = &self.quota {
-            q.piece();
-        }
-    }
-
-    /// The prompt's tokens, charged as soon as the engine accepted it, so a
-    /// request that times out or is dropped before its end still pays for
-    /// its prefill.
-    fn submitted(&self, prompt_tokens: u32) {
-        if let Some(q) = &self.quota {
-            q.usage(prompt_tokens, 0);
-        }
-    }
-
-    fn usage(&self, usage: &Usage) {
-        if let Some(a) = &self.audit {
-            a.usage(usage.prompt_tokens, usage.completion_tokens);
-        }
-        if let Some(q) = &self.quota {
-            q.usage(usage.prompt_tokens, usage.completion_tokens);
-        }
-    }
-}
 
 /// Handles either endpoint: validate, submit, then answer whole or streamed.
 pub async fn complete<B: CompletionBody>(
@@ -66,62 +28,30 @@ pub async fn complete<B: CompletionBody>(
     quota: Option<Extension<QuotaCharge>>,
     body: Result<Json<B>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let observers = Observers {
-        audit: audit.map(|Extension(a)| a),
-        quota: quota.map(|Extension(q)| q),
-    };
+    let observers = Observers::new(audit, quota);
     let Json(req) = body?;
     let (stream, include_usage) = (req.sampling().stream, req.sampling().include_usage());
-    let (model, mut request) = req.into_domain(&app.defaults)?;
-    if let Some(Extension(p)) = &principal {
-        // A request cannot raise itself above its key's class.
-        request.priority = p.cap_priority(request.priority);
-    }
-    let served = app.find(model.as_deref())?;
-    if app.is_draining() {
-        return Err(ApiError::unavailable());
-    }
-    let reply = Reply::new(B::ENDPOINT, served.id.clone());
-    request.request_id = reply.id.clone();
-    if let Some(a) = &observers.audit {
-        a.request_id(&reply.id);
-        a.model(&served.id);
-    }
-    let deadline = request.timeout.map(|t| (Instant::now() + t, t));
-    let generator = Arc::clone(&served.generator);
-    // Templating and tokenising a long prompt is CPU work: keep it off the
-    // async workers.
-    let generation = tokio::task::spawn_blocking(move || generator.submit(request))
-        .await
-        .map_err(|e| ApiError::internal(&e))??;
-    observers.submitted(generation.prompt_tokens());
+    let (model, request) = req.into_domain(&app.defaults)?;
+    let id = Reply::new_id(B::ENDPOINT);
+    let principal = principal.as_ref().map(|Extension(p)| p);
+    let submitted =
+        exchange::submit(&app, principal, model.as_deref(), &id, request, &observers).await?;
+    let reply = Reply::new(B::ENDPOINT, id, submitted.model.clone());
     if stream {
-        let events = sse_events(generation, reply, include_usage, deadline, observers);
+        let events = sse_events(
+            submitted.generation,
+            reply,
+            include_usage,
+            submitted.deadline,
+            observers,
+        );
         return Ok(Sse::new(events)
             .keep_alive(KeepAlive::default())
             .into_response());
     }
-    // If the client disconnects, this future is dropped with the
-    // generation, which cancels it.
-    let out = match deadline {
-        None => generation.collect().await?,
-        Some((at, timeout)) => timeout_at(at.into(), generation.collect())
-            .await
-            .map_err(|_| timed_out(timeout))??,
-    };
-    observers.piece(&out.text);
-    for call in &out.tool_calls {
-        observers.piece(&call.arguments);
-    }
-    observers.usage(&out.usage);
+    let out = submitted.collect().await?;
+    observers.output(&out);
     Ok(Json(reply.full(out)).into_response())
-}
-
-/// The engine ends a request at its deadline between decode steps; this
-/// answers at the deadline itself, and dropping the generation frees its
-/// sequence at the next step.
-fn timed_out(timeout: Duration) -> ApiError {
-    ApiError::timed_out(timeout.as_millis() as u64)
 }
 
 /// The SSE body: opening chunk, one chunk per text piece, closing chunks,
@@ -131,7 +61,7 @@ fn sse_events(
     generation: Generation,
     reply: Reply,
     include_usage: bool,
-    deadline: Option<(Instant, Duration)>,
+    deadline: Option<Deadline>,
     observers: Observers,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let opening = stream::iter(reply.opening().map(json_event));
@@ -141,13 +71,9 @@ fn sse_events(
         Some((generation, reply, observers, 0u32)),
         move |state| async move {
             let (mut generation, reply, observers, calls) = state?;
-            let next = match deadline {
-                None => Ok(generation.next().await),
-                Some((at, _)) => timeout_at(at.into(), generation.next()).await,
-            };
-            let Ok(next) = next else {
-                let timeout = deadline.map(|(_, t)| t).unwrap_or_default();
-                return Some((vec![json_event(timed_out(timeout).to_json())], None));
+            let next = match exchange::next_event(&mut generation, deadline).await {
+                Ok(next) => next,
+                Err(timed_out) => return Some((vec![json_event(timed_out.to_json())], None)),
             };
             let events: Vec<Event> = match next {
                 Some(GenerationEvent::Text(piece)) => {

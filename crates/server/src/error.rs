@@ -1,12 +1,16 @@
-//! The one mapping from failures to HTTP status plus OpenAI's error body.
+//! The one mapping from failures to HTTP status plus each API family's error body.
 //!
-//! `{"error": {"message", "type", "param", "code"}}`, as OpenAI sends it, so
-//! client libraries raise their usual exceptions. 5xx responses carry a
-//! generic message; the details go to the log only.
+//! Every failure is an [`ApiError`], answered in OpenAI's shape
+//! (`{"error": {"message", "type", "param", "code"}}`) and reshaped on the
+//! way out for routes of another family ([`Dialect`]), so client libraries
+//! raise their usual exceptions whichever layer refused the request. 5xx
+//! responses carry a generic message; the details go to the log only.
 
 use axum::extract::rejection::JsonRejection;
-use axum::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
+use axum::extract::Request;
+use axum::http::header::{CONTENT_LENGTH, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
@@ -179,6 +183,73 @@ impl ApiError {
     }
 }
 
+/// The API family a route belongs to, which decides its error shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    OpenAi,
+    Anthropic,
+}
+
+impl Dialect {
+    /// The family that owns `path`; OpenAI's unless another claims it.
+    pub fn of_path(path: &str) -> Dialect {
+        if path == "/v1/messages" || path.starts_with("/v1/messages/") {
+            Dialect::Anthropic
+        } else {
+            Dialect::OpenAi
+        }
+    }
+}
+
+impl ApiError {
+    /// Anthropic's error `type` for this failure, by status as Anthropic
+    /// assigns them.
+    fn anthropic_type(&self) -> &'static str {
+        match self.status.as_u16() {
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            408 | 504 => "timeout_error",
+            503 | 529 => "overloaded_error",
+            s if s >= 500 => "api_error",
+            _ => "invalid_request_error",
+        }
+    }
+
+    /// The body in `dialect`'s shape, also what a stream sends when it
+    /// fails after it started.
+    pub fn to_json_in(&self, dialect: Dialect) -> serde_json::Value {
+        match dialect {
+            Dialect::OpenAi => self.to_json(),
+            Dialect::Anthropic => serde_json::json!({
+                "type": "error",
+                "error": {"type": self.anthropic_type(), "message": self.message},
+            }),
+        }
+    }
+}
+
+/// Rewrites error bodies for routes outside OpenAI's family, keeping the
+/// status and headers (`Retry-After`, `WWW-Authenticate`, rate-limit
+/// headers): every layer can answer with [`ApiError`] and the client still
+/// sees its own API's shape.
+pub(crate) async fn reshape(request: Request, next: Next) -> Response {
+    let dialect = Dialect::of_path(request.uri().path());
+    let response = next.run(request).await;
+    if dialect == Dialect::OpenAi {
+        return response;
+    }
+    let Some(err) = response.extensions().get::<ApiError>().cloned() else {
+        return response;
+    };
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(CONTENT_LENGTH);
+    let body = err.to_json_in(dialect).to_string();
+    Response::from_parts(parts, axum::body::Body::from(body))
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(self.body())).into_response();
@@ -192,6 +263,8 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(WWW_AUTHENTICATE, HeaderValue::from_static(BEARER_CHALLENGE));
         }
+        // For `reshape`, which answers other API families in their shape.
+        response.extensions_mut().insert(self);
         response
     }
 }

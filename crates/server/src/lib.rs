@@ -1,15 +1,17 @@
-//! Hearth's OpenAI-compatible HTTP API.
+//! Hearth's HTTP APIs: OpenAI's and Anthropic's.
 //!
-//! Only this crate knows about HTTP and JSON. It turns OpenAI requests into
+//! Only this crate knows about HTTP and JSON. It turns API requests into
 //! [`types::GenerationRequest`]s, hands them to a [`types::TextGenerator`],
 //! and turns generations back into JSON or server-sent events. It does not
 //! know what produces the text: the binary plugs the engine in.
 
 mod access;
 mod admin;
+mod anthropic;
 mod audit;
 mod completion;
 mod error;
+mod exchange;
 mod jwks;
 mod metrics;
 mod models;

@@ -88,14 +88,19 @@ struct TextChoice {
 }
 
 impl Reply {
-    pub fn new(endpoint: Endpoint, model: String) -> Self {
+    /// A fresh response id, as OpenAI shapes them for `endpoint`.
+    pub fn new_id(endpoint: Endpoint) -> String {
         let prefix = match endpoint {
             Endpoint::Chat => "chatcmpl",
             Endpoint::Text => "cmpl",
         };
+        format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+    }
+
+    pub fn new(endpoint: Endpoint, id: String, model: String) -> Self {
         Self {
             endpoint,
-            id: format!("{prefix}-{}", uuid::Uuid::new_v4().simple()),
+            id,
             created: unix_now(),
             model,
         }

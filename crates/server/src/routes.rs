@@ -16,7 +16,9 @@ use tower_http::trace::TraceLayer;
 use crate::audit;
 use crate::error::ApiError;
 use crate::wire::{ChatCompletionRequest, CompletionRequest};
-use crate::{access, admin, completion, metrics, models, Access, AppState, ServerOptions};
+use crate::{
+    access, admin, anthropic, completion, metrics, models, Access, AppState, ServerOptions,
+};
 
 /// Where an API route's resource comes from, for policy decisions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +36,8 @@ pub struct ApiRoute {
     pub path: &'static str,
     pub action: Action,
     pub resource: ResourceFrom,
+    /// Whether it generates tokens, so quotas reserve what it may generate.
+    pub generates: bool,
 }
 
 /// Every API route. The API router is built from this table alone, so no
@@ -45,48 +49,70 @@ pub const API_ROUTES: &[ApiRoute] = &[
         path: "/v1/models",
         action: Action::ListModels,
         resource: ResourceFrom::Server,
+        generates: false,
     },
     ApiRoute {
         method: "GET",
         path: "/v1/models/{id}",
         action: Action::ListModels,
         resource: ResourceFrom::Server,
+        generates: false,
     },
     ApiRoute {
         method: "POST",
         path: "/v1/chat/completions",
         action: Action::Predict,
         resource: ResourceFrom::BodyModel,
+        generates: true,
     },
     ApiRoute {
         method: "POST",
         path: "/v1/completions",
         action: Action::Predict,
         resource: ResourceFrom::BodyModel,
+        generates: true,
     },
     ApiRoute {
         method: "GET",
         path: "/admin/keys",
         action: Action::ManageKeys,
         resource: ResourceFrom::Server,
+        generates: false,
     },
     ApiRoute {
         method: "POST",
         path: "/admin/keys",
         action: Action::ManageKeys,
         resource: ResourceFrom::Server,
+        generates: false,
     },
     ApiRoute {
         method: "DELETE",
         path: "/admin/keys/{id}",
         action: Action::ManageKeys,
         resource: ResourceFrom::Server,
+        generates: false,
     },
     ApiRoute {
         method: "GET",
         path: "/admin/audit",
         action: Action::ReadAudit,
         resource: ResourceFrom::Server,
+        generates: false,
+    },
+    ApiRoute {
+        method: "POST",
+        path: "/v1/messages",
+        action: Action::Predict,
+        resource: ResourceFrom::BodyModel,
+        generates: true,
+    },
+    ApiRoute {
+        method: "POST",
+        path: "/v1/messages/count_tokens",
+        action: Action::Predict,
+        resource: ResourceFrom::BodyModel,
+        generates: false,
     },
 ];
 
@@ -101,6 +127,8 @@ fn handler(route: &ApiRoute) -> MethodRouter<Arc<AppState>> {
         ("POST", "/admin/keys") => post(admin::create_key),
         ("DELETE", "/admin/keys/{id}") => delete(admin::revoke_key),
         ("GET", "/admin/audit") => get(admin::read_audit),
+        ("POST", "/v1/messages") => post(anthropic::messages),
+        ("POST", "/v1/messages/count_tokens") => post(anthropic::count_tokens),
         (method, path) => unreachable!("API_ROUTES names {method} {path} without a handler"),
     }
 }
@@ -170,6 +198,7 @@ pub fn compose(api: Router, ops: Router, state: Arc<AppState>) -> Router {
     api.merge(ops)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(crate::error::reshape))
         .layer(middleware::from_fn_with_state(
             state,
             metrics::count_responses,

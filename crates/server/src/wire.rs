@@ -4,18 +4,15 @@
 //! into [`types::GenerationRequest`]; nothing downstream sees JSON.
 
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
 
 use types::{
-    ChatMessage, GenerationRequest, OutputFormat, Priority, Prompt, Role, SamplingParams, Timings,
-    Tool, ToolCall, ToolChoice,
+    ChatMessage, GenerationRequest, OutputFormat, Prompt, Role, SamplingParams, Timings, Tool,
+    ToolCall, ToolChoice,
 };
 
 use crate::error::ApiError;
+use crate::exchange::{check_stops, check_tool_results, priority, timeout, valid_tool_name};
 use crate::reply::Endpoint;
-
-/// Most stop sequences one request may carry.
-const MAX_STOPS: usize = 16;
 
 /// Sampling fields shared by both endpoints. The OpenAI ones plus the
 /// llama.cpp extensions (`top_k`, `min_p`, `repeat_penalty`, ...) that local
@@ -46,9 +43,6 @@ pub struct SamplingFields {
     /// Hearth's extension: seconds after which the request ends with an error.
     pub timeout: Option<f64>,
 }
-
-/// Longest `timeout` a request may ask for: a day.
-const MAX_TIMEOUT_SECS: f64 = 86_400.0;
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
@@ -110,37 +104,9 @@ impl SamplingFields {
             Some(Stop::One(s)) => vec![s],
             Some(Stop::Many(v)) => v,
         };
-        if stop.len() > MAX_STOPS {
-            return Err(ApiError::invalid(
-                "invalid_value",
-                format!(
-                    "At most {MAX_STOPS} stop sequences are allowed, got {}",
-                    stop.len()
-                ),
-            )
-            .with_param("stop"));
-        }
-        let priority = match self.priority.as_deref() {
-            None => Priority::Interactive,
-            Some(p) => Priority::parse(p).ok_or_else(|| {
-                ApiError::invalid(
-                    "invalid_value",
-                    format!("`priority` is `{p}`; it must be `interactive` or `batch`"),
-                )
-                .with_param("priority")
-            })?,
-        };
-        let timeout = match self.timeout {
-            None => None,
-            Some(t) if t > 0.0 && t <= MAX_TIMEOUT_SECS => Some(Duration::from_secs_f64(t)),
-            Some(t) => {
-                return Err(ApiError::invalid(
-                    "invalid_value",
-                    format!("`timeout` is {t}; it must be more than 0 and at most {MAX_TIMEOUT_SECS} seconds"),
-                )
-                .with_param("timeout"))
-            }
-        };
+        check_stops(&stop, "stop")?;
+        let priority = priority(self.priority.as_deref())?;
+        let timeout = timeout(self.timeout)?;
         Ok(GenerationRequest {
             sampling,
             stop,
@@ -337,15 +303,6 @@ impl CompletionBody for ChatCompletionRequest {
     }
 }
 
-/// OpenAI's tool names: letters, digits, `_` and `-`, at most 64.
-fn valid_tool_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
 impl WireTool {
     fn into_domain(self) -> Result<Tool, ApiError> {
         let bad = |message: String| ApiError::invalid("invalid_value", message).with_param("tools");
@@ -424,27 +381,6 @@ impl ResponseFormat {
             ))),
         }
     }
-}
-
-/// Every `tool` message answers a call an earlier assistant message made,
-/// as OpenAI requires; a result with nothing to answer is a mixed-up
-/// conversation, not something to guess about.
-fn check_tool_results(messages: &[ChatMessage]) -> Result<(), ApiError> {
-    let mut calls: Vec<&str> = Vec::new();
-    for message in messages {
-        calls.extend(message.tool_calls.iter().map(|c| c.id.as_str()));
-        if message.role == Role::Tool {
-            let id = message.tool_call_id.as_deref().unwrap_or_default();
-            if !calls.contains(&id) {
-                return Err(ApiError::invalid(
-                    "invalid_value",
-                    format!("A `tool` message must answer a call made by an earlier assistant message; `{id}` was never called"),
-                )
-                .with_param("messages"));
-            }
-        }
-    }
-    Ok(())
 }
 
 impl WireMessage {

@@ -17,6 +17,8 @@ fn api_routes() -> Vec<(Method, String, Option<Value>, bool)> {
     let chat = json!({"model": "smollm2", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1});
     let completion = json!({"model": "smollm2", "prompt": "Hi", "max_tokens": 1});
     let new_key = json!({"name": "made over HTTP", "roles": ["user"]});
+    let message = json!({"model": "smollm2", "max_tokens": 1, "messages": [{"role": "user", "content": "Hi"}]});
+    let count = json!({"model": "smollm2", "messages": [{"role": "user", "content": "Hi"}]});
     vec![
         (Method::GET, "/v1/models".into(), None, false),
         (Method::GET, "/v1/models/smollm2".into(), None, false),
@@ -41,7 +43,27 @@ fn api_routes() -> Vec<(Method, String, Option<Value>, bool)> {
             true,
         ),
         (Method::GET, "/admin/audit?since=1h".into(), None, true),
+        (Method::POST, "/v1/messages".into(), Some(message), false),
+        (
+            Method::POST,
+            "/v1/messages/count_tokens".into(),
+            Some(count),
+            false,
+        ),
     ]
+}
+
+/// The error code a refusal carries, in the shape of the route's API
+/// family: OpenAI's `error.code`, or Anthropic's `error.type` under
+/// `"type": "error"`.
+fn error_code(path: &str, text: &str) -> String {
+    let err: Value = serde_json::from_str(text).unwrap();
+    if path.starts_with("/v1/messages") {
+        assert_eq!(err["type"], "error", "{text}");
+        err["error"]["type"].as_str().unwrap().to_string()
+    } else {
+        err["error"]["code"].as_str().unwrap().to_string()
+    }
 }
 
 /// A key the DELETE route can revoke, whose id is [`THROWAWAY`].
@@ -124,8 +146,12 @@ async fn once_a_key_exists_every_api_route_needs_one() {
                 .to_str()
                 .unwrap()
                 .starts_with("Bearer"));
-            let err: Value = serde_json::from_str(&text).unwrap();
-            assert_eq!(err["error"]["code"], "invalid_api_key", "{text}");
+            let expected = if path.starts_with("/v1/messages") {
+                "authentication_error"
+            } else {
+                "invalid_api_key"
+            };
+            assert_eq!(error_code(path, &text), expected, "{text}");
             assert!(
                 !text.contains(&good[8..]) && !text.contains(&wrong[8..]),
                 "{text}"
@@ -281,8 +307,12 @@ async fn every_api_route_asks_the_policies() {
                 ),
             }
             if status == StatusCode::FORBIDDEN {
-                let err: Value = serde_json::from_str(&text).unwrap();
-                assert_eq!(err["error"]["code"], "permission_denied", "{text}");
+                let expected = if path.starts_with("/v1/messages") {
+                    "permission_error"
+                } else {
+                    "permission_denied"
+                };
+                assert_eq!(error_code(&path, &text), expected, "{text}");
             }
         }
     }

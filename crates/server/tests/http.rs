@@ -414,3 +414,152 @@ async fn bad_requests_get_openai_shaped_4xx() {
         "method_not_allowed",
     );
 }
+
+fn assert_anthropic_error(status: StatusCode, body: &Value, expected: StatusCode, kind: &str) {
+    assert_eq!(status, expected, "{body}");
+    assert_eq!(body["type"], "error", "{body}");
+    assert_eq!(body["error"]["type"], kind, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn anthropic_messages_stream_as_typed_events() {
+    let base = start().await;
+    let body = json!({"model": "smollm2", "max_tokens": 12, "temperature": 0,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "Say hello."}]}]});
+    let (s, whole) = post(&base, "/v1/messages", body.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{whole}");
+    let mut streamed = body;
+    streamed["stream"] = json!(true);
+    let resp = client()
+        .post(format!("{base}/v1/messages"))
+        .json(&streamed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = resp.text().await.unwrap();
+    let names: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    let data: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(names.len(), data.len(), "{text}");
+    for (name, d) in names.iter().zip(&data) {
+        assert_eq!(d["type"], *name, "{text}");
+    }
+    assert_eq!(names[..3], ["message_start", "ping", "content_block_start"]);
+    assert_eq!(
+        names[names.len() - 3..],
+        ["content_block_stop", "message_delta", "message_stop"]
+    );
+    let joined: String = data
+        .iter()
+        .filter(|d| d["type"] == "content_block_delta")
+        .map(|d| d["delta"]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(joined, whole["content"][0]["text"].as_str().unwrap());
+    let delta = &data[data.len() - 2];
+    assert_eq!(delta["delta"]["stop_reason"], whole["stop_reason"]);
+    assert_eq!(
+        delta["usage"]["output_tokens"],
+        whole["usage"]["output_tokens"]
+    );
+}
+
+#[tokio::test]
+async fn anthropic_bad_requests_get_anthropic_shaped_4xx() {
+    let base = start().await;
+    let raw = |path: &'static str, body: &'static str| {
+        let base = base.clone();
+        async move {
+            let resp = client()
+                .post(format!("{base}{path}"))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (resp.status(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let invalid = "invalid_request_error";
+    let (s, b) = raw("/v1/messages", "{\"model\": \"smollm2\", \"messages\": [").await;
+    assert_anthropic_error(s, &b, StatusCode::BAD_REQUEST, invalid);
+    // `max_tokens` is required, as on Anthropic's API.
+    let (s, b) = raw(
+        "/v1/messages",
+        r#"{"model": "smollm2", "messages": [{"role": "user", "content": "hi"}]}"#,
+    )
+    .await;
+    assert_anthropic_error(s, &b, StatusCode::BAD_REQUEST, invalid);
+    let (s, b) = raw("/v1/messages/count_tokens", r#"{"model": "smollm2"}"#).await;
+    assert_anthropic_error(s, &b, StatusCode::BAD_REQUEST, invalid);
+    let message = |extra: Value| {
+        let mut body = json!({"model": "smollm2", "max_tokens": 4,
+            "messages": [{"role": "user", "content": "hi"}]});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let (s, b) = post(&base, "/v1/messages", message(json!({"model": "claude-x"}))).await;
+    assert_anthropic_error(s, &b, StatusCode::NOT_FOUND, "not_found_error");
+    let long = "lorem ipsum ".repeat(2000);
+    for stream in [false, true] {
+        let body =
+            message(json!({"stream": stream, "messages": [{"role": "user", "content": long}]}));
+        let (s, b) = post(&base, "/v1/messages", body).await;
+        assert_anthropic_error(s, &b, StatusCode::BAD_REQUEST, invalid);
+    }
+    let cases = [
+        json!({"messages": [{"role": "system", "content": "x"}]}),
+        json!({"messages": []}),
+        json!({"temperature": 1.5}),
+        json!({"stop_sequences": vec!["x"; 17]}),
+        json!({"tools": [{"name": "f", "type": "web_search_20250305"}]}),
+        json!({"tools": [{"name": "f"}]}),
+        json!({"tool_choice": {"type": "tool"}}),
+        json!({"tool_choice": {"type": "sometimes"}}),
+        json!({"messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]}),
+        json!({"messages": [{"role": "user", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]}]}),
+        json!({"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t"}]}]}),
+        json!({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Well"}]}),
+    ];
+    for extra in cases {
+        let (s, b) = post(&base, "/v1/messages", message(extra.clone())).await;
+        assert_anthropic_error(s, &b, StatusCode::BAD_REQUEST, invalid);
+        assert!(
+            !b["error"]["message"].as_str().unwrap().is_empty(),
+            "{extra}"
+        );
+    }
+    let resp = client()
+        .get(format!("{base}/v1/messages"))
+        .send()
+        .await
+        .unwrap();
+    let s = resp.status();
+    assert_anthropic_error(
+        s,
+        &resp.json().await.unwrap(),
+        StatusCode::METHOD_NOT_ALLOWED,
+        invalid,
+    );
+    let huge = message(json!({"system": "x".repeat(100 << 10)}));
+    let (s, b) = post(&base, "/v1/messages", huge).await;
+    assert_anthropic_error(s, &b, StatusCode::PAYLOAD_TOO_LARGE, "request_too_large");
+    // The server is fine afterwards.
+    let (s, b) = post(&base, "/v1/messages", message(json!({}))).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["type"], "message");
+}

@@ -168,6 +168,10 @@ pub struct Timings {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Completion {
     pub finish_reason: FinishReason,
+    /// With [`FinishReason::Stop`]: which of the request's `stop` strings
+    /// ended it, by index (`None`: the model's end-of-generation token).
+    #[serde(default)]
+    pub stop_index: Option<u32>,
     pub usage: Usage,
     pub timings: Timings,
 }
@@ -255,6 +259,9 @@ pub struct GenerationOutput {
     pub text: String,
     pub tool_calls: Vec<ToolCall>,
     pub finish_reason: FinishReason,
+    /// See [`Completion::stop_index`].
+    #[serde(default)]
+    pub stop_index: Option<u32>,
     pub usage: Usage,
     pub timings: Timings,
 }
@@ -339,6 +346,7 @@ impl Generation {
                 text: std::mem::take(text),
                 tool_calls: std::mem::take(calls),
                 finish_reason: done.finish_reason,
+                stop_index: done.stop_index,
                 usage: done.usage,
                 timings: done.timings,
             })),
@@ -359,6 +367,11 @@ pub trait TextGenerator: Send + Sync + 'static {
     /// Validates and queues a request. Errors here are the caller's fault
     /// (too long, bad parameters) or mean the generator is gone.
     fn submit(&self, request: GenerationRequest) -> Result<Generation, GenerateError>;
+
+    /// How many tokens `request`'s prompt takes once templated (with the
+    /// tools it offers), as [`TextGenerator::submit`] would count them;
+    /// nothing is generated. Errors are those `submit` would give the prompt.
+    fn count_tokens(&self, request: &GenerationRequest) -> Result<u32, GenerateError>;
 
     /// False once the generator can no longer serve (its engine thread died,
     /// or it is shutting down); health checks report it.
@@ -385,6 +398,7 @@ mod tests {
     fn done(reason: FinishReason) -> GenerationEvent {
         GenerationEvent::Done(Completion {
             finish_reason: reason,
+            stop_index: None,
             usage: Usage {
                 prompt_tokens: 3,
                 completion_tokens: 2,

@@ -1,7 +1,7 @@
 //! Hearth's shared vocabulary: the domain types that feature crates exchange.
 //!
 //! This crate is deliberately small and knows nothing about HTTP, JSON wire
-//! formats, llama.cpp or the file system. The server converts OpenAI JSON into
+//! formats, llama.cpp or the file system. The server converts API JSON into
 //! these types; the engine consumes them; the binary wires the two together.
 
 mod generation;

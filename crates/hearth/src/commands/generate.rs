@@ -99,6 +99,7 @@ fn stream_to_stdout(
                     text,
                     tool_calls: Vec::new(),
                     finish_reason: done.finish_reason,
+                    stop_index: done.stop_index,
                     usage: done.usage,
                     timings: done.timings,
                 }))

@@ -41,6 +41,13 @@ impl TextGenerator for Loading {
             .submit(request)
     }
 
+    fn count_tokens(&self, request: &GenerationRequest) -> Result<u32, GenerateError> {
+        self.engine
+            .get()
+            .ok_or(GenerateError::Unavailable)?
+            .count_tokens(request)
+    }
+
     fn is_ready(&self) -> bool {
         self.engine.get().is_some_and(TextGenerator::is_ready)
     }

@@ -24,10 +24,15 @@ impl TextGenerator for Echo {
         let _ = tx.send(GenerationEvent::Text("ok".into()));
         let _ = tx.send(GenerationEvent::Done(Completion {
             finish_reason: FinishReason::Stop,
+            stop_index: None,
             usage: Usage::default(),
             timings: Timings::default(),
         }));
         Ok(generation)
+    }
+
+    fn count_tokens(&self, _: &GenerationRequest) -> Result<u32, GenerateError> {
+        Ok(1)
     }
 }
 
@@ -84,10 +89,11 @@ fuzz_target!(|data: &[u8]| {
     let Some((&which, body)) = data.split_first() else {
         return;
     };
-    let path = if which % 2 == 0 {
-        "/v1/chat/completions"
-    } else {
-        "/v1/completions"
+    let path = match which % 4 {
+        0 => "/v1/chat/completions",
+        1 => "/v1/completions",
+        2 => "/v1/messages",
+        _ => "/v1/messages/count_tokens",
     };
     let f = fixture();
     let request = Request::post(path)

@@ -39,6 +39,10 @@ impl TextGenerator for Recording {
         self.seen.lock().unwrap().push(request.priority);
         self.engine.submit(request)
     }
+
+    fn count_tokens(&self, request: &GenerationRequest) -> Result<u32, GenerateError> {
+        self.engine.count_tokens(request)
+    }
 }
 
 pub async fn start(open_metrics: bool) -> Served {
