@@ -183,6 +183,32 @@ class StructuredOutput(unittest.TestCase):
         self.assertIsInstance(json.loads(reply.choices[0].message.content), dict)
 
 
+class Embeddings(unittest.TestCase):
+    def test_similar_sentences_score_closer(self):
+        c = client()
+        model = c.models.list().data[0].id
+        texts = ["The doctor examined the patient's X-ray.", "A physician looked at the radiograph.",
+                 "The train to Berlin leaves at noon."]
+        # The client asks for base64 unless told otherwise; try both.
+        for encoding in ("base64", "float"):
+            reply = c.embeddings.create(model=model, input=texts, encoding_format=encoding)
+            vectors = [d.embedding for d in sorted(reply.data, key=lambda d: d.index)]
+            if encoding == "base64" and isinstance(vectors[0], str):
+                import base64, struct
+                vectors = [list(struct.unpack(f"<{len(base64.b64decode(v)) // 4}f", base64.b64decode(v)))
+                           for v in vectors]
+            dot = lambda a, b: sum(x * y for x, y in zip(a, b))
+            for v in vectors:
+                self.assertAlmostEqual(dot(v, v), 1.0, places=3)
+            self.assertGreater(dot(vectors[0], vectors[1]), dot(vectors[0], vectors[2]))
+            self.assertGreater(reply.usage.prompt_tokens, 10)
+
+    def test_default_encoding_round_trips_through_the_client(self):
+        c = client()
+        reply = c.embeddings.create(model=c.models.list().data[0].id, input="hello", dimensions=32)
+        self.assertEqual(len(reply.data[0].embedding), 32)
+
+
 class BadInput(unittest.TestCase):
     def setUp(self):
         self.client = client()

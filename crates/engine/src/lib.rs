@@ -9,25 +9,27 @@
 
 mod backend;
 mod constraint;
+mod embedding;
 mod prompt;
 mod sampler;
 mod sequence;
 mod text;
 mod worker;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
 use types::{
-    Completion, FinishReason, GenerateError, Generation, GenerationEvent, GenerationObserver,
-    GenerationRequest, LoadSnapshot, TextGenerator, Timings, Usage,
+    Completion, EmbedInput, EmbeddingRequest, FinishReason, GenerateError, Generation,
+    GenerationEvent, GenerationObserver, GenerationRequest, LoadSnapshot, PendingEmbeddings,
+    TextGenerator, Timings, Usage,
 };
 
 use sequence::Job;
@@ -250,6 +252,9 @@ impl Engine {
             kv_size,
             chat_template: chat.source(),
         };
+        let pooling = embedding::pooling_from_metadata(
+            header.get_u64(&format!("{}.pooling_type", info.architecture)),
+        );
         let eog_tokens = model
             .vocab()
             .tokens()
@@ -261,6 +266,7 @@ impl Engine {
                 sched,
                 jobs: HashMap::new(),
                 next_id: 1,
+                embeds: VecDeque::new(),
                 shutdown: false,
                 running: true,
             }),
@@ -269,6 +275,12 @@ impl Engine {
             n_ctx_seq: ctx_size,
             mixed_batch: mixed_batch(config),
             observer: OnceLock::new(),
+            embed: embedding::EmbedSettings {
+                pooling,
+                n_ctx: ctx_size,
+                threads: i32::try_from(config.threads).unwrap_or(i32::MAX),
+                busy_budget: config.step_tokens,
+            },
         });
         let thread = spawn_worker(Arc::clone(&shared), config, kv_size, max_seqs, path)?;
         Ok(Engine {
@@ -282,18 +294,6 @@ impl Engine {
 
     pub fn info(&self) -> &ModelInfo {
         &self.info
-    }
-
-    /// Token ids for `text`, as a prompt would be tokenised (benchmarks build
-    /// exact-length prompts with this).
-    pub fn tokenize(&self, text: &str) -> Vec<u32> {
-        self.shared
-            .model
-            .vocab()
-            .tokenize(text.as_bytes(), true, true)
-            .into_iter()
-            .map(|t| t.0 as u32)
-            .collect()
     }
 
     /// The exact text the model sees for a chat prompt.
@@ -334,6 +334,125 @@ impl Engine {
 impl TextGenerator for Engine {
     fn count_tokens(&self, request: &GenerationRequest) -> Result<u32, GenerateError> {
         Ok(self.prompt_tokens(request)?.len() as u32)
+    }
+
+    fn embed(&self, request: EmbeddingRequest) -> Result<PendingEmbeddings, GenerateError> {
+        let settings = self.shared.embed;
+        let refuse = |field: &'static str, message: String| {
+            Err(GenerateError::InvalidConstraint { field, message })
+        };
+        if settings.pooling == LlamaPoolingType::Rank {
+            return refuse(
+                "model",
+                "this model is a reranker: it scores pairs and makes no embeddings".into(),
+            );
+        }
+        if request.inputs.is_empty() || request.inputs.len() > embedding::MAX_INPUTS {
+            return refuse(
+                "input",
+                format!(
+                    "`input` has {} items; it needs 1 to {}",
+                    request.inputs.len(),
+                    embedding::MAX_INPUTS
+                ),
+            );
+        }
+        let width = self.shared.model.n_embd().max(0) as u32;
+        if let Some(d) = request.dimensions.filter(|&d| d == 0 || d > width) {
+            return refuse(
+                "dimensions",
+                format!("`dimensions` is {d}; this model's embeddings have 1 to {width}"),
+            );
+        }
+        let n_ctx = settings.n_ctx as usize;
+        let mut inputs = Vec::with_capacity(request.inputs.len());
+        for (i, input) in request.inputs.iter().enumerate() {
+            let mut tokens = match input {
+                // Text is data here, never markup: special tokens written in
+                // it stay text.
+                EmbedInput::Text(text) => {
+                    self.shared
+                        .model
+                        .vocab()
+                        .tokenize(text.as_bytes(), true, false)
+                }
+                EmbedInput::Tokens(ids) => prompt::checked_tokens(&self.shared.model, ids)?,
+            };
+            if tokens.is_empty() {
+                return refuse("input", format!("`input` item {i} is empty"));
+            }
+            if tokens.len() > n_ctx {
+                if !request.truncate {
+                    return Err(GenerateError::ContextOverflow {
+                        prompt_tokens: u32::try_from(tokens.len()).unwrap_or(u32::MAX),
+                        context: settings.n_ctx,
+                    });
+                }
+                tokens.truncate(n_ctx);
+            }
+            inputs.push(tokens);
+        }
+        let prompt_tokens = inputs.iter().map(|t| t.len() as u32).sum();
+        let (reply, pending) = PendingEmbeddings::channel();
+        let mut st = self.shared.lock();
+        if !st.running || st.shutdown {
+            return Err(GenerateError::Unavailable);
+        }
+        if st.embeds.len() + inputs.len() > embedding::EMBED_QUEUE_INPUTS {
+            return Err(GenerateError::QueueFull {
+                waiting: st.embeds.len() as u32,
+                retry_after_secs: 1,
+            });
+        }
+        let id = st.next_id;
+        st.next_id += 1;
+        let request_id = if request.request_id.is_empty() {
+            format!("emb-{id}")
+        } else {
+            request.request_id
+        };
+        tracing::debug!(%request_id, inputs = inputs.len(), prompt_tokens, "embedding queued");
+        let job = Arc::new(embedding::EmbedJob::new(
+            request_id,
+            request.dimensions,
+            inputs.len(),
+            prompt_tokens,
+            reply,
+        ));
+        st.embeds
+            .extend(
+                inputs
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, tokens)| embedding::EmbedItem {
+                        job: Arc::clone(&job),
+                        index,
+                        tokens,
+                    }),
+            );
+        drop(st);
+        self.shared.wake.notify_one();
+        Ok(pending)
+    }
+
+    fn tokenize(&self, text: &str, special: bool) -> Result<Vec<u32>, GenerateError> {
+        Ok(self
+            .shared
+            .model
+            .vocab()
+            .tokenize(text.as_bytes(), special, special)
+            .into_iter()
+            .map(|t| t.0 as u32)
+            .collect())
+    }
+
+    fn detokenize(&self, tokens: &[u32]) -> Result<String, GenerateError> {
+        let tokens = prompt::checked_tokens(&self.shared.model, tokens)?;
+        if tokens.is_empty() {
+            return Ok(String::new());
+        }
+        let bytes = self.shared.model.vocab().detokenize(&tokens, false, true);
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
     fn submit(&self, request: GenerationRequest) -> Result<Generation, GenerateError> {

@@ -132,6 +132,23 @@ impl ChatFormat {
     }
 }
 
+/// Token ids a client sent, each checked against the vocabulary.
+pub(crate) fn checked_tokens(
+    model: &LlamaModel,
+    ids: &[u32],
+) -> Result<Vec<LlamaToken>, GenerateError> {
+    let vocab_size = model.n_vocab() as u32;
+    ids.iter()
+        .map(|&id| match i32::try_from(id) {
+            Ok(t) if id < vocab_size => Ok(LlamaToken(t)),
+            _ => Err(GenerateError::InvalidToken {
+                token: id,
+                vocab_size,
+            }),
+        })
+        .collect()
+}
+
 /// Tokenises a prompt and checks it against the vocabulary and context.
 pub(crate) fn tokenize(
     model: &LlamaModel,
@@ -148,18 +165,7 @@ pub(crate) fn tokenize(
             model.vocab().tokenize(text.as_bytes(), true, true)
         }
         Prompt::Text(text) => model.vocab().tokenize(text.as_bytes(), true, true),
-        Prompt::Tokens(ids) => {
-            let vocab_size = model.n_vocab() as u32;
-            ids.iter()
-                .map(|&id| match i32::try_from(id) {
-                    Ok(t) if id < vocab_size => Ok(LlamaToken(t)),
-                    _ => Err(GenerateError::InvalidToken {
-                        token: id,
-                        vocab_size,
-                    }),
-                })
-                .collect::<Result<Vec<_>, _>>()?
-        }
+        Prompt::Tokens(ids) => checked_tokens(model, ids)?,
     };
     if tokens.is_empty() {
         return Err(GenerateError::EmptyPrompt);

@@ -6,7 +6,7 @@
 //! every sequence together, and sample each sequence from its own logits row.
 //! Deciding is the scheduler's; this file only executes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,7 @@ use llama_cpp_2::token::LlamaToken;
 use scheduler::{Feed, KvOp, Plan, RequestId, Scheduler, SeqId};
 use types::{FinishReason, GenerateError, GenerationObserver, Outcome, RequestRecord};
 
+use crate::embedding::{EmbedItem, EmbedSettings, Embedder, EMBED_SEQS};
 use crate::sampler;
 use crate::sequence::{timeout_error, Active, Job, Step};
 
@@ -26,6 +27,8 @@ pub(crate) struct State {
     /// Queued requests' payloads, until their first admission.
     pub jobs: HashMap<RequestId, Job>,
     pub next_id: RequestId,
+    /// Embedding inputs waiting for a batch, in arrival order.
+    pub embeds: VecDeque<EmbedItem>,
     pub shutdown: bool,
     /// False once the engine thread has exited, for whatever reason.
     pub running: bool,
@@ -42,6 +45,7 @@ pub(crate) struct Shared {
     /// sequences (see [`step`]).
     pub mixed_batch: usize,
     pub observer: OnceLock<Arc<dyn GenerationObserver>>,
+    pub embed: EmbedSettings,
 }
 
 impl Shared {
@@ -67,7 +71,11 @@ impl Drop for ExitGuard<'_> {
         let mut st = self.0.lock();
         st.running = false;
         let jobs: Vec<Job> = st.jobs.drain().map(|(_, j)| j).collect();
+        let embeds: Vec<EmbedItem> = st.embeds.drain(..).collect();
         drop(st);
+        for item in embeds {
+            item.job.fail(GenerateError::Unavailable);
+        }
         for job in jobs {
             let record = job.end(Outcome::Cancelled, Some(GenerateError::Unavailable));
             self.0.observe(record);
@@ -90,10 +98,18 @@ pub(crate) fn run(shared: Arc<Shared>, mut ctx: LlamaContext<'_>, n_batch: usize
     let mut reports = Reports::default();
     // Whether work happened since the heap was last trimmed.
     let mut trim_due = false;
+    // Made on the first embedding request; an error is kept, not retried.
+    let mut embedder: Option<Result<Embedder<'_>, String>> = None;
 
     loop {
         let next = next_plan(&shared, &mut active, &mut reports, &mut trim_due);
-        let Some((plan, jobs, expired_jobs)) = next else {
+        let Some(Work {
+            plan,
+            jobs,
+            expired: expired_jobs,
+            embeds,
+        }) = next
+        else {
             for (_, a) in active.drain() {
                 a.fail(GenerateError::Unavailable);
                 shared.observe(a.record(Outcome::Cancelled));
@@ -114,6 +130,25 @@ pub(crate) fn run(shared: Arc<Shared>, mut ctx: LlamaContext<'_>, n_batch: usize
             tracing::info!(request_id = %job.request.request_id, "request timed out in the queue");
             let err = timeout_error(job.request.timeout);
             shared.observe(job.end(Outcome::Timeout, Some(err)));
+        }
+        if !embeds.is_empty() {
+            let made = embedder.get_or_insert_with(|| {
+                let made = Embedder::new(&shared.model, shared.embed);
+                if let Err(e) = &made {
+                    tracing::error!(error = %e, "cannot create the embedding context");
+                }
+                made
+            });
+            match made {
+                Ok(e) => e.run(&embeds),
+                Err(reason) => {
+                    for item in &embeds {
+                        item.job.fail(GenerateError::Internal(format!(
+                            "cannot create the embedding context: {reason}"
+                        )));
+                    }
+                }
+            }
         }
         for op in &plan.kv_ops {
             apply(&mut ctx, op);
@@ -155,15 +190,25 @@ pub(crate) fn run(shared: Arc<Shared>, mut ctx: LlamaContext<'_>, n_batch: usize
     }
 }
 
+/// What the engine thread does next.
+struct Work {
+    plan: Plan,
+    /// Requests the plan admits, with their payloads.
+    jobs: Vec<(scheduler::Started, Job)>,
+    /// Queued requests whose deadline passed.
+    expired: Vec<Job>,
+    /// Embedding inputs to run before the step.
+    embeds: Vec<EmbedItem>,
+}
+
 /// Hands the last step's results to the scheduler, reaps callers that left,
 /// and waits for work. `None` means shut down.
-#[allow(clippy::type_complexity)]
 fn next_plan(
     shared: &Shared,
     active: &mut HashMap<RequestId, Active>,
     reports: &mut Reports,
     trim_due: &mut bool,
-) -> Option<(Plan, Vec<(scheduler::Started, Job)>, Vec<Job>)> {
+) -> Option<Work> {
     let mut st = shared.lock();
     let mut ended: Vec<RequestRecord> = Vec::new();
     let plan = loop {
@@ -204,8 +249,11 @@ fn next_plan(
             a.finish(FinishReason::Cancelled);
             ended.push(a.record(Outcome::Cancelled));
         }
+        // Inputs whose caller went away are dropped unembedded.
+        st.embeds.retain(|item| !item.job.abandoned());
+        let embeds_waiting = !st.embeds.is_empty();
         if st.sched.is_idle() {
-            if !ended.is_empty() {
+            if !ended.is_empty() || embeds_waiting {
                 // Nothing to plan, but the ended requests must be reported
                 // (outside the lock) before waiting.
                 break Plan::default();
@@ -221,7 +269,7 @@ fn next_plan(
             continue;
         }
         let plan = st.sched.plan(Instant::now());
-        if plan.is_empty() {
+        if plan.is_empty() && !embeds_waiting {
             // Requests wait on something that only time changes (a deadline):
             // nap briefly instead of spinning.
             let (guard, _) = shared
@@ -243,11 +291,30 @@ fn next_plan(
         .iter()
         .filter_map(|id| st.jobs.remove(id))
         .collect();
+    // While sequences decode, a batch costs them no more than a step.
+    let budget = if plan.feeds.is_empty() {
+        shared.embed.n_ctx
+    } else {
+        shared.embed.busy_budget
+    };
+    let sizes: Vec<u32> = st
+        .embeds
+        .iter()
+        .take(EMBED_SEQS as usize)
+        .map(|item| item.tokens.len() as u32)
+        .collect();
+    let take = scheduler::next_embed_batch(&sizes, budget, EMBED_SEQS);
+    let embeds = st.embeds.drain(..take).collect();
     drop(st);
     for record in ended {
         shared.observe(record);
     }
-    Some((plan, jobs, expired))
+    Some(Work {
+        plan,
+        jobs,
+        expired,
+        embeds,
+    })
 }
 
 /// Gives the heap's free pages back to the system, once per idle period.

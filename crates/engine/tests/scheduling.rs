@@ -276,3 +276,64 @@ fn a_step_split_into_several_calls_answers_every_sequence() {
         );
     }
 }
+
+/// Embeddings run between the steps of running streams: a batch of 40
+/// inputs is answered while a long stream is still decoding, the stream
+/// still finishes in full, and an input's vector does not depend on the
+/// batch it was in.
+#[test]
+fn embeddings_interleave_with_running_streams() {
+    use types::{EmbedInput, EmbeddingRequest};
+    let engine = load(EngineConfig::default());
+    let mut story = chat(
+        &[(Role::User, "Tell me a long story about a lighthouse.")],
+        400,
+    );
+    story.ignore_eos = true;
+    let texts: Vec<String> = (0..40)
+        .map(|i| format!("Sentence number {i} about ward {}.", i % 7))
+        .collect();
+    let generation = engine.submit(story).unwrap();
+    assert!(eventually(Duration::from_secs(10), || engine
+        .load()
+        .running
+        == 1));
+    let batch = EmbeddingRequest::new(texts.iter().cloned().map(EmbedInput::Text).collect());
+    let together = engine.embed(batch).unwrap().blocking_wait().unwrap();
+    assert_eq!(
+        engine.load().running,
+        1,
+        "the embeddings did not wait for the stream to end"
+    );
+    let out = generation.blocking_collect().unwrap();
+    assert_eq!(out.usage.completion_tokens, 400, "the stream ran in full");
+    assert_eq!(together.vectors.len(), 40);
+    // Input 17 alone gives the vector it got among 40 (split over batches).
+    let single = engine
+        .embed(EmbeddingRequest::new(vec![EmbedInput::Text(
+            texts[17].clone(),
+        )]))
+        .unwrap()
+        .blocking_wait()
+        .unwrap();
+    let dot: f32 = single.vectors[0]
+        .iter()
+        .zip(&together.vectors[17])
+        .map(|(a, b)| a * b)
+        .sum();
+    assert!(dot > 0.999, "cosine {dot}");
+    // A caller that stops waiting costs nothing and breaks nothing.
+    drop(
+        engine
+            .embed(EmbeddingRequest::new(vec![EmbedInput::Text("gone".into())]))
+            .unwrap(),
+    );
+    let after = engine
+        .embed(EmbeddingRequest::new(vec![EmbedInput::Tokens(vec![
+            1, 2, 3,
+        ])]))
+        .unwrap()
+        .blocking_wait()
+        .unwrap();
+    assert_eq!(after.prompt_tokens, 3);
+}

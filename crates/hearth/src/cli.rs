@@ -75,6 +75,8 @@ pub enum Command {
     Run(RunArgs),
     /// Chat interactively in the terminal
     Chat(ChatArgs),
+    /// Embed texts: one JSON array of floats per text, a line each, in order
+    Embed(EmbedArgs),
     /// Serve the OpenAI-compatible HTTP API
     Serve(ServeArgs),
     /// Measure prefill and decode speed, llama-bench style
@@ -269,6 +271,24 @@ pub struct RunArgs {
     pub json: bool,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    /// Texts to embed; `-` reads one text per line from stdin
+    #[arg(required = true, value_name = "TEXT")]
+    pub texts: Vec<String>,
+    /// Catalog name, stored name or GGUF path [default: smollm2]
+    #[arg(long, short)]
+    pub model: Option<String>,
+    /// Keep only the first N dimensions, normalised again
+    #[arg(long, value_name = "N")]
+    pub dimensions: Option<u32>,
+    /// Cut a text longer than the context instead of failing
+    #[arg(long)]
+    pub truncate: bool,
     #[command(flatten)]
     pub engine: EngineArgs,
 }

@@ -348,3 +348,42 @@ fn assert_consistent(home: &Path) {
         }
     }
 }
+
+#[test]
+fn embed_prints_one_unit_vector_per_text() {
+    testkit::default_model();
+    let mut child = hearth()
+        .args(["embed", "The cat sat.", "-", "--dimensions", "48"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"A kitten rested.\nInterest rates rose.\n")
+        .unwrap();
+    let out = ok(child.wait_with_output().unwrap());
+    let vectors: Vec<Vec<f64>> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(vectors.len(), 3, "{out}");
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    for v in &vectors {
+        assert_eq!(v.len(), 48);
+        assert!((dot(v, v) - 1.0).abs() < 1e-4);
+    }
+    assert!(dot(&vectors[0], &vectors[1]) > dot(&vectors[0], &vectors[2]));
+
+    let err = failed(
+        hearth()
+            .args(["embed", "x", "--dimensions", "0"])
+            .output()
+            .unwrap(),
+    );
+    assert!(err.contains("dimensions"), "{err}");
+}

@@ -29,7 +29,10 @@
 //! - **Pressure.** A running sequence whose next token cannot get a cell
 //!   pauses the lowest-ranked running sequence (possibly itself); a paused
 //!   sequence keeps its place in the queue and resumes from what stayed cached.
+//! - **Embeddings** run between steps in batches of whole inputs, bounded by
+//!   a token budget like a step ([`next_embed_batch`]).
 
+mod embed;
 mod kv;
 #[cfg(test)]
 mod tests;
@@ -37,6 +40,7 @@ mod tests;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+pub use embed::next_embed_batch;
 use kv::{common_prefix, Holder, KvTree};
 use types::{LoadSnapshot, Priority};
 

@@ -41,6 +41,14 @@ impl Observers {
         }
     }
 
+    /// The request got its id and its model.
+    pub fn started(&self, id: &str, model: &str) {
+        if let Some(a) = &self.audit {
+            a.request_id(id);
+            a.model(model);
+        }
+    }
+
     /// One piece of the answer (text, or a tool call's arguments) sent.
     pub fn piece(&self, piece: &str) {
         if let Some(a) = &self.audit {
@@ -123,10 +131,7 @@ pub(crate) async fn submit(
         return Err(ApiError::unavailable());
     }
     request.request_id = id.to_string();
-    if let Some(a) = &observers.audit {
-        a.request_id(id);
-        a.model(&served.id);
-    }
+    observers.started(id, &served.id);
     let deadline = request.timeout.map(|timeout| Deadline {
         at: Instant::now() + timeout,
         timeout,

@@ -10,6 +10,7 @@ mod admin;
 mod anthropic;
 mod audit;
 mod completion;
+mod embeddings;
 mod error;
 mod exchange;
 mod jwks;

@@ -17,7 +17,8 @@ use crate::audit;
 use crate::error::ApiError;
 use crate::wire::{ChatCompletionRequest, CompletionRequest};
 use crate::{
-    access, admin, anthropic, completion, metrics, models, Access, AppState, ServerOptions,
+    access, admin, anthropic, completion, embeddings, metrics, models, Access, AppState,
+    ServerOptions,
 };
 
 /// Where an API route's resource comes from, for policy decisions.
@@ -114,6 +115,27 @@ pub const API_ROUTES: &[ApiRoute] = &[
         resource: ResourceFrom::BodyModel,
         generates: false,
     },
+    ApiRoute {
+        method: "POST",
+        path: "/v1/embeddings",
+        action: Action::Embed,
+        resource: ResourceFrom::BodyModel,
+        generates: false,
+    },
+    ApiRoute {
+        method: "POST",
+        path: "/tokenize",
+        action: Action::Predict,
+        resource: ResourceFrom::BodyModel,
+        generates: false,
+    },
+    ApiRoute {
+        method: "POST",
+        path: "/detokenize",
+        action: Action::Predict,
+        resource: ResourceFrom::BodyModel,
+        generates: false,
+    },
 ];
 
 /// The handler behind each row of [`API_ROUTES`].
@@ -129,6 +151,9 @@ fn handler(route: &ApiRoute) -> MethodRouter<Arc<AppState>> {
         ("GET", "/admin/audit") => get(admin::read_audit),
         ("POST", "/v1/messages") => post(anthropic::messages),
         ("POST", "/v1/messages/count_tokens") => post(anthropic::count_tokens),
+        ("POST", "/v1/embeddings") => post(embeddings::embeddings),
+        ("POST", "/tokenize") => post(embeddings::tokenize),
+        ("POST", "/detokenize") => post(embeddings::detokenize),
         (method, path) => unreachable!("API_ROUTES names {method} {path} without a handler"),
     }
 }

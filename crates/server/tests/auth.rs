@@ -19,6 +19,7 @@ fn api_routes() -> Vec<(Method, String, Option<Value>, bool)> {
     let new_key = json!({"name": "made over HTTP", "roles": ["user"]});
     let message = json!({"model": "smollm2", "max_tokens": 1, "messages": [{"role": "user", "content": "Hi"}]});
     let count = json!({"model": "smollm2", "messages": [{"role": "user", "content": "Hi"}]});
+    let embed = json!({"model": "smollm2", "input": "Hi"});
     vec![
         (Method::GET, "/v1/models".into(), None, false),
         (Method::GET, "/v1/models/smollm2".into(), None, false),
@@ -48,6 +49,19 @@ fn api_routes() -> Vec<(Method, String, Option<Value>, bool)> {
             Method::POST,
             "/v1/messages/count_tokens".into(),
             Some(count),
+            false,
+        ),
+        (Method::POST, "/v1/embeddings".into(), Some(embed), false),
+        (
+            Method::POST,
+            "/tokenize".into(),
+            Some(json!({"content": "Hi"})),
+            false,
+        ),
+        (
+            Method::POST,
+            "/detokenize".into(),
+            Some(json!({"tokens": [1, 2]})),
             false,
         ),
     ]

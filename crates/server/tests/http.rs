@@ -563,3 +563,164 @@ async fn anthropic_bad_requests_get_anthropic_shaped_4xx() {
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["type"], "message");
 }
+
+fn cosine(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn vector(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn embeddings_are_unit_vectors_that_rank_similar_texts_closer() {
+    let base = start().await;
+    let texts = [
+        "The cat sat on the mat.",
+        "A cat is sitting on a rug.",
+        "Quarterly revenue rose by four percent.",
+    ];
+    let (s, b) = post(
+        &base,
+        "/v1/embeddings",
+        json!({"model": "smollm2", "input": texts}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["object"], "list");
+    assert_eq!(b["model"], "smollm2");
+    let data = b["data"].as_array().unwrap();
+    assert_eq!(data.len(), 3);
+    let v: Vec<Vec<f64>> = data.iter().map(|d| vector(&d["embedding"])).collect();
+    for (i, d) in data.iter().enumerate() {
+        assert_eq!(d["index"], i);
+        assert_eq!(d["object"], "embedding");
+        assert!((cosine(&v[i], &v[i]) - 1.0).abs() < 1e-4, "unit length");
+    }
+    assert!(
+        cosine(&v[0], &v[1]) > cosine(&v[0], &v[2]),
+        "cats are closer to cats than to revenue"
+    );
+    assert!(b["usage"]["prompt_tokens"].as_u64().unwrap() > 10);
+
+    // One input alone gets the vector it got in the batch.
+    let (_, one) = post(&base, "/v1/embeddings", json!({"input": texts[2]})).await;
+    assert!(cosine(&vector(&one["data"][0]["embedding"]), &v[2]) > 0.999);
+    // Tokens give what their text gives.
+    let (_, tok) = post(&base, "/tokenize", json!({"content": texts[0]})).await;
+    let ids = tok["tokens"].clone();
+    let (_, by_ids) = post(&base, "/v1/embeddings", json!({"input": ids})).await;
+    assert!(cosine(&vector(&by_ids["data"][0]["embedding"]), &v[0]) > 0.999);
+    // base64 carries the same floats, little-endian.
+    let (_, b64) = post(
+        &base,
+        "/v1/embeddings",
+        json!({"input": texts[0], "encoding_format": "base64"}),
+    )
+    .await;
+    let text = b64["data"][0]["embedding"].as_str().unwrap();
+    let bytes = base64_decode(text);
+    let floats: Vec<f64> = bytes
+        .chunks(4)
+        .map(|c| f64::from(f32::from_le_bytes(c.try_into().unwrap())))
+        .collect();
+    assert!(cosine(&floats, &v[0]) > 0.999);
+    // Fewer dimensions: the leading ones, normalised again.
+    let (_, short) = post(
+        &base,
+        "/v1/embeddings",
+        json!({"input": texts[0], "dimensions": 64}),
+    )
+    .await;
+    let short = vector(&short["data"][0]["embedding"]);
+    assert_eq!(short.len(), 64);
+    assert!((cosine(&short, &short) - 1.0).abs() < 1e-4);
+    let head: f64 = v[0][..64].iter().map(|x| x * x).sum::<f64>().sqrt();
+    assert!((short[0] - v[0][0] / head).abs() < 1e-3);
+}
+
+/// Standard base64, for checking the server's encoding independently.
+fn base64_decode(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut n = 0;
+    let mut out = Vec::new();
+    for c in text.bytes().filter(|&c| c != b'=') {
+        let v = ALPHABET.iter().position(|&a| a == c).unwrap() as u32;
+        bits = (bits << 6) | v;
+        n += 6;
+        if n >= 8 {
+            n -= 8;
+            out.push((bits >> n) as u8);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn bad_embedding_requests_name_the_field() {
+    let base = start().await;
+    let long = "lorem ipsum ".repeat(2000);
+    let cases = [
+        (json!({"input": []}), "input"),
+        (json!({"input": ""}), "input"),
+        (json!({"input": [long]}), "input"),
+        (json!({"input": [[1, 99_999_999]]}), "input"),
+        (json!({"input": "x", "dimensions": 100_000}), "dimensions"),
+        (json!({"input": "x", "dimensions": 0}), "dimensions"),
+        (
+            json!({"input": "x", "encoding_format": "hex"}),
+            "encoding_format",
+        ),
+    ];
+    for (body, param) in cases {
+        let (s, b) = post(&base, "/v1/embeddings", body.clone()).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {b}");
+        assert_eq!(b["error"]["param"], param, "{body}: {b}");
+    }
+    let (s, b) = post(&base, "/v1/embeddings", json!({"model": "x", "input": "a"})).await;
+    assert_openai_error(s, &b, StatusCode::NOT_FOUND, "model_not_found");
+    let (s, b) = post(&base, "/detokenize", json!({"tokens": [99_999_999]})).await;
+    assert_openai_error(s, &b, StatusCode::BAD_REQUEST, "invalid_token");
+}
+
+#[tokio::test]
+async fn tokenize_and_detokenize_round_trip() {
+    let base = start().await;
+    let text = "Hello, world! Ünïcödé 🦀";
+    let (s, plain) = post(
+        &base,
+        "/tokenize",
+        json!({"content": text, "add_special": false}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{plain}");
+    let (_, back) = post(&base, "/detokenize", json!({"tokens": plain["tokens"]})).await;
+    assert_eq!(back["content"], text);
+    let (_, pieces) = post(
+        &base,
+        "/tokenize",
+        json!({"content": text, "add_special": false, "with_pieces": true}),
+    )
+    .await;
+    let pieces = pieces["tokens"].as_array().unwrap();
+    assert_eq!(pieces.len(), plain["tokens"].as_array().unwrap().len());
+    assert_eq!(pieces[0]["id"], plain["tokens"][0]);
+    assert_eq!(pieces[0]["piece"], "Hello");
+    // Special tokens written in the text are parsed only when asked.
+    let marked = "<|im_start|>user";
+    let (_, special) = post(&base, "/tokenize", json!({"content": marked})).await;
+    let (_, literal) = post(
+        &base,
+        "/tokenize",
+        json!({"content": marked, "add_special": false}),
+    )
+    .await;
+    assert!(
+        special["tokens"].as_array().unwrap().len() < literal["tokens"].as_array().unwrap().len()
+    );
+}

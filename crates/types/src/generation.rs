@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::{
-    GenerationObserver, LoadSnapshot, OutputFormat, Priority, SamplingParams, Tool, ToolCall,
-    ToolChoice,
+    EmbeddingRequest, GenerationObserver, LoadSnapshot, OutputFormat, PendingEmbeddings, Priority,
+    SamplingParams, Tool, ToolCall, ToolChoice,
 };
 
 /// Who said a chat message.
@@ -372,6 +372,18 @@ pub trait TextGenerator: Send + Sync + 'static {
     /// tools it offers), as [`TextGenerator::submit`] would count them;
     /// nothing is generated. Errors are those `submit` would give the prompt.
     fn count_tokens(&self, request: &GenerationRequest) -> Result<u32, GenerateError>;
+
+    /// Validates and queues an embedding request (tokenising on the
+    /// caller's thread); the vectors arrive through the returned handle.
+    fn embed(&self, request: EmbeddingRequest) -> Result<PendingEmbeddings, GenerateError>;
+
+    /// The model's token ids for `text`; `special` adds BOS where the model
+    /// wants one and parses special tokens written out in the text.
+    fn tokenize(&self, text: &str, special: bool) -> Result<Vec<u32>, GenerateError>;
+
+    /// The text of `tokens`, special tokens written out; ids outside the
+    /// vocabulary are [`GenerateError::InvalidToken`].
+    fn detokenize(&self, tokens: &[u32]) -> Result<String, GenerateError>;
 
     /// False once the generator can no longer serve (its engine thread died,
     /// or it is shutting down); health checks report it.

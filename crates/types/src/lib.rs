@@ -4,12 +4,16 @@
 //! formats, llama.cpp or the file system. The server converts API JSON into
 //! these types; the engine consumes them; the binary wires the two together.
 
+mod embedding;
 mod generation;
 mod model;
 mod sampling;
 mod serving;
 mod tools;
 
+pub use embedding::{
+    normalize, EmbedInput, EmbeddingReply, EmbeddingRequest, Embeddings, PendingEmbeddings,
+};
 pub use generation::{
     CancelFlag, ChatMessage, Completion, FinishReason, GenerateError, Generation, GenerationEvent,
     GenerationOutput, GenerationRequest, Prompt, Role, TextGenerator, Timings, Usage,

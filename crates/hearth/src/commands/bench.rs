@@ -57,7 +57,7 @@ pub fn bench(config: &Config, args: &BenchArgs) -> Result<()> {
         ..config.engine.clone()
     };
     let engine = Engine::load(&model.path, &engine_config)?;
-    let prompt = exact_prompt(&engine, args.prompt_tokens as usize);
+    let prompt = exact_prompt(&engine, args.prompt_tokens as usize)?;
     let one_token = prompt[..1].to_vec();
 
     // As llama-bench does: each test gets a warm-up run (first use pages
@@ -131,12 +131,13 @@ fn load_test(url: &str, workload: Workload, args: &BenchArgs) -> Result<()> {
 }
 
 /// A prompt of exactly `n` tokens cut from repeated filler text.
-fn exact_prompt(engine: &Engine, n: usize) -> Vec<u32> {
+fn exact_prompt(engine: &Engine, n: usize) -> Result<Vec<u32>> {
     let mut text = FILLER.to_string();
     loop {
-        let tokens = engine.tokenize(&text);
+        // As a prompt is tokenised: BOS, special tokens parsed.
+        let tokens = TextGenerator::tokenize(engine, &text, true)?;
         if tokens.len() >= n {
-            return tokens[..n].to_vec();
+            return Ok(tokens[..n].to_vec());
         }
         text.push_str(FILLER);
     }

@@ -2,6 +2,7 @@
 
 mod audit_log;
 mod bench;
+mod embed;
 mod generate;
 mod keys;
 mod models;
@@ -35,6 +36,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Run(args) => generate::run(&Config::load(global, &args.engine, None)?, &args),
         Command::Chat(args) => generate::chat(&Config::load(global, &args.engine, None)?, &args),
+        Command::Embed(args) => embed::embed(&Config::load(global, &args.engine, None)?, &args),
         Command::Serve(args) => serve::serve(&Config::load(global, &args.engine, Some(&args))?),
         Command::Bench(args) => bench::bench(&Config::load(global, &args.engine, None)?, &args),
         Command::Keys(command) => keys::keys(&Config::load(global, &none, None)?, command),

@@ -31,21 +31,35 @@ impl Loading {
             unreachable!("the engine is loaded once");
         }
     }
+
+    /// The engine, once loaded; until then every request is `Unavailable`.
+    fn loaded(&self) -> Result<&Engine, GenerateError> {
+        self.engine.get().ok_or(GenerateError::Unavailable)
+    }
 }
 
 impl TextGenerator for Loading {
     fn submit(&self, request: GenerationRequest) -> Result<Generation, GenerateError> {
-        self.engine
-            .get()
-            .ok_or(GenerateError::Unavailable)?
-            .submit(request)
+        self.loaded()?.submit(request)
     }
 
     fn count_tokens(&self, request: &GenerationRequest) -> Result<u32, GenerateError> {
-        self.engine
-            .get()
-            .ok_or(GenerateError::Unavailable)?
-            .count_tokens(request)
+        self.loaded()?.count_tokens(request)
+    }
+
+    fn embed(
+        &self,
+        request: types::EmbeddingRequest,
+    ) -> Result<types::PendingEmbeddings, GenerateError> {
+        self.loaded()?.embed(request)
+    }
+
+    fn tokenize(&self, text: &str, special: bool) -> Result<Vec<u32>, GenerateError> {
+        TextGenerator::tokenize(self.loaded()?, text, special)
+    }
+
+    fn detokenize(&self, tokens: &[u32]) -> Result<String, GenerateError> {
+        self.loaded()?.detokenize(tokens)
     }
 
     fn is_ready(&self) -> bool {

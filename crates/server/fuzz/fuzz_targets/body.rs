@@ -34,6 +34,27 @@ impl TextGenerator for Echo {
     fn count_tokens(&self, _: &GenerationRequest) -> Result<u32, GenerateError> {
         Ok(1)
     }
+
+    fn embed(
+        &self,
+        request: types::EmbeddingRequest,
+    ) -> Result<types::PendingEmbeddings, GenerateError> {
+        let (tx, pending) = types::PendingEmbeddings::channel();
+        let vectors = request.inputs.iter().map(|_| vec![1.0, 0.0]).collect();
+        let _ = tx.send(Ok(types::Embeddings {
+            vectors,
+            prompt_tokens: 1,
+        }));
+        Ok(pending)
+    }
+
+    fn tokenize(&self, text: &str, _: bool) -> Result<Vec<u32>, GenerateError> {
+        Ok(text.bytes().map(u32::from).collect())
+    }
+
+    fn detokenize(&self, tokens: &[u32]) -> Result<String, GenerateError> {
+        Ok(tokens.iter().filter_map(|&t| char::from_u32(t)).collect())
+    }
 }
 
 struct Fixture {
@@ -89,11 +110,14 @@ fuzz_target!(|data: &[u8]| {
     let Some((&which, body)) = data.split_first() else {
         return;
     };
-    let path = match which % 4 {
+    let path = match which % 7 {
         0 => "/v1/chat/completions",
         1 => "/v1/completions",
         2 => "/v1/messages",
-        _ => "/v1/messages/count_tokens",
+        3 => "/v1/messages/count_tokens",
+        4 => "/v1/embeddings",
+        5 => "/tokenize",
+        _ => "/detokenize",
     };
     let f = fixture();
     let request = Request::post(path)

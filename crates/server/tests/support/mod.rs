@@ -43,6 +43,21 @@ impl TextGenerator for Recording {
     fn count_tokens(&self, request: &GenerationRequest) -> Result<u32, GenerateError> {
         self.engine.count_tokens(request)
     }
+
+    fn embed(
+        &self,
+        request: types::EmbeddingRequest,
+    ) -> Result<types::PendingEmbeddings, GenerateError> {
+        self.engine.embed(request)
+    }
+
+    fn tokenize(&self, text: &str, special: bool) -> Result<Vec<u32>, GenerateError> {
+        self.engine.tokenize(text, special)
+    }
+
+    fn detokenize(&self, tokens: &[u32]) -> Result<String, GenerateError> {
+        self.engine.detokenize(tokens)
+    }
 }
 
 pub async fn start(open_metrics: bool) -> Served {
