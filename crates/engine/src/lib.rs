@@ -457,6 +457,20 @@ impl TextGenerator for Engine {
 
     fn submit(&self, request: GenerationRequest) -> Result<Generation, GenerateError> {
         request.sampling.validate()?;
+        let vocab_size = self.shared.model.n_vocab() as u32;
+        if let Some(&(token, _)) = request
+            .sampling
+            .logit_bias
+            .iter()
+            .find(|(t, _)| *t >= vocab_size)
+        {
+            return Err(GenerateError::InvalidConstraint {
+                field: "logit_bias",
+                message: format!(
+                    "`logit_bias` names token {token}, outside the vocabulary of {vocab_size} tokens"
+                ),
+            });
+        }
         let submitted = Instant::now();
         let tool_format = self.chat.tool_format();
         let grammar = self

@@ -65,7 +65,11 @@ pub(crate) fn build(
     let penalised = params.repeat_penalty != 1.0
         || params.presence_penalty != 0.0
         || params.frequency_penalty != 0.0;
-    if grammar.is_none() && params.is_greedy() && !(penalised && params.repeat_last_n > 0) {
+    if grammar.is_none()
+        && params.is_greedy()
+        && !(penalised && params.repeat_last_n > 0)
+        && params.logit_bias.is_empty()
+    {
         return TokenSampler::Argmax {
             banned: banned.to_vec(),
         };
@@ -92,10 +96,18 @@ fn chain(
     if let Some(matcher) = grammar {
         chain.push(LlamaSampler::from(matcher));
     }
-    if !banned.is_empty() {
-        let biases: Vec<_> = banned
+    if !banned.is_empty() || !params.logit_bias.is_empty() {
+        // The request's biases first: a banned token stays banned whatever
+        // bias the request gives it.
+        let biases: Vec<_> = params
+            .logit_bias
             .iter()
-            .map(|&t| LlamaLogitBias::new(t, f32::NEG_INFINITY))
+            .map(|&(t, bias)| LlamaLogitBias::new(LlamaToken(t as i32), bias))
+            .chain(
+                banned
+                    .iter()
+                    .map(|&t| LlamaLogitBias::new(t, f32::NEG_INFINITY)),
+            )
             .collect();
         chain.push(LlamaSampler::logit_bias(n_vocab, &biases));
     }

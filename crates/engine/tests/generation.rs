@@ -359,3 +359,38 @@ fn sequences_share_one_context() {
         "every sequence streamed before any finished: they ran together"
     );
 }
+
+#[test]
+fn logit_bias_bans_and_forces_tokens() {
+    let e = engine();
+    let words = "red ".repeat(10);
+    let mut req = GenerationRequest::new(Prompt::Text(words.trim_end().to_string()));
+    req.sampling = SamplingParams::greedy();
+    req.max_tokens = Some(8);
+    let token = |text: &str| {
+        let ids = types::TextGenerator::tokenize(&*e, text, false).unwrap();
+        assert_eq!(ids.len(), 1, "{text:?} is one token");
+        ids[0]
+    };
+    let plain = generate(&e, req.clone()).text;
+    assert!(plain.starts_with(" red"), "{plain:?}");
+    req.sampling.logit_bias = vec![(token(" red"), -100.0)];
+    let banned = generate(&e, req.clone()).text;
+    assert!(!banned.starts_with(" red"), "{banned:?}");
+    req.sampling.logit_bias = vec![(token(" blue"), 100.0)];
+    assert_eq!(generate(&e, req.clone()).text, " blue".repeat(8));
+    // Out of the vocabulary, or out of range: refused before anything runs.
+    req.sampling.logit_bias = vec![(u32::MAX, 1.0)];
+    assert!(matches!(
+        e.submit(req.clone()),
+        Err(GenerateError::InvalidConstraint {
+            field: "logit_bias",
+            ..
+        })
+    ));
+    req.sampling.logit_bias = vec![(token(" blue"), 101.0)];
+    assert!(matches!(
+        e.submit(req),
+        Err(GenerateError::InvalidSampling(_))
+    ));
+}

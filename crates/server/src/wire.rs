@@ -28,6 +28,8 @@ pub struct SamplingFields {
     pub frequency_penalty: Option<f32>,
     pub repeat_penalty: Option<f32>,
     pub repeat_last_n: Option<u32>,
+    /// Token id (as a string, as OpenAI writes JSON keys) to bias.
+    pub logit_bias: Option<std::collections::BTreeMap<String, f32>>,
     pub stop: Option<Stop>,
     pub max_tokens: Option<u32>,
     #[serde(default)]
@@ -42,6 +44,32 @@ pub struct SamplingFields {
     pub priority: Option<String>,
     /// Hearth's extension: seconds after which the request ends with an error.
     pub timeout: Option<f64>,
+}
+
+/// Most entries in one `logit_bias` (OpenAI's limit).
+const MAX_LOGIT_BIAS: usize = 300;
+
+/// OpenAI's `logit_bias`: token ids as JSON keys, biases as values.
+fn logit_bias(
+    field: Option<std::collections::BTreeMap<String, f32>>,
+) -> Result<Vec<(u32, f32)>, ApiError> {
+    let bad =
+        |message: String| ApiError::invalid("invalid_value", message).with_param("logit_bias");
+    let map = field.unwrap_or_default();
+    if map.len() > MAX_LOGIT_BIAS {
+        return Err(bad(format!(
+            "`logit_bias` has {} entries; at most {MAX_LOGIT_BIAS} are allowed",
+            map.len()
+        )));
+    }
+    map.into_iter()
+        .map(|(key, bias)| {
+            let token = key
+                .parse::<u32>()
+                .map_err(|_| bad(format!("`logit_bias` key `{key}` is not a token id")))?;
+            Ok((token, bias))
+        })
+        .collect()
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,6 +123,7 @@ impl SamplingFields {
             frequency_penalty: self.frequency_penalty.unwrap_or(defaults.frequency_penalty),
             repeat_penalty: self.repeat_penalty.unwrap_or(defaults.repeat_penalty),
             repeat_last_n: self.repeat_last_n.unwrap_or(defaults.repeat_last_n),
+            logit_bias: logit_bias(self.logit_bias)?,
         };
         sampling
             .validate()

@@ -367,6 +367,9 @@ async fn bad_requests_get_openai_shaped_4xx() {
             "invalid_value",
         ),
         (json!({"messages": []}), "invalid_value"),
+        (json!({"logit_bias": {"not-a-token": 1}}), "invalid_value"),
+        (json!({"logit_bias": {"42": 150}}), "invalid_value"),
+        (json!({"logit_bias": {"999999999": 1}}), "invalid_value"),
     ];
     for (extra, code) in cases {
         let (s, b) = post(&base, "/v1/chat/completions", chat_body("hi", extra)).await;

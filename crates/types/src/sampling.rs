@@ -25,6 +25,10 @@ pub struct SamplingParams {
     pub presence_penalty: f32,
     /// OpenAI-style additive penalty scaled by a token's count; 0 disables.
     pub frequency_penalty: f32,
+    /// Added to these tokens' logits before any filter (OpenAI's
+    /// `logit_bias`, each -100 to 100: -100 bans a token in practice, 100
+    /// all but forces it).
+    pub logit_bias: Vec<(u32, f32)>,
 }
 
 impl Default for SamplingParams {
@@ -39,6 +43,7 @@ impl Default for SamplingParams {
             repeat_last_n: 64,
             presence_penalty: 0.0,
             frequency_penalty: 0.0,
+            logit_bias: Vec::new(),
         }
     }
 }
@@ -111,6 +116,14 @@ impl SamplingParams {
             (-2.0..=2.0).contains(&fp),
             "must be between -2 and 2",
         )?;
+        for &(_, bias) in &self.logit_bias {
+            check(
+                "logit_bias",
+                bias,
+                (-100.0..=100.0).contains(&bias),
+                "each bias must be between -100 and 100",
+            )?;
+        }
         Ok(())
     }
 }

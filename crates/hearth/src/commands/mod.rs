@@ -84,5 +84,6 @@ fn sampling(args: &SamplingArgs, seed: Option<u32>) -> SamplingParams {
         repeat_last_n: d.repeat_last_n,
         presence_penalty: args.presence_penalty.unwrap_or(d.presence_penalty),
         frequency_penalty: args.frequency_penalty.unwrap_or(d.frequency_penalty),
+        logit_bias: Vec::new(),
     }
 }
