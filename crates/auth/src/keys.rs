@@ -222,6 +222,15 @@ impl KeyStore {
     /// Marks a key revoked from `now` on; revoking twice keeps the first time.
     pub fn revoke(&self, id: &str, now: u64) -> Result<KeyInfo, StoreError> {
         let id = id.strip_prefix(KEY_PREFIX).unwrap_or(id);
+        // Ids are hex: anything with `_` may be a whole key pasted by
+        // mistake, and its secret must not come back in the error.
+        if id.contains('_') {
+            return Err(StoreError::Invalid {
+                field: "id",
+                reason: "give the key's id (as `hearth keys list` shows it), not the key itself"
+                    .into(),
+            });
+        }
         let changed = self
             .lock()
             .execute(

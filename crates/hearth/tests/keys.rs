@@ -62,6 +62,17 @@ fn keys_are_created_listed_and_revoked() {
         .to_string()
         .contains(secret.rsplit('_').next().unwrap()));
 
+    // Regression: a whole key pasted instead of its id was echoed back,
+    // secret included, in the "no such key" error.
+    let pasted = format!("hth_{}_{}", "0".repeat(12), "s3cr3t".repeat(8));
+    let err = failed(
+        hearth(h)
+            .args(["keys", "revoke", &pasted])
+            .output()
+            .unwrap(),
+    );
+    assert!(!err.contains("s3cr3t"), "{err}");
+    assert!(err.contains("not the key itself"), "{err}");
     ok(hearth(h).args(["keys", "revoke", &id]).output().unwrap());
     let table = ok(hearth(h).args(["keys", "list"]).output().unwrap());
     assert!(
