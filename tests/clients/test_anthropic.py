@@ -9,24 +9,9 @@ import unittest
 import anthropic
 import jsonschema
 
-WEATHER = {
-    "type": "object",
-    "properties": {
-        "city": {"type": "string", "maxLength": 24},
-        "unit": {"enum": ["celsius", "fahrenheit"]},
-    },
-    "required": ["city", "unit"],
-}
-TIME = {
-    "type": "object",
-    "properties": {"zone": {"type": "string", "maxLength": 24}},
-    "required": ["zone"],
-}
-TOOLS = [
-    {"name": "get_weather", "description": "Current weather in a city", "input_schema": WEATHER},
-    {"name": "get_time", "description": "Current time in a time zone", "input_schema": TIME},
-]
-SCHEMAS = {"get_weather": WEATHER, "get_time": TIME}
+from schemas import FUNCTIONS, SCHEMAS, TIME
+
+TOOLS = [{"name": name, "description": d, "input_schema": schema} for name, (d, schema) in FUNCTIONS.items()]
 QUESTION = [{"role": "user", "content": "What is the weather in Paris?"}]
 # Current SDKs no longer name `temperature`; older clients send it, and
 # Hearth honours it (0 to 1), so tests that compare two replies send it raw.

@@ -10,24 +10,10 @@ import unittest
 import jsonschema
 import openai
 
-WEATHER = {
-    "type": "object",
-    "properties": {
-        "city": {"type": "string", "maxLength": 24},
-        "unit": {"enum": ["celsius", "fahrenheit"]},
-    },
-    "required": ["city", "unit"],
-}
-TIME = {
-    "type": "object",
-    "properties": {"zone": {"type": "string", "maxLength": 24}},
-    "required": ["zone"],
-}
-TOOLS = [
-    {"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city", "parameters": WEATHER}},
-    {"type": "function", "function": {"name": "get_time", "description": "Current time in a time zone", "parameters": TIME}},
-]
-SCHEMAS = {name: params for name, params in (("get_weather", WEATHER), ("get_time", TIME))}
+from schemas import FUNCTIONS, SCHEMAS
+
+TOOLS = [{"type": "function", "function": {"name": name, "description": d, "parameters": schema}}
+         for name, (d, schema) in FUNCTIONS.items()]
 
 # Structured output schemas: nested objects, arrays and enums.
 PERSON = {

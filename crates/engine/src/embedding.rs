@@ -10,7 +10,7 @@ use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
-use types::{normalize, EmbeddingReply, Embeddings, GenerateError};
+use types::{EmbeddingReply, Embeddings, GenerateError};
 
 use crate::backend;
 
@@ -170,6 +170,7 @@ impl<'a> Embedder<'a> {
     /// caller's batch never exceeds it) and answers each input.
     pub(crate) fn run(&mut self, items: &[EmbedItem]) {
         let started = std::time::Instant::now();
+        // The last batch's sequences: every batch starts from an empty pool.
         self.ctx.clear_kv_cache();
         self.batch.clear();
         for (seq, item) in (0i32..).zip(items) {
@@ -190,7 +191,6 @@ impl<'a> Embedder<'a> {
                 ))),
             }
         }
-        self.ctx.clear_kv_cache();
         tracing::debug!(
             inputs = items.len(),
             tokens = items.iter().map(|i| i.tokens.len()).sum::<usize>(),
@@ -198,6 +198,20 @@ impl<'a> Embedder<'a> {
             request_ids = ?items.iter().map(|i| i.job.request_id.as_str()).collect::<Vec<_>>(),
             "embedding batch"
         );
+    }
+}
+
+/// Scales `v` to unit length in place (a zero vector stays zero).
+fn normalize(v: &mut [f32]) {
+    let norm = v
+        .iter()
+        .map(|x| f64::from(*x) * f64::from(*x))
+        .sum::<f64>()
+        .sqrt();
+    if norm > 0.0 {
+        for x in v {
+            *x = (f64::from(*x) / norm) as f32;
+        }
     }
 }
 
@@ -213,6 +227,16 @@ fn fail_all(items: &[EmbedItem], err: &dyn std::fmt::Display) {
 mod tests {
     use super::*;
     use types::PendingEmbeddings;
+
+    #[test]
+    fn normalised_vectors_have_unit_length() {
+        let mut v = vec![3.0, 4.0];
+        normalize(&mut v);
+        assert_eq!(v, [0.6, 0.8]);
+        let mut zero = vec![0.0; 3];
+        normalize(&mut zero);
+        assert_eq!(zero, [0.0; 3]);
+    }
 
     #[test]
     fn pooling_follows_the_metadata_and_defaults_to_mean() {

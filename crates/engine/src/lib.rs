@@ -305,29 +305,29 @@ impl Engine {
     pub fn tool_format(&self) -> chat::ToolFormat {
         self.chat.tool_format()
     }
-}
 
-impl Engine {
     /// The request's prompt as the model sees it: templated with the tools
-    /// it may call (none when `tool_choice` is `none`), then tokenised and
-    /// checked against the context.
+    /// it may call, then tokenised and checked against the context.
     fn prompt_tokens(
         &self,
         request: &GenerationRequest,
     ) -> Result<Vec<llama_cpp_2::token::LlamaToken>, GenerateError> {
-        // Tools are left out of the prompt when the model may not call them.
-        let offered: &[types::Tool] = if request.tool_choice == types::ToolChoice::None {
-            &[]
-        } else {
-            &request.tools
-        };
         prompt::tokenize(
             &self.shared.model,
             &self.chat,
             &request.prompt,
-            offered,
+            offered_tools(request),
             self.shared.n_ctx_seq,
         )
+    }
+}
+
+/// The tools that reach the prompt: none when the model may not call them.
+fn offered_tools(request: &GenerationRequest) -> &[types::Tool] {
+    if request.tool_choice == types::ToolChoice::None {
+        &[]
+    } else {
+        &request.tools
     }
 }
 
@@ -478,8 +478,7 @@ impl TextGenerator for Engine {
             .for_request(&self.shared.model, &request, tool_format)?;
         let tokens = self.prompt_tokens(&request)?;
         // Calls are looked for only where tools reached the prompt.
-        let offered = request.tool_choice != types::ToolChoice::None && !request.tools.is_empty();
-        let tool_format = offered.then_some(tool_format);
+        let tool_format = (!offered_tools(&request).is_empty()).then_some(tool_format);
         let (tx, cancel, generation) = Generation::channel(tokens.len() as u32);
         if request.max_tokens == Some(0) {
             // Nothing to generate: answer without occupying the engine.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use auth::Principal;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures::stream::{self, Stream, StreamExt};
@@ -45,9 +45,7 @@ pub async fn complete<B: CompletionBody>(
             submitted.deadline,
             observers,
         );
-        return Ok(Sse::new(events)
-            .keep_alive(KeepAlive::default())
-            .into_response());
+        return Ok(exchange::sse_response(events));
     }
     let out = submitted.collect().await?;
     observers.output(&out);

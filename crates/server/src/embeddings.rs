@@ -93,10 +93,7 @@ pub async fn embeddings(
             .with_param("encoding_format"))
         }
     };
-    let served = app.find(body.model.as_deref())?;
-    if app.is_draining() {
-        return Err(ApiError::unavailable());
-    }
+    let served = app.admit(body.model.as_deref())?;
     let id = format!("emb-{}", uuid::Uuid::new_v4().simple());
     observers.started(&id, &served.id);
     let request = EmbeddingRequest {

@@ -126,10 +126,7 @@ pub(crate) async fn submit(
         // A request cannot raise itself above its key's class.
         request.priority = p.cap_priority(request.priority);
     }
-    let served = app.find(model)?;
-    if app.is_draining() {
-        return Err(ApiError::unavailable());
-    }
+    let served = app.admit(model)?;
     request.request_id = id.to_string();
     observers.started(id, &served.id);
     let deadline = request.timeout.map(|timeout| Deadline {
@@ -162,6 +159,19 @@ impl Submitted {
                 .map_err(ApiError::from),
         }
     }
+}
+
+/// A streamed answer, with the keep-alive comments every family's stream
+/// sends while a request waits for its first token.
+pub(crate) fn sse_response(
+    events: impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>
+        + Send
+        + 'static,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    axum::response::sse::Sse::new(events)
+        .keep_alive(axum::response::sse::KeepAlive::default())
+        .into_response()
 }
 
 /// The next event of a streamed generation, or the timeout error once its

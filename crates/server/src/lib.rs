@@ -125,6 +125,16 @@ impl AppState {
             .find(|m| m.id == name || m.aliases.iter().any(|a| a == name))
             .ok_or_else(|| ApiError::model_not_found(name))
     }
+
+    /// The model new work goes to: as [`AppState::find`], but refused
+    /// once draining has begun.
+    fn admit(&self, requested: Option<&str>) -> Result<&ServedModel, ApiError> {
+        let served = self.find(requested)?;
+        if self.is_draining() {
+            return Err(ApiError::unavailable());
+        }
+        Ok(served)
+    }
 }
 
 /// HTTP-level limits.

@@ -67,6 +67,18 @@ async fn post(base: &str, path: &str, body: Value) -> (StatusCode, Value) {
     (status, resp.json().await.unwrap())
 }
 
+/// Posts `body` as JSON exactly as written, well-formed or not.
+async fn post_raw(base: &str, path: &str, body: &'static str) -> (StatusCode, Value) {
+    let resp = client()
+        .post(format!("{base}{path}"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (resp.status(), resp.json().await.unwrap())
+}
+
 /// Posts a streaming request; returns the `data:` payloads in order.
 async fn post_stream(base: &str, path: &str, body: Value) -> Vec<String> {
     let resp = client()
@@ -305,19 +317,7 @@ async fn models_and_health() {
 #[tokio::test]
 async fn bad_requests_get_openai_shaped_4xx() {
     let base = start().await;
-    let raw = |body: &'static str| {
-        let base = base.clone();
-        async move {
-            let resp = client()
-                .post(format!("{base}/v1/chat/completions"))
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            (resp.status(), resp.json::<Value>().await.unwrap())
-        }
-    };
+    let raw = |body| post_raw(&base, "/v1/chat/completions", body);
     let (s, b) = raw("{\"model\": \"smollm2\", \"messages\": [").await;
     assert_openai_error(s, &b, StatusCode::BAD_REQUEST, "invalid_json");
     let (s, b) = raw("{\"model\": \"smollm2\"}").await;
@@ -482,19 +482,7 @@ async fn anthropic_messages_stream_as_typed_events() {
 #[tokio::test]
 async fn anthropic_bad_requests_get_anthropic_shaped_4xx() {
     let base = start().await;
-    let raw = |path: &'static str, body: &'static str| {
-        let base = base.clone();
-        async move {
-            let resp = client()
-                .post(format!("{base}{path}"))
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            (resp.status(), resp.json::<Value>().await.unwrap())
-        }
-    };
+    let raw = |path, body| post_raw(&base, path, body);
     let invalid = "invalid_request_error";
     let (s, b) = raw("/v1/messages", "{\"model\": \"smollm2\", \"messages\": [").await;
     assert_anthropic_error(s, &b, StatusCode::BAD_REQUEST, invalid);

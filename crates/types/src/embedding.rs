@@ -7,7 +7,8 @@ use crate::GenerateError;
 /// One input to embed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EmbedInput {
-    /// Tokenised as a prompt is (with the model's BOS token if it wants one).
+    /// Tokenised with the model's BOS token if it wants one; special
+    /// tokens written in it stay text.
     Text(String),
     /// Pre-tokenised input, as OpenAI's embeddings API allows.
     Tokens(Vec<u32>),
@@ -74,33 +75,9 @@ impl PendingEmbeddings {
     }
 }
 
-/// Scales `v` to unit length in place (a zero vector stays zero).
-pub fn normalize(v: &mut [f32]) {
-    let norm = v
-        .iter()
-        .map(|x| f64::from(*x) * f64::from(*x))
-        .sum::<f64>()
-        .sqrt();
-    if norm > 0.0 {
-        for x in v {
-            *x = (f64::from(*x) / norm) as f32;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn normalised_vectors_have_unit_length() {
-        let mut v = vec![3.0, 4.0];
-        normalize(&mut v);
-        assert_eq!(v, [0.6, 0.8]);
-        let mut zero = vec![0.0; 3];
-        normalize(&mut zero);
-        assert_eq!(zero, [0.0; 3]);
-    }
 
     #[tokio::test]
     async fn a_vanished_producer_is_unavailable() {

@@ -11,9 +11,7 @@ mod sampling;
 mod serving;
 mod tools;
 
-pub use embedding::{
-    normalize, EmbedInput, EmbeddingReply, EmbeddingRequest, Embeddings, PendingEmbeddings,
-};
+pub use embedding::{EmbedInput, EmbeddingReply, EmbeddingRequest, Embeddings, PendingEmbeddings};
 pub use generation::{
     CancelFlag, ChatMessage, Completion, FinishReason, GenerateError, Generation, GenerationEvent,
     GenerationOutput, GenerationRequest, Prompt, Role, TextGenerator, Timings, Usage,

@@ -179,13 +179,12 @@ impl MessageStream {
     pub fn tool_call(&mut self, call: ToolCall) -> Vec<NamedEvent> {
         let mut out = Vec::new();
         self.close(&mut out);
-        let arguments = call.arguments.clone();
-        let mut block = tool_use(call);
-        block["input"] = json!({});
+        // The block opens with an empty input, as Anthropic streams it.
+        let block = json!({"type": "tool_use", "id": call.id, "name": call.name, "input": {}});
         let index = self.open_block(block, &mut out);
         out.push((
             "content_block_delta",
-            json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": arguments}}),
+            json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": call.arguments}}),
         ));
         out.push((
             "content_block_stop",
