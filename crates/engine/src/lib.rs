@@ -10,6 +10,7 @@
 mod backend;
 mod constraint;
 mod embedding;
+mod logprob;
 mod prompt;
 mod sampler;
 mod sequence;
@@ -320,6 +321,36 @@ impl Engine {
             self.shared.n_ctx_seq,
         )
     }
+
+    /// What the request's fields must satisfy beyond their own ranges:
+    /// biased tokens inside the vocabulary, a bounded logprobs report.
+    fn check(&self, request: &GenerationRequest) -> Result<(), GenerateError> {
+        request.sampling.validate()?;
+        let vocab_size = self.shared.model.n_vocab() as u32;
+        if let Some(&(token, _)) = request
+            .sampling
+            .logit_bias
+            .iter()
+            .find(|(t, _)| *t >= vocab_size)
+        {
+            return Err(GenerateError::InvalidConstraint {
+                field: "logit_bias",
+                message: format!(
+                    "`logit_bias` names token {token}, outside the vocabulary of {vocab_size} tokens"
+                ),
+            });
+        }
+        if let Some(top) = request.logprobs.filter(|&k| k > types::MAX_TOP_LOGPROBS) {
+            return Err(GenerateError::InvalidConstraint {
+                field: "top_logprobs",
+                message: format!(
+                    "`top_logprobs` is {top}; at most {} alternatives can be reported",
+                    types::MAX_TOP_LOGPROBS
+                ),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// The tools that reach the prompt: none when the model may not call them.
@@ -456,89 +487,102 @@ impl TextGenerator for Engine {
     }
 
     fn submit(&self, request: GenerationRequest) -> Result<Generation, GenerateError> {
-        request.sampling.validate()?;
-        let vocab_size = self.shared.model.n_vocab() as u32;
-        if let Some(&(token, _)) = request
-            .sampling
-            .logit_bias
-            .iter()
-            .find(|(t, _)| *t >= vocab_size)
-        {
-            return Err(GenerateError::InvalidConstraint {
-                field: "logit_bias",
-                message: format!(
-                    "`logit_bias` names token {token}, outside the vocabulary of {vocab_size} tokens"
-                ),
-            });
-        }
+        let mut one = self.submit_choices(request, 1)?;
+        Ok(one.remove(0))
+    }
+
+    /// Templates and tokenises the prompt once, then queues every choice
+    /// under one lock: the scheduler admits the first, the others wait for
+    /// its prompt and share its cells (`NewRequest::sibling_of`).
+    fn submit_choices(
+        &self,
+        request: GenerationRequest,
+        n: u32,
+    ) -> Result<Vec<Generation>, GenerateError> {
+        self.check(&request)?;
         let submitted = Instant::now();
         let tool_format = self.chat.tool_format();
-        let grammar = self
-            .grammars
-            .for_request(&self.shared.model, &request, tool_format)?;
         let tokens = self.prompt_tokens(&request)?;
         // Calls are looked for only where tools reached the prompt.
-        let tool_format = (!offered_tools(&request).is_empty()).then_some(tool_format);
-        let (tx, cancel, generation) = Generation::channel(tokens.len() as u32);
+        let calls = (!offered_tools(&request).is_empty()).then_some(tool_format);
+        let mut jobs = Vec::with_capacity(n as usize);
+        let mut generations = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let choice = request.choice(i);
+            // Each choice's grammar has its own state.
+            let grammar = self
+                .grammars
+                .for_request(&self.shared.model, &choice, tool_format)?;
+            let (tx, cancel, generation) = Generation::channel(tokens.len() as u32);
+            jobs.push(Job {
+                tokens: tokens.clone(),
+                grammar,
+                tool_format: calls,
+                request: choice,
+                tx,
+                cancel,
+                submitted,
+            });
+            generations.push(generation);
+        }
         if request.max_tokens == Some(0) {
             // Nothing to generate: answer without occupying the engine.
-            let _ = tx.send(GenerationEvent::Done(Completion {
-                finish_reason: FinishReason::Length,
-                stop_index: None,
-                usage: Usage {
-                    prompt_tokens: tokens.len() as u32,
-                    ..Usage::default()
-                },
-                timings: Timings::default(),
-            }));
-            return Ok(generation);
+            for job in jobs {
+                let _ = job.tx.send(GenerationEvent::Done(Completion {
+                    finish_reason: FinishReason::Length,
+                    stop_index: None,
+                    usage: Usage {
+                        prompt_tokens: tokens.len() as u32,
+                        ..Usage::default()
+                    },
+                    timings: Timings::default(),
+                }));
+            }
+            return Ok(generations);
         }
         let mut st = self.shared.lock();
         if !st.running || st.shutdown {
             return Err(GenerateError::Unavailable);
         }
-        let id = st.next_id;
-        st.next_id += 1;
-        let mut request = request;
-        if request.request_id.is_empty() {
-            request.request_id = format!("req-{id}");
-        }
-        let new = scheduler::NewRequest {
-            id,
-            tokens: tokens.iter().map(|t| t.0 as u32).collect(),
-            priority: request.priority,
-            deadline: request.timeout.map(|t| submitted + t),
-        };
-        match st.sched.enqueue(new, submitted) {
-            Ok(()) => {}
-            Err(scheduler::Rejected::QueueFull { waiting }) => {
-                return Err(GenerateError::QueueFull {
-                    waiting,
-                    retry_after_secs: retry_after(&st.sched),
-                })
+        let mut ids: Vec<scheduler::RequestId> = Vec::with_capacity(jobs.len());
+        for mut job in jobs {
+            let id = st.next_id;
+            st.next_id += 1;
+            if job.request.request_id.is_empty() {
+                job.request.request_id = format!("req-{id}");
             }
-            Err(scheduler::Rejected::TooLong { tokens, cells }) => {
-                return Err(GenerateError::ContextOverflow {
-                    prompt_tokens: tokens,
-                    context: cells,
-                })
+            let new = scheduler::NewRequest {
+                id,
+                tokens: job.tokens.iter().map(|t| t.0 as u32).collect(),
+                priority: job.request.priority,
+                deadline: job.request.timeout.map(|t| submitted + t),
+                sibling_of: ids.first().copied(),
+            };
+            if let Err(refused) = st.sched.enqueue(new, submitted) {
+                // All or none: the choices already queued leave again.
+                for id in ids {
+                    st.sched.finish(id);
+                    st.jobs.remove(&id);
+                }
+                return Err(match refused {
+                    scheduler::Rejected::QueueFull { waiting } => GenerateError::QueueFull {
+                        waiting,
+                        retry_after_secs: retry_after(&st.sched),
+                    },
+                    scheduler::Rejected::TooLong { tokens, cells } => {
+                        GenerateError::ContextOverflow {
+                            prompt_tokens: tokens,
+                            context: cells,
+                        }
+                    }
+                });
             }
+            st.jobs.insert(id, job);
+            ids.push(id);
         }
-        st.jobs.insert(
-            id,
-            Job {
-                tokens,
-                grammar,
-                tool_format,
-                request,
-                tx,
-                cancel,
-                submitted,
-            },
-        );
         drop(st);
         self.shared.wake.notify_one();
-        Ok(generation)
+        Ok(generations)
     }
 
     fn is_ready(&self) -> bool {

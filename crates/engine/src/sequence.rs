@@ -12,7 +12,7 @@ use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc::UnboundedSender;
 use types::{
     CancelFlag, Completion, FinishReason, GenerateError, GenerationEvent, GenerationRequest,
-    Outcome, RequestRecord, Timings, ToolCall, Usage,
+    Outcome, RequestRecord, Timings, TokenLogprob, ToolCall, TopLogprob, Usage,
 };
 
 use chat::{ParsedPiece, ToolCallParser};
@@ -91,6 +91,8 @@ pub(crate) struct Active {
     generated: u32,
     max_new: u32,
     ignore_eos: bool,
+    /// How many alternatives to report per token; `None`: no logprobs.
+    logprobs: Option<u32>,
     timeout: Option<std::time::Duration>,
     tx: UnboundedSender<GenerationEvent>,
     cancel: CancelFlag,
@@ -120,6 +122,7 @@ impl Active {
             generated: 0,
             max_new,
             ignore_eos: job.request.ignore_eos,
+            logprobs: job.request.logprobs,
             timeout: job.request.timeout,
             tx: job.tx,
             cancel: job.cancel,
@@ -148,7 +151,32 @@ impl Active {
         row: i32,
     ) -> (LlamaToken, Step) {
         let token = self.sampler.sample(ctx, row);
+        let ends = model.vocab().is_eog(token) && !self.ignore_eos;
+        if let (Some(top), false) = (self.logprobs, ends) {
+            self.send_logprob(model, ctx.get_logits_ith(row), token, top);
+        }
         (token, self.accept(model, token))
+    }
+
+    /// Reports how likely `token` was, before the text that holds it.
+    fn send_logprob(&self, model: &LlamaModel, logits: &[f32], token: LlamaToken, top: u32) {
+        let piece = |t: usize| {
+            model
+                .vocab()
+                .token_to_piece(LlamaToken(t as i32), false, None)
+        };
+        let (logprob, best) = crate::logprob::logprobs(logits, token.0 as usize, top as usize);
+        let _ = self.tx.send(GenerationEvent::Logprob(TokenLogprob {
+            bytes: piece(token.0 as usize),
+            logprob,
+            top: best
+                .into_iter()
+                .map(|(t, logprob)| TopLogprob {
+                    bytes: piece(t),
+                    logprob,
+                })
+                .collect(),
+        }));
     }
 
     fn accept(&mut self, model: &LlamaModel, token: LlamaToken) -> Step {

@@ -223,6 +223,7 @@ fn streamed_pieces_are_valid_utf8_even_for_multibyte_output() {
             GenerationEvent::Done(done) => break done,
             GenerationEvent::Failed(err) => panic!("{err}"),
             GenerationEvent::ToolCall(call) => panic!("no tools were offered: {call:?}"),
+            GenerationEvent::Logprob(t) => panic!("no logprobs were asked for: {t:?}"),
         }
     };
     let text = pieces.concat();
@@ -393,4 +394,59 @@ fn logit_bias_bans_and_forces_tokens() {
         e.submit(req),
         Err(GenerateError::InvalidSampling(_))
     ));
+}
+
+#[test]
+fn logprobs_describe_every_token_in_the_models_own_terms() {
+    let e = engine();
+    let mut req = chat("Name three colours.");
+    req.max_tokens = Some(10);
+    req.ignore_eos = true;
+    req.logprobs = Some(4);
+    req.sampling = SamplingParams {
+        temperature: 1.5,
+        seed: Some(9),
+        ..SamplingParams::default()
+    };
+    let hot = generate(&e, req.clone());
+    assert_eq!(hot.logprobs.len(), 10);
+    let bytes: Vec<u8> = hot.logprobs.iter().flat_map(|t| t.bytes.clone()).collect();
+    assert_eq!(bytes, hot.text.as_bytes(), "the tokens spell the text");
+    for t in &hot.logprobs {
+        assert_eq!(t.top.len(), 4);
+        assert!(t.logprob <= 0.0 && t.logprob.is_finite(), "{t:?}");
+        // A drawn token at or above the 4th best is one of the four.
+        if t.logprob >= t.top[3].logprob {
+            assert!(t.top.iter().any(|a| a.bytes == t.bytes), "{t:?}");
+        }
+    }
+    // The numbers are the model's, not the sampler's: the first position's
+    // alternatives are the same whatever temperature drew from them.
+    req.sampling = SamplingParams::greedy();
+    let cold = generate(&e, req.clone());
+    assert_eq!(cold.logprobs[0].top, hot.logprobs[0].top);
+    assert_eq!(cold.logprobs[0].bytes, cold.logprobs[0].top[0].bytes);
+
+    // The end-of-generation token that ends a reply is not reported.
+    req.ignore_eos = false;
+    req.max_tokens = Some(200);
+    let ended = generate(&e, req.clone());
+    assert_eq!(ended.finish_reason, FinishReason::Stop);
+    assert_eq!(
+        ended.logprobs.len() as u32,
+        ended.usage.completion_tokens - 1
+    );
+
+    req.logprobs = Some(21);
+    let err = e.submit(req).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            GenerateError::InvalidConstraint {
+                field: "top_logprobs",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }

@@ -192,7 +192,28 @@ fn a_full_queue_refuses_with_a_retry_hint() {
         other => panic!("expected QueueFull, got {other:?}"),
     }
     assert_eq!(e.load().rejected_total, 1);
-    drop((running, queued));
+    drop(queued);
+
+    // Choices are queued all or none: two of three would fit.
+    let e2 = load(EngineConfig {
+        max_running: 1,
+        max_queue: 2,
+        ..EngineConfig::default()
+    });
+    let mut long = chat(&[(Role::User, "Write a long story.")], 200);
+    long.ignore_eos = true;
+    let busy = e2.submit(long.clone()).unwrap();
+    assert!(eventually(Duration::from_secs(5), || e2.load().running == 1));
+    let refused = e2.submit_choices(long.clone(), 3);
+    assert!(
+        matches!(refused, Err(GenerateError::QueueFull { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(e2.load().waiting, 0, "no choice stayed queued");
+    let two = e2.submit_choices(long, 2).unwrap();
+    assert_eq!(two.len(), 2);
+    assert_eq!(e2.load().waiting, 2);
+    drop((running, busy, two));
 }
 
 #[test]

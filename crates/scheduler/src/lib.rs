@@ -126,6 +126,9 @@ pub struct NewRequest {
     pub tokens: Vec<Token>,
     pub priority: Priority,
     pub deadline: Option<Instant>,
+    /// For the second and later choices of one request (`n` > 1): the
+    /// first choice, whose prompt is this one's.
+    pub sibling_of: Option<RequestId>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -203,6 +206,7 @@ struct Request {
     /// Ordering key: earlier ranks higher.
     key: Instant,
     deadline: Option<Instant>,
+    sibling_of: Option<RequestId>,
     seq: Option<SeqId>,
     /// Tokens already in this request's cells.
     in_kv: usize,
@@ -289,6 +293,7 @@ impl Scheduler {
                 priority: req.priority,
                 key,
                 deadline: req.deadline,
+                sibling_of: req.sibling_of,
                 seq: None,
                 in_kv: 0,
                 paused: false,
@@ -464,16 +469,26 @@ impl Scheduler {
         self.retire(seq, true);
     }
 
-    /// The computed prefix `id` can share now (with the cache on), or `None`
-    /// when it should rather wait for a prefilling sequence that is
-    /// computing more of it.
+    /// The computed prefix `id` can share now (with the cache on, or from
+    /// its first sibling), or `None` when it should rather wait for a
+    /// prefilling sequence that is computing more of it.
     fn prefix(&self, id: RequestId) -> Option<Option<kv::Match>> {
-        if !self.config.prefix_cache {
-            return Some(None);
-        }
         let r = &self.requests[&id];
         // The last known token is always fed again: its logits pick the next one.
         let limit = r.tokens.len() - 1;
+        if let Some(first) = r.sibling_of.and_then(|f| self.requests.get(&f)) {
+            // Another choice of the same prompt: the first choice computes
+            // it once and the others share its cells, whatever the cache
+            // settings and however short the prompt. The choices then also
+            // decode in the same steps, so each is reproducible.
+            if first.seq.is_none() || first.in_kv < limit {
+                return None;
+            }
+            return Some(self.kv.lookup(&r.tokens, limit));
+        }
+        if !self.config.prefix_cache {
+            return Some(None);
+        }
         let found = self
             .kv
             .lookup(&r.tokens, limit)

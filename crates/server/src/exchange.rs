@@ -77,14 +77,30 @@ impl Observers {
         }
     }
 
-    /// A whole answer, collected: its text and every call's arguments.
-    pub fn output(&self, out: &GenerationOutput) {
-        self.piece(&out.text);
-        for call in &out.tool_calls {
-            self.piece(&call.arguments);
+    /// Whole answers (one per choice), collected: their text, every call's
+    /// arguments, and their usage together.
+    pub fn output(&self, outs: &[GenerationOutput]) {
+        for out in outs {
+            self.piece(&out.text);
+            for call in &out.tool_calls {
+                self.piece(&call.arguments);
+            }
         }
-        self.usage(&out.usage);
+        self.usage(&total_usage(outs.iter().map(|o| o.usage)));
     }
+}
+
+/// One request's usage over its choices: the prompt counted once (the
+/// choices share it, and its cells), every choice's reply.
+pub(crate) fn total_usage(usages: impl Iterator<Item = Usage>) -> Usage {
+    let mut total: Option<Usage> = None;
+    for u in usages {
+        match &mut total {
+            None => total = Some(u),
+            Some(t) => t.completion_tokens += u.completion_tokens,
+        }
+    }
+    total.unwrap_or_default()
 }
 
 /// When a request's own `timeout` runs out.
@@ -95,6 +111,10 @@ pub(crate) struct Deadline {
 }
 
 impl Deadline {
+    pub fn at(&self) -> Instant {
+        self.at
+    }
+
     /// The error a request gets at its deadline. The engine ends a request
     /// at its deadline between decode steps; this answers at the deadline
     /// itself, and dropping the generation frees its sequence at the next
@@ -112,6 +132,13 @@ pub(crate) struct Submitted {
     pub deadline: Option<Deadline>,
 }
 
+/// A request for several choices the engine accepted: one generation each.
+pub(crate) struct Choices {
+    pub model: String,
+    pub generations: Vec<Generation>,
+    pub deadline: Option<Deadline>,
+}
+
 /// Hands `request` to the model it names (`None`: the default model), as
 /// request `id`. The principal's priority class caps the request's.
 pub(crate) async fn submit(
@@ -119,9 +146,29 @@ pub(crate) async fn submit(
     principal: Option<&Principal>,
     model: Option<&str>,
     id: &str,
-    mut request: GenerationRequest,
+    request: GenerationRequest,
     observers: &Observers,
 ) -> Result<Submitted, ApiError> {
+    let mut choices = submit_choices(app, principal, model, id, request, 1, observers).await?;
+    Ok(Submitted {
+        model: choices.model,
+        generation: choices.generations.remove(0),
+        deadline: choices.deadline,
+    })
+}
+
+/// [`submit`] for `n` choices of one prompt, queued together (all or
+/// none): choice `i` samples with the request's seed plus `i`, and the
+/// engine computes the shared prompt once.
+pub(crate) async fn submit_choices(
+    app: &AppState,
+    principal: Option<&Principal>,
+    model: Option<&str>,
+    id: &str,
+    mut request: GenerationRequest,
+    n: u32,
+    observers: &Observers,
+) -> Result<Choices, ApiError> {
     if let Some(p) = principal {
         // A request cannot raise itself above its key's class.
         request.priority = p.cap_priority(request.priority);
@@ -136,13 +183,13 @@ pub(crate) async fn submit(
     let generator = Arc::clone(&served.generator);
     // Templating and tokenising a long prompt is CPU work: keep it off the
     // async workers.
-    let generation = tokio::task::spawn_blocking(move || generator.submit(request))
+    let generations = tokio::task::spawn_blocking(move || generator.submit_choices(request, n))
         .await
         .map_err(|e| ApiError::internal(&e))??;
-    observers.submitted(generation.prompt_tokens());
-    Ok(Submitted {
+    observers.submitted(generations[0].prompt_tokens());
+    Ok(Choices {
         model: served.id.clone(),
-        generation,
+        generations,
         deadline,
     })
 }
@@ -151,13 +198,29 @@ impl Submitted {
     /// Waits for the whole answer. If the client disconnects, this future
     /// is dropped with the generation, which cancels it.
     pub async fn collect(self) -> Result<GenerationOutput, ApiError> {
-        match self.deadline {
-            None => Ok(self.generation.collect().await?),
-            Some(d) => timeout_at(d.at.into(), self.generation.collect())
-                .await
-                .map_err(|_| d.error())?
-                .map_err(ApiError::from),
-        }
+        within(self.deadline, self.generation.collect()).await
+    }
+}
+
+impl Choices {
+    /// Waits for every choice's whole answer, in order.
+    pub async fn collect(self) -> Result<Vec<GenerationOutput>, ApiError> {
+        let all = futures::future::try_join_all(self.generations.into_iter().map(|g| g.collect()));
+        within(self.deadline, all).await
+    }
+}
+
+/// Runs `work` until the request's deadline, if it has one.
+async fn within<T>(
+    deadline: Option<Deadline>,
+    work: impl std::future::Future<Output = Result<T, types::GenerateError>>,
+) -> Result<T, ApiError> {
+    match deadline {
+        None => Ok(work.await?),
+        Some(d) => timeout_at(d.at.into(), work)
+            .await
+            .map_err(|_| d.error())?
+            .map_err(ApiError::from),
     }
 }
 

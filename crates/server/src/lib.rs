@@ -14,6 +14,7 @@ mod embeddings;
 mod error;
 mod exchange;
 mod jwks;
+mod logprobs;
 mod metrics;
 mod models;
 mod quota;

@@ -1,8 +1,10 @@
 //! Response bodies and stream chunks for the two completion endpoints.
 
 use serde::Serialize;
-use types::{Completion, GenerationOutput};
+use types::{Completion, GenerationOutput, TokenLogprob, Usage};
 
+use crate::exchange::total_usage;
+use crate::logprobs::{ChatLogprobs, TextLogprobs};
 use crate::wire::{finish_reason, WireFunctionCall, WireTimings, WireToolCall, WireUsage};
 
 /// Which OpenAI endpoint is answering; it decides every JSON shape.
@@ -39,7 +41,7 @@ struct ChatChoice {
     index: u32,
     message: AssistantMessage,
     finish_reason: &'static str,
-    logprobs: Option<()>,
+    logprobs: Option<ChatLogprobs>,
 }
 
 #[derive(Serialize)]
@@ -56,7 +58,7 @@ struct ChatDeltaChoice {
     index: u32,
     delta: Delta,
     finish_reason: Option<&'static str>,
-    logprobs: Option<()>,
+    logprobs: Option<ChatLogprobs>,
 }
 
 #[derive(Serialize, Default)]
@@ -84,7 +86,7 @@ struct TextChoice {
     index: u32,
     text: String,
     finish_reason: Option<&'static str>,
-    logprobs: Option<()>,
+    logprobs: Option<TextLogprobs>,
 }
 
 impl Reply {
@@ -130,130 +132,200 @@ impl Reply {
         .expect("reply serialises")
     }
 
-    /// The whole answer, for non-streaming requests.
-    pub fn full(&self, out: GenerationOutput) -> serde_json::Value {
-        let reason = finish_reason(out.finish_reason);
-        let usage = Some(out.usage.into());
-        let timings = Some(out.timings.into());
+    /// The whole answer, for non-streaming requests: one choice per
+    /// output, in order. `logprobs` says whether the request asked for them.
+    pub fn full(&self, outs: Vec<GenerationOutput>, logprobs: bool) -> serde_json::Value {
+        let usage = Some(total_usage(outs.iter().map(|o| o.usage)).into());
+        // The first choice's timings: the choices share one prompt and run
+        // side by side, so theirs differ little.
+        let timings = outs.first().map(|o| o.timings.into());
+        let outs = outs.into_iter().zip(0u32..);
         match self.endpoint {
-            Endpoint::Chat => self.envelope(
-                false,
-                vec![ChatChoice {
-                    index: 0,
-                    message: AssistantMessage {
-                        role: "assistant",
-                        content: (out.tool_calls.is_empty() || !out.text.is_empty())
-                            .then_some(out.text),
-                        tool_calls: out.tool_calls.into_iter().map(Into::into).collect(),
-                    },
-                    finish_reason: reason,
-                    logprobs: None,
-                }],
-                usage,
-                timings,
-            ),
-            Endpoint::Text => self.envelope(
-                false,
-                vec![TextChoice {
-                    index: 0,
-                    text: out.text,
-                    finish_reason: Some(reason),
-                    logprobs: None,
-                }],
-                usage,
-                timings,
-            ),
+            Endpoint::Chat => {
+                let choices = outs
+                    .map(|(out, index)| ChatChoice {
+                        index,
+                        finish_reason: finish_reason(out.finish_reason),
+                        logprobs: logprobs.then(|| ChatLogprobs::new(out.logprobs)),
+                        message: AssistantMessage {
+                            role: "assistant",
+                            content: (out.tool_calls.is_empty() || !out.text.is_empty())
+                                .then_some(out.text),
+                            tool_calls: out.tool_calls.into_iter().map(Into::into).collect(),
+                        },
+                    })
+                    .collect();
+                self.envelope(false, choices, usage, timings)
+            }
+            Endpoint::Text => {
+                let choices = outs
+                    .map(|(out, index)| TextChoice {
+                        index,
+                        finish_reason: Some(finish_reason(out.finish_reason)),
+                        logprobs: logprobs.then(|| TextLogprobs::new(out.logprobs, &mut 0)),
+                        text: out.text,
+                    })
+                    .collect();
+                self.envelope(false, choices, usage, timings)
+            }
         }
     }
 
-    /// The opening chunk: chat streams announce the assistant role first.
-    pub fn opening(&self) -> Option<serde_json::Value> {
+    /// The opening chunk of choice `index`: chat streams announce the
+    /// assistant role first.
+    pub fn opening(&self, index: u32) -> Option<serde_json::Value> {
         (self.endpoint == Endpoint::Chat).then(|| {
             let delta = Delta {
                 role: Some("assistant"),
                 content: Some(String::new()),
                 tool_calls: None,
             };
-            self.chat_chunk(delta, None, None)
+            self.chat_chunk(index, delta, None, None, None)
         })
     }
 
     fn chat_chunk(
         &self,
+        index: u32,
         delta: Delta,
         reason: Option<&'static str>,
+        logprobs: Option<ChatLogprobs>,
         timings: Option<WireTimings>,
     ) -> serde_json::Value {
         let choice = ChatDeltaChoice {
-            index: 0,
+            index,
             delta,
             finish_reason: reason,
-            logprobs: None,
+            logprobs,
         };
         self.envelope(true, vec![choice], None, timings)
     }
 
     fn text_chunk(
         &self,
+        index: u32,
         text: String,
         reason: Option<&'static str>,
+        logprobs: Option<TextLogprobs>,
         timings: Option<WireTimings>,
     ) -> serde_json::Value {
         let choice = TextChoice {
-            index: 0,
+            index,
             text,
             finish_reason: reason,
-            logprobs: None,
+            logprobs,
         };
         self.envelope(true, vec![choice], None, timings)
     }
 
-    /// A chunk carrying one text piece.
-    pub fn piece(&self, text: String) -> serde_json::Value {
+    /// A chunk of choice `index`: one text piece, with the tokens it holds
+    /// when the request asked for logprobs.
+    pub fn piece(
+        &self,
+        index: u32,
+        text: String,
+        logprobs: &mut StreamedLogprobs,
+    ) -> serde_json::Value {
         match self.endpoint {
-            Endpoint::Chat => self.chat_chunk(
-                Delta {
+            Endpoint::Chat => {
+                let delta = Delta {
                     content: Some(text),
                     ..Delta::default()
-                },
-                None,
-                None,
-            ),
-            Endpoint::Text => self.text_chunk(text, None, None),
+                };
+                self.chat_chunk(index, delta, None, logprobs.chat(), None)
+            }
+            Endpoint::Text => self.text_chunk(index, text, None, logprobs.text(), None),
         }
     }
 
-    /// A chunk carrying one whole tool call, the `index`-th of the reply.
-    /// Only chat replies have calls.
-    pub fn tool_call(&self, index: u32, call: types::ToolCall) -> serde_json::Value {
+    /// A chunk carrying one whole tool call, the `call`-th of choice
+    /// `index`. Only chat replies have calls.
+    pub fn tool_call(
+        &self,
+        index: u32,
+        call: u32,
+        tool_call: types::ToolCall,
+    ) -> serde_json::Value {
         let delta = Delta {
             tool_calls: Some(vec![DeltaToolCall {
-                index,
-                id: call.id,
+                index: call,
+                id: tool_call.id,
                 kind: "function",
                 function: WireFunctionCall {
-                    name: call.name,
-                    arguments: call.arguments,
+                    name: tool_call.name,
+                    arguments: tool_call.arguments,
                 },
             }]),
             ..Delta::default()
         };
-        self.chat_chunk(delta, None, None)
+        self.chat_chunk(index, delta, None, None, None)
     }
 
-    /// The closing chunks: the finish reason (with timings), then usage if asked for.
-    pub fn closing(&self, done: Completion, include_usage: bool) -> Vec<serde_json::Value> {
+    /// The last chunk of choice `index`: its finish reason and timings, and
+    /// the tokens no text carried (those of a stop string).
+    pub fn finish(
+        &self,
+        index: u32,
+        done: &Completion,
+        logprobs: &mut StreamedLogprobs,
+    ) -> serde_json::Value {
         let reason = Some(finish_reason(done.finish_reason));
         let timings = Some(done.timings.into());
-        let mut chunks = vec![match self.endpoint {
-            Endpoint::Chat => self.chat_chunk(Delta::default(), reason, timings),
-            Endpoint::Text => self.text_chunk(String::new(), reason, timings),
-        }];
-        if include_usage {
-            let empty: Vec<TextChoice> = Vec::new();
-            chunks.push(self.envelope(true, empty, Some(done.usage.into()), None));
+        match self.endpoint {
+            Endpoint::Chat => {
+                self.chat_chunk(index, Delta::default(), reason, logprobs.chat(), timings)
+            }
+            Endpoint::Text => {
+                self.text_chunk(index, String::new(), reason, logprobs.text(), timings)
+            }
         }
-        chunks
+    }
+
+    /// The chunk after every choice finished, when the client asked for
+    /// usage: no choices, the whole request's usage.
+    pub fn usage(&self, usage: Usage) -> serde_json::Value {
+        let empty: Vec<TextChoice> = Vec::new();
+        self.envelope(true, empty, Some(usage.into()), None)
+    }
+}
+
+/// The tokens one streamed choice generated but has not sent yet: each
+/// goes out with the next chunk, so a chunk's logprobs cover its text.
+#[derive(Default)]
+pub struct StreamedLogprobs {
+    /// `None`: the request did not ask.
+    pending: Option<Vec<TokenLogprob>>,
+    /// Characters of the choice's text covered so far (completions' `text_offset`).
+    offset: usize,
+}
+
+impl StreamedLogprobs {
+    pub fn new(wanted: bool) -> Self {
+        Self {
+            pending: wanted.then(Vec::new),
+            offset: 0,
+        }
+    }
+
+    pub fn push(&mut self, token: TokenLogprob) {
+        if let Some(pending) = &mut self.pending {
+            pending.push(token);
+        }
+    }
+
+    fn take(&mut self) -> Option<Vec<TokenLogprob>> {
+        self.pending.as_mut().map(std::mem::take)
+    }
+
+    fn chat(&mut self) -> Option<ChatLogprobs> {
+        self.take().map(ChatLogprobs::new)
+    }
+
+    fn text(&mut self) -> Option<TextLogprobs> {
+        let offset = &mut self.offset;
+        self.pending
+            .as_mut()
+            .map(|p| TextLogprobs::new(std::mem::take(p), offset))
     }
 }
 

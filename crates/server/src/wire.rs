@@ -34,8 +34,9 @@ pub struct SamplingFields {
     pub max_tokens: Option<u32>,
     #[serde(default)]
     pub ignore_eos: bool,
-    /// OpenAI allows several choices; one is all a local model should spend.
+    /// How many choices to generate from the one prompt (at most [`MAX_CHOICES`]).
     pub n: Option<u32>,
+    /// Chat: `true` or `false`; completions: how many alternatives per token.
     pub logprobs: Option<serde_json::Value>,
     #[serde(default)]
     pub stream: bool,
@@ -45,6 +46,11 @@ pub struct SamplingFields {
     /// Hearth's extension: seconds after which the request ends with an error.
     pub timeout: Option<f64>,
 }
+
+/// Most choices one request may ask for. Each is a sequence of its own
+/// (sharing the prompt's cells), so a request for more than the server runs
+/// at once by default would queue behind itself.
+pub const MAX_CHOICES: u32 = 16;
 
 /// Most entries in one `logit_bias` (OpenAI's limit).
 const MAX_LOGIT_BIAS: usize = 300;
@@ -94,16 +100,6 @@ impl SamplingFields {
         defaults: &SamplingParams,
         default_max_tokens: Option<u32>,
     ) -> Result<GenerationRequest, ApiError> {
-        if self.n.is_some_and(|n| n != 1) {
-            return Err(ApiError::unsupported("n", "More than one choice (`n` > 1)"));
-        }
-        if self
-            .logprobs
-            .as_ref()
-            .is_some_and(|v| !v.is_null() && v != &serde_json::Value::Bool(false))
-        {
-            return Err(ApiError::unsupported("logprobs", "`logprobs`"));
-        }
         let temperature = self.temperature.unwrap_or(defaults.temperature);
         if !(0.0..=2.0).contains(&temperature) {
             return Err(ApiError::invalid(
@@ -147,6 +143,19 @@ impl SamplingFields {
         })
     }
 
+    /// `n`, checked: 1 to [`MAX_CHOICES`].
+    pub fn choices(&self) -> Result<u32, ApiError> {
+        match self.n {
+            None => Ok(1),
+            Some(n) if (1..=MAX_CHOICES).contains(&n) => Ok(n),
+            Some(n) => Err(ApiError::invalid(
+                "invalid_value",
+                format!("`n` is {n}; it must be between 1 and {MAX_CHOICES}"),
+            )
+            .with_param("n")),
+        }
+    }
+
     pub fn include_usage(&self) -> bool {
         self.stream_options
             .as_ref()
@@ -164,6 +173,8 @@ pub struct ChatCompletionRequest {
     pub tool_choice: Option<WireToolChoice>,
     pub parallel_tool_calls: Option<bool>,
     pub response_format: Option<ResponseFormat>,
+    /// Alternatives per token, with `logprobs: true`.
+    pub top_logprobs: Option<u32>,
     // `user` (OpenAI's end-user id for abuse monitoring) is accepted and,
     // like any field not named here, ignored: the audit log already
     // records the authenticated principal.
@@ -321,6 +332,7 @@ impl CompletionBody for ChatCompletionRequest {
         if let Some(m) = self.max_completion_tokens {
             self.sampling.max_tokens = Some(m);
         }
+        let logprobs = chat_logprobs(self.sampling.logprobs.take(), self.top_logprobs)?;
         let mut request = self
             .sampling
             .into_request(Prompt::Chat(messages), defaults, None)?;
@@ -328,7 +340,66 @@ impl CompletionBody for ChatCompletionRequest {
         request.tool_choice = tool_choice;
         request.parallel_tool_calls = self.parallel_tool_calls.unwrap_or(true);
         request.format = format;
+        request.logprobs = logprobs;
         Ok((self.model, request))
+    }
+}
+
+/// Chat's `logprobs` (a boolean) and `top_logprobs` (0 to 20, only with
+/// `logprobs: true`, as OpenAI insists).
+fn chat_logprobs(
+    logprobs: Option<serde_json::Value>,
+    top: Option<u32>,
+) -> Result<Option<u32>, ApiError> {
+    let wanted = match logprobs {
+        None | Some(serde_json::Value::Null) | Some(serde_json::Value::Bool(false)) => false,
+        Some(serde_json::Value::Bool(true)) => true,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "invalid_type",
+                format!("`logprobs` is {other}; it must be a boolean"),
+            )
+            .with_param("logprobs"))
+        }
+    };
+    match (wanted, top) {
+        (false, Some(_)) => Err(ApiError::invalid(
+            "invalid_value",
+            "`top_logprobs` needs `logprobs` set to true",
+        )
+        .with_param("top_logprobs")),
+        (_, Some(k)) if k > types::MAX_TOP_LOGPROBS => Err(ApiError::invalid(
+            "invalid_value",
+            format!(
+                "`top_logprobs` is {k}; it must be between 0 and {}",
+                types::MAX_TOP_LOGPROBS
+            ),
+        )
+        .with_param("top_logprobs")),
+        (true, k) => Ok(Some(k.unwrap_or(0))),
+        (false, None) => Ok(None),
+    }
+}
+
+/// Completions' `logprobs`: how many alternatives per token (0 to 20;
+/// OpenAI stops at 5, local servers commonly allow more).
+fn text_logprobs(logprobs: Option<serde_json::Value>) -> Result<Option<u32>, ApiError> {
+    match logprobs {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Number(k))
+            if k.as_u64()
+                .is_some_and(|k| k <= u64::from(types::MAX_TOP_LOGPROBS)) =>
+        {
+            Ok(k.as_u64().map(|k| k as u32))
+        }
+        Some(other) => Err(ApiError::invalid(
+            "invalid_value",
+            format!(
+                "`logprobs` is {other}; it must be a whole number between 0 and {}",
+                types::MAX_TOP_LOGPROBS
+            ),
+        )
+        .with_param("logprobs")),
     }
 }
 
@@ -515,7 +586,7 @@ impl CompletionBody for CompletionRequest {
     }
 
     fn into_domain(
-        self,
+        mut self,
         defaults: &SamplingParams,
     ) -> Result<(Option<String>, GenerationRequest), ApiError> {
         if self.echo == Some(true) {
@@ -535,9 +606,11 @@ impl CompletionBody for CompletionRequest {
             CompletionPrompt::TokenLists(mut v) if v.len() == 1 => Prompt::Tokens(v.remove(0)),
             _ => return Err(several()),
         };
-        let request =
+        let logprobs = text_logprobs(self.sampling.logprobs.take())?;
+        let mut request =
             self.sampling
                 .into_request(prompt, defaults, Some(COMPLETIONS_DEFAULT_MAX_TOKENS))?;
+        request.logprobs = logprobs;
         Ok((self.model, request))
     }
 }

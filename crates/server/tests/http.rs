@@ -1,160 +1,10 @@
 //! The HTTP API on a loopback port, backed by the real engine and default model.
 
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+mod support;
 
-use engine::{Engine, EngineConfig};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use server::{AppState, ServedModel, ServerOptions};
-
-fn engine() -> Arc<Engine> {
-    static ENGINE: OnceLock<Arc<Engine>> = OnceLock::new();
-    ENGINE.get_or_init(|| load(true)).clone()
-}
-
-fn load(prefix_cache: bool) -> Arc<Engine> {
-    let config = EngineConfig {
-        threads: 2,
-        ctx_size: Some(1024),
-        prefix_cache,
-        ..EngineConfig::default()
-    };
-    Arc::new(Engine::load(&testkit::default_model(), &config).expect("load model"))
-}
-
-/// Starts a server on 127.0.0.1:0 and returns its base URL.
-async fn start() -> String {
-    start_with(engine()).await
-}
-
-async fn start_with(generator: Arc<Engine>) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let state = AppState::with_metrics(vec![ServedModel {
-        id: "smollm2".into(),
-        aliases: vec!["smollm2:135m".into()],
-        created: 1,
-        generator,
-    }]);
-    let options = ServerOptions {
-        max_body_bytes: 64 << 10,
-    };
-    let app = server::router(Arc::new(state), &options);
-    tokio::spawn(async move {
-        server::serve(listener, app, std::future::pending())
-            .await
-            .unwrap();
-    });
-    format!("http://{addr}")
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()
-        .unwrap()
-}
-
-async fn post(base: &str, path: &str, body: Value) -> (StatusCode, Value) {
-    let resp = client()
-        .post(format!("{base}{path}"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status();
-    (status, resp.json().await.unwrap())
-}
-
-/// Posts `body` as JSON exactly as written, well-formed or not.
-async fn post_raw(base: &str, path: &str, body: &'static str) -> (StatusCode, Value) {
-    let resp = client()
-        .post(format!("{base}{path}"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    (resp.status(), resp.json().await.unwrap())
-}
-
-/// Posts a streaming request; returns the `data:` payloads in order.
-async fn post_stream(base: &str, path: &str, body: Value) -> Vec<String> {
-    let resp = client()
-        .post(format!("{base}{path}"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let content_type = resp.headers()["content-type"].to_str().unwrap().to_string();
-    assert!(
-        content_type.starts_with("text/event-stream"),
-        "{content_type}"
-    );
-    let text = resp.text().await.unwrap();
-    text.lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .map(str::to_string)
-        .collect()
-}
-
-fn assert_openai_error(status: StatusCode, body: &Value, expected: StatusCode, code: &str) {
-    assert_eq!(status, expected, "{body}");
-    let err = &body["error"];
-    assert!(
-        err["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{body}"
-    );
-    assert!(err["type"].is_string(), "{body}");
-    assert_eq!(err["code"], code, "{body}");
-}
-
-fn chat_body(text: &str, extra: Value) -> Value {
-    let mut body = json!({
-        "model": "smollm2",
-        "messages": [{"role": "user", "content": text}],
-    });
-    body.as_object_mut()
-        .unwrap()
-        .extend(extra.as_object().unwrap().clone());
-    body
-}
-
-/// Joins the text of a chat or text completion stream, checking its framing.
-fn stream_text(events: &[String], chat: bool) -> (String, Value) {
-    assert_eq!(
-        events.last().map(String::as_str),
-        Some("[DONE]"),
-        "{events:?}"
-    );
-    let chunks: Vec<Value> = events[..events.len() - 1]
-        .iter()
-        .map(|e| serde_json::from_str(e).unwrap())
-        .collect();
-    let mut text = String::new();
-    for c in &chunks {
-        let choice = &c["choices"][0];
-        if chat {
-            assert_eq!(c["object"], "chat.completion.chunk");
-            text.push_str(choice["delta"]["content"].as_str().unwrap_or(""));
-        } else {
-            assert_eq!(c["object"], "text_completion");
-            text.push_str(choice["text"].as_str().unwrap_or(""));
-        }
-    }
-    if chat {
-        assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
-    }
-    let last = chunks
-        .iter()
-        .rev()
-        .find(|c| !c["choices"][0].is_null())
-        .unwrap()
-        .clone();
-    (text, last)
-}
+use support::openai::*;
 
 #[tokio::test]
 async fn chat_completion_answers_in_sensible_english() {
@@ -348,7 +198,14 @@ async fn bad_requests_get_openai_shaped_4xx() {
     assert_openai_error(s, &b, StatusCode::BAD_REQUEST, "context_length_exceeded");
 
     let cases = [
-        (json!({"n": 2}), "unsupported_parameter"),
+        (json!({"n": 0}), "invalid_value"),
+        (json!({"n": 17}), "invalid_value"),
+        (json!({"top_logprobs": 2}), "invalid_value"),
+        (
+            json!({"logprobs": true, "top_logprobs": 21}),
+            "invalid_value",
+        ),
+        (json!({"logprobs": "yes"}), "invalid_type"),
         (json!({"temperature": 3.5}), "invalid_value"),
         (json!({"top_p": 0}), "invalid_value"),
         // A tool without its function is malformed JSON for the endpoint.
@@ -374,6 +231,13 @@ async fn bad_requests_get_openai_shaped_4xx() {
     for (extra, code) in cases {
         let (s, b) = post(&base, "/v1/chat/completions", chat_body("hi", extra)).await;
         assert_openai_error(s, &b, StatusCode::BAD_REQUEST, code);
+    }
+
+    for logprobs in [json!(21), json!(-1), json!(true)] {
+        let body = json!({"prompt": "hi", "logprobs": logprobs});
+        let (s, b) = post(&base, "/v1/completions", body).await;
+        assert_openai_error(s, &b, StatusCode::BAD_REQUEST, "invalid_value");
+        assert_eq!(b["error"]["param"], "logprobs", "{b}");
     }
 
     let resp = client()

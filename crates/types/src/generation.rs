@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     EmbeddingRequest, GenerationObserver, LoadSnapshot, OutputFormat, PendingEmbeddings, Priority,
-    SamplingParams, Tool, ToolCall, ToolChoice,
+    SamplingParams, TokenLogprob, Tool, ToolCall, ToolChoice,
 };
 
 /// Who said a chat message.
@@ -97,6 +97,9 @@ pub struct GenerationRequest {
     pub parallel_tool_calls: bool,
     /// The shape the reply must have.
     pub format: OutputFormat,
+    /// `Some(k)`: report each generated token's log-probability and the
+    /// `k` likeliest alternatives (at most [`crate::MAX_TOP_LOGPROBS`]).
+    pub logprobs: Option<u32>,
 }
 
 impl GenerationRequest {
@@ -114,7 +117,22 @@ impl GenerationRequest {
             tool_choice: ToolChoice::Auto,
             parallel_tool_calls: true,
             format: OutputFormat::Text,
+            logprobs: None,
         }
+    }
+
+    /// Choice `i` of a request for several: sampled with the request's seed
+    /// plus `i` (so each choice is reproducible and no two are the same
+    /// draw), named `<id>/<i>`. Choice 0 is the request itself.
+    pub fn choice(&self, i: u32) -> GenerationRequest {
+        let mut choice = self.clone();
+        if i > 0 {
+            choice.sampling.seed = self.sampling.seed.map(|s| s.wrapping_add(i));
+            if !self.request_id.is_empty() {
+                choice.request_id = format!("{}/{i}", self.request_id);
+            }
+        }
+        choice
     }
 }
 
@@ -184,6 +202,11 @@ pub enum GenerationEvent {
     Text(String),
     /// A complete, well-formed tool call recognised in the output (its text is not sent as `Text`).
     ToolCall(ToolCall),
+    /// With [`GenerationRequest::logprobs`]: one generated token, sent
+    /// before the `Text` that holds it (text may be held back for a stop
+    /// string, so a token's text can arrive some events later). The
+    /// end-of-generation token that ends a reply is not reported.
+    Logprob(TokenLogprob),
     Done(Completion),
     Failed(GenerateError),
 }
@@ -262,6 +285,9 @@ pub struct GenerationOutput {
     /// See [`Completion::stop_index`].
     #[serde(default)]
     pub stop_index: Option<u32>,
+    /// One entry per generated token, when the request asked for them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logprobs: Vec<TokenLogprob>,
     pub usage: Usage,
     pub timings: Timings,
 }
@@ -306,10 +332,9 @@ impl Generation {
 
     /// Waits for the whole text.
     pub async fn collect(mut self) -> Result<GenerationOutput, GenerateError> {
-        let mut text = String::new();
-        let mut calls = Vec::new();
+        let mut so_far = Collected::default();
         while let Some(event) = self.next().await {
-            if let Some(output) = Self::fold(&mut text, &mut calls, event)? {
+            if let Some(output) = so_far.fold(event)? {
                 return Ok(output);
             }
         }
@@ -318,38 +343,51 @@ impl Generation {
 
     /// Blocking twin of [`Generation::collect`].
     pub fn blocking_collect(mut self) -> Result<GenerationOutput, GenerateError> {
-        let mut text = String::new();
-        let mut calls = Vec::new();
+        let mut so_far = Collected::default();
         while let Some(event) = self.blocking_next() {
-            if let Some(output) = Self::fold(&mut text, &mut calls, event)? {
+            if let Some(output) = so_far.fold(event)? {
                 return Ok(output);
             }
         }
         Err(GenerateError::Unavailable)
     }
+}
 
-    fn fold(
-        text: &mut String,
-        calls: &mut Vec<ToolCall>,
-        event: GenerationEvent,
-    ) -> Result<Option<GenerationOutput>, GenerateError> {
+/// What a collecting caller has gathered before the final event.
+#[derive(Default)]
+struct Collected {
+    text: String,
+    calls: Vec<ToolCall>,
+    logprobs: Vec<TokenLogprob>,
+}
+
+impl Collected {
+    fn fold(&mut self, event: GenerationEvent) -> Result<Option<GenerationOutput>, GenerateError> {
         match event {
             GenerationEvent::Text(piece) => {
-                text.push_str(&piece);
+                self.text.push_str(&piece);
                 Ok(None)
             }
             GenerationEvent::ToolCall(call) => {
-                calls.push(call);
+                self.calls.push(call);
                 Ok(None)
             }
-            GenerationEvent::Done(done) => Ok(Some(GenerationOutput {
-                text: std::mem::take(text),
-                tool_calls: std::mem::take(calls),
-                finish_reason: done.finish_reason,
-                stop_index: done.stop_index,
-                usage: done.usage,
-                timings: done.timings,
-            })),
+            GenerationEvent::Logprob(logprob) => {
+                self.logprobs.push(logprob);
+                Ok(None)
+            }
+            GenerationEvent::Done(done) => {
+                let so_far = std::mem::take(self);
+                Ok(Some(GenerationOutput {
+                    text: so_far.text,
+                    tool_calls: so_far.calls,
+                    finish_reason: done.finish_reason,
+                    stop_index: done.stop_index,
+                    logprobs: so_far.logprobs,
+                    usage: done.usage,
+                    timings: done.timings,
+                }))
+            }
             GenerationEvent::Failed(err) => Err(err),
         }
     }
@@ -367,6 +405,17 @@ pub trait TextGenerator: Send + Sync + 'static {
     /// Validates and queues a request. Errors here are the caller's fault
     /// (too long, bad parameters) or mean the generator is gone.
     fn submit(&self, request: GenerationRequest) -> Result<Generation, GenerateError>;
+
+    /// Queues `n` choices of one request ([`GenerationRequest::choice`]),
+    /// all or none. A generator that can computes their shared prompt once.
+    fn submit_choices(
+        &self,
+        request: GenerationRequest,
+        n: u32,
+    ) -> Result<Vec<Generation>, GenerateError> {
+        // Generations already made are dropped, so cancelled, on an error.
+        (0..n).map(|i| self.submit(request.choice(i))).collect()
+    }
 
     /// How many tokens `request`'s prompt takes once templated (with the
     /// tools it offers), as [`TextGenerator::submit`] would count them;

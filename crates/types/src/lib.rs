@@ -6,6 +6,7 @@
 
 mod embedding;
 mod generation;
+mod logprob;
 mod model;
 mod sampling;
 mod serving;
@@ -16,6 +17,7 @@ pub use generation::{
     CancelFlag, ChatMessage, Completion, FinishReason, GenerateError, Generation, GenerationEvent,
     GenerationOutput, GenerationRequest, Prompt, Role, TextGenerator, Timings, Usage,
 };
+pub use logprob::{TokenLogprob, TopLogprob, MAX_TOP_LOGPROBS};
 pub use model::{ModelResolver, ResolveError, ResolvedModel};
 pub use sampling::{InvalidSampling, SamplingParams};
 pub use serving::{GenerationObserver, LoadSnapshot, Outcome, Priority, RequestRecord};

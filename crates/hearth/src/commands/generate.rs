@@ -92,14 +92,15 @@ fn stream_to_stdout(
                 }
                 text.push_str(&piece);
             }
-            // The command line offers no tools, so none are called.
-            GenerationEvent::ToolCall(_) => {}
+            // The command line offers no tools and asks for no logprobs.
+            GenerationEvent::ToolCall(_) | GenerationEvent::Logprob(_) => {}
             GenerationEvent::Done(done) => {
                 return Ok(Some(GenerationOutput {
                     text,
                     tool_calls: Vec::new(),
                     finish_reason: done.finish_reason,
                     stop_index: done.stop_index,
+                    logprobs: Vec::new(),
                     usage: done.usage,
                     timings: done.timings,
                 }))

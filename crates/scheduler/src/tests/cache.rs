@@ -277,3 +277,71 @@ fn nothing_is_paused_for_a_request_that_waits_for_a_shared_prefix() {
     }
     assert_eq!(s.load().preemptions_total, 0);
 }
+
+#[test]
+fn choices_share_the_first_ones_prompt_even_with_the_cache_off_and_a_short_prompt() {
+    let mut s = sched(Config {
+        prefix_cache: false,
+        min_reuse: 64,
+        step_tokens: 8,
+        ..config()
+    });
+    let mut llama = Llama::default();
+    let t = Instant::now();
+    let prompt: Vec<Token> = (0..20).collect();
+    s.enqueue(req(1, prompt.clone()), t).unwrap();
+    for id in [2, 3] {
+        let choice = NewRequest {
+            sibling_of: Some(1),
+            ..req(id, prompt.clone())
+        };
+        s.enqueue(choice, t).unwrap();
+    }
+    // The first choice prefills alone, in chunks; the others wait for it.
+    let mut steps = 0;
+    let plan = loop {
+        let plan = step(&mut s, t);
+        llama.run(&plan);
+        steps += 1;
+        if plan.started.iter().any(|st| st.id != 1) {
+            break plan;
+        }
+        assert!(plan.feeds.iter().all(|f| f.id == 1), "{plan:?}");
+        assert!(steps < 10, "the other choices never started");
+    };
+    assert_eq!(
+        steps, 4,
+        "three chunks of the prompt, then the others start"
+    );
+    assert_eq!(started(&plan), vec![2, 3]);
+    for st in &plan.started {
+        assert_eq!(st.reused, 19, "all but the last prompt token shared");
+    }
+    // From here the three decode side by side, each feeding one token.
+    let plan = step(&mut s, t);
+    llama.run(&plan);
+    assert_eq!(plan.feeds.len(), 3);
+    assert!(plan.feeds.iter().all(|f| f.tokens.len() == 1), "{plan:?}");
+    // The first finishing early leaves the others' shared cells intact.
+    s.finish(1);
+    let plan = step(&mut s, t);
+    llama.run(&plan);
+    assert_eq!(plan.feeds.len(), 2);
+}
+
+#[test]
+fn a_choice_whose_first_sibling_is_gone_computes_its_own_prompt() {
+    let mut s = sched(Config {
+        prefix_cache: false,
+        ..config()
+    });
+    let t = Instant::now();
+    let orphan = NewRequest {
+        sibling_of: Some(99),
+        ..req(2, 0..10)
+    };
+    s.enqueue(orphan, t).unwrap();
+    let plan = step(&mut s, t);
+    assert_eq!(started(&plan), vec![2]);
+    assert_eq!(plan.started[0].reused, 0);
+}

@@ -35,6 +35,7 @@ fn req(id: RequestId, tokens: impl IntoIterator<Item = Token>) -> NewRequest {
         tokens: tokens.into_iter().collect(),
         priority: Priority::Interactive,
         deadline: None,
+        sibling_of: None,
     }
 }
 

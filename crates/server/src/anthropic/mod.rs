@@ -63,7 +63,7 @@ pub async fn messages(
         return Ok(exchange::sse_response(events));
     }
     let out = submitted.collect().await?;
-    observers.output(&out);
+    observers.output(std::slice::from_ref(&out));
     Ok(Json(reply.full(out)).into_response())
 }
 
@@ -114,6 +114,10 @@ fn sse_events(
                     observers.piece(&call.arguments);
                     let out = events.tool_call(call);
                     return Some((out, Some((generation, events, observers))));
+                }
+                // Messages requests never ask for logprobs.
+                Some(GenerationEvent::Logprob(_)) => {
+                    return Some((Vec::new(), Some((generation, events, observers))));
                 }
                 Some(GenerationEvent::Done(done)) => {
                     observers.usage(&done.usage);

@@ -334,6 +334,7 @@ mod tests {
             tool_calls: vec![call("c")],
             finish_reason: FinishReason::ToolCalls,
             stop_index: None,
+            logprobs: Vec::new(),
             usage: completion(FinishReason::Stop, None).usage,
             timings: Timings::default(),
         };

@@ -2,6 +2,8 @@
 //! key store and default policies on loopback, a JWKS provider, a client.
 #![allow(dead_code)] // each test file uses a part
 
+pub mod openai;
+
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
