@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=target/pyclients
-want="openai==3.57.0 anthropic==2.16.0 jsonschema==4.26.0"
+want="openai==3.57.0 anthropic==2.16.0 ollama==0.6.3 jsonschema==4.26.0"
 if [[ ! -x $venv/bin/python ]] || [[ "$(cat $venv/.installed 2>/dev/null)" != "$want" ]]; then
     rm -rf "$venv"
     python3 -m venv "$venv" >&2

@@ -58,6 +58,7 @@ fn argmax(logits: &[f32], banned: &[LlamaToken]) -> LlamaToken {
 pub(crate) fn build(
     params: &SamplingParams,
     n_vocab: i32,
+    n_ctx: u32,
     prompt: &[LlamaToken],
     banned: &[LlamaToken],
     grammar: Option<llguidance::Matcher>,
@@ -74,7 +75,7 @@ pub(crate) fn build(
             banned: banned.to_vec(),
         };
     }
-    TokenSampler::Chain(chain(params, n_vocab, prompt, banned, grammar))
+    TokenSampler::Chain(chain(params, n_vocab, n_ctx, prompt, banned, grammar))
 }
 
 /// The chain follows llama.cpp's own order (penalties, top-k, top-p, min-p,
@@ -87,6 +88,7 @@ pub(crate) fn build(
 fn chain(
     params: &SamplingParams,
     n_vocab: i32,
+    n_ctx: u32,
     prompt: &[LlamaToken],
     banned: &[LlamaToken],
     grammar: Option<llguidance::Matcher>,
@@ -115,9 +117,14 @@ fn chain(
         || params.presence_penalty != 0.0
         || params.frequency_penalty != 0.0;
     if penalised && params.repeat_last_n > 0 {
+        // No sequence outgrows the context, so a longer window means the
+        // whole sequence (llama.cpp's `-1`). llama.cpp allocates the window
+        // up front: unclamped, a request for four billion tokens would
+        // abort the process.
+        let window = params.repeat_last_n.min(n_ctx);
         let mut penalties = LlamaSampler::penalties(
             n_vocab,
-            i32::try_from(params.repeat_last_n).unwrap_or(i32::MAX),
+            i32::try_from(window).unwrap_or(i32::MAX),
             params.repeat_penalty,
             params.frequency_penalty,
             params.presence_penalty,
@@ -125,8 +132,8 @@ fn chain(
         // As in llama-server, the penalty window covers the prompt's tail too,
         // so the model is discouraged from parroting the question back. Only
         // this sampler sees the prompt: a grammar must not.
-        let window = prompt.len().saturating_sub(params.repeat_last_n as usize);
-        penalties.accept_many(&prompt[window..]);
+        let start = prompt.len().saturating_sub(window as usize);
+        penalties.accept_many(&prompt[start..]);
         chain.push(penalties);
     }
     if params.is_greedy() {

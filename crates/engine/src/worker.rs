@@ -162,6 +162,7 @@ pub(crate) fn run(shared: Arc<Shared>, mut ctx: LlamaContext<'_>, n_batch: usize
             let sampler = sampler::build(
                 &job.request.sampling,
                 shared.model.n_vocab(),
+                shared.n_ctx_seq,
                 &job.tokens,
                 banned,
                 job.grammar.take(),

@@ -153,6 +153,23 @@ fn penalties_discourage_repetition() {
     }
 }
 
+/// Regression: llama.cpp allocates the penalty window up front, so a
+/// request asking for a window of four billion tokens (Ollama's `-1`
+/// arrives as the largest window) made it allocate 8 GB and could abort
+/// the process. The window is the whole sequence at most.
+#[test]
+fn a_penalty_window_beyond_the_context_is_the_whole_sequence() {
+    let e = engine();
+    let mut req = chat("Say hello.");
+    req.max_tokens = Some(8);
+    req.sampling.repeat_penalty = 1.3;
+    req.sampling.repeat_last_n = u32::MAX;
+    let huge = generate(&e, req.clone());
+    req.sampling.repeat_last_n = 1 << 20;
+    let whole = generate(&e, req);
+    assert_eq!(huge.text, whole.text);
+}
+
 #[test]
 fn chat_template_is_applied() {
     let e = engine();

@@ -58,7 +58,7 @@ struct EmbeddingObject {
 }
 
 /// An embedding failure names OpenAI's `input` field, not `messages`.
-fn input_error(err: GenerateError) -> ApiError {
+pub(crate) fn input_error(err: GenerateError) -> ApiError {
     let is_input = matches!(
         err,
         GenerateError::ContextOverflow { .. }

@@ -188,6 +188,8 @@ impl ApiError {
 pub enum Dialect {
     OpenAi,
     Anthropic,
+    /// Ollama's `/api/*`: `{"error": "message"}`.
+    Ollama,
 }
 
 impl Dialect {
@@ -195,6 +197,8 @@ impl Dialect {
     pub fn of_path(path: &str) -> Dialect {
         if path == "/v1/messages" || path.starts_with("/v1/messages/") {
             Dialect::Anthropic
+        } else if path.starts_with("/api/") {
+            Dialect::Ollama
         } else {
             Dialect::OpenAi
         }
@@ -227,6 +231,7 @@ impl ApiError {
                 "type": "error",
                 "error": {"type": self.anthropic_type(), "message": self.message},
             }),
+            Dialect::Ollama => serde_json::json!({"error": self.message}),
         }
     }
 }

@@ -17,6 +17,7 @@ mod jwks;
 mod logprobs;
 mod metrics;
 mod models;
+mod ollama;
 mod quota;
 mod reply;
 mod routes;
@@ -31,7 +32,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use tokio::net::TcpListener;
-use types::{SamplingParams, TextGenerator};
+use types::{ModelInfo, ModelLibrary, SamplingParams, TextGenerator};
 
 pub use access::authenticated;
 pub use audit::Auditor;
@@ -65,6 +66,10 @@ pub struct AppState {
     draining: AtomicBool,
     /// Each model's attributes for policies (department, sensitivity...).
     model_attrs: HashMap<String, BTreeMap<String, String>>,
+    /// What is known about each served model's file, by id.
+    model_info: HashMap<String, ModelInfo>,
+    /// The store, for the routes that list, pull and delete models.
+    library: Option<Arc<dyn ModelLibrary>>,
 }
 
 impl AppState {
@@ -78,7 +83,21 @@ impl AppState {
             metrics,
             draining: AtomicBool::new(false),
             model_attrs: HashMap::new(),
+            model_info: HashMap::new(),
+            library: None,
         }
+    }
+
+    /// Describes a served model's file (Ollama's `/api/show`, `/api/ps`).
+    pub fn with_model_info(mut self, id: &str, info: ModelInfo) -> Self {
+        self.model_info.insert(id.to_string(), info);
+        self
+    }
+
+    /// The store behind `/api/tags`, `/api/pull` and `/api/delete`.
+    pub fn with_library(mut self, library: Arc<dyn ModelLibrary>) -> Self {
+        self.library = Some(library);
+        self
     }
 
     /// Attributes policies see on a model, by its id.
@@ -118,13 +137,15 @@ impl AppState {
 
     /// The model a request names, or the default when it names none.
     fn find(&self, requested: Option<&str>) -> Result<&ServedModel, ApiError> {
-        let Some(name) = requested.filter(|n| !n.is_empty()) else {
+        let Some(requested) = requested.filter(|n| !n.is_empty()) else {
             return Ok(&self.models[0]);
         };
+        // Ollama's clients name an untagged model `name:latest`.
+        let name = requested.strip_suffix(":latest").unwrap_or(requested);
         self.models
             .iter()
             .find(|m| m.id == name || m.aliases.iter().any(|a| a == name))
-            .ok_or_else(|| ApiError::model_not_found(name))
+            .ok_or_else(|| ApiError::model_not_found(requested))
     }
 
     /// The model new work goes to: as [`AppState::find`], but refused

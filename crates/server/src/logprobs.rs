@@ -23,8 +23,9 @@ pub(crate) struct ChatLogprobs {
     refusal: Option<()>,
 }
 
+/// One token as OpenAI's chat and Ollama write it.
 #[derive(Debug, Serialize)]
-struct ChatToken {
+pub(crate) struct ChatToken {
     token: String,
     logprob: f32,
     bytes: Vec<u8>,
@@ -38,27 +39,31 @@ struct ChatAlternative {
     bytes: Vec<u8>,
 }
 
+/// Each token with its alternatives, in chat's shape.
+pub(crate) fn chat_tokens(tokens: Vec<TokenLogprob>) -> Vec<ChatToken> {
+    tokens
+        .into_iter()
+        .map(|t| ChatToken {
+            token: t.text(),
+            logprob: finite(t.logprob),
+            top_logprobs: t
+                .top
+                .into_iter()
+                .map(|a| ChatAlternative {
+                    token: a.text(),
+                    logprob: finite(a.logprob),
+                    bytes: a.bytes,
+                })
+                .collect(),
+            bytes: t.bytes,
+        })
+        .collect()
+}
+
 impl ChatLogprobs {
     pub fn new(tokens: Vec<TokenLogprob>) -> Self {
-        let content = tokens
-            .into_iter()
-            .map(|t| ChatToken {
-                token: t.text(),
-                logprob: finite(t.logprob),
-                top_logprobs: t
-                    .top
-                    .into_iter()
-                    .map(|a| ChatAlternative {
-                        token: a.text(),
-                        logprob: finite(a.logprob),
-                        bytes: a.bytes,
-                    })
-                    .collect(),
-                bytes: t.bytes,
-            })
-            .collect();
         Self {
-            content,
+            content: chat_tokens(tokens),
             refusal: None,
         }
     }

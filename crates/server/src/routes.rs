@@ -17,7 +17,7 @@ use crate::audit;
 use crate::error::ApiError;
 use crate::wire::{ChatCompletionRequest, CompletionRequest};
 use crate::{
-    access, admin, anthropic, completion, embeddings, metrics, models, Access, AppState,
+    access, admin, anthropic, completion, embeddings, metrics, models, ollama, Access, AppState,
     ServerOptions,
 };
 
@@ -136,6 +136,76 @@ pub const API_ROUTES: &[ApiRoute] = &[
         resource: ResourceFrom::BodyModel,
         generates: false,
     },
+    ApiRoute {
+        method: "POST",
+        path: "/api/chat",
+        action: Action::Predict,
+        resource: ResourceFrom::BodyModel,
+        generates: true,
+    },
+    ApiRoute {
+        method: "POST",
+        path: "/api/generate",
+        action: Action::Predict,
+        resource: ResourceFrom::BodyModel,
+        generates: true,
+    },
+    ApiRoute {
+        method: "POST",
+        path: "/api/embed",
+        action: Action::Embed,
+        resource: ResourceFrom::BodyModel,
+        generates: false,
+    },
+    ApiRoute {
+        method: "POST",
+        path: "/api/embeddings",
+        action: Action::Embed,
+        resource: ResourceFrom::BodyModel,
+        generates: false,
+    },
+    ApiRoute {
+        method: "GET",
+        path: "/api/tags",
+        action: Action::ListModels,
+        resource: ResourceFrom::Server,
+        generates: false,
+    },
+    ApiRoute {
+        method: "GET",
+        path: "/api/ps",
+        action: Action::ListModels,
+        resource: ResourceFrom::Server,
+        generates: false,
+    },
+    ApiRoute {
+        method: "POST",
+        path: "/api/show",
+        action: Action::ListModels,
+        resource: ResourceFrom::Server,
+        generates: false,
+    },
+    ApiRoute {
+        method: "GET",
+        path: "/api/version",
+        action: Action::ListModels,
+        resource: ResourceFrom::Server,
+        generates: false,
+    },
+    ApiRoute {
+        method: "POST",
+        path: "/api/pull",
+        action: Action::Pull,
+        resource: ResourceFrom::BodyModel,
+        generates: false,
+    },
+    ApiRoute {
+        method: "DELETE",
+        path: "/api/delete",
+        action: Action::DeleteModel,
+        resource: ResourceFrom::BodyModel,
+        generates: false,
+    },
 ];
 
 /// The handler behind each row of [`API_ROUTES`].
@@ -154,6 +224,16 @@ fn handler(route: &ApiRoute) -> MethodRouter<Arc<AppState>> {
         ("POST", "/v1/embeddings") => post(embeddings::embeddings),
         ("POST", "/tokenize") => post(embeddings::tokenize),
         ("POST", "/detokenize") => post(embeddings::detokenize),
+        ("POST", "/api/chat") => post(ollama::chat),
+        ("POST", "/api/generate") => post(ollama::generate),
+        ("POST", "/api/embed") => post(ollama::embed),
+        ("POST", "/api/embeddings") => post(ollama::embeddings),
+        ("GET", "/api/tags") => get(ollama::tags),
+        ("GET", "/api/ps") => get(ollama::ps),
+        ("POST", "/api/show") => post(ollama::show),
+        ("GET", "/api/version") => get(ollama::version),
+        ("POST", "/api/pull") => post(ollama::pull),
+        ("DELETE", "/api/delete") => delete(ollama::delete),
         (method, path) => unreachable!("API_ROUTES names {method} {path} without a handler"),
     }
 }

@@ -20,6 +20,10 @@ fn api_routes() -> Vec<(Method, String, Option<Value>, bool)> {
     let message = json!({"model": "smollm2", "max_tokens": 1, "messages": [{"role": "user", "content": "Hi"}]});
     let count = json!({"model": "smollm2", "messages": [{"role": "user", "content": "Hi"}]});
     let embed = json!({"model": "smollm2", "input": "Hi"});
+    let ollama_chat = json!({"model": "smollm2", "stream": false, "options": {"num_predict": 1},
+                             "messages": [{"role": "user", "content": "Hi"}]});
+    let ollama_generate =
+        json!({"model": "smollm2", "stream": false, "prompt": "Hi", "options": {"num_predict": 1}});
     vec![
         (Method::GET, "/v1/models".into(), None, false),
         (Method::GET, "/v1/models/smollm2".into(), None, false),
@@ -64,15 +68,65 @@ fn api_routes() -> Vec<(Method, String, Option<Value>, bool)> {
             Some(json!({"tokens": [1, 2]})),
             false,
         ),
+        (Method::POST, "/api/chat".into(), Some(ollama_chat), false),
+        (
+            Method::POST,
+            "/api/generate".into(),
+            Some(ollama_generate),
+            false,
+        ),
+        (
+            Method::POST,
+            "/api/embed".into(),
+            Some(json!({"model": "smollm2", "input": "Hi"})),
+            false,
+        ),
+        (
+            Method::POST,
+            "/api/embeddings".into(),
+            Some(json!({"model": "smollm2", "prompt": "Hi"})),
+            false,
+        ),
+        (Method::GET, "/api/tags".into(), None, false),
+        (Method::GET, "/api/ps".into(), None, false),
+        (
+            Method::POST,
+            "/api/show".into(),
+            Some(json!({"model": "smollm2"})),
+            false,
+        ),
+        (Method::GET, "/api/version".into(), None, false),
+        (
+            Method::POST,
+            "/api/pull".into(),
+            Some(json!({"model": "smollm2", "stream": false})),
+            true,
+        ),
+        (
+            Method::DELETE,
+            "/api/delete".into(),
+            Some(json!({"model": "smollm2"})),
+            true,
+        ),
     ]
 }
 
+/// Admin routes whose handler, once the policies allowed them, refuses
+/// here: this server has no store to pull into (400), and deleting the
+/// served model is a 409.
+const REFUSED_BY_HANDLER: [&str; 2] = ["/api/pull", "/api/delete"];
+
 /// The error code a refusal carries, in the shape of the route's API
-/// family: OpenAI's `error.code`, or Anthropic's `error.type` under
-/// `"type": "error"`.
+/// family: OpenAI's `error.code`, Anthropic's `error.type` under
+/// `"type": "error"`, or `ollama` for Ollama's bare `{"error": message}`.
 fn error_code(path: &str, text: &str) -> String {
     let err: Value = serde_json::from_str(text).unwrap();
-    if path.starts_with("/v1/messages") {
+    if path.starts_with("/api/") {
+        // Ollama's shape has a message and nothing else.
+        assert!(err["error"].is_string(), "{text}");
+        assert_eq!(err.as_object().unwrap().len(), 1, "{text}");
+        "ollama".to_string()
+    } else if path.starts_with("/v1/messages") {
         assert_eq!(err["type"], "error", "{text}");
         err["error"]["type"].as_str().unwrap().to_string()
     } else {
@@ -160,7 +214,9 @@ async fn once_a_key_exists_every_api_route_needs_one() {
                 .to_str()
                 .unwrap()
                 .starts_with("Bearer"));
-            let expected = if path.starts_with("/v1/messages") {
+            let expected = if path.starts_with("/api/") {
+                "ollama"
+            } else if path.starts_with("/v1/messages") {
                 "authentication_error"
             } else {
                 "invalid_api_key"
@@ -177,7 +233,14 @@ async fn once_a_key_exists_every_api_route_needs_one() {
             vec![("authorization", valid_jwt.as_str())],
         ] {
             let (status, _, text) = call(&s.base, method, path, body.as_ref(), &headers).await;
-            assert!(status.is_success(), "{method} {path}: {status} {text}");
+            if REFUSED_BY_HANDLER.contains(&path.as_str()) {
+                assert!(
+                    !matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN),
+                    "{method} {path}: {status} {text}"
+                );
+            } else {
+                assert!(status.is_success(), "{method} {path}: {status} {text}");
+            }
         }
     }
     for path in ["/health", "/ready"] {
@@ -315,13 +378,21 @@ async fn every_api_route_asks_the_policies() {
             .await;
             match expected {
                 Some(expected) => assert_eq!(status, expected, "{who}: {method} {path}: {text}"),
+                None if REFUSED_BY_HANDLER.contains(&path.as_str()) => assert!(
+                    status.is_client_error()
+                        && status != StatusCode::UNAUTHORIZED
+                        && status != StatusCode::FORBIDDEN,
+                    "{who}: {method} {path}: {status} {text}"
+                ),
                 None => assert!(
                     status.is_success(),
                     "{who}: {method} {path}: {status} {text}"
                 ),
             }
             if status == StatusCode::FORBIDDEN {
-                let expected = if path.starts_with("/v1/messages") {
+                let expected = if path.starts_with("/api/") {
+                    "ollama"
+                } else if path.starts_with("/v1/messages") {
                     "permission_error"
                 } else {
                     "permission_denied"

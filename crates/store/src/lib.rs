@@ -16,6 +16,7 @@
 
 pub mod catalog;
 mod error;
+mod library;
 mod pip;
 
 use std::fs;
@@ -25,9 +26,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use types::{ModelResolver, ResolveError, ResolvedModel};
+pub use types::{NoProgress, Progress};
 
 pub use catalog::{CatalogEntry, Source, DEFAULT_MODEL};
 pub use error::StoreError;
+pub use library::{describe, Library};
 pub use pip::PipCommand;
 
 use error::IoContext;
@@ -36,22 +39,6 @@ const MODEL_FILE: &str = "model.gguf";
 const MANIFEST_FILE: &str = "manifest.json";
 /// Partial files older than this belong to pulls that died.
 const STALE_TMP: Duration = Duration::from_secs(24 * 3600);
-
-/// Receives progress of long operations; the CLI draws bars, servers log.
-pub trait Progress {
-    fn start(&self, what: &str, total_bytes: u64);
-    fn advance(&self, bytes: u64);
-    fn finish(&self);
-}
-
-/// Progress that goes nowhere.
-pub struct NoProgress;
-
-impl Progress for NoProgress {
-    fn start(&self, _: &str, _: u64) {}
-    fn advance(&self, _: u64) {}
-    fn finish(&self) {}
-}
 
 /// What the store records about a model, next to its file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

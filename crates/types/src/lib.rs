@@ -6,6 +6,7 @@
 
 mod embedding;
 mod generation;
+mod library;
 mod logprob;
 mod model;
 mod sampling;
@@ -17,6 +18,7 @@ pub use generation::{
     CancelFlag, ChatMessage, Completion, FinishReason, GenerateError, Generation, GenerationEvent,
     GenerationOutput, GenerationRequest, Prompt, Role, TextGenerator, Timings, Usage,
 };
+pub use library::{LibraryError, ModelDetails, ModelInfo, ModelLibrary, NoProgress, Progress};
 pub use logprob::{TokenLogprob, TopLogprob, MAX_TOP_LOGPROBS};
 pub use model::{ModelResolver, ResolveError, ResolvedModel};
 pub use sampling::{InvalidSampling, SamplingParams};

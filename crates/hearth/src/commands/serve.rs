@@ -10,7 +10,7 @@ use types::{
     GenerateError, Generation, GenerationObserver, GenerationRequest, LoadSnapshot, TextGenerator,
 };
 
-use super::{audit_log, keys, reload, resolve, usage};
+use super::{audit_log, keys, open_store, pull_options, reload, resolve, usage};
 use crate::config::Config;
 
 /// The served model before and after its engine exists: refuses work with
@@ -97,6 +97,31 @@ pub fn serve(config: &Config) -> Result<()> {
     }
     for (name, attrs) in &config.model_attrs {
         state = state.with_model_attrs(name, attrs.clone());
+    }
+    // Pulls over the API must not write pip's progress over the server's log.
+    let options = store::PullOptions {
+        show_pip_output: false,
+        ..pull_options(config, false)
+    };
+    state = state.with_library(Arc::new(store::Library::new(open_store(config)?, options)));
+    match store::describe(&model.path) {
+        Ok(details) => {
+            let modified = std::fs::metadata(&model.path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs());
+            let info = types::ModelInfo {
+                name: model.name.clone(),
+                size: model.size,
+                sha256: model.sha256.clone(),
+                modified,
+                details,
+            };
+            state = state.with_model_info(&model.name, info);
+        }
+        // Loading reports a bad file with its own message in a moment.
+        Err(err) => tracing::debug!(%err, "cannot describe the model"),
     }
     let state = Arc::new(state);
     let options = ServerOptions {

@@ -1,0 +1,117 @@
+//! The store as the APIs that manage models see it ([`types::ModelLibrary`]):
+//! stored models described from their GGUF metadata, pulls with the
+//! configured pip command, removal.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use types::{LibraryError, ModelDetails, ModelInfo, ModelLibrary, Progress};
+
+use crate::{canonical_name, PullOptions, Store, StoreError, StoredModel};
+
+/// A [`Store`] with the options its pulls use.
+pub struct Library {
+    store: Store,
+    options: PullOptions,
+}
+
+impl Library {
+    pub fn new(store: Store, options: PullOptions) -> Self {
+        Self { store, options }
+    }
+}
+
+/// A model file's own description, read from its GGUF header (never its
+/// tensors).
+pub fn describe(path: &Path) -> Result<ModelDetails, StoreError> {
+    let header = gguf::read_model(path)?;
+    let arch = header.architecture().map(str::to_string);
+    let metadata: BTreeMap<String, serde_json::Value> = header
+        .metadata()
+        .filter_map(|(key, value)| Some((key.to_string(), json(value)?)))
+        .collect();
+    let embedding_only = arch
+        .as_deref()
+        .is_some_and(|a| header.get(&format!("{a}.pooling_type")).is_some());
+    Ok(ModelDetails {
+        parameter_count: header.parameter_count(),
+        quantization: header.quantization(),
+        context_length: header.context_length(),
+        chat_template: header.chat_template().map(str::to_string),
+        embedding_only,
+        metadata,
+        architecture: arch,
+    })
+}
+
+/// A scalar metadata value as JSON; arrays (vocabularies, merges) are
+/// left out, as Ollama leaves them out of `model_info` unless asked.
+fn json(value: &gguf::Value) -> Option<serde_json::Value> {
+    use gguf::Value::*;
+    Some(match value {
+        U8(v) => (*v).into(),
+        I8(v) => (*v).into(),
+        U16(v) => (*v).into(),
+        I16(v) => (*v).into(),
+        U32(v) => (*v).into(),
+        I32(v) => (*v).into(),
+        U64(v) => (*v).into(),
+        I64(v) => (*v).into(),
+        F32(v) => serde_json::Number::from_f64(f64::from(*v))?.into(),
+        F64(v) => serde_json::Number::from_f64(*v)?.into(),
+        Bool(v) => (*v).into(),
+        String(v) => v.clone().into(),
+        Array { .. } => return None,
+    })
+}
+
+fn info(model: StoredModel) -> Result<ModelInfo, StoreError> {
+    Ok(ModelInfo {
+        details: describe(&model.path)?,
+        name: model.manifest.name,
+        size: model.manifest.size,
+        sha256: Some(model.manifest.sha256),
+        modified: model.manifest.pulled_at,
+    })
+}
+
+impl From<StoreError> for LibraryError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotStored { name } => LibraryError::NotStored { name },
+            StoreError::NotInCatalog { name, known } => LibraryError::NotInCatalog { name, known },
+            other => LibraryError::Failed(other.to_string()),
+        }
+    }
+}
+
+impl ModelLibrary for Library {
+    fn list(&self) -> Result<Vec<ModelInfo>, LibraryError> {
+        let mut models = Vec::new();
+        for model in self.store.list()? {
+            match info(model) {
+                Ok(info) => models.push(info),
+                // One unreadable entry must not hide the others.
+                Err(err) => tracing::warn!(%err, "skipping a stored model that cannot be read"),
+            }
+        }
+        Ok(models)
+    }
+
+    fn find(&self, name: &str) -> Result<Option<ModelInfo>, LibraryError> {
+        match self.store.get(canonical_name(name))? {
+            None => Ok(None),
+            Some(model) => Ok(Some(info(model)?)),
+        }
+    }
+
+    fn pull(&self, name: &str, progress: &dyn Progress) -> Result<ModelInfo, LibraryError> {
+        let model = self.store.pull(name, &self.options, progress)?;
+        Ok(info(model)?)
+    }
+
+    fn remove(&self, name: &str) -> Result<(), LibraryError> {
+        self.store.remove(name)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,84 @@
+//! The models a node keeps: what the APIs that manage models (Ollama's
+//! `/api/tags`, `/api/show`, `/api/pull`, `/api/delete`) need from a store,
+//! without knowing how the store lays its files out.
+
+use std::collections::BTreeMap;
+
+/// What is known about one model file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    /// The name requests use (`smollm2`).
+    pub name: String,
+    /// Bytes on disk.
+    pub size: u64,
+    /// Lowercase hex SHA-256 of the file, when known.
+    pub sha256: Option<String>,
+    /// Unix seconds when the file was stored (or last changed).
+    pub modified: u64,
+    pub details: ModelDetails,
+}
+
+/// A model's own description, from its GGUF metadata.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelDetails {
+    /// `general.architecture` (`llama`, `gemma3`...).
+    pub architecture: Option<String>,
+    pub parameter_count: u64,
+    /// The file's quantisation (`Q4_1`, `Q4_K_M`...).
+    pub quantization: Option<String>,
+    /// The context the model was trained for.
+    pub context_length: Option<u64>,
+    /// Whether it pools embeddings by design (an embedding model).
+    pub embedding_only: bool,
+    /// The Jinja chat template it carries, if any.
+    pub chat_template: Option<String>,
+    /// Scalar metadata (hyperparameters, names), as Ollama's `model_info`
+    /// lists it; arrays such as the vocabulary are left out.
+    pub metadata: BTreeMap<String, serde_json::Value>,
+}
+
+/// Receives progress of long operations; the CLI draws bars, servers
+/// stream it to the client or log it.
+pub trait Progress {
+    /// A phase starts: `what` it does, over `total_bytes` (0 when unknown).
+    fn start(&self, what: &str, total_bytes: u64);
+    fn advance(&self, bytes: u64);
+    fn finish(&self);
+}
+
+/// Progress that goes nowhere.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn start(&self, _: &str, _: u64) {}
+    fn advance(&self, _: u64) {}
+    fn finish(&self) {}
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LibraryError {
+    #[error("model `{name}` is not stored here")]
+    NotStored { name: String },
+    #[error("unknown model `{name}`: it is not in the catalog (known: {known})")]
+    NotInCatalog { name: String, known: String },
+    /// Anything else (I/O, a failed download, a bad file): the message is
+    /// for the operator's log, not for a client.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The store as the APIs see it. Calls block (file system, downloads):
+/// async callers run them on blocking threads.
+pub trait ModelLibrary: Send + Sync + 'static {
+    /// Every stored model, by name.
+    fn list(&self) -> Result<Vec<ModelInfo>, LibraryError>;
+
+    /// One stored model by name or alias; `None` when it is not stored.
+    fn find(&self, name: &str) -> Result<Option<ModelInfo>, LibraryError>;
+
+    /// Fetches a catalog model into the store, verified, reporting progress.
+    fn pull(&self, name: &str, progress: &dyn Progress) -> Result<ModelInfo, LibraryError>;
+
+    /// Removes a stored model.
+    fn remove(&self, name: &str) -> Result<(), LibraryError>;
+}
