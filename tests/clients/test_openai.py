@@ -261,6 +261,47 @@ class Sampling(unittest.TestCase):
         self.assertLessEqual(reply.usage.completion_tokens, 60)
 
 
+class Responses(unittest.TestCase):
+    def test_create_stream_continue_retrieve_and_delete(self):
+        c = client()
+        model = c.models.list().data[0].id
+        first = c.responses.create(model=model, input="My name is Ada. Say hello.", max_output_tokens=20)
+        self.assertIn(first.status, ("completed", "incomplete"))
+        self.assertTrue(first.output_text)
+        second = c.responses.create(model=model, input="What is my name?", previous_response_id=first.id,
+                                    max_output_tokens=10)
+        self.assertEqual(second.previous_response_id, first.id)
+        self.assertGreater(second.usage.input_tokens, first.usage.input_tokens + first.usage.output_tokens)
+
+        events = list(c.responses.create(model=model, input="Name a colour.", stream=True, max_output_tokens=10))
+        kinds = [e.type for e in events]
+        self.assertEqual(kinds[:2], ["response.created", "response.in_progress"])
+        self.assertIn(kinds[-1], ("response.completed", "response.incomplete"))
+        deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+        self.assertEqual(events[-1].response.output_text, deltas)
+
+        self.assertEqual(c.responses.retrieve(first.id).output_text, first.output_text)
+        c.responses.delete(first.id)
+        with self.assertRaises(openai.NotFoundError):
+            c.responses.retrieve(first.id)
+
+    def test_a_required_tool_call_round_trips(self):
+        c = client()
+        model = c.models.list().data[0].id
+        tools = [{"type": "function", "name": name, "description": d, "parameters": schema}
+                 for name, (d, schema) in FUNCTIONS.items()]
+        called = c.responses.create(model=model, input="What is the weather in Paris?", tools=tools,
+                                    tool_choice="required", max_output_tokens=80)
+        calls = [item for item in called.output if item.type == "function_call"]
+        self.assertTrue(calls, called.output)
+        schema = FUNCTIONS[calls[0].name][1]
+        jsonschema.validate(json.loads(calls[0].arguments), schema)
+        answer = c.responses.create(model=model, previous_response_id=called.id, tools=tools, max_output_tokens=30,
+                                    input=[{"type": "function_call_output", "call_id": calls[0].call_id,
+                                            "output": "18 degrees and sunny"}])
+        self.assertEqual(answer.status in ("completed", "incomplete"), True)
+
+
 class BadInput(unittest.TestCase):
     def setUp(self):
         self.client = client()

@@ -20,6 +20,7 @@ mod models;
 mod ollama;
 mod quota;
 mod reply;
+mod responses;
 mod routes;
 mod tls;
 mod wire;
@@ -39,6 +40,7 @@ pub use audit::Auditor;
 pub use error::ApiError;
 pub use jwks::JwksRefresher;
 pub use metrics::Metrics;
+pub use responses::{ResponseStore, ResponseStoreError, RETENTION as RESPONSE_RETENTION};
 pub use routes::{
     api_router, compose, metrics_router, ops_router, probes_router, ApiRoute, ResourceFrom,
     API_ROUTES,
@@ -70,6 +72,8 @@ pub struct AppState {
     model_info: HashMap<String, ModelInfo>,
     /// The store, for the routes that list, pull and delete models.
     library: Option<Arc<dyn ModelLibrary>>,
+    /// Stored Responses API responses (in memory unless given a file).
+    responses: Arc<ResponseStore>,
 }
 
 impl AppState {
@@ -85,7 +89,18 @@ impl AppState {
             model_attrs: HashMap::new(),
             model_info: HashMap::new(),
             library: None,
+            responses: Arc::new(
+                ResponseStore::in_memory(responses::RETENTION)
+                    .expect("an in-memory SQLite database opens"),
+            ),
         }
+    }
+
+    /// Where `store: true` responses are kept (`hearth serve`: a file
+    /// beside the key store, so they survive restarts).
+    pub fn with_response_store(mut self, store: ResponseStore) -> Self {
+        self.responses = Arc::new(store);
+        self
     }
 
     /// Describes a served model's file (Ollama's `/api/show`, `/api/ps`).

@@ -17,8 +17,8 @@ use crate::audit;
 use crate::error::ApiError;
 use crate::wire::{ChatCompletionRequest, CompletionRequest};
 use crate::{
-    access, admin, anthropic, completion, embeddings, metrics, models, ollama, Access, AppState,
-    ServerOptions,
+    access, admin, anthropic, completion, embeddings, metrics, models, ollama, responses, Access,
+    AppState, ServerOptions,
 };
 
 /// Where an API route's resource comes from, for policy decisions.
@@ -138,6 +138,27 @@ pub const API_ROUTES: &[ApiRoute] = &[
     },
     ApiRoute {
         method: "POST",
+        path: "/v1/responses",
+        action: Action::Predict,
+        resource: ResourceFrom::BodyModel,
+        generates: true,
+    },
+    ApiRoute {
+        method: "GET",
+        path: "/v1/responses/{id}",
+        action: Action::Predict,
+        resource: ResourceFrom::BodyModel,
+        generates: false,
+    },
+    ApiRoute {
+        method: "DELETE",
+        path: "/v1/responses/{id}",
+        action: Action::Predict,
+        resource: ResourceFrom::BodyModel,
+        generates: false,
+    },
+    ApiRoute {
+        method: "POST",
         path: "/api/chat",
         action: Action::Predict,
         resource: ResourceFrom::BodyModel,
@@ -224,6 +245,9 @@ fn handler(route: &ApiRoute) -> MethodRouter<Arc<AppState>> {
         ("POST", "/v1/embeddings") => post(embeddings::embeddings),
         ("POST", "/tokenize") => post(embeddings::tokenize),
         ("POST", "/detokenize") => post(embeddings::detokenize),
+        ("POST", "/v1/responses") => post(responses::create),
+        ("GET", "/v1/responses/{id}") => get(responses::get),
+        ("DELETE", "/v1/responses/{id}") => delete(responses::delete),
         ("POST", "/api/chat") => post(ollama::chat),
         ("POST", "/api/generate") => post(ollama::generate),
         ("POST", "/api/embed") => post(ollama::embed),

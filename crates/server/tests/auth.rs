@@ -68,6 +68,19 @@ fn api_routes() -> Vec<(Method, String, Option<Value>, bool)> {
             Some(json!({"tokens": [1, 2]})),
             false,
         ),
+        (
+            Method::POST,
+            "/v1/responses".into(),
+            Some(json!({"model": "smollm2", "input": "Hi", "max_output_tokens": 1})),
+            false,
+        ),
+        (Method::GET, "/v1/responses/resp_none".into(), None, false),
+        (
+            Method::DELETE,
+            "/v1/responses/resp_none".into(),
+            None,
+            false,
+        ),
         (Method::POST, "/api/chat".into(), Some(ollama_chat), false),
         (
             Method::POST,
@@ -111,10 +124,21 @@ fn api_routes() -> Vec<(Method, String, Option<Value>, bool)> {
     ]
 }
 
-/// Admin routes whose handler, once the policies allowed them, refuses
-/// here: this server has no store to pull into (400), and deleting the
-/// served model is a 409.
-const REFUSED_BY_HANDLER: [&str; 2] = ["/api/pull", "/api/delete"];
+/// Routes whose handler, once the policies allowed them, refuses here:
+/// this server has no store to pull into (400), deleting the served model
+/// is a 409, and no response has the id asked for (404).
+const REFUSED_BY_HANDLER: [&str; 3] = ["/api/pull", "/api/delete", "/v1/responses/resp_none"];
+
+/// What an allowed request gets on `path`.
+fn allowed(path: &str, status: StatusCode) -> bool {
+    if REFUSED_BY_HANDLER.contains(&path) {
+        status.is_client_error()
+            && status != StatusCode::UNAUTHORIZED
+            && status != StatusCode::FORBIDDEN
+    } else {
+        status.is_success()
+    }
+}
 
 /// The error code a refusal carries, in the shape of the route's API
 /// family: OpenAI's `error.code`, Anthropic's `error.type` under
@@ -233,14 +257,7 @@ async fn once_a_key_exists_every_api_route_needs_one() {
             vec![("authorization", valid_jwt.as_str())],
         ] {
             let (status, _, text) = call(&s.base, method, path, body.as_ref(), &headers).await;
-            if REFUSED_BY_HANDLER.contains(&path.as_str()) {
-                assert!(
-                    !matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN),
-                    "{method} {path}: {status} {text}"
-                );
-            } else {
-                assert!(status.is_success(), "{method} {path}: {status} {text}");
-            }
+            assert!(allowed(path, status), "{method} {path}: {status} {text}");
         }
     }
     for path in ["/health", "/ready"] {
@@ -341,6 +358,7 @@ async fn every_api_route_asks_the_policies() {
             let path = match r.path {
                 "/v1/models/{id}" => "/v1/models/smollm2".to_string(),
                 "/admin/keys/{id}" => format!("/admin/keys/{THROWAWAY}"),
+                "/v1/responses/{id}" => "/v1/responses/resp_none".to_string(),
                 other => other.to_string(),
             };
             (r.method.to_string(), path)
@@ -356,14 +374,11 @@ async fn every_api_route_asks_the_policies() {
         (sign(&["user"]), sign(&["admin"]), sign(&["visitor"]));
     let (user_key, nobody_key) = (format!("Bearer {user}"), format!("Bearer {nobody}"));
     for (method, path, body, admin_route) in api_routes() {
-        let user_expected = if admin_route {
-            StatusCode::FORBIDDEN
-        } else {
-            StatusCode::OK
-        };
+        // `None`: allowed.
+        let user_expected = admin_route.then_some(StatusCode::FORBIDDEN);
         for (who, auth, expected) in [
-            ("user JWT", &user_jwt, Some(user_expected)),
-            ("user key", &user_key, Some(user_expected)),
+            ("user JWT", &user_jwt, user_expected),
+            ("user key", &user_key, user_expected),
             ("admin JWT", &admin_jwt, None),
             ("roleless JWT", &roleless_jwt, Some(StatusCode::FORBIDDEN)),
             ("roleless key", &nobody_key, Some(StatusCode::FORBIDDEN)),
@@ -378,14 +393,8 @@ async fn every_api_route_asks_the_policies() {
             .await;
             match expected {
                 Some(expected) => assert_eq!(status, expected, "{who}: {method} {path}: {text}"),
-                None if REFUSED_BY_HANDLER.contains(&path.as_str()) => assert!(
-                    status.is_client_error()
-                        && status != StatusCode::UNAUTHORIZED
-                        && status != StatusCode::FORBIDDEN,
-                    "{who}: {method} {path}: {status} {text}"
-                ),
                 None => assert!(
-                    status.is_success(),
+                    allowed(&path, status),
                     "{who}: {method} {path}: {status} {text}"
                 ),
             }

@@ -104,6 +104,11 @@ pub fn serve(config: &Config) -> Result<()> {
         ..pull_options(config, false)
     };
     state = state.with_library(Arc::new(store::Library::new(open_store(config)?, options)));
+    let responses = config.home.join("responses.db");
+    state = state.with_response_store(
+        server::ResponseStore::open(&responses, server::RESPONSE_RETENTION)
+            .with_context(|| format!("cannot open {}", responses.display()))?,
+    );
     match store::describe(&model.path) {
         Ok(details) => {
             let modified = std::fs::metadata(&model.path)
