@@ -171,6 +171,9 @@ pub enum ChatTemplateSource {
     /// The model's template as llama.cpp's built-in matcher renders it
     /// (it does not run as Jinja).
     LlamaCppBuiltin,
+    /// The model has no template; llama.cpp's built-in one of this name,
+    /// for the model's architecture, is used.
+    LlamaCppForArchitecture(String),
     /// The model has no usable template; ChatML is used instead.
     ChatMlFallback,
 }

@@ -71,7 +71,26 @@ impl ChatFormat {
                     }
                 }
             }
-            Err(_) => tracing::warn!("the model has no chat template; using ChatML"),
+            Err(_) => {
+                // Files without a template: llama.cpp's own version of their
+                // architecture's format, if it has one.
+                let arch = model
+                    .meta_val_str("general.architecture")
+                    .unwrap_or_default();
+                if let Some(name) = chat::builtin_template_for(&arch) {
+                    if let Ok(builtin) = LlamaChatTemplate::new(name) {
+                        let format = make(
+                            Renderer::LlamaCpp(builtin),
+                            ChatTemplateSource::LlamaCppForArchitecture(name.to_string()),
+                        );
+                        if format.render(model, &probe, &[]).is_ok() {
+                            tracing::info!(template = name, "the model has no chat template; using llama.cpp's for its architecture");
+                            return format;
+                        }
+                    }
+                }
+                tracing::warn!("the model has no chat template; using ChatML");
+            }
         }
         let chatml = ChatTemplate::new(chat::CHATML, &bos, &eos).expect("ChatML compiles");
         make(

@@ -467,3 +467,37 @@ fn logprobs_describe_every_token_in_the_models_own_terms() {
         "{err}"
     );
 }
+
+/// The second catalog model, pulled from four wheels joined and checked
+/// against the assembler package's SHA-256: another architecture, chat
+/// template and quantisation answer through the same engine.
+#[test]
+fn the_second_model_answers_through_its_own_template() {
+    let path = testkit::second_model();
+    let header = gguf::read_model(&path).expect("the joined parts are a valid GGUF");
+    assert_eq!(header.architecture(), Some("gemma3"));
+    // This conversion carries no template: llama.cpp's Gemma format, not ChatML.
+    assert!(header.chat_template().is_none());
+    let config = EngineConfig {
+        threads: 2,
+        ctx_size: Some(1024),
+        ..EngineConfig::default()
+    };
+    let gemma = Engine::load(&path, &config).expect("load gemma");
+    assert_eq!(
+        gemma.info().chat_template,
+        engine::ChatTemplateSource::LlamaCppForArchitecture("gemma".into())
+    );
+    // The pretrained (not instruction-tuned) 270M model: it continues text.
+    let mut req = GenerationRequest::new(Prompt::Text("The capital of France is".into()));
+    req.sampling = SamplingParams::greedy();
+    req.max_tokens = Some(1);
+    req.logprobs = Some(10);
+    let out = generate(&gemma, req);
+    let likely: Vec<String> = out.logprobs[0].top.iter().map(|t| t.text()).collect();
+    assert!(likely.iter().any(|t| t.trim() == "Paris"), "{likely:?}");
+    // Chat prompts go through Gemma's turns and get an answer of some kind.
+    let mut req = chat("Hello!");
+    req.max_tokens = Some(8);
+    assert_eq!(generate(&gemma, req).usage.completion_tokens, 8);
+}

@@ -83,7 +83,12 @@ fn dependency_rules_hold() {
         ["types"],
         "auth knows the vocabulary, no HTTP and no engine"
     );
-    assert_eq!(users_of(&deps, "rusqlite"), ["auth"]);
+    assert_eq!(users_of(&deps, "rusqlite"), ["auth", "history"]);
+    assert_eq!(
+        hearth_deps("history"),
+        ["types"],
+        "stored conversations know no HTTP and no engine"
+    );
     assert!(
         hearth_deps("audit").is_empty(),
         "the audit log knows nothing of HTTP, principals or the engine"

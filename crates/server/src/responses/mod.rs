@@ -6,7 +6,6 @@
 //! the other families.
 
 mod reply;
-mod store;
 mod wire;
 
 use std::convert::Infallible;
@@ -27,8 +26,8 @@ use crate::error::ApiError;
 use crate::exchange::{self, Observers, Submitted};
 use crate::quota::QuotaCharge;
 use crate::AppState;
+pub use history::{ResponseStore, ResponseStoreError, StoredResponse, RETENTION};
 use reply::{Envelope, ResponseStream, StreamEvent};
-pub use store::{ResponseStore, ResponseStoreError, StoredResponse, RETENTION};
 use wire::CreateBody;
 
 /// Whose responses these are: the principal's id, or nobody's in

@@ -1,8 +1,10 @@
-//! Stored responses (`store: true`): what `previous_response_id` and
-//! `GET`/`DELETE /v1/responses/{id}` read. SQLite beside the key store;
-//! each response is kept for a retention period and is visible only to
-//! the principal that made it (a hospital's staff must not read each
-//! other's answers by guessing ids).
+//! Stored conversations: the responses the Responses API keeps
+//! (`store: true`), which `previous_response_id` continues and `GET`/
+//! `DELETE /v1/responses/{id}` read. SQLite beside the key store; each
+//! response is kept for a retention period and is visible only to the
+//! principal that made it (a hospital's staff must not read each other's
+//! answers by guessing ids). This crate knows no HTTP: a response is an
+//! opaque JSON object to it.
 
 use std::path::Path;
 use std::sync::Mutex;
