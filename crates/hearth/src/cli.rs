@@ -317,9 +317,16 @@ pub struct ServeArgs {
     /// Port to listen on; 0 picks a free one [default: 8080]
     #[arg(long, env = "HEARTH_PORT", value_name = "PORT")]
     pub port: Option<u16>,
-    /// Model to serve: catalog name, stored name or GGUF path [default: smollm2]
-    #[arg(long, env = "HEARTH_MODEL", value_name = "MODEL")]
-    pub model: Option<String>,
+    /// Model to serve: catalog name, stored name or GGUF path; repeat to
+    /// serve several, each loaded at start and kept (the first is the
+    /// default for requests that name none) [default: smollm2]
+    #[arg(
+        long,
+        env = "HEARTH_MODEL",
+        value_name = "MODEL",
+        value_delimiter = ','
+    )]
+    pub model: Vec<String>,
     /// Largest request body accepted; larger ones get 413 [default: 8388608]
     #[arg(long, env = "HEARTH_MAX_BODY_BYTES", value_name = "BYTES")]
     pub max_body_bytes: Option<usize>,

@@ -99,7 +99,7 @@ pub struct FileEngine {
 pub struct FileServer {
     pub host: Option<String>,
     pub port: Option<u16>,
-    pub model: Option<String>,
+    pub model: Option<OneOrMany>,
     pub max_body_bytes: Option<usize>,
     pub max_queue: Option<u32>,
     pub step_tokens: Option<u32>,
@@ -135,11 +135,21 @@ pub struct AuditSettings {
     pub record_text: bool,
 }
 
+/// `model = "smollm2"` or `model = ["smollm2", "gemma3"]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub host: IpAddr,
     pub port: u16,
-    pub model: String,
+    /// Every model served, loaded at start and kept; the first is the
+    /// default. Never empty, no name twice.
+    pub models: Vec<String>,
     pub max_body_bytes: usize,
     /// Serve the API to anyone, even off loopback, even with keys stored.
     pub insecure_no_auth: bool,
@@ -214,10 +224,7 @@ impl Config {
         let server = ServerSettings {
             host,
             port: serve.and_then(|s| s.port).or(fs.port).unwrap_or(8080),
-            model: serve
-                .and_then(|s| s.model.clone())
-                .or_else(|| fs.model.clone())
-                .unwrap_or_else(|| store::DEFAULT_MODEL.to_string()),
+            models: served_models(serve.map(|s| s.model.clone()), fs.model.clone())?,
             max_body_bytes: serve
                 .and_then(|s| s.max_body_bytes)
                 .or(fs.max_body_bytes)
@@ -321,6 +328,26 @@ impl Config {
 
 /// Flags over the file, whole: a flag's certificate never pairs with the
 /// file's key.
+/// The models to serve: the flags' (or `HEARTH_MODEL`'s) if any, else the
+/// file's, else the default model. A name given twice is an error: it
+/// would load the model twice.
+fn served_models(flags: Option<Vec<String>>, file: Option<OneOrMany>) -> Result<Vec<String>> {
+    let models = match (flags.filter(|f| !f.is_empty()), file) {
+        (Some(flags), _) => flags,
+        (None, Some(OneOrMany::One(one))) => vec![one],
+        (None, Some(OneOrMany::Many(many))) => many,
+        (None, None) => vec![store::DEFAULT_MODEL.to_string()],
+    };
+    if models.is_empty() || models.iter().any(|m| m.trim().is_empty()) {
+        bail!("`model` must name at least one model, and no empty name");
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(twice) = models.iter().find(|m| !seen.insert(m.as_str())) {
+        bail!("model `{twice}` is given twice");
+    }
+    Ok(models)
+}
+
 fn tls_files(serve: Option<&ServeArgs>, file: &FileTls) -> Result<Option<server::TlsFiles>> {
     let flags = serve.and_then(|s| s.tls_cert.clone().zip(s.tls_key.clone()));
     let (cert, key) = match (flags, &file.cert, &file.key) {
@@ -395,6 +422,24 @@ mod tests {
     }
 
     #[test]
+    fn several_models_come_from_flags_or_a_list_in_the_file() {
+        let one = |v: &str| Some(OneOrMany::One(v.into()));
+        let many = |v: &[&str]| Some(OneOrMany::Many(v.iter().map(|s| s.to_string()).collect()));
+        let flags = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(served_models(None, None).unwrap(), ["smollm2"]);
+        assert_eq!(served_models(None, one("gemma3")).unwrap(), ["gemma3"]);
+        assert_eq!(served_models(None, many(&["a", "b"])).unwrap(), ["a", "b"]);
+        assert_eq!(
+            served_models(flags(&["c"]), many(&["a", "b"])).unwrap(),
+            ["c"]
+        );
+        assert_eq!(served_models(flags(&[]), one("a")).unwrap(), ["a"]);
+        assert!(served_models(flags(&["a", "a"]), None).is_err());
+        assert!(served_models(None, many(&[])).is_err());
+        assert!(served_models(flags(&["a", " "]), None).is_err());
+    }
+
+    #[test]
     fn flags_beat_file_beats_defaults() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
@@ -410,7 +455,7 @@ mod tests {
         assert_eq!(c.engine.threads, 1);
         assert_eq!(c.engine.ctx_size, Some(2048));
         assert_eq!(c.server.port, 9000);
-        assert_eq!(c.server.model, "smollm2");
+        assert_eq!(c.server.models, ["smollm2"]);
         assert_eq!(c.home, dir.path());
         assert!(!c.server.insecure_no_auth);
     }

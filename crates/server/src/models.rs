@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 
@@ -43,11 +43,24 @@ pub async fn health(State(app): State<Arc<AppState>>) -> Json<serde_json::Value>
     Json(serde_json::json!({"status": "ok", "models": models}))
 }
 
-/// Readiness: 200 once every served model is loaded and its engine thread
-/// runs, 503 before that and again while draining, so load balancers and
-/// orchestrators send traffic only where it can be served.
-pub async fn ready(State(app): State<Arc<AppState>>) -> (StatusCode, Json<serde_json::Value>) {
-    let loaded = app.models.iter().all(|m| m.generator.is_ready());
+/// Which model `/ready` asks about.
+#[derive(Debug, serde::Deserialize)]
+pub struct ReadyQuery {
+    model: Option<String>,
+}
+
+/// Readiness: 200 once every served model (or, with `?model=NAME`, that
+/// one) is loaded and its engine thread runs, 503 before that and again
+/// while draining, so load balancers and orchestrators send traffic only
+/// where it can be served. An unknown `model` is a 404.
+pub async fn ready(
+    State(app): State<Arc<AppState>>,
+    Query(query): Query<ReadyQuery>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let loaded = match query.model.as_deref() {
+        Some(name) => app.find(Some(name))?.generator.is_ready(),
+        None => app.models.iter().all(|m| m.generator.is_ready()),
+    };
     let (status, word) = if app.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining")
     } else if loaded {
@@ -55,5 +68,5 @@ pub async fn ready(State(app): State<Arc<AppState>>) -> (StatusCode, Json<serde_
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "loading")
     };
-    (status, Json(serde_json::json!({"status": word})))
+    Ok((status, Json(serde_json::json!({"status": word}))))
 }

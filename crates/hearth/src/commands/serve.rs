@@ -7,7 +7,8 @@ use anyhow::{bail, Context, Result};
 use engine::Engine;
 use server::{AppState, ServedModel, ServerOptions};
 use types::{
-    GenerateError, Generation, GenerationObserver, GenerationRequest, LoadSnapshot, TextGenerator,
+    GenerateError, Generation, GenerationObserver, GenerationRequest, LoadSnapshot, ResolvedModel,
+    TextGenerator,
 };
 
 use super::{audit_log, keys, open_store, pull_options, reload, resolve, usage};
@@ -78,20 +79,41 @@ impl TextGenerator for Loading {
     }
 }
 
+/// One model `serve` was asked for: the file, and the slot its engine
+/// goes into once loaded.
+struct Slot {
+    model: ResolvedModel,
+    loading: Arc<Loading>,
+}
+
 pub fn serve(config: &Config) -> Result<()> {
     let settings = &config.server;
-    let model = resolve(config, &settings.model)?;
-    let aliases = store::catalog::find(&model.name)
-        .map(|e| e.aliases.iter().map(|a| a.to_string()).collect())
-        .unwrap_or_default();
-    let slot = Arc::new(Loading::default());
-    let generator: Arc<dyn TextGenerator> = slot.clone();
-    let mut state = AppState::with_metrics(vec![ServedModel {
-        id: model.name.clone(),
-        aliases,
-        created: auth::unix_now(),
-        generator,
-    }]);
+    let mut slots: Vec<Slot> = Vec::with_capacity(settings.models.len());
+    for reference in &settings.models {
+        let model = resolve(config, reference)?;
+        if let Some(twice) = slots.iter().find(|s| s.model.name == model.name) {
+            bail!(
+                "`{reference}` is the model `{}` again; give each model once",
+                twice.model.name
+            );
+        }
+        slots.push(Slot {
+            model,
+            loading: Arc::new(Loading::default()),
+        });
+    }
+    let served = slots
+        .iter()
+        .map(|slot| ServedModel {
+            id: slot.model.name.clone(),
+            aliases: store::catalog::find(&slot.model.name)
+                .map(|e| e.aliases.iter().map(|a| a.to_string()).collect())
+                .unwrap_or_default(),
+            created: auth::unix_now(),
+            generator: slot.loading.clone() as Arc<dyn TextGenerator>,
+        })
+        .collect();
+    let mut state = AppState::with_metrics(served);
     if let Some(seed) = config.seed {
         state = state.with_default_seed(seed);
     }
@@ -109,24 +131,10 @@ pub fn serve(config: &Config) -> Result<()> {
         server::ResponseStore::open(&responses, server::RESPONSE_RETENTION)
             .with_context(|| format!("cannot open {}", responses.display()))?,
     );
-    match store::describe(&model.path) {
-        Ok(details) => {
-            let modified = std::fs::metadata(&model.path)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_secs());
-            let info = types::ModelInfo {
-                name: model.name.clone(),
-                size: model.size,
-                sha256: model.sha256.clone(),
-                modified,
-                details,
-            };
-            state = state.with_model_info(&model.name, info);
+    for slot in &slots {
+        if let Some(info) = describe(&slot.model) {
+            state = state.with_model_info(&slot.model.name, info);
         }
-        // Loading reports a bad file with its own message in a moment.
-        Err(err) => tracing::debug!(%err, "cannot describe the model"),
     }
     let state = Arc::new(state);
     let options = ServerOptions {
@@ -175,40 +183,72 @@ pub fn serve(config: &Config) -> Result<()> {
         };
         tokio::pin!(serving);
 
-        let path = model.path.clone();
-        let engine_config = config.engine.clone();
-        let loader = tokio::task::spawn_blocking(move || Engine::load(&path, &engine_config));
-        let engine = tokio::select! {
-            loaded = loader => loaded.context("the model loader panicked")??,
-            stopped = &mut serving => return stopped.context("server failed"),
-        };
-        let info = engine.info().clone();
-        slot.set(engine);
-        if let Some(auditor) = &access.audit {
-            auditor.log.record(audit::Event::ModelLoad {
-                model: model.name.clone(),
-                path: info.path.display().to_string(),
-                sha256: model.sha256.clone(),
-            });
+        // One after another: each is ready (and answers) as soon as it is
+        // loaded, and two loads at once would only compete for the disk.
+        for slot in &slots {
+            let path = slot.model.path.clone();
+            let engine_config = config.engine.clone();
+            let loader = tokio::task::spawn_blocking(move || Engine::load(&path, &engine_config));
+            let engine = tokio::select! {
+                loaded = loader => loaded.context("the model loader panicked")??,
+                stopped = &mut serving => return stopped.context("server failed"),
+            };
+            let info = engine.info().clone();
+            slot.loading.set(engine);
+            if let Some(auditor) = &access.audit {
+                auditor.log.record(audit::Event::ModelLoad {
+                    model: slot.model.name.clone(),
+                    path: info.path.display().to_string(),
+                    sha256: slot.model.sha256.clone(),
+                });
+            }
+            tracing::info!(
+                model = %slot.model.name,
+                path = %info.path.display(),
+                ctx_size = info.ctx_size,
+                kv_size = info.kv_size,
+                max_running = config.engine.max_running,
+                threads = config.engine.threads,
+                "loaded"
+            );
         }
-        tracing::info!(
-            model = %model.name,
-            path = %info.path.display(),
-            ctx_size = info.ctx_size,
-            kv_size = info.kv_size,
-            max_running = config.engine.max_running,
-            threads = config.engine.threads,
-            "ready on {scheme}://{bound}"
-        );
+        tracing::info!(models = slots.len(), "ready on {scheme}://{bound}");
         let served = serving.await.context("server failed");
         usage::flush(&access);
         if let Some(auditor) = &access.audit {
-            auditor.log.record(audit::Event::ModelUnload {
-                model: model.name.clone(),
-            });
+            for slot in &slots {
+                auditor.log.record(audit::Event::ModelUnload {
+                    model: slot.model.name.clone(),
+                });
+            }
         }
         served
     })
+}
+
+/// What `/api/show` and `/api/ps` tell about a served model's file.
+fn describe(model: &ResolvedModel) -> Option<types::ModelInfo> {
+    match store::describe(&model.path) {
+        Ok(details) => {
+            let modified = std::fs::metadata(&model.path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs());
+            Some(types::ModelInfo {
+                name: model.name.clone(),
+                size: model.size,
+                sha256: model.sha256.clone(),
+                modified,
+                details,
+            })
+        }
+        // Loading reports a bad file with its own message in a moment.
+        Err(err) => {
+            tracing::debug!(%err, "cannot describe the model");
+            None
+        }
+    }
 }
 
 /// Who may reach what: the API behind authentication unless
