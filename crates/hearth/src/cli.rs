@@ -327,6 +327,14 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub model: Vec<String>,
+    /// Memory the loaded models may take together (weights and KV); a
+    /// stored model loaded on demand unloads the least recently used idle
+    /// ones to fit [default: three quarters of the machine's memory]
+    #[arg(long, env = "HEARTH_MEMORY_BUDGET", value_name = "BYTES")]
+    pub memory_budget: Option<u64>,
+    /// Seconds a model loaded on demand stays after its last request [default: 300]
+    #[arg(long, env = "HEARTH_KEEP_ALIVE", value_name = "SECONDS")]
+    pub keep_alive: Option<u64>,
     /// Largest request body accepted; larger ones get 413 [default: 8388608]
     #[arg(long, env = "HEARTH_MAX_BODY_BYTES", value_name = "BYTES")]
     pub max_body_bytes: Option<usize>,

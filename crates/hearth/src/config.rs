@@ -100,6 +100,9 @@ pub struct FileServer {
     pub host: Option<String>,
     pub port: Option<u16>,
     pub model: Option<OneOrMany>,
+    pub memory_budget: Option<u64>,
+    /// Seconds.
+    pub keep_alive: Option<u64>,
     pub max_body_bytes: Option<usize>,
     pub max_queue: Option<u32>,
     pub step_tokens: Option<u32>,
@@ -150,6 +153,10 @@ pub struct ServerSettings {
     /// Every model served, loaded at start and kept; the first is the
     /// default. Never empty, no name twice.
     pub models: Vec<String>,
+    /// Bytes the loaded models may take together.
+    pub memory_budget: u64,
+    /// How long a model loaded on demand stays after its last request.
+    pub keep_alive: std::time::Duration,
     pub max_body_bytes: usize,
     /// Serve the API to anyone, even off loopback, even with keys stored.
     pub insecure_no_auth: bool,
@@ -225,6 +232,16 @@ impl Config {
             host,
             port: serve.and_then(|s| s.port).or(fs.port).unwrap_or(8080),
             models: served_models(serve.map(|s| s.model.clone()), fs.model.clone())?,
+            memory_budget: serve
+                .and_then(|s| s.memory_budget)
+                .or(fs.memory_budget)
+                .unwrap_or_else(default_memory_budget),
+            keep_alive: std::time::Duration::from_secs(
+                serve
+                    .and_then(|s| s.keep_alive)
+                    .or(fs.keep_alive)
+                    .unwrap_or(300),
+            ),
             max_body_bytes: serve
                 .and_then(|s| s.max_body_bytes)
                 .or(fs.max_body_bytes)
@@ -326,8 +343,16 @@ impl Config {
     }
 }
 
-/// Flags over the file, whole: a flag's certificate never pairs with the
-/// file's key.
+/// Three quarters of the machine's memory (8 GiB where it cannot be read).
+fn default_memory_budget() -> u64 {
+    let total_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    });
+    total_kib.map_or(8 << 30, |kib| kib * 1024 / 4 * 3)
+}
+
 /// The models to serve: the flags' (or `HEARTH_MODEL`'s) if any, else the
 /// file's, else the default model. A name given twice is an error: it
 /// would load the model twice.
@@ -348,6 +373,8 @@ fn served_models(flags: Option<Vec<String>>, file: Option<OneOrMany>) -> Result<
     Ok(models)
 }
 
+/// Flags over the file, whole: a flag's certificate never pairs with the
+/// file's key.
 fn tls_files(serve: Option<&ServeArgs>, file: &FileTls) -> Result<Option<server::TlsFiles>> {
     let flags = serve.and_then(|s| s.tls_cert.clone().zip(s.tls_key.clone()));
     let (cert, key) = match (flags, &file.cert, &file.key) {

@@ -49,7 +49,8 @@ fn two_models_given_at_start_both_answer_under_their_names() {
         .iter()
         .map(|m| m["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["smollm2", "gemma3"]);
+    // The two given first; other stored models (served on demand) after.
+    assert_eq!(ids[..2], ["smollm2", "gemma3"]);
     let running: Value = get("/api/ps").json().unwrap();
     let names: Vec<&str> = running["models"]
         .as_array()
@@ -110,4 +111,124 @@ fn the_same_model_twice_is_refused_before_listening() {
         .unwrap();
     let err = support::failed(out);
     assert!(err.contains("twice"), "{err}");
+}
+
+/// Loaded models in `/api/ps`, by name.
+fn loaded(client: &reqwest::blocking::Client, base: &str) -> Vec<String> {
+    let ps: Value = client
+        .get(format!("{base}/api/ps"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    ps["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn stored_models_load_on_demand_swap_within_the_budget_and_never_cut_a_request() {
+    testkit::default_model();
+    testkit::second_model();
+    // The pinned model is the default model's file under another name, so
+    // both stored models (smollm2, gemma3) are served on demand. Estimated
+    // at ctx 1024: smol and smollm2 ~193 MB each, gemma3 ~329 MB; 600 MB
+    // holds the pinned one and either other, never both.
+    let dir = tempfile::tempdir().unwrap();
+    let smol = dir.path().join("smol.gguf");
+    std::os::unix::fs::symlink(testkit::default_model(), &smol).unwrap();
+    let mut cmd = support::hearth(&testkit::hearth_home());
+    cmd.args([
+        "serve",
+        "--port",
+        "0",
+        "--ctx-size",
+        "1024",
+        "--memory-budget",
+        "600000000",
+        "--keep-alive",
+        "300",
+        "--model",
+    ])
+    .arg(&smol);
+    let (server, base) = support::spawn_server(cmd);
+    support::wait_ready(&base);
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    assert_eq!(loaded(&client, &base), ["smol"]);
+    let complete = |model: &str, tokens: u32| -> Value {
+        let resp = client
+            .post(format!("{base}/v1/completions"))
+            .json(&json!({"model": model, "prompt": "Once upon a time", "max_tokens": tokens, "ignore_eos": true}))
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{model}");
+        resp.json().unwrap()
+    };
+    for model in ["smollm2", "gemma3", "smollm2", "gemma3"] {
+        let reply = complete(model, 4);
+        assert_eq!(reply["model"], model);
+        let mut now = loaded(&client, &base);
+        now.sort();
+        let mut expected = vec!["smol".to_string(), model.to_string()];
+        expected.sort();
+        assert_eq!(now, expected, "the other on-demand model made room");
+    }
+
+    // A long generation on gemma3 holds it: smollm2 waits for room instead
+    // of unloading it mid-reply, and both finish whole.
+    std::thread::scope(|s| {
+        let long = s.spawn(|| complete("gemma3", 300));
+        std::thread::sleep(Duration::from_millis(1500));
+        let short = complete("smollm2", 4);
+        let long = long.join().unwrap();
+        assert_eq!(long["usage"]["completion_tokens"], 300, "{long}");
+        assert_eq!(long["choices"][0]["finish_reason"], "length");
+        assert_eq!(short["usage"]["completion_tokens"], 4);
+    });
+    drop(server);
+}
+
+#[test]
+fn a_model_loaded_on_demand_leaves_after_its_keep_alive() {
+    testkit::default_model();
+    testkit::second_model();
+    let mut cmd = support::hearth(&testkit::hearth_home());
+    cmd.args([
+        "serve",
+        "--port",
+        "0",
+        "--ctx-size",
+        "512",
+        "--keep-alive",
+        "1",
+        "--model",
+        "smollm2",
+    ]);
+    let (server, base) = support::spawn_server(cmd);
+    support::wait_ready(&base);
+    let client = reqwest::blocking::Client::new();
+    let resp = client
+        .post(format!("{base}/api/generate"))
+        .json(&json!({"model": "gemma3", "prompt": "Hi", "stream": false, "options": {"num_predict": 2}}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(loaded(&client, &base), ["smollm2", "gemma3"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while loaded(&client, &base).len() > 1 {
+        assert!(std::time::Instant::now() < deadline, "gemma3 never left");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        loaded(&client, &base),
+        ["smollm2"],
+        "the pinned model stays"
+    );
+    drop(server);
 }

@@ -143,7 +143,10 @@ fn prometheus_scrapes_latency_histograms_and_kv_usage_under_load() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let ttft = loop {
         let up = query(&prom, "up{job=\"hearth\"}");
-        let ttft = query(&prom, "hearth_time_to_first_token_seconds_count");
+        let ttft = query(
+            &prom,
+            "hearth_time_to_first_token_seconds_count{model=\"smollm2\"}",
+        );
         if up.first().map(value) == Some(1.0) && ttft.first().map(value) == Some(8.0) {
             break ttft;
         }
@@ -155,20 +158,29 @@ fn prometheus_scrapes_latency_histograms_and_kv_usage_under_load() {
     };
     assert_eq!(ttft[0]["metric"]["model"], "smollm2");
 
-    let itl_buckets = query(&prom, "hearth_inter_token_latency_seconds_bucket");
+    let itl_buckets = query(
+        &prom,
+        "hearth_inter_token_latency_seconds_bucket{model=\"smollm2\"}",
+    );
     assert!(itl_buckets.len() > 5, "{itl_buckets:?}");
-    let itl_count = query(&prom, "hearth_inter_token_latency_seconds_count");
+    let itl_count = query(
+        &prom,
+        "hearth_inter_token_latency_seconds_count{model=\"smollm2\"}",
+    );
     assert_eq!(value(&itl_count[0]), 8.0 * 199.0);
     let p99 = query(
         &prom,
-        "histogram_quantile(0.99, sum by (le) (hearth_inter_token_latency_seconds_bucket))",
+        "histogram_quantile(0.99, sum by (le) (hearth_inter_token_latency_seconds_bucket{model=\"smollm2\"}))",
     );
     let p99 = value(&p99[0]);
     assert!(p99 > 0.0 && p99.is_finite(), "ITL p99 {p99}");
 
-    let kv = query(&prom, "max_over_time(hearth_kv_cache_usage_perc[5m])");
+    let kv = query(
+        &prom,
+        "max_over_time(hearth_kv_cache_usage_perc{model=\"smollm2\"}[5m])",
+    );
     let kv = value(&kv[0]);
     assert!(kv > 0.0 && kv <= 1.0, "KV usage under load was {kv}");
-    let now = value(&query(&prom, "hearth_kv_cache_usage_perc")[0]);
+    let now = value(&query(&prom, "hearth_kv_cache_usage_perc{model=\"smollm2\"}")[0]);
     assert!((0.0..=1.0).contains(&now));
 }

@@ -440,6 +440,12 @@ pub trait TextGenerator: Send + Sync + 'static {
         true
     }
 
+    /// Whether the model is in memory now (a generator that loads on
+    /// demand can be ready without being loaded); what `/api/ps` lists.
+    fn is_loaded(&self) -> bool {
+        self.is_ready()
+    }
+
     /// Current load and running totals, for metrics and load-aware routing.
     fn load(&self) -> LoadSnapshot {
         LoadSnapshot::default()

@@ -3,6 +3,7 @@
 mod audit_log;
 mod bench;
 mod embed;
+mod fleet;
 mod generate;
 mod keys;
 mod models;

@@ -1,116 +1,68 @@
 //! `serve`: listen at once, load the model behind `/ready`, then answer the API until told to stop.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use engine::Engine;
 use server::{AppState, ServedModel, ServerOptions};
-use types::{
-    GenerateError, Generation, GenerationObserver, GenerationRequest, LoadSnapshot, ResolvedModel,
-    TextGenerator,
-};
+use types::{ResolvedModel, TextGenerator};
 
+use super::fleet::{self, Fleet, FleetModel};
 use super::{audit_log, keys, open_store, pull_options, reload, resolve, usage};
 use crate::config::Config;
 
-/// The served model before and after its engine exists: refuses work with
-/// `Unavailable` (503) and reports not ready until the engine is loaded, so
-/// the port can open first and orchestrators see "alive, not ready".
-#[derive(Default)]
-struct Loading {
-    engine: OnceLock<Engine>,
-    observer: OnceLock<Arc<dyn GenerationObserver>>,
-}
-
-impl Loading {
-    fn set(&self, engine: Engine) {
-        if let Some(observer) = self.observer.get() {
-            engine.set_observer(Arc::clone(observer));
-        }
-        if self.engine.set(engine).is_err() {
-            unreachable!("the engine is loaded once");
-        }
-    }
-
-    /// The engine, once loaded; until then every request is `Unavailable`.
-    fn loaded(&self) -> Result<&Engine, GenerateError> {
-        self.engine.get().ok_or(GenerateError::Unavailable)
-    }
-}
-
-impl TextGenerator for Loading {
-    fn submit(&self, request: GenerationRequest) -> Result<Generation, GenerateError> {
-        self.loaded()?.submit(request)
-    }
-
-    fn count_tokens(&self, request: &GenerationRequest) -> Result<u32, GenerateError> {
-        self.loaded()?.count_tokens(request)
-    }
-
-    fn embed(
-        &self,
-        request: types::EmbeddingRequest,
-    ) -> Result<types::PendingEmbeddings, GenerateError> {
-        self.loaded()?.embed(request)
-    }
-
-    fn tokenize(&self, text: &str, special: bool) -> Result<Vec<u32>, GenerateError> {
-        TextGenerator::tokenize(self.loaded()?, text, special)
-    }
-
-    fn detokenize(&self, tokens: &[u32]) -> Result<String, GenerateError> {
-        self.loaded()?.detokenize(tokens)
-    }
-
-    fn is_ready(&self) -> bool {
-        self.engine.get().is_some_and(TextGenerator::is_ready)
-    }
-
-    fn load(&self) -> LoadSnapshot {
-        self.engine
-            .get()
-            .map(TextGenerator::load)
-            .unwrap_or_default()
-    }
-
-    fn set_observer(&self, observer: Arc<dyn GenerationObserver>) {
-        let _ = self.observer.set(observer);
-    }
-}
-
-/// One model `serve` was asked for: the file, and the slot its engine
-/// goes into once loaded.
-struct Slot {
-    model: ResolvedModel,
-    loading: Arc<Loading>,
-}
-
 pub fn serve(config: &Config) -> Result<()> {
     let settings = &config.server;
-    let mut slots: Vec<Slot> = Vec::with_capacity(settings.models.len());
+    let fleet = Fleet::new(
+        config.engine.clone(),
+        settings.memory_budget,
+        settings.keep_alive,
+    );
+    // The models given are loaded at start and kept (pinned).
+    let mut pinned: Vec<(usize, ResolvedModel)> = Vec::with_capacity(settings.models.len());
     for reference in &settings.models {
         let model = resolve(config, reference)?;
-        if let Some(twice) = slots.iter().find(|s| s.model.name == model.name) {
+        if let Some((_, twice)) = pinned.iter().find(|(_, m)| m.name == model.name) {
             bail!(
                 "`{reference}` is the model `{}` again; give each model once",
-                twice.model.name
+                twice.name
             );
         }
-        slots.push(Slot {
-            model,
-            loading: Arc::new(Loading::default()),
-        });
+        let bytes = fleet::memory_estimate(&model.path, &config.engine);
+        let index = fleet.add(model.name.clone(), model.path.clone(), bytes, true);
+        pinned.push((index, model));
     }
-    let served = slots
+    // Every other stored model loads on its first request.
+    let mut on_demand: Vec<ResolvedModel> = Vec::new();
+    let store = open_store(config)?;
+    for stored in store.list()? {
+        let name = stored.manifest.name.clone();
+        if pinned.iter().any(|(_, m)| m.name == name) {
+            continue;
+        }
+        match types::ModelResolver::resolve(&store, &name) {
+            Ok(model) => {
+                let bytes = fleet::memory_estimate(&model.path, &config.engine);
+                fleet.add(model.name.clone(), model.path.clone(), bytes, false);
+                on_demand.push(model);
+            }
+            Err(err) => tracing::warn!(model = %name, %err, "not serving a damaged stored model"),
+        }
+    }
+    let models: Vec<&ResolvedModel> = pinned.iter().map(|(_, m)| m).chain(&on_demand).collect();
+    let served = models
         .iter()
-        .map(|slot| ServedModel {
-            id: slot.model.name.clone(),
-            aliases: store::catalog::find(&slot.model.name)
+        .enumerate()
+        .map(|(index, model)| ServedModel {
+            id: model.name.clone(),
+            aliases: store::catalog::find(&model.name)
                 .map(|e| e.aliases.iter().map(|a| a.to_string()).collect())
                 .unwrap_or_default(),
             created: auth::unix_now(),
-            generator: slot.loading.clone() as Arc<dyn TextGenerator>,
+            generator: Arc::new(FleetModel {
+                fleet: Arc::clone(&fleet),
+                index,
+            }) as Arc<dyn TextGenerator>,
         })
         .collect();
     let mut state = AppState::with_metrics(served);
@@ -131,9 +83,9 @@ pub fn serve(config: &Config) -> Result<()> {
         server::ResponseStore::open(&responses, server::RESPONSE_RETENTION)
             .with_context(|| format!("cannot open {}", responses.display()))?,
     );
-    for slot in &slots {
-        if let Some(info) = describe(&slot.model) {
-            state = state.with_model_info(&slot.model.name, info);
+    for model in &models {
+        if let Some(info) = describe(model) {
+            state = state.with_model_info(&model.name, info);
         }
     }
     let state = Arc::new(state);
@@ -183,27 +135,38 @@ pub fn serve(config: &Config) -> Result<()> {
         };
         tokio::pin!(serving);
 
+        if let Some(auditor) = &access.audit {
+            let auditor = Arc::clone(auditor);
+            fleet.on_change(move |change| {
+                auditor.log.record(match change {
+                    fleet::Change::Loaded { name, path } => audit::Event::ModelLoad {
+                        model: name,
+                        path: path.display().to_string(),
+                        sha256: None,
+                    },
+                    fleet::Change::Unloaded { name } => audit::Event::ModelUnload { model: name },
+                });
+            });
+        }
+        tokio::spawn(reap(Arc::clone(&fleet)));
         // One after another: each is ready (and answers) as soon as it is
         // loaded, and two loads at once would only compete for the disk.
-        for slot in &slots {
-            let path = slot.model.path.clone();
-            let engine_config = config.engine.clone();
-            let loader = tokio::task::spawn_blocking(move || Engine::load(&path, &engine_config));
-            let engine = tokio::select! {
+        for (index, model) in &pinned {
+            let (fleet, index) = (Arc::clone(&fleet), *index);
+            let loader = tokio::task::spawn_blocking(move || fleet.load(index));
+            let info = tokio::select! {
                 loaded = loader => loaded.context("the model loader panicked")??,
                 stopped = &mut serving => return stopped.context("server failed"),
             };
-            let info = engine.info().clone();
-            slot.loading.set(engine);
             if let Some(auditor) = &access.audit {
                 auditor.log.record(audit::Event::ModelLoad {
-                    model: slot.model.name.clone(),
+                    model: model.name.clone(),
                     path: info.path.display().to_string(),
-                    sha256: slot.model.sha256.clone(),
+                    sha256: model.sha256.clone(),
                 });
             }
             tracing::info!(
-                model = %slot.model.name,
+                model = %model.name,
                 path = %info.path.display(),
                 ctx_size = info.ctx_size,
                 kv_size = info.kv_size,
@@ -212,18 +175,33 @@ pub fn serve(config: &Config) -> Result<()> {
                 "loaded"
             );
         }
-        tracing::info!(models = slots.len(), "ready on {scheme}://{bound}");
+        tracing::info!(
+            pinned = pinned.len(),
+            on_demand = on_demand.len(),
+            memory_budget = settings.memory_budget,
+            "ready on {scheme}://{bound}"
+        );
         let served = serving.await.context("server failed");
         usage::flush(&access);
         if let Some(auditor) = &access.audit {
-            for slot in &slots {
-                auditor.log.record(audit::Event::ModelUnload {
-                    model: slot.model.name.clone(),
-                });
+            for name in fleet.loaded_names() {
+                auditor
+                    .log
+                    .record(audit::Event::ModelUnload { model: name });
             }
         }
         served
     })
+}
+
+/// Unloads models whose keep-alive ran out, once a second.
+async fn reap(fleet: Arc<Fleet>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let fleet = Arc::clone(&fleet);
+        let _ = tokio::task::spawn_blocking(move || fleet.reap()).await;
+    }
 }
 
 /// What `/api/show` and `/api/ps` tell about a served model's file.

@@ -358,7 +358,7 @@ pub async fn ps(State(app): State<Arc<AppState>>) -> Json<Value> {
     let entries: Vec<Value> = app
         .models
         .iter()
-        .filter(|m| m.generator.is_ready())
+        .filter(|m| m.generator.is_loaded())
         .map(|m| reply::running(&served_info(&app, m), None::<SystemTime>))
         .collect();
     Json(json!({"models": entries}))

@@ -1,0 +1,432 @@
+//! Models served on demand: a stored model not given with `--model` loads
+//! on its first request and unloads after its keep-alive, or earlier, least
+//! recently used first, when loading another would exceed the memory
+//! budget. A model is only unloaded while nothing runs or waits on it, so
+//! an unload never cuts off a request. The decision is a pure function
+//! ([`evictions`]); [`Fleet`] carries it out under one lock.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use engine::{Engine, EngineConfig};
+use types::{
+    GenerateError, Generation, GenerationObserver, GenerationRequest, LoadSnapshot, TextGenerator,
+};
+
+/// One loaded model as the planner sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Resident {
+    pub index: usize,
+    pub bytes: u64,
+    pub last_used: Instant,
+    /// Requests run or wait on it, or a caller holds it: not unloadable.
+    pub busy: bool,
+    pub pinned: bool,
+}
+
+/// What loading `bytes` more under `budget` takes: the models to unload,
+/// least recently used first, or `None` when only busy or pinned models
+/// could make room (the caller waits for one to become idle). A model
+/// larger than the whole budget loads once everything else unloadable is
+/// gone: refusing it would make it unusable.
+pub fn evictions(resident: &[Resident], bytes: u64, budget: u64) -> Option<Vec<usize>> {
+    let used: u64 = resident.iter().map(|r| r.bytes).sum();
+    if used + bytes <= budget {
+        return Some(Vec::new());
+    }
+    let mut candidates: Vec<&Resident> = resident.iter().filter(|r| !r.busy && !r.pinned).collect();
+    candidates.sort_by_key(|r| r.last_used);
+    let mut freed = 0;
+    let mut out = Vec::new();
+    for r in candidates {
+        if used - freed + bytes <= budget {
+            break;
+        }
+        freed += r.bytes;
+        out.push(r.index);
+    }
+    let fits = used - freed + bytes <= budget;
+    let alone = resident.iter().all(|r| r.pinned || out.contains(&r.index));
+    (fits || alone).then_some(out)
+}
+
+/// Models whose keep-alive ran out while idle.
+pub fn expired(resident: &[Resident], keep_alive: Duration, now: Instant) -> Vec<usize> {
+    resident
+        .iter()
+        .filter(|r| {
+            !r.busy && !r.pinned && now.saturating_duration_since(r.last_used) >= keep_alive
+        })
+        .map(|r| r.index)
+        .collect()
+}
+
+struct Member {
+    name: String,
+    path: PathBuf,
+    /// Weights plus the KV pool, estimated before loading.
+    bytes: u64,
+    pinned: bool,
+    engine: Option<Arc<Engine>>,
+    loading: bool,
+    last_used: Instant,
+}
+
+impl Member {
+    fn resident(&self, index: usize) -> Option<Resident> {
+        let engine = self.engine.as_ref()?;
+        let load = engine.load();
+        Some(Resident {
+            index,
+            bytes: self.bytes,
+            last_used: self.last_used,
+            busy: Arc::strong_count(engine) > 1 || load.running > 0 || load.waiting > 0,
+            pinned: self.pinned,
+        })
+    }
+}
+
+/// Every model the server may load, and the engines loaded now.
+pub struct Fleet {
+    members: Mutex<Vec<Member>>,
+    changed: Condvar,
+    config: EngineConfig,
+    budget: u64,
+    keep_alive: Duration,
+    observer: OnceLock<Arc<dyn GenerationObserver>>,
+    /// Told of every load and unload (the audit log).
+    on_change: OnceLock<Box<dyn Fn(Change) + Send + Sync>>,
+}
+
+/// A model entering or leaving memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Loaded { name: String, path: PathBuf },
+    Unloaded { name: String },
+}
+
+/// How long a request waits for room before it gets 503.
+const ROOM_WAIT: Duration = Duration::from_secs(60);
+
+impl Fleet {
+    pub fn new(config: EngineConfig, budget: u64, keep_alive: Duration) -> Arc<Fleet> {
+        Arc::new(Fleet {
+            members: Mutex::new(Vec::new()),
+            changed: Condvar::new(),
+            config,
+            budget,
+            keep_alive,
+            observer: OnceLock::new(),
+            on_change: OnceLock::new(),
+        })
+    }
+
+    /// Hears every load and unload from now on.
+    pub fn on_change(&self, f: impl Fn(Change) + Send + Sync + 'static) {
+        let _ = self.on_change.set(Box::new(f));
+    }
+
+    fn changed(&self, change: Change) {
+        if let Some(f) = self.on_change.get() {
+            f(change);
+        }
+    }
+
+    /// Drops engines outside the lock, telling whoever listens.
+    fn unload(&self, engines: Vec<(String, Arc<Engine>)>, why: &str) {
+        for (name, engine) in engines {
+            tracing::info!(model = %name, why, "unloading");
+            drop(engine);
+            self.changed(Change::Unloaded { name });
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Member>> {
+        self.members.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a model; pinned ones are loaded by [`Fleet::load_pinned`] and
+    /// never unloaded. Returns its index.
+    pub fn add(&self, name: String, path: PathBuf, bytes: u64, pinned: bool) -> usize {
+        let mut members = self.lock();
+        members.push(Member {
+            name,
+            path,
+            bytes,
+            pinned,
+            engine: None,
+            loading: false,
+            last_used: Instant::now(),
+        });
+        members.len() - 1
+    }
+
+    /// The engine of `index`, loading it first (and unloading others to
+    /// make room) if it is not loaded. Blocks: callers run on blocking threads.
+    pub fn acquire(&self, index: usize) -> Result<Arc<Engine>, GenerateError> {
+        let deadline = Instant::now() + ROOM_WAIT;
+        let mut members = self.lock();
+        loop {
+            let m = &mut members[index];
+            if let Some(engine) = &m.engine {
+                m.last_used = Instant::now();
+                return Ok(Arc::clone(engine));
+            }
+            if !m.loading {
+                let resident: Vec<Resident> = members
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, m)| m.resident(i))
+                    .collect();
+                if let Some(out) = evictions(&resident, members[index].bytes, self.budget) {
+                    let unloaded: Vec<(String, Arc<Engine>)> = out
+                        .into_iter()
+                        .filter_map(|i| Some((members[i].name.clone(), members[i].engine.take()?)))
+                        .collect();
+                    members[index].loading = true;
+                    let path = members[index].path.clone();
+                    drop(members);
+                    self.unload(unloaded, "room for another model");
+                    let loaded = Engine::load(&path, &self.config);
+                    let mut members = self.lock();
+                    let m = &mut members[index];
+                    m.loading = false;
+                    self.changed.notify_all();
+                    let engine = loaded.map_err(|e| {
+                        tracing::error!(model = %m.name, error = %e, "cannot load the model");
+                        GenerateError::Unavailable
+                    })?;
+                    if let Some(observer) = self.observer.get() {
+                        engine.set_observer(Arc::clone(observer));
+                    }
+                    tracing::info!(model = %m.name, "loaded on demand");
+                    self.changed(Change::Loaded {
+                        name: m.name.clone(),
+                        path: m.path.clone(),
+                    });
+                    let engine = Arc::new(engine);
+                    m.engine = Some(Arc::clone(&engine));
+                    m.last_used = Instant::now();
+                    return Ok(engine);
+                }
+            }
+            // Being loaded by another caller, or no room until a busy
+            // model goes idle: wait and look again.
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(GenerateError::Unavailable);
+            }
+            let wait = (deadline - now).min(Duration::from_millis(200));
+            members = self
+                .changed
+                .wait_timeout(members, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Loads model `index` now (a pinned model, at start).
+    pub fn load(&self, index: usize) -> Result<engine::ModelInfo, engine::EngineError> {
+        let path = self.lock()[index].path.clone();
+        let engine = Engine::load(&path, &self.config)?;
+        if let Some(observer) = self.observer.get() {
+            engine.set_observer(Arc::clone(observer));
+        }
+        let info = engine.info().clone();
+        let mut members = self.lock();
+        members[index].engine = Some(Arc::new(engine));
+        members[index].last_used = Instant::now();
+        Ok(info)
+    }
+
+    /// Unloads idle models whose keep-alive ran out; called periodically.
+    pub fn reap(&self) {
+        let mut members = self.lock();
+        let resident: Vec<Resident> = members
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| m.resident(i))
+            .collect();
+        let out: Vec<(String, Arc<Engine>)> = expired(&resident, self.keep_alive, Instant::now())
+            .into_iter()
+            .filter_map(|i| Some((members[i].name.clone(), members[i].engine.take()?)))
+            .collect();
+        drop(members);
+        self.unload(out, "keep-alive over");
+        self.changed.notify_all();
+    }
+
+    /// The names of the models in memory now.
+    pub fn loaded_names(&self) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter(|m| m.engine.is_some())
+            .map(|m| m.name.clone())
+            .collect()
+    }
+
+    fn loaded(&self, index: usize) -> Option<Arc<Engine>> {
+        self.lock()[index].engine.clone()
+    }
+
+    fn pinned(&self, index: usize) -> bool {
+        self.lock()[index].pinned
+    }
+}
+
+/// Memory a model takes once loaded: its file (mapped) and its KV pool at
+/// f16, from the GGUF's dimensions and the engine settings; the file alone
+/// when its header cannot say.
+pub fn memory_estimate(path: &std::path::Path, config: &EngineConfig) -> u64 {
+    let file = std::fs::metadata(path).map_or(0, |m| m.len());
+    let Ok(header) = gguf::read_model(path) else {
+        return file;
+    };
+    let arch = header.architecture().unwrap_or_default().to_string();
+    let get = |key: &str| header.get_u64(&format!("{arch}.{key}"));
+    let layers = get("block_count").unwrap_or(0);
+    let heads = get("attention.head_count").unwrap_or(1).max(1);
+    let heads_kv = get("attention.head_count_kv").unwrap_or(heads);
+    let width = get("embedding_length").unwrap_or(0);
+    let k = get("attention.key_length").unwrap_or(width / heads);
+    let v = get("attention.value_length").unwrap_or(width / heads);
+    let trained = header.context_length().unwrap_or(4096) as u32;
+    let ctx = config.ctx_size.unwrap_or(4096.min(trained.max(1)));
+    let cells = config
+        .kv_size
+        .unwrap_or_else(|| engine::default_kv_size(ctx, config.max_running));
+    file + layers * u64::from(cells) * heads_kv * (k + v) * 2
+}
+
+/// One model of the fleet, as the server sees it.
+pub struct FleetModel {
+    pub fleet: Arc<Fleet>,
+    pub index: usize,
+}
+
+impl FleetModel {
+    fn engine(&self) -> Result<Arc<Engine>, GenerateError> {
+        self.fleet.acquire(self.index)
+    }
+}
+
+impl TextGenerator for FleetModel {
+    fn submit(&self, request: GenerationRequest) -> Result<Generation, GenerateError> {
+        self.engine()?.submit(request)
+    }
+
+    fn submit_choices(
+        &self,
+        request: GenerationRequest,
+        n: u32,
+    ) -> Result<Vec<Generation>, GenerateError> {
+        self.engine()?.submit_choices(request, n)
+    }
+
+    fn count_tokens(&self, request: &GenerationRequest) -> Result<u32, GenerateError> {
+        self.engine()?.count_tokens(request)
+    }
+
+    fn embed(
+        &self,
+        request: types::EmbeddingRequest,
+    ) -> Result<types::PendingEmbeddings, GenerateError> {
+        self.engine()?.embed(request)
+    }
+
+    fn tokenize(&self, text: &str, special: bool) -> Result<Vec<u32>, GenerateError> {
+        TextGenerator::tokenize(&*self.engine()?, text, special)
+    }
+
+    fn detokenize(&self, tokens: &[u32]) -> Result<String, GenerateError> {
+        self.engine()?.detokenize(tokens)
+    }
+
+    /// A pinned model is ready once loaded; one loaded on demand can
+    /// always be asked for.
+    fn is_ready(&self) -> bool {
+        match self.fleet.loaded(self.index) {
+            Some(engine) => engine.is_ready(),
+            None => !self.fleet.pinned(self.index),
+        }
+    }
+
+    fn is_loaded(&self) -> bool {
+        self.fleet.loaded(self.index).is_some()
+    }
+
+    fn load(&self) -> LoadSnapshot {
+        self.fleet
+            .loaded(self.index)
+            .map(|e| e.load())
+            .unwrap_or_default()
+    }
+
+    fn set_observer(&self, observer: Arc<dyn GenerationObserver>) {
+        let _ = self.fleet.observer.set(observer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(index: usize, bytes: u64, age_s: u64, busy: bool, pinned: bool, now: Instant) -> Resident {
+        Resident {
+            index,
+            bytes,
+            last_used: now - Duration::from_secs(age_s),
+            busy,
+            pinned,
+        }
+    }
+
+    #[test]
+    fn room_is_made_least_recently_used_first_and_only_as_needed() {
+        let now = Instant::now();
+        let loaded = [
+            r(0, 40, 10, false, false, now),
+            r(1, 40, 50, false, false, now),
+            r(2, 40, 30, false, false, now),
+        ];
+        assert_eq!(evictions(&loaded, 10, 200), Some(vec![]));
+        assert_eq!(evictions(&loaded, 40, 130), Some(vec![1]));
+        assert_eq!(evictions(&loaded, 80, 130), Some(vec![1, 2]));
+    }
+
+    #[test]
+    fn busy_and_pinned_models_are_never_unloaded() {
+        let now = Instant::now();
+        let loaded = [
+            r(0, 50, 90, true, false, now),
+            r(1, 50, 80, false, true, now),
+            r(2, 50, 10, false, false, now),
+        ];
+        // Only 2 may go, and that is not enough: wait for 0 to go idle.
+        assert_eq!(evictions(&loaded, 100, 150), None);
+        assert_eq!(evictions(&loaded, 50, 150), Some(vec![2]));
+    }
+
+    #[test]
+    fn a_model_larger_than_the_budget_loads_alone() {
+        let now = Instant::now();
+        let loaded = [r(0, 50, 5, false, false, now)];
+        assert_eq!(evictions(&loaded, 500, 100), Some(vec![0]));
+        assert_eq!(evictions(&[], 500, 100), Some(vec![]));
+        let busy = [r(0, 50, 5, true, false, now)];
+        assert_eq!(evictions(&busy, 500, 100), None);
+    }
+
+    #[test]
+    fn keep_alive_unloads_idle_models_only() {
+        let now = Instant::now();
+        let loaded = [
+            r(0, 1, 400, false, false, now),
+            r(1, 1, 400, true, false, now),
+            r(2, 1, 400, false, true, now),
+            r(3, 1, 10, false, false, now),
+        ];
+        assert_eq!(expired(&loaded, Duration::from_secs(300), now), vec![0]);
+    }
+}
