@@ -136,8 +136,14 @@ pub fn serve(config: &Config) -> Result<()> {
         tokio::pin!(serving);
 
         if let Some(auditor) = &access.audit {
-            let auditor = Arc::clone(auditor);
+            // Weak: the audit log is flushed and closed when the server
+            // lets go of it at shutdown, which a strong reference held by
+            // the fleet (alive in every model's generator) would prevent.
+            let auditor = Arc::downgrade(auditor);
             fleet.on_change(move |change| {
+                let Some(auditor) = auditor.upgrade() else {
+                    return;
+                };
                 auditor.log.record(match change {
                     fleet::Change::Loaded { name, path } => audit::Event::ModelLoad {
                         model: name,
