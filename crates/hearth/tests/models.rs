@@ -213,22 +213,49 @@ fn a_model_loaded_on_demand_leaves_after_its_keep_alive() {
     let (server, base) = support::spawn_server(cmd);
     support::wait_ready(&base);
     let client = reqwest::blocking::Client::new();
-    let resp = client
-        .post(format!("{base}/api/generate"))
-        .json(&json!({"model": "gemma3", "prompt": "Hi", "stream": false, "options": {"num_predict": 2}}))
-        .send()
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 200);
+    let generate = |body: Value| {
+        let resp = client
+            .post(format!("{base}/api/generate"))
+            .json(&body)
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        resp.json::<Value>().unwrap()
+    };
+    let gone = |what: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while loaded(&client, &base).len() > 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "gemma3 never left ({what})"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(
+            loaded(&client, &base),
+            ["smollm2"],
+            "the pinned model stays"
+        );
+    };
+    generate(
+        json!({"model": "gemma3", "prompt": "Hi", "stream": false, "options": {"num_predict": 2}}),
+    );
     assert_eq!(loaded(&client, &base), ["smollm2", "gemma3"]);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while loaded(&client, &base).len() > 1 {
-        assert!(std::time::Instant::now() < deadline, "gemma3 never left");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    gone("the server's keep-alive of 1 s");
+
+    // Ollama's per-request keep_alive: an empty prompt loads the model and
+    // keeps it for ever, another with keep_alive 0 unloads it now.
+    let load = generate(json!({"model": "gemma3", "keep_alive": -1}));
+    assert_eq!(load["done_reason"], "load");
+    assert_eq!(loaded(&client, &base), ["smollm2", "gemma3"]);
+    std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
         loaded(&client, &base),
-        ["smollm2"],
-        "the pinned model stays"
+        ["smollm2", "gemma3"],
+        "kept past the server's keep-alive"
     );
+    let unload = generate(json!({"model": "gemma3", "keep_alive": 0}));
+    assert_eq!(unload["done_reason"], "unload");
+    gone("keep_alive 0");
     drop(server);
 }

@@ -451,6 +451,20 @@ pub trait TextGenerator: Send + Sync + 'static {
         LoadSnapshot::default()
     }
 
+    /// How long the model should stay in memory after its latest request
+    /// (Ollama's `keep_alive`; `None`: for ever); zero unloads it as soon
+    /// as it is idle. Generators whose model is always loaded ignore it.
+    /// May block (an unload joins the engine).
+    fn keep_alive(&self, keep_alive: Option<std::time::Duration>) {
+        let _ = keep_alive;
+    }
+
+    /// Loads the model now if it loads on demand (Ollama's request with
+    /// an empty prompt). Blocks while it loads.
+    fn warm(&self) -> Result<(), GenerateError> {
+        Ok(())
+    }
+
     /// Reports every request that ends from now on to `observer`. A
     /// generator keeps the first observer it is given.
     fn set_observer(&self, observer: Arc<dyn GenerationObserver>) {

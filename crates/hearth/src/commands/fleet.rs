@@ -23,6 +23,8 @@ pub struct Resident {
     /// Requests run or wait on it, or a caller holds it: not unloadable.
     pub busy: bool,
     pub pinned: bool,
+    /// How long it stays after its last use; `None`: for ever.
+    pub keep_alive: Option<Duration>,
 }
 
 /// What loading `bytes` more under `budget` takes: the models to unload,
@@ -52,11 +54,14 @@ pub fn evictions(resident: &[Resident], bytes: u64, budget: u64) -> Option<Vec<u
 }
 
 /// Models whose keep-alive ran out while idle.
-pub fn expired(resident: &[Resident], keep_alive: Duration, now: Instant) -> Vec<usize> {
+pub fn expired(resident: &[Resident], now: Instant) -> Vec<usize> {
     resident
         .iter()
         .filter(|r| {
-            !r.busy && !r.pinned && now.saturating_duration_since(r.last_used) >= keep_alive
+            !r.busy
+                && !r.pinned
+                && r.keep_alive
+                    .is_some_and(|k| now.saturating_duration_since(r.last_used) >= k)
         })
         .map(|r| r.index)
         .collect()
@@ -71,10 +76,12 @@ struct Member {
     engine: Option<Arc<Engine>>,
     loading: bool,
     last_used: Instant,
+    /// Set by a request (Ollama's `keep_alive`); `None`: the fleet's default.
+    keep_alive: Option<Option<Duration>>,
 }
 
 impl Member {
-    fn resident(&self, index: usize) -> Option<Resident> {
+    fn resident(&self, index: usize, default_keep_alive: Duration) -> Option<Resident> {
         let engine = self.engine.as_ref()?;
         let load = engine.load();
         Some(Resident {
@@ -83,6 +90,7 @@ impl Member {
             last_used: self.last_used,
             busy: Arc::strong_count(engine) > 1 || load.running > 0 || load.waiting > 0,
             pinned: self.pinned,
+            keep_alive: self.keep_alive.unwrap_or(Some(default_keep_alive)),
         })
     }
 }
@@ -158,6 +166,7 @@ impl Fleet {
             engine: None,
             loading: false,
             last_used: Instant::now(),
+            keep_alive: None,
         });
         members.len() - 1
     }
@@ -177,7 +186,7 @@ impl Fleet {
                 let resident: Vec<Resident> = members
                     .iter()
                     .enumerate()
-                    .filter_map(|(i, m)| m.resident(i))
+                    .filter_map(|(i, m)| m.resident(i, self.keep_alive))
                     .collect();
                 if let Some(out) = evictions(&resident, members[index].bytes, self.budget) {
                     let unloaded: Vec<(String, Arc<Engine>)> = out
@@ -246,15 +255,28 @@ impl Fleet {
         let resident: Vec<Resident> = members
             .iter()
             .enumerate()
-            .filter_map(|(i, m)| m.resident(i))
+            .filter_map(|(i, m)| m.resident(i, self.keep_alive))
             .collect();
-        let out: Vec<(String, Arc<Engine>)> = expired(&resident, self.keep_alive, Instant::now())
+        let out: Vec<(String, Arc<Engine>)> = expired(&resident, Instant::now())
             .into_iter()
             .filter_map(|i| Some((members[i].name.clone(), members[i].engine.take()?)))
             .collect();
         drop(members);
         self.unload(out, "keep-alive over");
         self.changed.notify_all();
+    }
+
+    /// A request's keep-alive for model `index`, from now on; zero unloads
+    /// it now if it is idle.
+    pub fn set_keep_alive(&self, index: usize, keep_alive: Option<Duration>) {
+        {
+            let mut members = self.lock();
+            members[index].keep_alive = Some(keep_alive);
+            members[index].last_used = Instant::now();
+        }
+        if keep_alive == Some(Duration::ZERO) {
+            self.reap();
+        }
     }
 
     /// The names of the models in memory now.
@@ -363,6 +385,14 @@ impl TextGenerator for FleetModel {
             .unwrap_or_default()
     }
 
+    fn keep_alive(&self, keep_alive: Option<Duration>) {
+        self.fleet.set_keep_alive(self.index, keep_alive);
+    }
+
+    fn warm(&self) -> Result<(), GenerateError> {
+        self.engine().map(drop)
+    }
+
     fn set_observer(&self, observer: Arc<dyn GenerationObserver>) {
         let _ = self.fleet.observer.set(observer);
     }
@@ -379,6 +409,7 @@ mod tests {
             last_used: now - Duration::from_secs(age_s),
             busy,
             pinned,
+            keep_alive: Some(Duration::from_secs(300)),
         }
     }
 
@@ -427,6 +458,16 @@ mod tests {
             r(2, 1, 400, false, true, now),
             r(3, 1, 10, false, false, now),
         ];
-        assert_eq!(expired(&loaded, Duration::from_secs(300), now), vec![0]);
+        assert_eq!(expired(&loaded, now), vec![0]);
+        let forever = Resident {
+            keep_alive: None,
+            ..loaded[0]
+        };
+        assert_eq!(expired(&[forever], now), Vec::<usize>::new());
+        let now_gone = Resident {
+            keep_alive: Some(Duration::ZERO),
+            ..loaded[3]
+        };
+        assert_eq!(expired(&[now_gone], now), vec![3]);
     }
 }

@@ -50,10 +50,12 @@ pub async fn chat(
 ) -> Result<Response, ApiError> {
     let Json(body) = body?;
     body.common.check()?;
+    let keep = wire::requested_keep_alive(body.common.keep_alive.as_ref())?;
     let (reply, stream, logprobs) = begin(&body.common, Route::Chat);
     let request = body.into_domain(&app.defaults)?;
     let observers = Observers::new(audit, quota);
-    run(
+    let model = reply.model.clone();
+    let answer = run(
         &app,
         principal,
         observers,
@@ -61,7 +63,18 @@ pub async fn chat(
         (stream, logprobs),
         request,
     )
-    .await
+    .await?;
+    apply_keep_alive(&app, &model, keep).await;
+    Ok(answer)
+}
+
+/// Passes a request's `keep_alive` on to its model.
+async fn apply_keep_alive(app: &AppState, model: &str, keep: Option<KeepAlive>) {
+    let (Some(keep), Ok(served)) = (keep, app.find(Some(model))) else {
+        return;
+    };
+    let generator = Arc::clone(&served.generator);
+    let _ = tokio::task::spawn_blocking(move || generator.keep_alive(keep.duration())).await;
 }
 
 pub async fn generate(
@@ -73,18 +86,26 @@ pub async fn generate(
 ) -> Result<Response, ApiError> {
     let Json(body) = body?;
     let keep_alive = body.common.check()?;
+    let keep = wire::requested_keep_alive(body.common.keep_alive.as_ref())?;
     let (reply, stream, logprobs) = begin(&body.common, Route::Generate);
     let Some(request) = body.into_domain(&app.defaults)? else {
         // An empty prompt asks for the model to be loaded, or unloaded.
-        app.admit(Some(&reply.model))?;
+        let generator = Arc::clone(&app.admit(Some(&reply.model))?.generator);
         let reason = match keep_alive {
             KeepAlive::For(d) if d.is_zero() => "unload",
-            _ => "load",
+            _ => {
+                tokio::task::spawn_blocking(move || generator.warm())
+                    .await
+                    .map_err(|e| ApiError::internal(&e))??;
+                "load"
+            }
         };
+        apply_keep_alive(&app, &reply.model, keep).await;
         return Ok(Json(reply.loaded(reason)).into_response());
     };
     let observers = Observers::new(audit, quota);
-    run(
+    let model = reply.model.clone();
+    let answer = run(
         &app,
         principal,
         observers,
@@ -92,7 +113,9 @@ pub async fn generate(
         (stream, logprobs),
         request,
     )
-    .await
+    .await?;
+    apply_keep_alive(&app, &model, keep).await;
+    Ok(answer)
 }
 
 /// The reply's identity, whether it streams (Ollama's default) and
@@ -246,7 +269,7 @@ pub async fn embed(
     if body.model.is_empty() {
         return Err(wire::model_required());
     }
-    wire::keep_alive(body.keep_alive.as_ref())?;
+    let keep = wire::requested_keep_alive(body.keep_alive.as_ref())?;
     let inputs = match body.input {
         wire::EmbedInput::One(text) => vec![text],
         wire::EmbedInput::Many(texts) => texts,
@@ -260,6 +283,7 @@ pub async fn embed(
     let started = Instant::now();
     let (vectors, prompt_tokens) =
         run_embedding(&app, &body.model, request, Observers::new(audit, quota)).await?;
+    apply_keep_alive(&app, &body.model, keep).await;
     Ok(Json(json!({
         "model": body.model,
         "embeddings": vectors,

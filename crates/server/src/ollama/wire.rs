@@ -272,6 +272,25 @@ pub enum KeepAlive {
     Forever,
 }
 
+impl KeepAlive {
+    /// As [`types::TextGenerator::keep_alive`] takes it: `None` for ever.
+    pub fn duration(self) -> Option<Duration> {
+        match self {
+            KeepAlive::For(d) => Some(d),
+            KeepAlive::Forever => None,
+        }
+    }
+}
+
+/// A `keep_alive` the request gave, to pass on; `None` when it gave none
+/// (the server's own keep-alive applies).
+pub fn requested_keep_alive(field: Option<&Value>) -> Result<Option<KeepAlive>, ApiError> {
+    match field {
+        None | Some(Value::Null) => Ok(None),
+        given => keep_alive(given).map(Some),
+    }
+}
+
 /// Ollama's default `keep_alive`.
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(300);
 
