@@ -365,6 +365,16 @@ fn offered_tools(request: &GenerationRequest) -> &[types::Tool] {
     }
 }
 
+impl Engine {
+    /// Nothing runs or waits: no request in the scheduler, no embedding
+    /// input queued. A manager may unload an idle engine without failing
+    /// anyone.
+    pub fn is_idle(&self) -> bool {
+        let st = self.shared.lock();
+        st.sched.is_idle() && st.embeds.is_empty()
+    }
+}
+
 impl TextGenerator for Engine {
     fn count_tokens(&self, request: &GenerationRequest) -> Result<u32, GenerateError> {
         Ok(self.prompt_tokens(request)?.len() as u32)

@@ -29,9 +29,9 @@ pub struct Resident {
 
 /// What loading `bytes` more under `budget` takes: the models to unload,
 /// least recently used first, or `None` when only busy or pinned models
-/// could make room (the caller waits for one to become idle). A model
-/// larger than the whole budget loads once everything else unloadable is
-/// gone: refusing it would make it unusable.
+/// could make room (the caller waits for one to become idle). A model that
+/// does not fit beside the pinned ones loads over budget once every other
+/// model is gone: refusing it would make it unusable.
 pub fn evictions(resident: &[Resident], bytes: u64, budget: u64) -> Option<Vec<usize>> {
     let used: u64 = resident.iter().map(|r| r.bytes).sum();
     if used + bytes <= budget {
@@ -81,17 +81,31 @@ struct Member {
 }
 
 impl Member {
+    /// As the planner sees it: loaded, or being loaded (which already
+    /// claims its room and cannot be unloaded).
     fn resident(&self, index: usize, default_keep_alive: Duration) -> Option<Resident> {
-        let engine = self.engine.as_ref()?;
-        let load = engine.load();
+        let busy = match &self.engine {
+            // Held by a caller, or requests (or embeddings) run or wait.
+            Some(engine) => Arc::strong_count(engine) > 1 || !engine.is_idle(),
+            None if self.loading => true,
+            None => return None,
+        };
         Some(Resident {
             index,
             bytes: self.bytes,
             last_used: self.last_used,
-            busy: Arc::strong_count(engine) > 1 || load.running > 0 || load.waiting > 0,
+            busy,
             pinned: self.pinned,
             keep_alive: self.keep_alive.unwrap_or(Some(default_keep_alive)),
         })
+    }
+
+    /// Takes the engine out for unloading; the next request starts from
+    /// the server's keep-alive again (a `keep_alive: 0` is not sticky).
+    fn take(&mut self) -> Option<(String, Arc<Engine>)> {
+        let engine = self.engine.take()?;
+        self.keep_alive = None;
+        Some((self.name.clone(), engine))
     }
 }
 
@@ -182,17 +196,17 @@ impl Fleet {
                 m.last_used = Instant::now();
                 return Ok(Arc::clone(engine));
             }
-            if !m.loading {
+            // A pinned model is loaded at start by `load`; requests that
+            // arrive before wait for it rather than load a second copy.
+            if !m.loading && !m.pinned {
                 let resident: Vec<Resident> = members
                     .iter()
                     .enumerate()
                     .filter_map(|(i, m)| m.resident(i, self.keep_alive))
                     .collect();
                 if let Some(out) = evictions(&resident, members[index].bytes, self.budget) {
-                    let unloaded: Vec<(String, Arc<Engine>)> = out
-                        .into_iter()
-                        .filter_map(|i| Some((members[i].name.clone(), members[i].engine.take()?)))
-                        .collect();
+                    let unloaded: Vec<(String, Arc<Engine>)> =
+                        out.into_iter().filter_map(|i| members[i].take()).collect();
                     members[index].loading = true;
                     let path = members[index].path.clone();
                     drop(members);
@@ -210,13 +224,16 @@ impl Fleet {
                         engine.set_observer(Arc::clone(observer));
                     }
                     tracing::info!(model = %m.name, "loaded on demand");
-                    self.changed(Change::Loaded {
+                    let change = Change::Loaded {
                         name: m.name.clone(),
                         path: m.path.clone(),
-                    });
+                    };
                     let engine = Arc::new(engine);
                     m.engine = Some(Arc::clone(&engine));
                     m.last_used = Instant::now();
+                    drop(members);
+                    // Outside the lock: the audit writer may be slow.
+                    self.changed(change);
                     return Ok(engine);
                 }
             }
@@ -237,13 +254,20 @@ impl Fleet {
 
     /// Loads model `index` now (a pinned model, at start).
     pub fn load(&self, index: usize) -> Result<engine::ModelInfo, engine::EngineError> {
-        let path = self.lock()[index].path.clone();
-        let engine = Engine::load(&path, &self.config)?;
+        let path = {
+            let mut members = self.lock();
+            members[index].loading = true;
+            members[index].path.clone()
+        };
+        let loaded = Engine::load(&path, &self.config);
+        let mut members = self.lock();
+        members[index].loading = false;
+        self.changed.notify_all();
+        let engine = loaded?;
         if let Some(observer) = self.observer.get() {
             engine.set_observer(Arc::clone(observer));
         }
         let info = engine.info().clone();
-        let mut members = self.lock();
         members[index].engine = Some(Arc::new(engine));
         members[index].last_used = Instant::now();
         Ok(info)
@@ -252,6 +276,14 @@ impl Fleet {
     /// Unloads idle models whose keep-alive ran out; called periodically.
     pub fn reap(&self) {
         let mut members = self.lock();
+        // A model counts as used until its last request ends, not from
+        // when that request arrived.
+        let now = Instant::now();
+        for m in members.iter_mut() {
+            if m.engine.as_ref().is_some_and(|e| !e.is_idle()) {
+                m.last_used = now;
+            }
+        }
         let resident: Vec<Resident> = members
             .iter()
             .enumerate()
@@ -259,7 +291,7 @@ impl Fleet {
             .collect();
         let out: Vec<(String, Arc<Engine>)> = expired(&resident, Instant::now())
             .into_iter()
-            .filter_map(|i| Some((members[i].name.clone(), members[i].engine.take()?)))
+            .filter_map(|i| members[i].take())
             .collect();
         drop(members);
         self.unload(out, "keep-alive over");
