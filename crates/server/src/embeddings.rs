@@ -73,6 +73,33 @@ pub(crate) fn input_error(err: GenerateError) -> ApiError {
     }
 }
 
+/// Embeds `request` with the model named (`None`: the default), charging
+/// its tokens to `observers`; answers the model's id and the vectors.
+/// Shared by every family's embedding route.
+pub(crate) async fn run(
+    app: &AppState,
+    model: Option<&str>,
+    mut request: EmbeddingRequest,
+    observers: &Observers,
+) -> Result<(String, types::Embeddings), ApiError> {
+    let served = app.admit(model)?;
+    let id = format!("emb-{}", uuid::Uuid::new_v4().simple());
+    observers.started(&id, &served.id);
+    request.request_id = id;
+    let generator = Arc::clone(&served.generator);
+    // Tokenising many inputs is CPU work: keep it off the async workers.
+    let pending = tokio::task::spawn_blocking(move || generator.embed(request))
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .map_err(input_error)?;
+    let out = pending.wait().await.map_err(input_error)?;
+    observers.usage(&Usage {
+        prompt_tokens: out.prompt_tokens,
+        ..Usage::default()
+    });
+    Ok((served.id.clone(), out))
+}
+
 /// `POST /v1/embeddings`.
 pub async fn embeddings(
     State(app): State<Arc<AppState>>,
@@ -93,26 +120,11 @@ pub async fn embeddings(
             .with_param("encoding_format"))
         }
     };
-    let served = app.admit(body.model.as_deref())?;
-    let id = format!("emb-{}", uuid::Uuid::new_v4().simple());
-    observers.started(&id, &served.id);
     let request = EmbeddingRequest {
         dimensions: body.dimensions,
-        request_id: id,
         ..EmbeddingRequest::new(body.input.into_domain())
     };
-    let generator = Arc::clone(&served.generator);
-    // Tokenising many inputs is CPU work: keep it off the async workers.
-    let pending = tokio::task::spawn_blocking(move || generator.embed(request))
-        .await
-        .map_err(|e| ApiError::internal(&e))?
-        .map_err(input_error)?;
-    let out = pending.wait().await.map_err(input_error)?;
-    let usage = Usage {
-        prompt_tokens: out.prompt_tokens,
-        ..Usage::default()
-    };
-    observers.usage(&usage);
+    let (model, out) = run(&app, body.model.as_deref(), request, &observers).await?;
     let data: Vec<EmbeddingObject> = out
         .vectors
         .into_iter()
@@ -131,7 +143,7 @@ pub async fn embeddings(
     Ok(Json(serde_json::json!({
         "object": "list",
         "data": data,
-        "model": served.id,
+        "model": model,
         "usage": {"prompt_tokens": out.prompt_tokens, "total_tokens": out.prompt_tokens},
     })))
 }

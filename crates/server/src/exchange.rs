@@ -310,6 +310,35 @@ pub(crate) fn valid_tool_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// A function tool as every family describes one: a valid name, and
+/// parameters that are a JSON schema object (none: no parameters).
+pub(crate) fn function_tool(
+    name: String,
+    description: Option<String>,
+    parameters: Option<serde_json::Value>,
+) -> Result<types::Tool, ApiError> {
+    let bad = |message: String| ApiError::invalid("invalid_value", message).with_param("tools");
+    if !valid_tool_name(&name) {
+        return Err(bad(format!(
+            "Tool name `{name}` is invalid: use 1 to 64 letters, digits, `_` or `-`"
+        )));
+    }
+    let parameters = match parameters {
+        None => serde_json::json!({"type": "object", "properties": {}}),
+        Some(p @ serde_json::Value::Object(_)) => p,
+        Some(_) => {
+            return Err(bad(format!(
+                "The parameters of tool `{name}` must be a JSON schema object"
+            )))
+        }
+    };
+    Ok(types::Tool {
+        name,
+        description,
+        parameters,
+    })
+}
+
 /// Every tool result answers a call an earlier assistant message made, as
 /// both OpenAI and Anthropic require; a result with nothing to answer is a mixed-up
 /// conversation, not something to guess about.

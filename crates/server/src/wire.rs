@@ -11,7 +11,7 @@ use types::{
 };
 
 use crate::error::ApiError;
-use crate::exchange::{check_stops, check_tool_results, priority, timeout, valid_tool_name};
+use crate::exchange::{check_stops, check_tool_results, function_tool, priority, timeout};
 use crate::reply::Endpoint;
 
 /// Sampling fields shared by both endpoints. The OpenAI ones plus the
@@ -412,26 +412,11 @@ impl WireTool {
                 self.kind
             )));
         }
-        let name = self.function.name;
-        if !valid_tool_name(&name) {
-            return Err(bad(format!(
-                "Tool name `{name}` is invalid: use 1 to 64 letters, digits, `_` or `-`"
-            )));
-        }
-        let parameters = match self.function.parameters {
-            None => serde_json::json!({"type": "object", "properties": {}}),
-            Some(p @ serde_json::Value::Object(_)) => p,
-            Some(_) => {
-                return Err(bad(format!(
-                    "The parameters of tool `{name}` must be a JSON schema object"
-                )))
-            }
-        };
-        Ok(Tool {
-            name,
-            description: self.function.description,
-            parameters,
-        })
+        function_tool(
+            self.function.name,
+            self.function.description,
+            self.function.parameters,
+        )
     }
 }
 

@@ -25,14 +25,14 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use types::{
     EmbedInput, EmbeddingRequest, GenerationEvent, GenerationOutput, LibraryError, ModelInfo,
-    Progress, Usage,
+    Progress,
 };
 
 use crate::audit::RequestAudit;
 use crate::error::ApiError;
 use crate::exchange::{self, Deadline, Observers, Submitted};
 use crate::quota::QuotaCharge;
-use crate::{AppState, ServedModel};
+use crate::{embeddings, AppState, ServedModel};
 use reply::{Reply, Route};
 use wire::{ChatBody, EmbedBody, EmbeddingsBody, GenerateBody, KeepAlive, ModelBody};
 
@@ -281,15 +281,15 @@ pub async fn embed(
         ..EmbeddingRequest::new(inputs.into_iter().map(EmbedInput::Text).collect())
     };
     let started = Instant::now();
-    let (vectors, prompt_tokens) =
-        run_embedding(&app, &body.model, request, Observers::new(audit, quota)).await?;
+    let observers = Observers::new(audit, quota);
+    let (_, out) = embeddings::run(&app, Some(&body.model), request, &observers).await?;
     apply_keep_alive(&app, &body.model, keep).await;
     Ok(Json(json!({
         "model": body.model,
-        "embeddings": vectors,
+        "embeddings": out.vectors,
         "total_duration": started.elapsed().as_nanos() as u64,
         "load_duration": 0,
-        "prompt_eval_count": prompt_tokens,
+        "prompt_eval_count": out.prompt_tokens,
     })))
 }
 
@@ -309,37 +309,11 @@ pub async fn embeddings(
         truncate: true,
         ..EmbeddingRequest::new(vec![EmbedInput::Text(body.prompt)])
     };
-    let (mut vectors, _) =
-        run_embedding(&app, &body.model, request, Observers::new(audit, quota)).await?;
+    let observers = Observers::new(audit, quota);
+    let (_, mut out) = embeddings::run(&app, Some(&body.model), request, &observers).await?;
     Ok(Json(
-        json!({"embedding": vectors.pop().unwrap_or_default()}),
+        json!({"embedding": out.vectors.pop().unwrap_or_default()}),
     ))
-}
-
-async fn run_embedding(
-    app: &AppState,
-    model: &str,
-    mut request: EmbeddingRequest,
-    observers: Observers,
-) -> Result<(Vec<Vec<f32>>, u32), ApiError> {
-    let served = app.admit(Some(model))?;
-    let id = format!("ollama-emb-{}", uuid::Uuid::new_v4().simple());
-    observers.started(&id, &served.id);
-    request.request_id = id;
-    let generator = Arc::clone(&served.generator);
-    let pending = tokio::task::spawn_blocking(move || generator.embed(request))
-        .await
-        .map_err(|e| ApiError::internal(&e))?
-        .map_err(crate::embeddings::input_error)?;
-    let out = pending
-        .wait()
-        .await
-        .map_err(crate::embeddings::input_error)?;
-    observers.usage(&Usage {
-        prompt_tokens: out.prompt_tokens,
-        ..Usage::default()
-    });
-    Ok((out.vectors, out.prompt_tokens))
 }
 
 /// What is known about a served model: the file's description when the

@@ -10,7 +10,7 @@ use types::{
 };
 
 use crate::error::ApiError;
-use crate::exchange::{check_stops, check_tool_results, valid_tool_name};
+use crate::exchange::{check_stops, check_tool_results, function_tool};
 
 /// What chat and generate requests share.
 #[derive(Debug, Deserialize)]
@@ -507,28 +507,9 @@ impl ToolDef {
                 ),
             ));
         }
-        let name = self.function.name;
-        if !valid_tool_name(&name) {
-            return Err(invalid(
-                "tools",
-                format!("Tool name `{name}` is invalid: use 1 to 64 letters, digits, `_` or `-`"),
-            ));
-        }
-        let parameters = match self.function.parameters {
-            None | Some(Value::Null) => serde_json::json!({"type": "object", "properties": {}}),
-            Some(p @ Value::Object(_)) => p,
-            Some(_) => {
-                return Err(invalid(
-                    "tools",
-                    format!("The parameters of tool `{name}` must be a JSON schema object"),
-                ))
-            }
-        };
-        Ok(Tool {
-            name,
-            description: self.function.description,
-            parameters,
-        })
+        // `null` parameters are none, as Ollama reads them.
+        let parameters = self.function.parameters.filter(|p| !p.is_null());
+        function_tool(self.function.name, self.function.description, parameters)
     }
 }
 

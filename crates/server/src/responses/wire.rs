@@ -10,7 +10,7 @@ use types::{
 };
 
 use crate::error::ApiError;
-use crate::exchange::{check_tool_results, priority, timeout, valid_tool_name};
+use crate::exchange::{check_tool_results, function_tool, priority, timeout};
 
 #[derive(Debug, Deserialize)]
 pub struct CreateBody {
@@ -303,28 +303,12 @@ impl WireTool {
                 &format!("Tools of type `{}`", self.kind),
             ));
         }
-        let name = self.name.clone().unwrap_or_default();
-        if !valid_tool_name(&name) {
-            return Err(invalid(
-                "tools",
-                format!("Tool name `{name}` is invalid: use 1 to 64 letters, digits, `_` or `-`"),
-            ));
-        }
-        let parameters = match &self.parameters {
-            None | Some(Value::Null) => serde_json::json!({"type": "object", "properties": {}}),
-            Some(p @ Value::Object(_)) => p.clone(),
-            Some(_) => {
-                return Err(invalid(
-                    "tools",
-                    format!("The parameters of tool `{name}` must be a JSON schema object"),
-                ))
-            }
-        };
-        Ok(Tool {
-            name,
-            description: self.description.clone(),
+        let parameters = self.parameters.clone().filter(|p| !p.is_null());
+        function_tool(
+            self.name.clone().unwrap_or_default(),
+            self.description.clone(),
             parameters,
-        })
+        )
     }
 }
 
