@@ -97,6 +97,30 @@ fn two_models_given_at_start_both_answer_under_their_names() {
                                                "messages": [{"role": "user", "content": "Hello"}]}),
     );
     assert_eq!(anthropic["model"], "gemma3");
+
+    // The two decode at the same time, sharing the threads: a short reply
+    // from one is not held back until a long one from the other ends.
+    std::thread::scope(|s| {
+        let long = s.spawn(|| {
+            let reply = post(
+                "/v1/completions",
+                json!({"model": "gemma3", "prompt": "Once", "max_tokens": 200, "ignore_eos": true}),
+            );
+            (reply, std::time::Instant::now())
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        post(
+            "/v1/completions",
+            json!({"model": "smollm2", "prompt": "Hi", "max_tokens": 4, "ignore_eos": true}),
+        );
+        let short_done = std::time::Instant::now();
+        let (reply, long_done) = long.join().unwrap();
+        assert_eq!(reply["usage"]["completion_tokens"], 200);
+        assert!(
+            short_done < long_done,
+            "smollm2 waited for gemma3 to finish"
+        );
+    });
     drop(server);
 }
 
@@ -257,5 +281,144 @@ fn a_model_loaded_on_demand_leaves_after_its_keep_alive() {
     let unload = generate(json!({"model": "gemma3", "keep_alive": 0}));
     assert_eq!(unload["done_reason"], "unload");
     gone("keep_alive 0");
+    drop(server);
+}
+
+/// The stored model file of `name` under `home` (wherever the store keeps it).
+fn stored_file(home: &std::path::Path) -> std::path::PathBuf {
+    let mut dirs = vec![home.join("models")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "gguf") {
+                return path;
+            }
+        }
+    }
+    panic!("no model file under {}", home.display());
+}
+
+#[test]
+fn models_stored_while_serving_are_served_and_deleted_ones_leave() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let smol = dir.path().join("smol.gguf");
+    std::os::unix::fs::symlink(testkit::default_model(), &smol).unwrap();
+    let mut cmd = support::hearth(&home);
+    cmd.args(["serve", "--port", "0", "--ctx-size", "512", "--model"])
+        .arg(&smol);
+    let (server, base) = support::spawn_server(cmd);
+    support::wait_ready(&base);
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let complete = |model: &str| {
+        client
+            .post(format!("{base}/v1/completions"))
+            .json(&json!({"model": model, "prompt": "Hello", "max_tokens": 2}))
+            .send()
+            .unwrap()
+    };
+    let listed = || -> Vec<String> {
+        let list: Value = client
+            .get(format!("{base}/v1/models"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let delete = |model: &str| {
+        client
+            .delete(format!("{base}/api/delete"))
+            .json(&json!({ "model": model }))
+            .send()
+            .unwrap()
+    };
+    let pull = || {
+        support::ok(
+            support::hearth(&home)
+                .args(["pull", "smollm2"])
+                .output()
+                .unwrap(),
+        )
+    };
+    assert_eq!(complete("smollm2").status().as_u16(), 404);
+    assert_eq!(listed(), ["smol"]);
+
+    // Pulled beside the running server: served from its first mention,
+    // under its alias too, with its own metrics.
+    pull();
+    let reply = complete("smollm2");
+    assert_eq!(reply.status().as_u16(), 200);
+    assert_eq!(reply.json::<Value>().unwrap()["model"], "smollm2");
+    assert_eq!(complete("smollm2:latest").status().as_u16(), 200);
+    assert_eq!(listed(), ["smol", "smollm2"]);
+    assert_eq!(loaded(&client, &base), ["smol", "smollm2"]);
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("hearth_e2e_request_latency_seconds_count{model=\"smollm2\"} 2"),
+        "requests to a model added later are counted under its name:\n{metrics}"
+    );
+
+    // The model given to `hearth serve` stays; one loaded on demand is
+    // unloaded and deleted, and is then unknown.
+    let refused = delete("smol");
+    assert_eq!(refused.status().as_u16(), 409);
+    assert!(refused.text().unwrap().contains("hearth serve"));
+    assert_eq!(delete("smollm2").status().as_u16(), 200);
+    assert_eq!(loaded(&client, &base), ["smol"]);
+    assert_eq!(complete("smollm2").status().as_u16(), 404);
+    assert_eq!(listed(), ["smol"]);
+
+    // A stored file that cannot load: 503 with Retry-After, and no new try
+    // before that time is up, even once the file is good again.
+    pull();
+    let file = stored_file(&home);
+    let good = std::fs::read(&file).unwrap();
+    let mut bad = good.clone();
+    bad[..4].copy_from_slice(b"XXXX");
+    std::fs::write(&file, &bad).unwrap();
+    let failed = complete("smollm2");
+    assert_eq!(failed.status().as_u16(), 503);
+    let retry: u64 = failed.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=10).contains(&retry), "Retry-After {retry}");
+    let body: Value = failed.json().unwrap();
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    std::fs::write(&file, &good).unwrap();
+    assert_eq!(
+        complete("smollm2").status().as_u16(),
+        503,
+        "retried too soon"
+    );
+    std::thread::sleep(Duration::from_secs(retry));
+    assert_eq!(complete("smollm2").status().as_u16(), 200);
+
+    // Removed with `hearth rm` beside the server: it leaves the list.
+    support::ok(
+        support::hearth(&home)
+            .args(["rm", "smollm2"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(listed(), ["smol"]);
+    assert_eq!(loaded(&client, &base), ["smol"]);
     drop(server);
 }

@@ -294,6 +294,13 @@ impl From<GenerateError> for ApiError {
                 ApiError::invalid("invalid_value", message).with_param(field)
             }
             GenerateError::Unavailable => ApiError::unavailable(),
+            GenerateError::NotLoaded { retry_after_secs } => ApiError {
+                message: format!(
+                    "The model cannot be loaded right now; retry after {retry_after_secs} s"
+                ),
+                retry_after: Some(retry_after_secs),
+                ..ApiError::unavailable()
+            },
             GenerateError::QueueFull {
                 waiting,
                 retry_after_secs,

@@ -21,6 +21,7 @@ mod ollama;
 mod quota;
 mod reply;
 mod responses;
+mod roster;
 mod routes;
 mod tls;
 mod wire;
@@ -33,7 +34,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use tokio::net::TcpListener;
-use types::{ModelInfo, ModelLibrary, SamplingParams, TextGenerator};
+use types::{ModelLibrary, SamplingParams};
 
 pub use access::authenticated;
 pub use audit::Auditor;
@@ -41,26 +42,16 @@ pub use error::ApiError;
 pub use jwks::JwksRefresher;
 pub use metrics::Metrics;
 pub use responses::{ResponseStore, ResponseStoreError, RETENTION as RESPONSE_RETENTION};
+pub use roster::{ModelDirectory, Retire, ServedModel};
 pub use routes::{
     api_router, compose, metrics_router, ops_router, probes_router, ApiRoute, ResourceFrom,
     API_ROUTES,
 };
 pub use tls::{serve_tls, Tls, TlsClient, TlsError, TlsFiles};
 
-/// One model this server answers for.
-pub struct ServedModel {
-    /// The name clients put in `model`, and `/v1/models` lists.
-    pub id: String,
-    /// Other names accepted for it (catalog aliases).
-    pub aliases: Vec<String>,
-    /// Unix time the model was loaded.
-    pub created: u64,
-    pub generator: Arc<dyn TextGenerator>,
-}
-
 /// Shared state of all handlers.
 pub struct AppState {
-    models: Vec<ServedModel>,
+    models: roster::Roster,
     /// What a request gets for every sampling field it leaves out.
     defaults: SamplingParams,
     metrics: Arc<Metrics>,
@@ -68,8 +59,6 @@ pub struct AppState {
     draining: AtomicBool,
     /// Each model's attributes for policies (department, sensitivity...).
     model_attrs: HashMap<String, BTreeMap<String, String>>,
-    /// What is known about each served model's file, by id.
-    model_info: HashMap<String, ModelInfo>,
     /// The store, for the routes that list, pull and delete models.
     library: Option<Arc<dyn ModelLibrary>>,
     /// Stored Responses API responses (in memory unless given a file).
@@ -82,12 +71,11 @@ impl AppState {
     pub fn new(models: Vec<ServedModel>, metrics: Arc<Metrics>) -> Self {
         assert!(!models.is_empty(), "a server needs at least one model");
         Self {
-            models,
+            models: roster::Roster::new(models, Arc::clone(&metrics)),
             defaults: SamplingParams::default(),
             metrics,
             draining: AtomicBool::new(false),
             model_attrs: HashMap::new(),
-            model_info: HashMap::new(),
             library: None,
             responses: Arc::new(
                 ResponseStore::in_memory(responses::RETENTION)
@@ -103,9 +91,10 @@ impl AppState {
         self
     }
 
-    /// Describes a served model's file (Ollama's `/api/show`, `/api/ps`).
-    pub fn with_model_info(mut self, id: &str, info: ModelInfo) -> Self {
-        self.model_info.insert(id.to_string(), info);
+    /// Serves models added to the store while the server runs, and lets
+    /// `/api/delete` retire served ones.
+    pub fn with_directory(mut self, directory: Arc<dyn ModelDirectory>) -> Self {
+        self.models.set_directory(directory);
         self
     }
 
@@ -151,27 +140,43 @@ impl AppState {
     }
 
     /// The model a request names, or the default when it names none.
-    fn find(&self, requested: Option<&str>) -> Result<&ServedModel, ApiError> {
+    /// A stored model the server does not serve yet (pulled since it
+    /// started) is served from now on.
+    fn find(&self, requested: Option<&str>) -> Result<Arc<ServedModel>, ApiError> {
         let Some(requested) = requested.filter(|n| !n.is_empty()) else {
-            return Ok(&self.models[0]);
+            return self
+                .models
+                .default_model()
+                .ok_or_else(|| ApiError::model_not_found(""));
         };
-        // Ollama's clients name an untagged model `name:latest`.
-        let name = requested.strip_suffix(":latest").unwrap_or(requested);
         self.models
-            .iter()
-            .find(|m| m.id == name || m.aliases.iter().any(|a| a == name))
+            .find(untagged(requested))
             .ok_or_else(|| ApiError::model_not_found(requested))
+    }
+
+    /// Every model served now, after adding the ones stored since the
+    /// last look and dropping deleted ones.
+    async fn current_models(self: &Arc<Self>) -> Vec<Arc<ServedModel>> {
+        let app = Arc::clone(self);
+        // The directory reads the store: off the async workers.
+        let _ = tokio::task::spawn_blocking(move || app.models.refresh()).await;
+        self.models.all()
     }
 
     /// The model new work goes to: as [`AppState::find`], but refused
     /// once draining has begun.
-    fn admit(&self, requested: Option<&str>) -> Result<&ServedModel, ApiError> {
+    fn admit(&self, requested: Option<&str>) -> Result<Arc<ServedModel>, ApiError> {
         let served = self.find(requested)?;
         if self.is_draining() {
             return Err(ApiError::unavailable());
         }
         Ok(served)
     }
+}
+
+/// Ollama's clients name an untagged model `name:latest`.
+fn untagged(name: &str) -> &str {
+    name.strip_suffix(":latest").unwrap_or(name)
 }
 
 /// HTTP-level limits.

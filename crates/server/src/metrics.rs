@@ -7,7 +7,7 @@
 //! [`LoadSnapshot`] at scrape time, so they can never drift from the engine.
 //! Each finished request is also logged here, as one structured line.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use axum::extract::{Request, State};
 use axum::http::header::CONTENT_TYPE;
@@ -88,7 +88,12 @@ pub struct Metrics {
     generation_tokens: Histograms,
     finished: Family<FinishLabels, Counter>,
     http: Family<StatusLabel, Counter>,
+    /// The models whose load is read at each scrape; models come and go
+    /// while the server runs (pulled, deleted).
+    watched: Watched,
 }
+
+type Watched = Arc<RwLock<Vec<(String, Arc<dyn TextGenerator>)>>>;
 
 impl Metrics {
     /// Registers every metric and becomes the observer of each of `models`,
@@ -108,6 +113,7 @@ impl Metrics {
             finished: Family::default(),
             http: Family::default(),
             registry: Registry::default(),
+            watched: Arc::default(),
         };
         let seconds = Some(Unit::Seconds);
         let timed = [
@@ -162,16 +168,33 @@ impl Metrics {
             m.http.clone(),
         );
         registry.register_collector(Box::new(LoadCollector {
-            models: models.clone(),
+            models: Arc::clone(&m.watched),
         }));
         let metrics = Arc::new(Metrics { registry, ..m });
         for (name, generator) in models {
-            generator.set_observer(Arc::new(ModelObserver {
-                metrics: Arc::clone(&metrics),
-                model: name,
-            }));
+            metrics.watch(name, generator);
         }
         metrics
+    }
+
+    /// Observes `generator`'s requests and reads its load at each scrape,
+    /// labelled `name`.
+    pub fn watch(self: &Arc<Self>, name: String, generator: Arc<dyn TextGenerator>) {
+        generator.set_observer(Arc::new(ModelObserver {
+            metrics: Arc::clone(self),
+            model: name.clone(),
+        }));
+        let mut watched = self.watched.write().unwrap_or_else(|e| e.into_inner());
+        watched.retain(|(n, _)| *n != name);
+        watched.push((name, generator));
+    }
+
+    /// Stops reading the load of the model `name` (no longer served).
+    pub fn unwatch(&self, name: &str) {
+        self.watched
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(n, _)| n != name);
     }
 
     /// The exposition, Prometheus text format 0.0.4.
@@ -242,7 +265,7 @@ impl GenerationObserver for ModelObserver {
 
 /// Reads every generator's load at scrape time.
 struct LoadCollector {
-    models: Vec<(String, Arc<dyn TextGenerator>)>,
+    models: Watched,
 }
 
 impl std::fmt::Debug for LoadCollector {
@@ -323,8 +346,12 @@ const COUNTERS: [Reading<u64>; 8] = [
 
 impl Collector for LoadCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let loads: Vec<(ModelLabel, LoadSnapshot)> = self
+        let models = self
             .models
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let loads: Vec<(ModelLabel, LoadSnapshot)> = models
             .iter()
             .map(|(name, g)| {
                 (

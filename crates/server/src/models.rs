@@ -22,7 +22,12 @@ fn object(model: &ServedModel) -> ModelObject {
 pub async fn list(State(app): State<Arc<AppState>>) -> Json<ModelList> {
     Json(ModelList {
         object: "list",
-        data: app.models.iter().map(object).collect(),
+        data: app
+            .current_models()
+            .await
+            .iter()
+            .map(|m| object(m))
+            .collect(),
     })
 }
 
@@ -30,13 +35,14 @@ pub async fn get(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Json<ModelObject>, ApiError> {
-    app.find(Some(&id)).map(|m| Json(object(m)))
+    app.find(Some(&id)).map(|m| Json(object(&m)))
 }
 
 /// Liveness: 200 whenever the process can answer at all. Readiness is `/ready`.
 pub async fn health(State(app): State<Arc<AppState>>) -> Json<serde_json::Value> {
     let models: Vec<_> = app
         .models
+        .all()
         .iter()
         .map(|m| serde_json::json!({"id": m.id, "ready": m.generator.is_ready()}))
         .collect();
@@ -59,7 +65,7 @@ pub async fn ready(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let loaded = match query.model.as_deref() {
         Some(name) => app.find(Some(name))?.generator.is_ready(),
-        None => app.models.iter().all(|m| m.generator.is_ready()),
+        None => app.models.all().iter().all(|m| m.generator.is_ready()),
     };
     let (status, word) = if app.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining")

@@ -32,6 +32,7 @@ async fn start(config: EngineConfig) -> Served {
         aliases: vec![],
         created: 1,
         generator: engine.clone(),
+        info: None,
     }]);
     let state = Arc::new(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -233,6 +233,10 @@ pub enum GenerateError {
     },
     #[error("the engine is shutting down")]
     Unavailable,
+    /// The model could not be loaded (it failed, or no room freed up in
+    /// time); a retry after the given seconds may succeed.
+    #[error("the model cannot be loaded now; retry in {retry_after_secs} s")]
+    NotLoaded { retry_after_secs: u32 },
     #[error("the server is at capacity: {waiting} requests are already waiting")]
     QueueFull {
         waiting: u32,

@@ -75,9 +75,17 @@ struct Member {
     pinned: bool,
     engine: Option<Arc<Engine>>,
     loading: bool,
+    /// When loading it last failed: requests within [`LOAD_RETRY`] of
+    /// that get 503 at once rather than each trying again.
+    failed: Option<Instant>,
+    /// Deleted: no longer loaded for anyone.
+    retired: bool,
     last_used: Instant,
     /// Set by a request (Ollama's `keep_alive`); `None`: the fleet's default.
     keep_alive: Option<Option<Duration>>,
+    /// Hears each finished request of this model (the metrics, labelled
+    /// with its name).
+    observer: Option<Arc<dyn GenerationObserver>>,
 }
 
 impl Member {
@@ -85,8 +93,7 @@ impl Member {
     /// claims its room and cannot be unloaded).
     fn resident(&self, index: usize, default_keep_alive: Duration) -> Option<Resident> {
         let busy = match &self.engine {
-            // Held by a caller, or requests (or embeddings) run or wait.
-            Some(engine) => Arc::strong_count(engine) > 1 || !engine.is_idle(),
+            Some(engine) => in_use(engine),
             None if self.loading => true,
             None => return None,
         };
@@ -109,6 +116,11 @@ impl Member {
     }
 }
 
+/// Held by a caller, or requests (or embeddings) run or wait on it.
+fn in_use(engine: &Arc<Engine>) -> bool {
+    Arc::strong_count(engine) > 1 || !engine.is_idle()
+}
+
 /// Every model the server may load, and the engines loaded now.
 pub struct Fleet {
     members: Mutex<Vec<Member>>,
@@ -116,7 +128,6 @@ pub struct Fleet {
     config: EngineConfig,
     budget: u64,
     keep_alive: Duration,
-    observer: OnceLock<Arc<dyn GenerationObserver>>,
     /// Told of every load and unload (the audit log).
     on_change: OnceLock<Box<dyn Fn(Change) + Send + Sync>>,
 }
@@ -128,8 +139,14 @@ pub enum Change {
     Unloaded { name: String },
 }
 
-/// How long a request waits for room before it gets 503.
+/// How long a request waits for busy models to free room before it gets
+/// 503. Waiting for the model's own load does not count.
 const ROOM_WAIT: Duration = Duration::from_secs(60);
+
+/// After a failed load, how long requests get 503 (with this as
+/// `Retry-After`) before one tries to load the model again: a file that
+/// cannot load should not be read again for every queued request.
+const LOAD_RETRY: Duration = Duration::from_secs(10);
 
 impl Fleet {
     pub fn new(config: EngineConfig, budget: u64, keep_alive: Duration) -> Arc<Fleet> {
@@ -139,7 +156,6 @@ impl Fleet {
             config,
             budget,
             keep_alive,
-            observer: OnceLock::new(),
             on_change: OnceLock::new(),
         })
     }
@@ -168,10 +184,18 @@ impl Fleet {
         self.members.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds a model; pinned ones are loaded by [`Fleet::load_pinned`] and
-    /// never unloaded. Returns its index.
+    /// Adds a model, or serves a deleted one again (pulled anew, maybe
+    /// another file); pinned ones are loaded by [`Fleet::load`] and never
+    /// unloaded. Returns its index.
     pub fn add(&self, name: String, path: PathBuf, bytes: u64, pinned: bool) -> usize {
         let mut members = self.lock();
+        if let Some(index) = members.iter().position(|m| m.name == name) {
+            let m = &mut members[index];
+            if m.retired {
+                (m.path, m.bytes, m.retired, m.failed) = (path, bytes, false, None);
+            }
+            return index;
+        }
         members.push(Member {
             name,
             path,
@@ -179,26 +203,69 @@ impl Fleet {
             pinned,
             engine: None,
             loading: false,
+            failed: None,
+            retired: false,
             last_used: Instant::now(),
             keep_alive: None,
+            observer: None,
         });
         members.len() - 1
+    }
+
+    /// The index of the model `name`, if it is served.
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.lock()
+            .iter()
+            .position(|m| m.name == name && !m.retired)
+    }
+
+    /// Stops serving model `index` (its files are about to be deleted):
+    /// unloads it if it is loaded and idle. A pinned or busy one stays.
+    pub fn retire(&self, index: usize) -> Result<(), server::Retire> {
+        let mut members = self.lock();
+        let m = &mut members[index];
+        if m.pinned {
+            return Err(server::Retire::Pinned);
+        }
+        if m.loading || m.engine.as_ref().is_some_and(in_use) {
+            return Err(server::Retire::Busy);
+        }
+        m.retired = true;
+        let engine = m.take();
+        drop(members);
+        self.unload(engine.into_iter().collect(), "deleted");
+        Ok(())
     }
 
     /// The engine of `index`, loading it first (and unloading others to
     /// make room) if it is not loaded. Blocks: callers run on blocking threads.
     pub fn acquire(&self, index: usize) -> Result<Arc<Engine>, GenerateError> {
-        let deadline = Instant::now() + ROOM_WAIT;
+        let mut deadline = Instant::now() + ROOM_WAIT;
         let mut members = self.lock();
         loop {
             let m = &mut members[index];
+            if m.retired {
+                return Err(GenerateError::Unavailable);
+            }
             if let Some(engine) = &m.engine {
                 m.last_used = Instant::now();
                 return Ok(Arc::clone(engine));
             }
-            // A pinned model is loaded at start by `load`; requests that
-            // arrive before wait for it rather than load a second copy.
-            if !m.loading && !m.pinned {
+            if let Some(failed) = m.failed {
+                let wait = LOAD_RETRY.saturating_sub(failed.elapsed());
+                if !wait.is_zero() {
+                    return Err(GenerateError::NotLoaded {
+                        retry_after_secs: wait.as_secs_f64().ceil() as u32,
+                    });
+                }
+            }
+            if m.loading {
+                // Another caller loads it: however long that takes, the
+                // wait for room starts after.
+                deadline = Instant::now() + ROOM_WAIT;
+            } else if !m.pinned {
+                // (A pinned model is loaded at start by `load`; requests
+                // that arrive before wait for it rather than load a copy.)
                 let resident: Vec<Resident> = members
                     .iter()
                     .enumerate()
@@ -207,41 +274,22 @@ impl Fleet {
                 if let Some(out) = evictions(&resident, members[index].bytes, self.budget) {
                     let unloaded: Vec<(String, Arc<Engine>)> =
                         out.into_iter().filter_map(|i| members[i].take()).collect();
-                    members[index].loading = true;
-                    let path = members[index].path.clone();
                     drop(members);
                     self.unload(unloaded, "room for another model");
-                    let loaded = Engine::load(&path, &self.config);
-                    let mut members = self.lock();
-                    let m = &mut members[index];
-                    m.loading = false;
-                    self.changed.notify_all();
-                    let engine = loaded.map_err(|e| {
-                        tracing::error!(model = %m.name, error = %e, "cannot load the model");
-                        GenerateError::Unavailable
-                    })?;
-                    if let Some(observer) = self.observer.get() {
-                        engine.set_observer(Arc::clone(observer));
-                    }
-                    tracing::info!(model = %m.name, "loaded on demand");
-                    let change = Change::Loaded {
-                        name: m.name.clone(),
-                        path: m.path.clone(),
-                    };
-                    let engine = Arc::new(engine);
-                    m.engine = Some(Arc::clone(&engine));
-                    m.last_used = Instant::now();
-                    drop(members);
-                    // Outside the lock: the audit writer may be slow.
-                    self.changed(change);
-                    return Ok(engine);
+                    return self
+                        .load_engine(index)
+                        .map_err(|_| GenerateError::NotLoaded {
+                            retry_after_secs: LOAD_RETRY.as_secs() as u32,
+                        });
                 }
             }
             // Being loaded by another caller, or no room until a busy
             // model goes idle: wait and look again.
             let now = Instant::now();
             if now >= deadline {
-                return Err(GenerateError::Unavailable);
+                return Err(GenerateError::NotLoaded {
+                    retry_after_secs: 5,
+                });
             }
             let wait = (deadline - now).min(Duration::from_millis(200));
             members = self
@@ -253,24 +301,56 @@ impl Fleet {
     }
 
     /// Loads model `index` now (a pinned model, at start).
-    pub fn load(&self, index: usize) -> Result<engine::ModelInfo, engine::EngineError> {
+    pub fn load(&self, index: usize) -> anyhow::Result<engine::ModelInfo> {
+        let engine = self.load_engine(index)?;
+        Ok(engine.info().clone())
+    }
+
+    /// Loads model `index`, which the caller found unloaded, and tells
+    /// whoever waits. A panic inside the loader is a failed load: the
+    /// model must not stay marked as loading for ever.
+    fn load_engine(&self, index: usize) -> anyhow::Result<Arc<Engine>> {
         let path = {
             let mut members = self.lock();
             members[index].loading = true;
             members[index].path.clone()
         };
-        let loaded = Engine::load(&path, &self.config);
+        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Engine::load(&path, &self.config)
+        }));
         let mut members = self.lock();
-        members[index].loading = false;
+        let m = &mut members[index];
+        m.loading = false;
         self.changed.notify_all();
-        let engine = loaded?;
-        if let Some(observer) = self.observer.get() {
+        let engine = match loaded {
+            Ok(Ok(engine)) => engine,
+            failed => {
+                m.failed = Some(Instant::now());
+                let err = match failed {
+                    Ok(Err(e)) => anyhow::Error::new(e),
+                    _ => anyhow::anyhow!("loading {} panicked", path.display()),
+                };
+                tracing::error!(model = %m.name, error = %err, "cannot load the model");
+                return Err(err);
+            }
+        };
+        if let Some(observer) = &m.observer {
             engine.set_observer(Arc::clone(observer));
         }
-        let info = engine.info().clone();
-        members[index].engine = Some(Arc::new(engine));
-        members[index].last_used = Instant::now();
-        Ok(info)
+        tracing::info!(model = %m.name, pinned = m.pinned, "loaded");
+        let engine = Arc::new(engine);
+        (m.engine, m.failed, m.last_used) = (Some(Arc::clone(&engine)), None, Instant::now());
+        // `serve` records a pinned model's load itself, with its digest.
+        let change = (!m.pinned).then(|| Change::Loaded {
+            name: m.name.clone(),
+            path: m.path.clone(),
+        });
+        drop(members);
+        // Outside the lock: the audit writer may be slow.
+        if let Some(change) = change {
+            self.changed(change);
+        }
+        Ok(engine)
     }
 
     /// Unloads idle models whose keep-alive ran out; called periodically.
@@ -309,6 +389,15 @@ impl Fleet {
         if keep_alive == Some(Duration::ZERO) {
             self.reap();
         }
+    }
+
+    /// Who hears model `index`'s finished requests, now and after reloads.
+    fn set_observer(&self, index: usize, observer: Arc<dyn GenerationObserver>) {
+        let mut members = self.lock();
+        if let Some(engine) = &members[index].engine {
+            engine.set_observer(Arc::clone(&observer));
+        }
+        members[index].observer = Some(observer);
     }
 
     /// The names of the models in memory now.
@@ -426,7 +515,7 @@ impl TextGenerator for FleetModel {
     }
 
     fn set_observer(&self, observer: Arc<dyn GenerationObserver>) {
-        let _ = self.fleet.observer.set(observer);
+        self.fleet.set_observer(self.index, observer);
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod audit_log;
 mod bench;
+mod directory;
 mod embed;
 mod fleet;
 mod generate;

@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use server::{AppState, ServedModel, ServerOptions};
-use types::{ResolvedModel, TextGenerator};
+use types::ResolvedModel;
 
-use super::fleet::{self, Fleet, FleetModel};
+use super::directory::{self, StoreDirectory};
+use super::fleet::{self, Fleet};
 use super::{audit_log, keys, open_store, pull_options, reload, resolve, usage};
 use crate::config::Config;
 
@@ -32,40 +33,29 @@ pub fn serve(config: &Config) -> Result<()> {
         let index = fleet.add(model.name.clone(), model.path.clone(), bytes, true);
         pinned.push((index, model));
     }
-    // Every other stored model loads on its first request.
-    let mut on_demand: Vec<ResolvedModel> = Vec::new();
-    let store = open_store(config)?;
-    for stored in store.list()? {
+    // Every other stored model loads on its first request, and so do
+    // models stored while the server runs.
+    let directory = Arc::new(StoreDirectory {
+        store: open_store(config)?,
+        fleet: Arc::clone(&fleet),
+        engine: config.engine.clone(),
+    });
+    let mut served: Vec<ServedModel> = pinned
+        .iter()
+        .map(|(index, model)| directory::served(&fleet, *index, model))
+        .collect();
+    for stored in directory.store.list()? {
         let name = stored.manifest.name.clone();
         if pinned.iter().any(|(_, m)| m.name == name) {
             continue;
         }
-        match types::ModelResolver::resolve(&store, &name) {
-            Ok(model) => {
-                let bytes = fleet::memory_estimate(&model.path, &config.engine);
-                fleet.add(model.name.clone(), model.path.clone(), bytes, false);
-                on_demand.push(model);
-            }
+        match types::ModelResolver::resolve(&directory.store, &name) {
+            Ok(model) => served.push(directory.serve(&model)),
             Err(err) => tracing::warn!(model = %name, %err, "not serving a damaged stored model"),
         }
     }
-    let models: Vec<&ResolvedModel> = pinned.iter().map(|(_, m)| m).chain(&on_demand).collect();
-    let served = models
-        .iter()
-        .enumerate()
-        .map(|(index, model)| ServedModel {
-            id: model.name.clone(),
-            aliases: store::catalog::find(&model.name)
-                .map(|e| e.aliases.iter().map(|a| a.to_string()).collect())
-                .unwrap_or_default(),
-            created: auth::unix_now(),
-            generator: Arc::new(FleetModel {
-                fleet: Arc::clone(&fleet),
-                index,
-            }) as Arc<dyn TextGenerator>,
-        })
-        .collect();
-    let mut state = AppState::with_metrics(served);
+    let on_demand = served.len() - pinned.len();
+    let mut state = AppState::with_metrics(served).with_directory(directory);
     if let Some(seed) = config.seed {
         state = state.with_default_seed(seed);
     }
@@ -83,11 +73,6 @@ pub fn serve(config: &Config) -> Result<()> {
         server::ResponseStore::open(&responses, server::RESPONSE_RETENTION)
             .with_context(|| format!("cannot open {}", responses.display()))?,
     );
-    for model in &models {
-        if let Some(info) = describe(model) {
-            state = state.with_model_info(&model.name, info);
-        }
-    }
     let state = Arc::new(state);
     let options = ServerOptions {
         max_body_bytes: settings.max_body_bytes,
@@ -161,7 +146,7 @@ pub fn serve(config: &Config) -> Result<()> {
             let (fleet, index) = (Arc::clone(&fleet), *index);
             let loader = tokio::task::spawn_blocking(move || fleet.load(index));
             let info = tokio::select! {
-                loaded = loader => loaded.context("the model loader panicked")??,
+                loaded = loader => loaded.context("the model loader stopped")??,
                 stopped = &mut serving => return stopped.context("server failed"),
             };
             if let Some(auditor) = &access.audit {
@@ -183,7 +168,7 @@ pub fn serve(config: &Config) -> Result<()> {
         }
         tracing::info!(
             pinned = pinned.len(),
-            on_demand = on_demand.len(),
+            on_demand,
             memory_budget = settings.memory_budget,
             "ready on {scheme}://{bound}"
         );
@@ -207,31 +192,6 @@ async fn reap(fleet: Arc<Fleet>) {
         tick.tick().await;
         let fleet = Arc::clone(&fleet);
         let _ = tokio::task::spawn_blocking(move || fleet.reap()).await;
-    }
-}
-
-/// What `/api/show` and `/api/ps` tell about a served model's file.
-fn describe(model: &ResolvedModel) -> Option<types::ModelInfo> {
-    match store::describe(&model.path) {
-        Ok(details) => {
-            let modified = std::fs::metadata(&model.path)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_secs());
-            Some(types::ModelInfo {
-                name: model.name.clone(),
-                size: model.size,
-                sha256: model.sha256.clone(),
-                modified,
-                details,
-            })
-        }
-        // Loading reports a bad file with its own message in a moment.
-        Err(err) => {
-            tracing::debug!(%err, "cannot describe the model");
-            None
-        }
     }
 }
 

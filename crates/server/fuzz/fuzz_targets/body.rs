@@ -87,6 +87,7 @@ fn fixture() -> &'static Fixture {
             aliases: vec!["smol".into()],
             created: 0,
             generator: Arc::new(Echo),
+            info: None,
         }]));
         let access = server::Access {
             authenticator: Some(Arc::new(auth::Authenticator::new(keys))),

@@ -32,7 +32,7 @@ use crate::audit::RequestAudit;
 use crate::error::ApiError;
 use crate::exchange::{self, Deadline, Observers, Submitted};
 use crate::quota::QuotaCharge;
-use crate::{embeddings, AppState, ServedModel};
+use crate::{embeddings, untagged, AppState, Retire, ServedModel};
 use reply::{Reply, Route};
 use wire::{ChatBody, EmbedBody, EmbeddingsBody, GenerateBody, KeepAlive, ModelBody};
 
@@ -318,17 +318,14 @@ pub async fn embeddings(
 
 /// What is known about a served model: the file's description when the
 /// server was given one, else its name alone.
-fn served_info(app: &AppState, served: &ServedModel) -> ModelInfo {
-    app.model_info
-        .get(&served.id)
-        .cloned()
-        .unwrap_or_else(|| ModelInfo {
-            name: served.id.clone(),
-            size: 0,
-            sha256: None,
-            modified: served.created,
-            details: types::ModelDetails::default(),
-        })
+fn served_info(served: &ServedModel) -> ModelInfo {
+    served.info.clone().unwrap_or_else(|| ModelInfo {
+        name: served.id.clone(),
+        size: 0,
+        sha256: None,
+        modified: served.created,
+        details: types::ModelDetails::default(),
+    })
 }
 
 /// Every stored model, plus served ones the store does not hold (a file
@@ -341,9 +338,9 @@ pub async fn tags(State(app): State<Arc<AppState>>) -> Result<Json<Value>, ApiEr
         }
         None => Vec::new(),
     };
-    for served in &app.models {
+    for served in app.current_models().await {
         if !models.iter().any(|m| m.name == served.id) {
-            models.push(served_info(&app, served));
+            models.push(served_info(&served));
         }
     }
     let entries: Vec<Value> = models.iter().map(reply::tag).collect();
@@ -355,9 +352,10 @@ pub async fn tags(State(app): State<Arc<AppState>>) -> Result<Json<Value>, ApiEr
 pub async fn ps(State(app): State<Arc<AppState>>) -> Json<Value> {
     let entries: Vec<Value> = app
         .models
+        .all()
         .iter()
         .filter(|m| m.generator.is_loaded())
-        .map(|m| reply::running(&served_info(&app, m), None::<SystemTime>))
+        .map(|m| reply::running(&served_info(m), None::<SystemTime>))
         .collect();
     Json(json!({"models": entries}))
 }
@@ -369,7 +367,7 @@ pub async fn show(
     let Json(body) = body?;
     let name = body.model()?.to_string();
     let info = match app.find(Some(&name)) {
-        Ok(served) => served_info(&app, served),
+        Ok(served) => served_info(&served),
         Err(_) => stored(&app, &name).await?,
     };
     let capabilities: &[&str] = if info.details.embedding_only {
@@ -425,26 +423,37 @@ fn library_error(err: LibraryError) -> ApiError {
     }
 }
 
-/// `/api/delete`. A model being served stays: removing it from under
-/// the running server would leave `/api/tags` and the server disagreeing.
+/// `/api/delete`. A model loaded on demand is unloaded first; one given
+/// to `hearth serve`, or one with requests running, stays (409).
 pub async fn delete(
     State(app): State<Arc<AppState>>,
     body: Result<Json<ModelBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body?;
-    let name = body.model()?.to_string();
-    if let Ok(served) = app.find(Some(&name)) {
-        return Err(ApiError {
-            status: StatusCode::CONFLICT,
-            ..ApiError::invalid(
-                "model_in_use",
-                format!(
-                    "model '{}' is being served; restart the server without it to delete it",
+    let name = untagged(body.model()?).to_string();
+    if let Some(served) = app.models.served(&name) {
+        let retiring = Arc::clone(&app);
+        let id = served.id.clone();
+        let retired = tokio::task::spawn_blocking(move || retiring.models.retire(&id))
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+        if let Err(why) = retired {
+            let message = match why {
+                Retire::Pinned => format!(
+                    "model '{}' was given to `hearth serve`; restart the server without it to delete it",
                     served.id
                 ),
-            )
+                Retire::Busy => format!(
+                    "model '{}' is answering requests; delete it once they finish",
+                    served.id
+                ),
+            };
+            return Err(ApiError {
+                status: StatusCode::CONFLICT,
+                ..ApiError::invalid("model_in_use", message)
+            }
+            .with_param("model"));
         }
-        .with_param("model"));
     }
     let library = app.library.clone().ok_or_else(|| not_found(&name))?;
     blocking(move || library.remove(&name)).await?;

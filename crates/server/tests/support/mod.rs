@@ -143,6 +143,7 @@ pub async fn start_with(open_metrics: bool, jwt: Vec<auth::JwtIssuerConfig>) -> 
         aliases: vec![],
         created: 1,
         generator,
+        info: None,
     }]));
     let policies = auth::Policies::from_sources(vec![(
         "default.cedar".into(),

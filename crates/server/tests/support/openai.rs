@@ -38,6 +38,7 @@ pub async fn start_with(generator: Arc<Engine>) -> String {
         aliases: vec!["smollm2:135m".into()],
         created: 1,
         generator,
+        info: None,
     }]);
     let options = ServerOptions {
         max_body_bytes: 64 << 10,

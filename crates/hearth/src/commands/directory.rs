@@ -1,0 +1,100 @@
+//! The store as the server's model directory: a model stored while the
+//! server runs (pulled over the API, or with `hearth pull` beside it) is
+//! served from its first mention, loaded on demand; a deleted one leaves.
+
+use std::sync::Arc;
+
+use server::{ModelDirectory, Retire, ServedModel};
+use types::{ResolvedModel, TextGenerator};
+
+use super::fleet::{self, Fleet, FleetModel};
+
+pub struct StoreDirectory {
+    pub store: store::Store,
+    pub fleet: Arc<Fleet>,
+    pub engine: engine::EngineConfig,
+}
+
+impl StoreDirectory {
+    /// Adds `model` to the fleet, loaded on its first request.
+    pub fn serve(&self, model: &ResolvedModel) -> ServedModel {
+        let bytes = fleet::memory_estimate(&model.path, &self.engine);
+        let index = self
+            .fleet
+            .add(model.name.clone(), model.path.clone(), bytes, false);
+        served(&self.fleet, index, model)
+    }
+}
+
+impl ModelDirectory for StoreDirectory {
+    fn names(&self) -> Vec<String> {
+        match self.store.list() {
+            Ok(models) => models.into_iter().map(|m| m.manifest.name).collect(),
+            Err(err) => {
+                tracing::warn!(%err, "cannot list the store");
+                Vec::new()
+            }
+        }
+    }
+
+    fn open(&self, name: &str) -> Option<ServedModel> {
+        let name = store::catalog::find(name).map_or(name, |e| e.name);
+        // `get` first: `resolve` alone would also take a file path.
+        self.store.get(name).ok()??;
+        match types::ModelResolver::resolve(&self.store, name) {
+            Ok(model) => Some(self.serve(&model)),
+            Err(err) => {
+                tracing::warn!(model = %name, %err, "not serving a damaged stored model");
+                None
+            }
+        }
+    }
+
+    fn retire(&self, id: &str) -> Result<(), Retire> {
+        match self.fleet.index(id) {
+            Some(index) => self.fleet.retire(index),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Model `index` of `fleet` as the server sees it.
+pub fn served(fleet: &Arc<Fleet>, index: usize, model: &ResolvedModel) -> ServedModel {
+    ServedModel {
+        id: model.name.clone(),
+        aliases: store::catalog::find(&model.name)
+            .map(|e| e.aliases.iter().map(|a| a.to_string()).collect())
+            .unwrap_or_default(),
+        created: auth::unix_now(),
+        generator: Arc::new(FleetModel {
+            fleet: Arc::clone(fleet),
+            index,
+        }) as Arc<dyn TextGenerator>,
+        info: describe(model),
+    }
+}
+
+/// What `/api/show` and `/api/ps` tell about a served model's file.
+fn describe(model: &ResolvedModel) -> Option<types::ModelInfo> {
+    match store::describe(&model.path) {
+        Ok(details) => {
+            let modified = std::fs::metadata(&model.path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs());
+            Some(types::ModelInfo {
+                name: model.name.clone(),
+                size: model.size,
+                sha256: model.sha256.clone(),
+                modified,
+                details,
+            })
+        }
+        // Loading reports a bad file with its own message in a moment.
+        Err(err) => {
+            tracing::debug!(%err, "cannot describe the model");
+            None
+        }
+    }
+}
