@@ -4,7 +4,7 @@
 #   scripts/fuzz.sh [gguf|body] [SECONDS]   (default: gguf, 600)
 #   gguf: the GGUF reader; seeds are the committed malformed corpus plus a
 #         real model header.
-#   body: the API's request bodies (OpenAI, Anthropic, embeddings, tokens) through the real router
+#   body: the API's request bodies (OpenAI, Anthropic, Ollama, Responses, embeddings, tokens) through the real router
 #         (keys, policies and quotas on); seeds in crates/server/fuzz/seeds.
 # cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain accept them.
 set -euo pipefail

@@ -265,6 +265,24 @@ fn a_model_loaded_on_demand_leaves_after_its_keep_alive() {
         json!({"model": "gemma3", "prompt": "Hi", "stream": false, "options": {"num_predict": 2}}),
     );
     assert_eq!(loaded(&client, &base), ["smollm2", "gemma3"]);
+    // Ollama's `expires_at`: when gemma3 leaves; the pinned model stays.
+    let expiry = || -> Vec<Value> {
+        let ps: Value = client
+            .get(format!("{base}/api/ps"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        ps["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.get("expires_at").cloned().unwrap_or(Value::Null))
+            .collect()
+    };
+    let expires = expiry();
+    assert!(expires[0].is_null(), "{expires:?}");
+    assert!(expires[1].is_string(), "{expires:?}");
     gone("the server's keep-alive of 1 s");
 
     // Ollama's per-request keep_alive: an empty prompt loads the model and
@@ -272,6 +290,7 @@ fn a_model_loaded_on_demand_leaves_after_its_keep_alive() {
     let load = generate(json!({"model": "gemma3", "keep_alive": -1}));
     assert_eq!(load["done_reason"], "load");
     assert_eq!(loaded(&client, &base), ["smollm2", "gemma3"]);
+    assert!(expiry()[1].is_null(), "kept for ever: no expiry");
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
         loaded(&client, &base),
@@ -385,8 +404,14 @@ fn models_stored_while_serving_are_served_and_deleted_ones_leave() {
     assert_eq!(listed(), ["smol"]);
 
     // A stored file that cannot load: 503 with Retry-After, and no new try
-    // before that time is up, even once the file is good again.
-    pull();
+    // before that time is up, even once the file is good again. (Pulled
+    // over the API this time.)
+    let pulled = client
+        .post(format!("{base}/api/pull"))
+        .json(&json!({"model": "smollm2", "stream": false}))
+        .send()
+        .unwrap();
+    assert_eq!(pulled.status().as_u16(), 200);
     let file = stored_file(&home);
     let good = std::fs::read(&file).unwrap();
     let mut bad = good.clone();
@@ -412,6 +437,9 @@ fn models_stored_while_serving_are_served_and_deleted_ones_leave() {
     assert_eq!(complete("smollm2").status().as_u16(), 200);
 
     // Removed with `hearth rm` beside the server: it leaves the list.
+    // (After the server's audit batch of the load is written: the log is
+    // in the order entries reach it, and the server writes every 200 ms.)
+    std::thread::sleep(Duration::from_millis(600));
     support::ok(
         support::hearth(&home)
             .args(["rm", "smollm2"])
@@ -420,5 +448,46 @@ fn models_stored_while_serving_are_served_and_deleted_ones_leave() {
     );
     assert_eq!(listed(), ["smol"]);
     assert_eq!(loaded(&client, &base), ["smol"]);
+
+    // Every pull, load, unload and delete is in the audit log, through the
+    // API or beside the server (entries are synced within 200 ms).
+    std::thread::sleep(Duration::from_millis(600));
+    let export = support::ok(
+        support::hearth(&home)
+            .args(["audit", "export", "--since", "1h"])
+            .output()
+            .unwrap(),
+    );
+    let events: Vec<Value> = export
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["model"] == "smollm2" && e["event"] != "api_request")
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "model_pull",   // hearth pull
+            "model_load",   // first request
+            "model_unload", // DELETE /api/delete
+            "model_delete",
+            "model_pull", // POST /api/pull
+            "model_load",
+            "model_delete", // hearth rm
+            "model_unload", // the server notices
+        ],
+        "{export}"
+    );
+    assert_eq!(events[4]["sha256"].as_str().map(str::len), Some(64));
+    let verified = support::ok(
+        support::hearth(&home)
+            .args(["audit", "verify"])
+            .output()
+            .unwrap(),
+    );
+    assert!(verified.starts_with("OK:"), "{verified}");
     drop(server);
 }

@@ -450,6 +450,12 @@ pub trait TextGenerator: Send + Sync + 'static {
         self.is_ready()
     }
 
+    /// When the model leaves memory if no request comes before (Ollama's
+    /// `expires_at` in `/api/ps`); `None`: it stays, or is not loaded.
+    fn unloads_at(&self) -> Option<std::time::SystemTime> {
+        None
+    }
+
     /// Current load and running totals, for metrics and load-aware routing.
     fn load(&self) -> LoadSnapshot {
         LoadSnapshot::default()

@@ -2,10 +2,10 @@
 //! server runs (pulled over the API, or with `hearth pull` beside it) is
 //! served from its first mention, loaded on demand; a deleted one leaves.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use server::{ModelDirectory, Retire, ServedModel};
-use types::{ResolvedModel, TextGenerator};
+use types::{LibraryError, ModelInfo, ModelLibrary, Progress, ResolvedModel, TextGenerator};
 
 use super::fleet::{self, Fleet, FleetModel};
 
@@ -55,6 +55,52 @@ impl ModelDirectory for StoreDirectory {
             Some(index) => self.fleet.retire(index),
             None => Ok(()),
         }
+    }
+}
+
+/// The store behind `/api/pull` and `/api/delete`, recording each pull
+/// and delete in the audit log as `hearth pull` and `hearth rm` do.
+pub struct AuditedLibrary {
+    pub library: store::Library,
+    /// Weak: the server closes (and flushes) the log at shutdown.
+    pub audit: Option<Weak<server::Auditor>>,
+}
+
+impl AuditedLibrary {
+    fn record(&self, event: audit::Event) {
+        if let Some(auditor) = self.audit.as_ref().and_then(Weak::upgrade) {
+            auditor.log.record(event);
+        }
+    }
+}
+
+impl ModelLibrary for AuditedLibrary {
+    fn list(&self) -> Result<Vec<ModelInfo>, LibraryError> {
+        self.library.list()
+    }
+
+    fn find(&self, name: &str) -> Result<Option<ModelInfo>, LibraryError> {
+        self.library.find(name)
+    }
+
+    fn pull(&self, name: &str, progress: &dyn Progress) -> Result<ModelInfo, LibraryError> {
+        let pulled = self.library.pull(name, progress)?;
+        self.record(audit::Event::ModelPull {
+            model: pulled.name.clone(),
+            sha256: pulled.sha256.clone(),
+        });
+        Ok(pulled)
+    }
+
+    fn remove(&self, name: &str) -> Result<(), LibraryError> {
+        // The stored name, not the alias the client used.
+        let model = self
+            .library
+            .find(name)?
+            .map_or_else(|| name.to_string(), |m| m.name);
+        self.library.remove(name)?;
+        self.record(audit::Event::ModelDelete { model });
+        Ok(())
     }
 }
 

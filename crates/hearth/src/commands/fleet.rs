@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use engine::{Engine, EngineConfig};
 use types::{
@@ -400,6 +400,19 @@ impl Fleet {
         members[index].observer = Some(observer);
     }
 
+    /// When model `index` leaves memory if no request comes: its
+    /// keep-alive after its last use, counted from now while it is busy.
+    /// `None` for a pinned model, one kept for ever, or one not loaded.
+    fn unloads_at(&self, index: usize) -> Option<SystemTime> {
+        let members = self.lock();
+        let m = &members[index];
+        let engine = m.engine.as_ref().filter(|_| !m.pinned)?;
+        let keep = m.keep_alive.unwrap_or(Some(self.keep_alive))?;
+        let now = Instant::now();
+        let from = if in_use(engine) { now } else { m.last_used };
+        Some(SystemTime::now() + (from + keep).saturating_duration_since(now))
+    }
+
     /// The names of the models in memory now.
     pub fn loaded_names(&self) -> Vec<String> {
         self.lock()
@@ -497,6 +510,10 @@ impl TextGenerator for FleetModel {
 
     fn is_loaded(&self) -> bool {
         self.fleet.loaded(self.index).is_some()
+    }
+
+    fn unloads_at(&self) -> Option<SystemTime> {
+        self.fleet.unloads_at(self.index)
     }
 
     fn load(&self) -> LoadSnapshot {

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use server::{AppState, ServedModel, ServerOptions};
 use types::ResolvedModel;
 
-use super::directory::{self, StoreDirectory};
+use super::directory::{self, AuditedLibrary, StoreDirectory};
 use super::fleet::{self, Fleet};
 use super::{audit_log, keys, open_store, pull_options, reload, resolve, usage};
 use crate::config::Config;
@@ -67,7 +67,11 @@ pub fn serve(config: &Config) -> Result<()> {
         show_pip_output: false,
         ..pull_options(config, false)
     };
-    state = state.with_library(Arc::new(store::Library::new(open_store(config)?, options)));
+    let audit = auditor(config)?;
+    state = state.with_library(Arc::new(AuditedLibrary {
+        library: store::Library::new(open_store(config)?, options),
+        audit: audit.as_ref().map(Arc::downgrade),
+    }));
     let responses = config.home.join("responses.db");
     state = state.with_response_store(
         server::ResponseStore::open(&responses, server::RESPONSE_RETENTION)
@@ -85,7 +89,7 @@ pub fn serve(config: &Config) -> Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let access = access(config, addr).await?;
+        let access = access(config, addr, audit).await?;
         let tls = match &settings.tls {
             Some(files) => Some(Arc::new(server::Tls::load(files.clone())?)),
             None => None,
@@ -198,14 +202,18 @@ async fn reap(fleet: Arc<Fleet>) {
 /// Who may reach what: the API behind authentication unless
 /// `--insecure-no-auth`, `/metrics` behind it unless open. Refuses to listen
 /// off loopback when nobody could authenticate.
-async fn access(config: &Config, addr: SocketAddr) -> Result<server::Access> {
+async fn access(
+    config: &Config,
+    addr: SocketAddr,
+    audit: Option<Arc<server::Auditor>>,
+) -> Result<server::Access> {
     let settings = &config.server;
     if settings.insecure_no_auth {
         tracing::warn!(
             "--insecure-no-auth: every API route answers anyone who can reach {addr}, without credentials"
         );
         return Ok(server::Access {
-            audit: auditor(config)?,
+            audit,
             ..server::Access::open()
         });
     }
@@ -223,7 +231,6 @@ async fn access(config: &Config, addr: SocketAddr) -> Result<server::Access> {
     }
     let jwks = server::JwksRefresher::start(Arc::clone(&authenticator)).await;
     let quotas = usage::restore(&authenticator);
-    let audit = auditor(config)?;
     let policies = load_policies(config)?;
     tracing::info!(
         policies = policies.len(),

@@ -1,5 +1,6 @@
 //! Fuzzes the request-body parsers through the real router, with keys,
-//! policies and quotas on: any bytes posted to either generation endpoint
+//! policies and quotas on: any bytes posted to a generation, embedding or
+//! token endpoint of any API family (OpenAI, Anthropic, Ollama, Responses)
 //! must get an answer, never a panic, and never a 5xx (the generator behind
 //! the router always succeeds, so a 5xx would be a parser's fault).
 #![no_main]
@@ -111,14 +112,20 @@ fuzz_target!(|data: &[u8]| {
     let Some((&which, body)) = data.split_first() else {
         return;
     };
-    let path = match which % 7 {
+    let path = match which % 13 {
         0 => "/v1/chat/completions",
         1 => "/v1/completions",
         2 => "/v1/messages",
         3 => "/v1/messages/count_tokens",
         4 => "/v1/embeddings",
         5 => "/tokenize",
-        _ => "/detokenize",
+        6 => "/detokenize",
+        7 => "/api/chat",
+        8 => "/api/generate",
+        9 => "/api/embed",
+        10 => "/api/show",
+        11 => "/v1/responses",
+        _ => "/api/embeddings",
     };
     let f = fixture();
     let request = Request::post(path)

@@ -10,7 +10,7 @@ mod wire;
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use auth::Principal;
 use axum::body::{Body, Bytes};
@@ -355,7 +355,7 @@ pub async fn ps(State(app): State<Arc<AppState>>) -> Json<Value> {
         .all()
         .iter()
         .filter(|m| m.generator.is_loaded())
-        .map(|m| reply::running(&served_info(m), None::<SystemTime>))
+        .map(|m| reply::running(&served_info(m), m.generator.unloads_at()))
         .collect();
     Json(json!({"models": entries}))
 }
