@@ -51,6 +51,7 @@ fn two_models_given_at_start_both_answer_under_their_names() {
         .collect();
     // The two given first; other stored models (served on demand) after.
     assert_eq!(ids[..2], ["smollm2", "gemma3"]);
+    assert_eq!(listed["data"][1]["loaded"], true);
     let running: Value = get("/api/ps").json().unwrap();
     let names: Vec<&str> = running["models"]
         .as_array()
@@ -373,9 +374,18 @@ fn models_stored_while_serving_are_served_and_deleted_ones_leave() {
     assert_eq!(complete("smollm2").status().as_u16(), 404);
     assert_eq!(listed(), ["smol"]);
 
-    // Pulled beside the running server: served from its first mention,
-    // under its alias too, with its own metrics.
+    // Pulled beside the running server: listed (not loaded yet), served
+    // from its first mention, under its alias too, with its own metrics.
     pull();
+    let list: Value = client
+        .get(format!("{base}/v1/models"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(list["data"][1]["id"], "smollm2");
+    assert_eq!(list["data"][1]["loaded"], false);
+    assert_eq!(list["data"][0]["loaded"], true);
     let reply = complete("smollm2");
     assert_eq!(reply.status().as_u16(), 200);
     assert_eq!(reply.json::<Value>().unwrap()["model"], "smollm2");
@@ -434,7 +444,17 @@ fn models_stored_while_serving_are_served_and_deleted_ones_leave() {
         "retried too soon"
     );
     std::thread::sleep(Duration::from_secs(retry));
-    assert_eq!(complete("smollm2").status().as_u16(), 200);
+    // Two at once: the second waits for the first one's load (one
+    // model_load below) and both are answered.
+    std::thread::scope(|s| {
+        let both = [
+            s.spawn(|| complete("smollm2")),
+            s.spawn(|| complete("smollm2")),
+        ];
+        for reply in both {
+            assert_eq!(reply.join().unwrap().status().as_u16(), 200);
+        }
+    });
 
     // Removed with `hearth rm` beside the server: it leaves the list.
     // (After the server's audit batch of the load is written: the log is

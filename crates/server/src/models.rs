@@ -16,6 +16,7 @@ fn object(model: &ServedModel) -> ModelObject {
         object: "model",
         created: model.created,
         owned_by: "hearth",
+        loaded: model.generator.is_loaded(),
     }
 }
 

@@ -666,6 +666,8 @@ pub struct ModelObject {
     pub object: &'static str,
     pub created: u64,
     pub owned_by: &'static str,
+    /// Hearth's own field: in memory now, or loaded on its first request.
+    pub loaded: bool,
 }
 
 #[derive(Debug, Serialize)]

@@ -37,6 +37,36 @@ async fn chat_completion_answers_in_sensible_english() {
 }
 
 #[tokio::test]
+async fn content_parts_are_one_text_and_max_completion_tokens_caps_the_reply() {
+    let base = start().await;
+    let ask = |content: Value| {
+        json!({"messages": [{"role": "user", "content": content}],
+               "max_completion_tokens": 3, "max_tokens": 40, "ignore_eos": true})
+    };
+    let (status, parts) = post(
+        &base,
+        "/v1/chat/completions",
+        ask(json!([{"type": "text", "text": "What is the capital"},
+                   {"type": "text", "text": " of Japan?"}])),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{parts}");
+    let (_, whole) = post(
+        &base,
+        "/v1/chat/completions",
+        ask(json!("What is the capital of Japan?")),
+    )
+    .await;
+    assert_eq!(
+        parts["usage"]["prompt_tokens"],
+        whole["usage"]["prompt_tokens"]
+    );
+    // max_completion_tokens wins over the older max_tokens.
+    assert_eq!(parts["usage"]["completion_tokens"], 3);
+    assert_eq!(parts["choices"][0]["finish_reason"], "length");
+}
+
+#[tokio::test]
 async fn streaming_matches_non_streaming_for_the_same_seed() {
     // An engine of its own, with nothing else running and no cache entries
     // left behind: each request then gets the same KV cells. llama.cpp's

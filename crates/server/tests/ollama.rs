@@ -171,6 +171,23 @@ async fn generate_uses_the_template_unless_raw_and_loads_on_an_empty_prompt() {
     )
     .await;
     assert_eq!(unload["done_reason"], "unload");
+    // The same on /api/chat, with no messages: a chat-shaped answer.
+    let (s, load) = post(
+        &base,
+        "/api/chat",
+        json!({"model": "smollm2", "messages": []}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{load}");
+    assert_eq!(load["done_reason"], "load");
+    assert_eq!(load["message"]["content"], "");
+    let (_, unload) = post(
+        &base,
+        "/api/chat",
+        json!({"model": "smollm2", "keep_alive": 0}),
+    )
+    .await;
+    assert_eq!(unload["done_reason"], "unload");
 }
 
 #[tokio::test]

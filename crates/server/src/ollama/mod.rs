@@ -49,10 +49,12 @@ pub async fn chat(
     body: Result<Json<ChatBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body?;
-    body.common.check()?;
+    let keep_alive = body.common.check()?;
     let keep = wire::requested_keep_alive(body.common.keep_alive.as_ref())?;
     let (reply, stream, logprobs) = begin(&body.common, Route::Chat);
-    let request = body.into_domain(&app.defaults)?;
+    let Some(request) = body.into_domain(&app.defaults)? else {
+        return load_or_unload(&app, &reply, keep_alive, keep).await;
+    };
     let observers = Observers::new(audit, quota);
     let model = reply.model.clone();
     let answer = run(
@@ -77,6 +79,28 @@ async fn apply_keep_alive(app: &AppState, model: &str, keep: Option<KeepAlive>) 
     let _ = tokio::task::spawn_blocking(move || generator.keep_alive(keep.duration())).await;
 }
 
+/// A request without a prompt or messages: Ollama's way to load a model
+/// (or, with `keep_alive: 0`, unload it).
+async fn load_or_unload(
+    app: &AppState,
+    reply: &Reply,
+    keep_alive: KeepAlive,
+    keep: Option<KeepAlive>,
+) -> Result<Response, ApiError> {
+    let generator = Arc::clone(&app.admit(Some(&reply.model))?.generator);
+    let reason = match keep_alive {
+        KeepAlive::For(d) if d.is_zero() => "unload",
+        _ => {
+            tokio::task::spawn_blocking(move || generator.warm())
+                .await
+                .map_err(|e| ApiError::internal(&e))??;
+            "load"
+        }
+    };
+    apply_keep_alive(app, &reply.model, keep).await;
+    Ok(Json(reply.loaded(reason)).into_response())
+}
+
 pub async fn generate(
     State(app): State<Arc<AppState>>,
     principal: Option<Extension<Principal>>,
@@ -89,19 +113,7 @@ pub async fn generate(
     let keep = wire::requested_keep_alive(body.common.keep_alive.as_ref())?;
     let (reply, stream, logprobs) = begin(&body.common, Route::Generate);
     let Some(request) = body.into_domain(&app.defaults)? else {
-        // An empty prompt asks for the model to be loaded, or unloaded.
-        let generator = Arc::clone(&app.admit(Some(&reply.model))?.generator);
-        let reason = match keep_alive {
-            KeepAlive::For(d) if d.is_zero() => "unload",
-            _ => {
-                tokio::task::spawn_blocking(move || generator.warm())
-                    .await
-                    .map_err(|e| ApiError::internal(&e))??;
-                "load"
-            }
-        };
-        apply_keep_alive(&app, &reply.model, keep).await;
-        return Ok(Json(reply.loaded(reason)).into_response());
+        return load_or_unload(&app, &reply, keep_alive, keep).await;
     };
     let observers = Observers::new(audit, quota);
     let model = reply.model.clone();

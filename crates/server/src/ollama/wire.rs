@@ -411,8 +411,16 @@ fn images(images: &Option<Vec<Value>>) -> Result<(), ApiError> {
 }
 
 impl ChatBody {
-    pub fn into_domain(self, defaults: &SamplingParams) -> Result<GenerationRequest, ApiError> {
+    /// The request; `None` when there are no messages, which asks for the
+    /// model to be loaded (or, with `keep_alive: 0`, unloaded).
+    pub fn into_domain(
+        self,
+        defaults: &SamplingParams,
+    ) -> Result<Option<GenerationRequest>, ApiError> {
         think(self.common.think.as_ref(), &self.common.model)?;
+        if self.messages.is_empty() {
+            return Ok(None);
+        }
         let mut messages = Vec::with_capacity(self.messages.len());
         let mut call_ids = 0u32;
         let mut pending: Vec<ToolCall> = Vec::new();
@@ -480,9 +488,6 @@ impl ChatBody {
             }
             messages.push(message);
         }
-        if messages.is_empty() {
-            return Err(invalid("messages", "`messages` must not be empty".into()));
-        }
         check_tool_results(&messages)?;
         let tools = self
             .tools
@@ -492,7 +497,7 @@ impl ChatBody {
             .collect::<Result<Vec<_>, _>>()?;
         let mut request = self.common.request(Prompt::Chat(messages), defaults)?;
         request.tools = tools;
-        Ok(request)
+        Ok(Some(request))
     }
 }
 
@@ -654,7 +659,10 @@ mod tests {
             ]
         }))
         .unwrap();
-        let request = body.into_domain(&SamplingParams::default()).unwrap();
+        let request = body
+            .into_domain(&SamplingParams::default())
+            .unwrap()
+            .unwrap();
         let Prompt::Chat(messages) = request.prompt else {
             panic!()
         };
