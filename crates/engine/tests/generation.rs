@@ -501,3 +501,48 @@ fn the_second_model_answers_through_its_own_template() {
     req.max_tokens = Some(8);
     assert_eq!(generate(&gemma, req).usage.completion_tokens, 8);
 }
+
+/// A template minijinja cannot compile falls back to llama.cpp's matcher,
+/// which recognises the format from its markers (here ChatML's).
+#[test]
+fn a_template_that_is_not_jinja_falls_back_to_llama_cpps_matcher() {
+    let original = testkit::default_model();
+    let template = gguf::read_model(&original)
+        .unwrap()
+        .chat_template()
+        .expect("SmolLM2 carries a template")
+        .to_string();
+    // Same length, so every offset in the file stays right.
+    let broken = "{% this is not jinja %}<|im_start|>";
+    assert!(broken.len() <= template.len());
+    let replacement = format!("{broken:<width$}", width = template.len());
+    let mut bytes = std::fs::read(&original).unwrap();
+    let at = bytes
+        .windows(template.len())
+        .position(|w| w == template.as_bytes())
+        .expect("the template's bytes");
+    bytes[at..at + template.len()].copy_from_slice(replacement.as_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken-template.gguf");
+    std::fs::write(&path, bytes).unwrap();
+
+    let config = EngineConfig {
+        threads: 2,
+        ctx_size: Some(512),
+        ..EngineConfig::default()
+    };
+    let engine = Engine::load(&path, &config).expect("load");
+    assert_eq!(
+        engine.info().chat_template,
+        engine::ChatTemplateSource::LlamaCppBuiltin
+    );
+    // ChatML's turns reached the model: it answers, and ends its turn.
+    let mut req = chat("Hello!");
+    req.max_tokens = Some(32);
+    let out = generate(&engine, req);
+    assert!(out.usage.completion_tokens > 0);
+    assert!(
+        out.usage.prompt_tokens > 5,
+        "the prompt carries the turn markers"
+    );
+}
