@@ -353,3 +353,41 @@ fn a_spent_daily_budget_stays_spent_across_a_restart() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Policies are checked when the server starts: one that does not parse,
+/// and one that parses but names an action the schema does not have, each
+/// stop it before it listens, with Cedar's diagnostic and the file's name.
+#[test]
+fn an_invalid_policy_refuses_start_with_cedars_diagnostic() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    create(h, &["--name", "desk"]);
+    let policies = h.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(
+        policies.join("default.cedar"),
+        "permit (principal, action, resource);",
+    )
+    .unwrap();
+    let model = testkit::default_model();
+    let serve = |h: &Path| {
+        refused(
+            h,
+            &["serve", "--port", "0", "--model", model.to_str().unwrap()],
+        )
+    };
+    std::fs::write(policies.join("zz-broken.cedar"), "permit (principal,").unwrap();
+    let err = serve(h);
+    assert!(err.contains("zz-broken.cedar"), "{err}");
+    assert!(!err.contains("listening"), "{err}");
+    std::fs::write(
+        policies.join("zz-broken.cedar"),
+        r#"permit (principal, action == Action::"fly", resource);"#,
+    )
+    .unwrap();
+    let err = serve(h);
+    assert!(
+        err.contains("zz-broken.cedar") && err.contains("fly"),
+        "{err}"
+    );
+}
