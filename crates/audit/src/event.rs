@@ -37,6 +37,13 @@ pub enum Event {
     ModelDelete {
         model: String,
     },
+    /// `hearth verify` found a stored model's bytes differ from its
+    /// manifest: the offsets of the bad chunks (none when only the whole
+    /// file could be compared).
+    ModelVerifyFailed {
+        model: String,
+        bad_chunk_offsets: Vec<u64>,
+    },
     KeyCreated {
         key_id: String,
         name: String,
@@ -80,6 +87,7 @@ impl Event {
             Event::ModelLoad { .. } => "model_load",
             Event::ModelUnload { .. } => "model_unload",
             Event::ModelDelete { .. } => "model_delete",
+            Event::ModelVerifyFailed { .. } => "model_verify_failed",
             Event::KeyCreated { .. } => "key_created",
             Event::KeyRevoked { .. } => "key_revoked",
             Event::PolicyLoaded { .. } => "policy_loaded",

