@@ -448,4 +448,20 @@ fn verify_names_the_chunk_with_a_flipped_byte() {
         .find(|e| e["event"] == "model_verify_failed")
         .expect("the failure is audited");
     assert_eq!(failure["bad_chunk_offsets"], serde_json::json!([67108864]));
+
+    // The damaged model refuses to load, naming the chunk; restored, it runs.
+    let run = |h: &Path| {
+        support::hearth(h)
+            .args(["run", "smollm2", "-n", "2", "Hi"])
+            .output()
+            .unwrap()
+    };
+    let err = failed(run(h));
+    assert!(
+        err.contains("chunk 2 of 2") && err.contains("offset 67108864"),
+        "{err}"
+    );
+    bytes[(64 << 20) + 1000] ^= 0x40;
+    std::fs::write(&file, &bytes).unwrap();
+    ok(run(h));
 }

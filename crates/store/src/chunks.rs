@@ -68,6 +68,63 @@ pub fn digest(
     Ok((chunks, hex::encode(whole.finalize())))
 }
 
+/// The recorded chunks whose bytes in `path` do not hash to their
+/// SHA-256 (or are missing), hashed on every core: loading a model checks
+/// it, and a large file should not take a core-second per gigabyte more.
+pub fn check(path: &Path, recorded: &[Chunk]) -> Result<Vec<Chunk>, StoreError> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(path).at(path)?;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(recorded.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<Result<Vec<Chunk>, StoreError>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut bad = Vec::new();
+                    let mut buf = vec![0u8; 1 << 20];
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(chunk) = recorded.get(i) else {
+                            return Ok(bad);
+                        };
+                        let mut hasher = Sha256::new();
+                        let mut at = chunk.offset;
+                        let end = chunk.offset + chunk.length;
+                        let mut short = false;
+                        while at < end {
+                            let want = buf
+                                .len()
+                                .min(usize::try_from(end - at).unwrap_or(usize::MAX));
+                            let n = file.read_at(&mut buf[..want], at).at(path)?;
+                            if n == 0 {
+                                short = true;
+                                break;
+                            }
+                            hasher.update(&buf[..n]);
+                            at += n as u64;
+                        }
+                        if short || hex::encode(hasher.finalize()) != chunk.sha256 {
+                            bad.push(chunk.clone());
+                        }
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("a hashing thread does not panic"))
+            .collect()
+    });
+    let mut bad = Vec::new();
+    for r in results {
+        bad.extend(r?);
+    }
+    bad.sort_by_key(|c| c.offset);
+    Ok(bad)
+}
+
 /// The recorded chunks that the file's `actual` chunks do not match.
 pub fn mismatches<'a>(recorded: &'a [Chunk], actual: &[Chunk]) -> Vec<&'a Chunk> {
     recorded
@@ -104,6 +161,12 @@ mod tests {
             .map(|c| c.offset)
             .collect();
         assert_eq!(bad, [1000]);
+        let checked: Vec<u64> = check(&path, &chunks)
+            .unwrap()
+            .iter()
+            .map(|c| c.offset)
+            .collect();
+        assert_eq!(checked, [1000]);
         // A file cut short: its last chunk is missing, and named.
         std::fs::write(&path, &bytes[..2000]).unwrap();
         let (short, _) = digest(&path, 1000, &NoProgress).unwrap();
@@ -112,6 +175,12 @@ mod tests {
             .map(|c| c.offset)
             .collect();
         assert_eq!(bad, [1000, 2000]);
+        let checked: Vec<u64> = check(&path, &chunks)
+            .unwrap()
+            .iter()
+            .map(|c| c.offset)
+            .collect();
+        assert_eq!(checked, [1000, 2000]);
     }
 
     #[test]

@@ -38,6 +38,33 @@ use error::IoContext;
 
 const MODEL_FILE: &str = "model.gguf";
 const MANIFEST_FILE: &str = "manifest.json";
+/// The file's metadata when its chunks last matched (see [`Stamp`]).
+const VERIFIED_FILE: &str = "verified.json";
+
+/// What a stored file looked like when its chunks last matched: a file
+/// with the same size, modification time and inode is not hashed again
+/// before use (as git trusts its index). A change made behind the file
+/// system's back (a failing disk) needs `hearth verify`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Stamp {
+    size: u64,
+    modified_ns: i128,
+    inode: u64,
+    sha256: String,
+}
+
+impl Stamp {
+    fn of(path: &Path, sha256: &str) -> Option<Stamp> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::metadata(path).ok()?;
+        Some(Stamp {
+            size: meta.len(),
+            modified_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            inode: meta.ino(),
+            sha256: sha256.to_string(),
+        })
+    }
+}
 /// Partial files older than this belong to pulls that died.
 const STALE_TMP: Duration = Duration::from_secs(24 * 3600);
 
@@ -299,7 +326,72 @@ impl Store {
             chunk_size: chunks::CHUNK_SIZE,
             chunks: chunk_list,
         };
-        self.commit(partial, &manifest)
+        let stored = self.commit(partial, &manifest)?;
+        self.stamp(&stored);
+        Ok(stored)
+    }
+
+    /// Before a stored model is used: if its file changed since it was
+    /// last checked (size, modification time or inode differ from the
+    /// stamp beside the manifest), every chunk is hashed again, and a bad
+    /// one is named. Manifests without a chunk list are checked by
+    /// `hearth verify` only.
+    fn check_unchanged(&self, model: &StoredModel) -> Result<(), String> {
+        let m = &model.manifest;
+        if m.chunks.is_empty() {
+            return Ok(());
+        }
+        let stamp_path = model.path.with_file_name(VERIFIED_FILE);
+        let now = Stamp::of(&model.path, &m.sha256);
+        let recorded: Option<Stamp> = fs::read(&stamp_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if now.is_some() && now == recorded {
+            return Ok(());
+        }
+        let bad = chunks::check(&model.path, &m.chunks).map_err(|e| e.to_string())?;
+        if let Some(chunk) = bad.first() {
+            let index = m
+                .chunks
+                .iter()
+                .position(|c| c == chunk)
+                .map_or(0, |i| i + 1);
+            return Err(format!(
+                "chunk {index} of {} of {} (offset {}, {} bytes) does not match its SHA-256{}; \
+                 `hearth verify {}` lists every bad chunk, `hearth pull --force {}` fetches it again",
+                m.chunks.len(),
+                model.path.display(),
+                chunk.offset,
+                chunk.length,
+                if bad.len() > 1 {
+                    format!(" ({} bad chunks in all)", bad.len())
+                } else {
+                    String::new()
+                },
+                m.name,
+                m.name
+            ));
+        }
+        self.stamp(model);
+        Ok(())
+    }
+
+    /// Notes that `model`'s file matched its chunks as it is now. Best
+    /// effort: without the stamp the next use only checks again.
+    fn stamp(&self, model: &StoredModel) {
+        let Some(stamp) = Stamp::of(&model.path, &model.manifest.sha256) else {
+            return;
+        };
+        let path = model.path.with_file_name(VERIFIED_FILE);
+        let written = tempfile::NamedTempFile::new_in(path.parent().unwrap_or(Path::new(".")))
+            .and_then(|mut tmp| {
+                tmp.write_all(&serde_json::to_vec(&stamp).expect("a stamp serialises"))?;
+                tmp.persist(&path).map_err(|e| e.error)?;
+                Ok(())
+            });
+        if let Err(err) = written {
+            tracing::debug!(%err, path = %path.display(), "cannot record the verification stamp");
+        }
     }
 
     /// Re-hashes the stored model `name` and compares every chunk (and the
@@ -329,6 +421,10 @@ impl Store {
                 ..m.clone()
             };
             self.write_manifest(&model.path.with_file_name(MANIFEST_FILE), &upgraded)?;
+            self.stamp(&StoredModel {
+                manifest: upgraded,
+                path: model.path.clone(),
+            });
             return Ok(Verified::IntactChunksRecorded);
         }
         let bad: Vec<chunks::Chunk> = chunks::mismatches(&m.chunks, &actual)
@@ -343,6 +439,7 @@ impl Store {
             // beyond the last chunk.
             return Ok(Verified::Mismatch { size, sha256 });
         }
+        self.stamp(&model);
         Ok(Verified::Intact)
     }
 
@@ -425,12 +522,19 @@ impl ModelResolver for Store {
         })?;
         if let Some(model) = stored {
             return match file_len(&model.path) {
-                Some(len) if len == model.manifest.size => Ok(ResolvedModel {
-                    name: model.manifest.name,
-                    path: model.path,
-                    size: len,
-                    sha256: Some(model.manifest.sha256),
-                }),
+                Some(len) if len == model.manifest.size => {
+                    self.check_unchanged(&model)
+                        .map_err(|problem| ResolveError::Damaged {
+                            name: name.to_string(),
+                            problem,
+                        })?;
+                    Ok(ResolvedModel {
+                        name: model.manifest.name,
+                        path: model.path,
+                        size: len,
+                        sha256: Some(model.manifest.sha256),
+                    })
+                }
                 found => Err(ResolveError::Damaged {
                     name: name.to_string(),
                     problem: format!(
