@@ -342,7 +342,8 @@ fn assert_consistent(home: &Path) {
         for e in entries {
             let name = e.unwrap().file_name().to_string_lossy().to_string();
             assert!(
-                name == "model.gguf" || name == "manifest.json" || name.starts_with(".tmp"),
+                ["model.gguf", "manifest.json", "verified.json"].contains(&name.as_str())
+                    || name.starts_with(".tmp"),
                 "{name}"
             );
         }
