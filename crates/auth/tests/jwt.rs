@@ -296,3 +296,37 @@ fn an_authenticator_with_an_issuer_requires_credentials_and_routes_by_token_shap
         Err(AuthError::InvalidKey)
     );
 }
+
+#[test]
+fn a_configured_leeway_replaces_the_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = Signer::eddsa("d1");
+    let mut strict = issuer_with_jwks(dir.path(), &[&key], r#"["EdDSA"]"#);
+    strict.leeway_secs = 0;
+    let mut lenient = strict.clone();
+    lenient.leeway_secs = 300;
+    let check = |config: &JwtIssuerConfig, c: Value| {
+        JwtVerifier::new(vec![config.clone()])
+            .unwrap()
+            .verify(&key.sign(&c), NOW)
+            .map(|_| ())
+    };
+    let expired = with(claims(), "exp", json!(NOW - 1));
+    let early = with(claims(), "nbf", json!(NOW + 200));
+    // No leeway: a second past `exp` is expired.
+    assert_eq!(
+        check(&strict, expired.clone()),
+        Err(AuthError::InvalidToken("expired"))
+    );
+    assert_eq!(
+        check(&strict, early.clone()),
+        Err(AuthError::InvalidToken("not yet valid"))
+    );
+    // Five minutes: both pass, and beyond it they do not.
+    assert_eq!(check(&lenient, expired), Ok(()));
+    assert_eq!(check(&lenient, early), Ok(()));
+    assert_eq!(
+        check(&lenient, with(claims(), "exp", json!(NOW - 301))),
+        Err(AuthError::InvalidToken("expired"))
+    );
+}

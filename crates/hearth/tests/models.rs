@@ -373,6 +373,13 @@ fn models_stored_while_serving_are_served_and_deleted_ones_leave() {
     };
     assert_eq!(complete("smollm2").status().as_u16(), 404);
     assert_eq!(listed(), ["smol"]);
+    // Only stored names open a model: never a path on the server's disk.
+    let path = smol.to_str().unwrap();
+    for name in [path, "../smol", "models/../../smol.gguf"] {
+        assert_eq!(complete(name).status().as_u16(), 404, "{name}");
+        assert_eq!(delete(name).status().as_u16(), 404, "{name}");
+    }
+    assert_eq!(listed(), ["smol"]);
 
     // Pulled beside the running server: listed (not loaded yet), served
     // from its first mention, under its alias too, with its own metrics.
