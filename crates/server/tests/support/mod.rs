@@ -118,6 +118,21 @@ pub fn staff(roles: &[&str]) -> Value {
 }
 
 pub async fn start_with(open_metrics: bool, jwt: Vec<auth::JwtIssuerConfig>) -> Served {
+    start_full(open_metrics, jwt, false).await
+}
+
+/// The name the engine is served under by [`start_full`] with a store.
+pub const SERVED_BESIDE_A_STORE: &str = "local";
+
+/// With `store`, the server also manages a real store in the test's
+/// directory (pulls through the machine's pip), and serves the engine as
+/// [`SERVED_BESIDE_A_STORE`] so the catalog's `smollm2` can be pulled and
+/// deleted beside it.
+pub async fn start_full(
+    open_metrics: bool,
+    jwt: Vec<auth::JwtIssuerConfig>,
+    store: bool,
+) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let keys = KeyStore::open(&dir.path().join("auth.db")).unwrap();
     let verifier = auth::JwtVerifier::new(jwt).unwrap();
@@ -138,13 +153,24 @@ pub async fn start_with(open_metrics: bool, jwt: Vec<auth::JwtIssuerConfig>) -> 
         engine,
         seen: Arc::clone(&seen),
     });
-    let state = Arc::new(AppState::with_metrics(vec![ServedModel {
-        id: "smollm2".into(),
+    let id = if store {
+        SERVED_BESIDE_A_STORE
+    } else {
+        "smollm2"
+    };
+    let mut state = AppState::with_metrics(vec![ServedModel {
+        id: id.into(),
         aliases: vec![],
         created: 1,
         generator,
         info: None,
-    }]));
+    }]);
+    if store {
+        let home = store::Store::open(&dir.path().join("home")).unwrap();
+        let library = store::Library::new(home, store::PullOptions::default());
+        state = state.with_library(Arc::new(library));
+    }
+    let state = Arc::new(state);
     let policies = auth::Policies::from_sources(vec![(
         "default.cedar".into(),
         auth::policy::DEFAULT_POLICIES.to_string(),
