@@ -330,3 +330,38 @@ fn a_log_that_cannot_be_written_is_retried_without_spinning() {
     assert!(spent <= 10, "the writer used {spent}/200 ticks retrying");
     drop(log);
 }
+
+/// Few entries never reach the count: the interval signs them anyway,
+/// while the log is still open, so a crash later loses no signature.
+#[test]
+fn a_quiet_log_is_signed_within_the_checkpoint_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.checkpoint_every = 1_000_000;
+    c.checkpoint_interval = Duration::from_millis(300);
+    let log = AuditLog::open(c).unwrap();
+    for i in 0..3 {
+        log.record(event(i));
+    }
+    let checkpoints = || {
+        lines(&files(dir.path())[0])
+            .iter()
+            .filter(|l| l.contains(r#""event":"checkpoint""#))
+            .count()
+    };
+    // Synced within 5 ms, not yet signed.
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(checkpoints(), 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while checkpoints() == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(checkpoints(), 1, "signed while open");
+    let report = verify(&files(dir.path()), &public_key(dir.path()), false).unwrap();
+    assert_eq!(report.unsigned_tail, 0);
+    assert_eq!(report.entries - report.checkpoints, 4);
+    // Nothing new: no empty checkpoints follow.
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(checkpoints(), 1);
+    drop(log);
+}

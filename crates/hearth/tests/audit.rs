@@ -139,3 +139,102 @@ fn serve_and_keys_record_what_happened_and_verify_finds_tampering() {
         "{err}"
     );
 }
+
+/// With `record_text`, the entry keeps the request body and the generated
+/// text beside their hashes; a request the policies refuse is recorded as
+/// a denial; `verify --from` starts at the file named and refuses a name
+/// that is not a log file.
+#[test]
+fn recorded_texts_denials_and_verify_from() {
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    std::fs::write(h.join("config.toml"), "[audit]\nrecord_text = true\n").unwrap();
+    let user = ok(hearth(h)
+        .args(["keys", "create", "--name", "desk"])
+        .output()
+        .unwrap())
+    .trim()
+    .to_string();
+    let visitor = ok(hearth(h)
+        .args(["keys", "create", "--name", "guest", "--role", "visitor"])
+        .output()
+        .unwrap())
+    .trim()
+    .to_string();
+    let mut cmd = hearth(h);
+    cmd.args(["serve", "--port", "0", "--ctx-size", "256", "--model"])
+        .arg(testkit::default_model());
+    let (mut child, base) = spawn_server(cmd);
+    wait_ready(&base);
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let chat =
+        json!({"messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 4, "seed": 1});
+    let body = serde_json::to_string(&chat).unwrap();
+    let reply: Value = client
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(&user)
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let denied = client
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(&visitor)
+        .json(&chat)
+        .send()
+        .unwrap();
+    assert_eq!(denied.status(), 403);
+    std::thread::sleep(Duration::from_millis(600));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let export = ok(hearth(h)
+        .args(["audit", "export", "--since", "1h"])
+        .output()
+        .unwrap());
+    let requests: Vec<Value> = export
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["event"] == "api_request")
+        .collect();
+    assert_eq!(requests.len(), 2, "{export}");
+    let allowed = requests
+        .iter()
+        .find(|r| r["request_id"] == reply["id"])
+        .unwrap();
+    assert_eq!(allowed["prompt"], body.as_str());
+    assert_eq!(
+        allowed["response"],
+        reply["choices"][0]["message"]["content"]
+    );
+    let refused = requests
+        .iter()
+        .find(|r| r["request_id"] != reply["id"])
+        .unwrap();
+    let visitor_id = format!("key:{}", visitor.split('_').nth(1).unwrap());
+    assert_eq!(refused["principal"], visitor_id.as_str());
+    assert_eq!(refused["decision"], "deny");
+    assert_eq!(refused["status"], 403);
+    assert_eq!(refused["action"], "predict");
+    assert_eq!(refused["completion_tokens"], 0);
+    assert!(refused.get("response").is_none(), "{refused}");
+
+    let from = ok(hearth(h)
+        .args(["audit", "verify", "--from"])
+        .arg(h.join("audit/audit-000001.jsonl"))
+        .output()
+        .unwrap());
+    assert!(from.starts_with("OK:"), "{from}");
+    let err = failed(
+        hearth(h)
+            .args(["audit", "verify", "--from", "audit-000009.jsonl"])
+            .output()
+            .unwrap(),
+    );
+    assert!(err.contains("audit-000009.jsonl"), "{err}");
+}
