@@ -146,6 +146,59 @@ async fn a_spent_daily_budget_refuses_until_midnight() {
     }
 }
 
+/// A minute's tokens spent by one answer refuse the next request with
+/// `rate_limit_exceeded` of type `tokens`; another key is untouched. The
+/// answer used more than the minute allows (the templated prompt alone is
+/// longer), and the debt is paid back at the limit's rate: Retry-After is
+/// the time until the bucket holds a token again, past the minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_per_minute_refuse_within_the_minute() {
+    let s = start(false).await;
+    let limited = key_with(
+        &s,
+        "tpm",
+        auth::Limits {
+            tokens_per_minute: Some(12),
+            ..auth::Limits::default()
+        },
+    );
+    let other = key_with(&s, "other", auth::Limits::default());
+    let post = |key: String| {
+        let base = s.base.clone();
+        async move {
+            call(
+                &base,
+                &Method::POST,
+                "/v1/chat/completions",
+                Some(&chat(4)),
+                &[("authorization", &key)],
+            )
+            .await
+        }
+    };
+    let (status, headers, text) = post(limited.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(headers["x-ratelimit-limit-tokens"], "12");
+    let used: Value = serde_json::from_str(&text).unwrap();
+    let total = used["usage"]["total_tokens"].as_u64().unwrap();
+    assert!(total > 12, "{text}");
+    let (status, headers, text) = post(limited).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{text}");
+    let err: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(err["error"]["code"], "rate_limit_exceeded", "{text}");
+    assert_eq!(err["error"]["type"], "tokens", "{text}");
+    let secs: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    // 12 tokens a minute refill one every 5 s.
+    let debt_secs = (total - 12) * 5;
+    assert!(
+        (debt_secs.saturating_sub(30)..=debt_secs + 1).contains(&secs),
+        "{secs} s for a debt of {} tokens",
+        total - 12
+    );
+    let (status, _, text) = post(other).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+}
+
 /// Regression: a request without `max_tokens` reserved nothing, so any
 /// number of them got past a token budget at once. It now reserves a full
 /// context's worth while it runs.
