@@ -122,3 +122,67 @@ fn sighup_reloads_policies_without_dropping_requests() {
         assert!(export.contains(event), "{event} missing: {export}");
     }
 }
+
+/// An issuer's keys from a JWKS file: SIGHUP reads the file again, so a
+/// rotated key works and a withdrawn one stops; a file that no longer
+/// parses keeps the previous keys in force.
+#[test]
+fn sighup_reloads_jwks_files() {
+    use testkit::jwt::{jwks, Signer};
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let (old, new) = (Signer::es256("2026-10"), Signer::eddsa("2026-11"));
+    let jwks_file = h.join("jwks.json");
+    std::fs::write(&jwks_file, jwks(&[&old])).unwrap();
+    std::fs::write(
+        h.join("config.toml"),
+        format!(
+            "[[auth.jwt]]\nissuer = \"https://idp.test\"\naudience = \"hearth\"\nalgorithms = [\"ES256\", \"EdDSA\"]\njwks_file = {jwks_file:?}\n"
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(h.join("serve.log")).unwrap();
+    let mut cmd = hearth(h);
+    cmd.args(["serve", "--port", "0", "--ctx-size", "256", "--model"])
+        .arg(testkit::default_model());
+    let (mut child, base) = spawn_server_logging_to(cmd, log);
+    wait_ready(&base);
+    let client = reqwest::blocking::Client::new();
+    let exp = auth::unix_now() + 600;
+    let claims = json!({"iss": "https://idp.test", "aud": "hearth", "sub": "u-1", "exp": exp, "roles": ["user"]});
+    let status = |signer: &Signer| {
+        client
+            .get(format!("{base}/v1/models"))
+            .bearer_auth(signer.sign(&claims))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    // Polls across the reload, which happens off the signal's thread.
+    let becomes = |signer: &Signer, want: u16| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while status(signer) != want {
+            assert!(Instant::now() < deadline, "still not {want}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    assert_eq!((status(&old), status(&new)), (200, 401));
+    std::fs::write(&jwks_file, jwks(&[&new])).unwrap();
+    // A file read only at start: nothing changes before the signal.
+    assert_eq!((status(&old), status(&new)), (200, 401));
+    hangup(child.id());
+    becomes(&new, 200);
+    assert_eq!(status(&old), 401, "withdrawn from the file");
+    std::fs::write(&jwks_file, "{\"keys\": [").unwrap();
+    hangup(child.id());
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!((status(&old), status(&new)), (401, 200));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log = std::fs::read_to_string(h.join("serve.log")).unwrap();
+    assert!(
+        log.contains("JWT key files not reloaded") && log.contains("jwks.json"),
+        "{log}"
+    );
+}

@@ -2,6 +2,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use support::{
@@ -482,4 +484,55 @@ async fn a_rotated_provider_key_is_fetched_on_first_use() {
         2,
         "one fetch for the rotation, none for the forgeries within 10 s"
     );
+}
+
+/// The provider withdraws a key (it leaked): the timed refresh, with no
+/// request asking for it, drops the key, and tokens it signed stop working.
+/// A known `kid` never triggers a fetch on demand, so only the timer can
+/// notice a withdrawal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawn_provider_key_stops_working_at_the_next_timed_refresh() {
+    let leaked = Signer::es256("2026-10");
+    let current = Signer::eddsa("2026-11");
+    let idp = provider(jwks(&[&leaked, &current])).await;
+    let mut config = issuer(&idp.url);
+    config.jwks_refresh_secs = 10;
+    let s = start_with(false, vec![config]).await;
+    let get = |token: String| {
+        let base = s.base.clone();
+        async move {
+            let auth = format!("Bearer {token}");
+            call(
+                &base,
+                &Method::GET,
+                "/v1/models",
+                None,
+                &[("authorization", &auth)],
+            )
+            .await
+            .0
+        }
+    };
+    let started = std::time::Instant::now();
+    assert_eq!(get(leaked.sign(&staff(&["user"]))).await, StatusCode::OK);
+    *idp.document.lock().unwrap() = jwks(&[&current]);
+    // Before the interval, the cached keys stand.
+    assert_eq!(get(leaked.sign(&staff(&["user"]))).await, StatusCode::OK);
+    let fetches = || idp.fetches.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(fetches(), 1);
+    while fetches() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no timed refresh"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(started.elapsed() >= Duration::from_secs(9));
+    // The fetch has landed once its count moved; give it the install.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        get(leaked.sign(&staff(&["user"]))).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(get(current.sign(&staff(&["user"]))).await, StatusCode::OK);
 }
