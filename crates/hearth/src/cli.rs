@@ -45,13 +45,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Download a catalog model, verify its size and SHA-256, and store it
-    Pull {
-        /// Catalog name, e.g. `smollm2`
-        model: String,
-        /// Download again even if already stored
-        #[arg(long)]
-        force: bool,
-    },
+    Pull(PullArgs),
     /// List stored models
     List {
         /// Print JSON instead of a table
@@ -458,4 +452,31 @@ pub enum Workload {
     Priority,
     /// A 1 s timeout on a long prompt while busy
     Timeout,
+}
+
+/// `hearth pull`: a catalog name, or a location to fetch a GGUF from.
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// Catalog name (`smollm2`), `https://…/model.gguf`,
+    /// `hf://org/repo[@revision]/model.gguf`, or a local file
+    pub model: String,
+    /// Download again even if already stored
+    #[arg(long)]
+    pub force: bool,
+    /// Store a location's model under this name [default: its file name
+    /// without .gguf]
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The SHA-256 the whole file must have
+    #[arg(long)]
+    pub sha256: Option<String>,
+    /// Ranged requests in flight at once [default: 4, or [pull] connections]
+    #[arg(long, env = "HEARTH_PULL_CONNECTIONS")]
+    pub connections: Option<usize>,
+    /// Cap the average rate: bytes per second, or with K, M or G (`10M`)
+    #[arg(long, env = "HEARTH_LIMIT_RATE")]
+    pub limit_rate: Option<String>,
+    /// Print progress as JSON lines on stdout instead of a bar
+    #[arg(long)]
+    pub json: bool,
 }

@@ -32,9 +32,34 @@ pub struct FileConfig {
     pub audit: FileAudit,
     #[serde(default)]
     pub tls: FileTls,
+    #[serde(default)]
+    pub pull: FilePull,
     /// Per-model settings, by model name.
     #[serde(default)]
     pub models: BTreeMap<String, FileModel>,
+}
+
+/// `[pull]`: how models are fetched from URLs and hubs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePull {
+    /// Ranged requests in flight at once (default 4).
+    pub connections: Option<usize>,
+    /// Chunk size in MiB for new pulls (default 64).
+    pub chunk_mb: Option<u64>,
+    /// Attempts after the first, per chunk (default 5).
+    pub retries: Option<u32>,
+    /// Seconds without a byte before a connection counts as stalled (default 30).
+    pub stall_secs: Option<u64>,
+    /// A cap on the average rate: bytes per second, or with K, M or G.
+    pub limit_rate: Option<String>,
+    /// The Hugging Face-layout hub `hf://` locations come from (default
+    /// the public hub; `HF_ENDPOINT` overrides it, as for the hub's tools).
+    pub hf_endpoint: Option<String>,
+    /// A file holding the hub token (`HF_TOKEN` overrides it).
+    pub hf_token_file: Option<PathBuf>,
+    /// PEM certificate authorities to trust besides the system's.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -130,6 +155,15 @@ pub struct Config {
     pub model_attrs: BTreeMap<String, BTreeMap<String, String>>,
     /// The audit log; `None` when turned off.
     pub audit: Option<AuditSettings>,
+    /// How pulls from URLs and hubs run.
+    pub pull: PullSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct PullSettings {
+    pub transfer: transfer::Options,
+    pub http: transfer::HttpOptions,
+    pub hf_endpoint: String,
 }
 
 #[derive(Debug, Clone)]
@@ -276,8 +310,10 @@ impl Config {
                 record_text: fa.record_text.unwrap_or(false),
             }
         });
+        let pull = pull_settings(&file.pull)?;
         let config = Config {
             home,
+            pull,
             pip,
             engine: engine_config,
             seed: engine.seed.or(fe.seed),
@@ -397,6 +433,82 @@ fn tls_files(serve: Option<&ServeArgs>, file: &FileTls) -> Result<Option<server:
         client_cert_optional: client_ca.is_some() && file.client_cert_optional.unwrap_or(false),
         client_ca,
     }))
+}
+
+/// `[pull]` with the hub's own variables over it. Reading `HF_ENDPOINT`
+/// and `HF_TOKEN` here (not in `store`) keeps the environment in the binary.
+fn pull_settings(file: &FilePull) -> Result<PullSettings> {
+    let defaults = transfer::Options::default();
+    let connections = file.connections.unwrap_or(defaults.connections);
+    if !(1..=64).contains(&connections) {
+        bail!("[pull] connections must be between 1 and 64, not {connections}");
+    }
+    let chunk_mb = file.chunk_mb.unwrap_or(defaults.chunk_size >> 20);
+    if !(1..=4096).contains(&chunk_mb) {
+        bail!("[pull] chunk_mb must be between 1 and 4096, not {chunk_mb}");
+    }
+    let stall = file.stall_secs.unwrap_or(30);
+    if stall == 0 {
+        bail!("[pull] stall_secs must be at least 1");
+    }
+    let token = match std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()) {
+        Some(token) => Some(token),
+        None => match &file.hf_token_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read hf_token_file {}", path.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        },
+    };
+    let hf_endpoint = std::env::var("HF_ENDPOINT")
+        .ok()
+        .filter(|e| !e.is_empty())
+        .or_else(|| file.hf_endpoint.clone())
+        .unwrap_or_else(|| store::DEFAULT_HF_ENDPOINT.to_string());
+    if !(hf_endpoint.starts_with("https://") || hf_endpoint.starts_with("http://")) {
+        bail!("the hub endpoint `{hf_endpoint}` is not an http(s) URL");
+    }
+    Ok(PullSettings {
+        transfer: transfer::Options {
+            connections,
+            chunk_size: chunk_mb << 20,
+            retries: file.retries.unwrap_or(defaults.retries),
+            limit_rate: file.limit_rate.as_deref().map(parse_rate).transpose()?,
+            ..defaults
+        },
+        http: transfer::HttpOptions {
+            stall: Duration::from_secs(stall),
+            extra_ca: file.ca_file.iter().cloned().collect(),
+            token,
+        },
+        hf_endpoint,
+    })
+}
+
+/// `500000`, `800K`, `10M`, `1G` (powers of 1024) as bytes per second.
+pub fn parse_rate(text: &str) -> Result<u64> {
+    let t = text.trim();
+    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, ""),
+    };
+    let shift = match unit.to_ascii_uppercase().trim_end_matches("B") {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        _ => bail!("`{text}` is not a rate: bytes per second, or a number with K, M or G"),
+    };
+    let n: u64 = digits
+        .parse()
+        .with_context(|| format!("`{text}` is not a rate"))?;
+    if n == 0 {
+        bail!("a rate limit must be above zero");
+    }
+    Ok(n << shift)
 }
 
 fn default_home() -> Result<PathBuf> {

@@ -379,6 +379,20 @@ fn models_stored_while_serving_are_served_and_deleted_ones_leave() {
         assert_eq!(complete(name).status().as_u16(), 404, "{name}");
         assert_eq!(delete(name).status().as_u16(), 404, "{name}");
     }
+    // Nor does a pull copy a file of the server's into the store.
+    for name in [path, "file:///etc/hostname"] {
+        let refused = client
+            .post(format!("{base}/api/pull"))
+            .json(&json!({ "model": name, "stream": false }))
+            .send()
+            .unwrap();
+        assert_eq!(refused.status().as_u16(), 400, "{name}");
+        let body: serde_json::Value = refused.json().unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains("file path"),
+            "{body}"
+        );
+    }
     assert_eq!(listed(), ["smol"]);
 
     // Pulled beside the running server: listed (not loaded yet), served

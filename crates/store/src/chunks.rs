@@ -5,24 +5,13 @@
 use std::io::Read;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{IoContext, StoreError};
 use crate::Progress;
 
-/// The default chunk size: 64 MiB, large enough that a 40 GB file has a
-/// manifest of a few hundred lines, small enough that a bad chunk costs
-/// little to fetch again.
-pub const CHUNK_SIZE: u64 = 64 << 20;
-
-/// One chunk of a stored file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Chunk {
-    pub offset: u64,
-    pub length: u64,
-    pub sha256: String,
-}
+/// Chunks are what transfers fetch by, so one type serves both.
+pub use transfer::{Chunk, CHUNK_SIZE};
 
 /// The file's chunks of `chunk_size` bytes (the last one shorter) and the
 /// whole file's SHA-256, in one read.

@@ -46,6 +46,17 @@ pub enum StoreError {
     },
     #[error(transparent)]
     Resolve(#[from] types::ResolveError),
+    #[error(transparent)]
+    Transfer(#[from] transfer::TransferError),
+    #[error("`{name}` cannot be used: {hint}")]
+    BadName { name: String, hint: String },
+    #[error("a model named `{name}` is already stored (from {from}); choose another with --name, or replace it with --force")]
+    NameTaken { name: String, from: String },
+    #[error("{location} is not a usable GGUF model: {cause}")]
+    NotAModel {
+        location: String,
+        cause: gguf::GgufFileError,
+    },
     #[error("{}: damaged manifest: {cause}", path.display())]
     Manifest {
         path: PathBuf,

@@ -19,6 +19,7 @@ pub mod chunks;
 mod error;
 mod library;
 mod pip;
+mod remote;
 
 use std::fs;
 use std::io::Write;
@@ -33,6 +34,7 @@ pub use catalog::{CatalogEntry, Source, WheelMember, DEFAULT_MODEL};
 pub use error::StoreError;
 pub use library::{describe, Library};
 pub use pip::PipCommand;
+pub use remote::{is_location, location_kind, LocationKind, Wanted};
 
 use error::IoContext;
 
@@ -109,13 +111,35 @@ pub struct StoredModel {
 }
 
 /// How a pull talks to the outside world.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PullOptions {
     pub pip: PipCommand,
     /// Let pip draw its own progress on the terminal.
     pub show_pip_output: bool,
     /// Fetch again even if the model is already stored.
     pub force: bool,
+    /// Connections, chunk size, retries and rate cap of location pulls.
+    pub transfer: transfer::Options,
+    /// Stall timeout, extra certificate authorities, hub token.
+    pub http: transfer::HttpOptions,
+    /// The hub `hf://` locations are fetched from.
+    pub hf_endpoint: String,
+}
+
+/// The public Hugging Face hub; mirrors are configured instead.
+pub const DEFAULT_HF_ENDPOINT: &str = "https://huggingface.co";
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions {
+            pip: PipCommand::default(),
+            show_pip_output: false,
+            force: false,
+            transfer: transfer::Options::default(),
+            http: transfer::HttpOptions::default(),
+            hf_endpoint: DEFAULT_HF_ENDPOINT.to_string(),
+        }
+    }
 }
 
 /// The store rooted at a Hearth home directory.
@@ -231,6 +255,9 @@ impl Store {
         options: &PullOptions,
         progress: &dyn Progress,
     ) -> Result<StoredModel, StoreError> {
+        if remote::is_location(reference) {
+            return self.pull_location(reference, &Wanted::default(), options, progress);
+        }
         let entry = catalog::find(reference).ok_or_else(|| StoreError::NotInCatalog {
             name: reference.to_string(),
             known: catalog::entries()
@@ -326,7 +353,11 @@ impl Store {
             chunk_size: chunks::CHUNK_SIZE,
             chunks: chunk_list,
         };
-        let stored = self.commit(partial, &manifest)?;
+        let (_, partial) = partial.keep().map_err(|e| StoreError::Io {
+            path: e.file.path().to_path_buf(),
+            cause: e.error,
+        })?;
+        let stored = self.commit(&partial, &manifest)?;
         self.stamp(&stored);
         Ok(stored)
     }
@@ -443,12 +474,8 @@ impl Store {
         Ok(Verified::Intact)
     }
 
-    /// Moves a verified file into place, then writes its manifest.
-    fn commit(
-        &self,
-        file: tempfile::NamedTempFile,
-        manifest: &Manifest,
-    ) -> Result<StoredModel, StoreError> {
+    /// Moves a verified, synced file into place, then writes its manifest.
+    fn commit(&self, file: &Path, manifest: &Manifest) -> Result<StoredModel, StoreError> {
         let dir = self.model_dir(&manifest.name);
         fs::create_dir_all(&dir).at(&dir)?;
         let manifest_path = dir.join(MANIFEST_FILE);
@@ -459,10 +486,7 @@ impl Store {
             _ => {}
         }
         let path = dir.join(MODEL_FILE);
-        file.persist(&path).map_err(|e| StoreError::Io {
-            path: path.clone(),
-            cause: e.error,
-        })?;
+        fs::rename(file, &path).at(&path)?;
 
         self.write_manifest(&manifest_path, manifest)?;
         Ok(StoredModel {

@@ -106,6 +106,15 @@ impl ModelLibrary for Library {
     }
 
     fn pull(&self, name: &str, progress: &dyn Progress) -> Result<ModelInfo, LibraryError> {
+        // A client names catalog models and remote locations, never a
+        // file on the server's own disk.
+        if crate::is_location(name) && crate::location_kind(name) == crate::LocationKind::File {
+            return Err(LibraryError::Refused {
+                reason: format!(
+                    "`{name}` is a file path; the API pulls catalog names, https:// and hf:// locations (a file on the server is pulled with `hearth pull PATH` there)"
+                ),
+            });
+        }
         let model = self.store.pull(name, &self.options, progress)?;
         Ok(info(model)?)
     }

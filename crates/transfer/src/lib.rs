@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use download::{fetch, journal_path, Expected, Fetched, Options};
 pub use error::TransferError;
-pub use source::{FileSource, HttpSource, HubLocation, Remote, Source};
+pub use source::{FileSource, HttpOptions, HttpSource, HubLocation, Remote, Source};
 
 /// The default chunk size: 64 MiB, large enough that a 40 GB file has a
 /// manifest of a few hundred lines, small enough that a bad or interrupted

@@ -391,7 +391,7 @@ impl Source for HttpSource {
             }
             let n = match response.read(&mut buf[..want]) {
                 Ok(n) => n,
-                Err(e) => return Err(self.read_failure(&e)),
+                Err(e) => return Err(self.read_failure(&e, got)),
             };
             if n == 0 {
                 break;
@@ -411,7 +411,7 @@ impl Source for HttpSource {
 }
 
 impl HttpSource {
-    fn read_failure(&self, e: &std::io::Error) -> TransferError {
+    fn read_failure(&self, e: &std::io::Error, got: u64) -> TransferError {
         let timed_out = e.kind() == std::io::ErrorKind::TimedOut
             || e.get_ref()
                 .and_then(|inner| inner.downcast_ref::<reqwest::Error>())
@@ -424,7 +424,10 @@ impl HttpSource {
         } else {
             TransferError::Connection {
                 url: self.described.clone(),
-                reason: e.to_string(),
+                reason: format!(
+                    "the connection broke after {got} bytes of the response ({})",
+                    chain(e)
+                ),
             }
         }
     }

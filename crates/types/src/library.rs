@@ -61,6 +61,9 @@ pub enum LibraryError {
     NotStored { name: String },
     #[error("unknown model `{name}`: it is not in the catalog (known: {known})")]
     NotInCatalog { name: String, known: String },
+    /// The request cannot be honoured as asked; the reason is for the client.
+    #[error("{reason}")]
+    Refused { reason: String },
     /// Anything else (I/O, a failed download, a bad file): the message is
     /// for the operator's log, not for a client.
     #[error("{0}")]

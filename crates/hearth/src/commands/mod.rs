@@ -28,9 +28,7 @@ pub fn run(cli: Cli) -> Result<()> {
     let global = &cli.global;
     let none = EngineArgs::default();
     match cli.command {
-        Command::Pull { model, force } => {
-            models::pull(&Config::load(global, &none, None)?, &model, force)
-        }
+        Command::Pull(args) => models::pull(&Config::load(global, &none, None)?, &args),
         Command::List { json } => models::list(&Config::load(global, &none, None)?, json),
         Command::Rm { model } => models::rm(&Config::load(global, &none, None)?, &model),
         Command::Verify { model } => {
@@ -60,6 +58,9 @@ fn pull_options(config: &Config, force: bool) -> PullOptions {
         pip: config.pip.clone(),
         show_pip_output: std::io::stderr().is_terminal(),
         force,
+        transfer: config.pull.transfer.clone(),
+        http: config.pull.http.clone(),
+        hf_endpoint: config.pull.hf_endpoint.clone(),
     }
 }
 

@@ -8,9 +8,40 @@ use super::{open_store, pull_options};
 use crate::config::Config;
 use crate::progress::Bar;
 
-pub fn pull(config: &Config, model: &str, force: bool) -> Result<()> {
+pub fn pull(config: &Config, args: &crate::cli::PullArgs) -> Result<()> {
     let store = open_store(config)?;
-    let stored = store.pull(model, &pull_options(config, force), &Bar::new())?;
+    let mut options = pull_options(config, args.force);
+    if let Some(n) = args.connections {
+        anyhow::ensure!(
+            (1..=64).contains(&n),
+            "--connections must be between 1 and 64, not {n}"
+        );
+        options.transfer.connections = n;
+    }
+    if let Some(rate) = &args.limit_rate {
+        options.transfer.limit_rate = Some(crate::config::parse_rate(rate)?);
+    }
+    let located = store::is_location(&args.model);
+    anyhow::ensure!(
+        located || (args.name.is_none() && args.sha256.is_none()),
+        "--name and --sha256 apply to pulls from a location (https://, hf://, a file); `{}` is a catalog name",
+        args.model
+    );
+    let progress: Box<dyn store::Progress> = if args.json {
+        options.show_pip_output = false;
+        Box::new(crate::progress::JsonLines::new())
+    } else {
+        Box::new(Bar::new())
+    };
+    let stored = if located {
+        let wanted = store::Wanted {
+            name: args.name.clone(),
+            sha256: args.sha256.clone(),
+        };
+        store.pull_location(&args.model, &wanted, &options, progress.as_ref())?
+    } else {
+        store.pull(&args.model, &options, progress.as_ref())?
+    };
     let m = &stored.manifest;
     if let Some(log) = super::audit_log::open(config)? {
         log.record(audit::Event::ModelPull {
@@ -18,13 +49,21 @@ pub fn pull(config: &Config, model: &str, force: bool) -> Result<()> {
             sha256: Some(m.sha256.clone()),
         });
     }
-    println!(
-        "{}: {} bytes, sha256 {} ({})",
-        m.name,
-        m.size,
-        m.sha256,
-        stored.path.display()
-    );
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"status": "success", "model": m.name, "size": m.size,
+                               "sha256": m.sha256, "path": stored.path})
+        );
+    } else {
+        println!(
+            "{}: {} bytes, sha256 {} ({})",
+            m.name,
+            m.size,
+            m.sha256,
+            stored.path.display()
+        );
+    }
     Ok(())
 }
 

@@ -431,6 +431,9 @@ fn library_error(err: LibraryError) -> ApiError {
             )
         }
         .with_param("model"),
+        LibraryError::Refused { reason } => {
+            ApiError::invalid("invalid_request_error", reason).with_param("model")
+        }
         LibraryError::Failed(detail) => ApiError::internal(&detail),
     }
 }

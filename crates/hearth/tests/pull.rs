@@ -1,0 +1,318 @@
+//! `hearth pull` from locations, against testkit's loopback origin (a real
+//! HTTP server with an access log and faults): kill -9 and resume, faults
+//! that end cleanly, concurrent pulls, a Hugging Face-layout hub, and a
+//! model that answers afterwards.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use testkit::origin::{Faults, Origin};
+
+mod support;
+
+use support::{failed, hearth, ok};
+
+/// A directory the origin serves, with `name` linking to the real `model`.
+fn served(model: &Path, name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join(name);
+    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(model, target).unwrap();
+    dir
+}
+
+fn config(home: &Path, pull: &str) {
+    std::fs::write(home.join("config.toml"), format!("[pull]\n{pull}")).unwrap();
+}
+
+fn listed(home: &Path) -> Vec<String> {
+    let out = ok(hearth(home).args(["list", "--json"]).output().unwrap());
+    serde_json::from_str::<Vec<Value>>(&out)
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn sha256_of(path: &Path) -> String {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut std::fs::File::open(path).unwrap(), &mut hasher).unwrap();
+    hex::encode(hasher.finalize())
+}
+
+/// A random duration in `range` (std's hasher keys come from the OS).
+fn random_ms(range: std::ops::Range<u64>) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let r = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    Duration::from_millis(range.start + r % (range.end - range.start))
+}
+
+/// The acceptance's kill-and-resume: a 253 MB GGUF pulled over 4
+/// connections is killed with -9 at 20 random moments; after each kill
+/// nothing is listed, and each rerun fetches again at most one chunk per
+/// connection (counted from the origin's access log); the last run ends
+/// with the verified model.
+#[test]
+fn kill_9_at_twenty_random_moments_then_resume() {
+    const CHUNK: u64 = 2 << 20;
+    let model = testkit::second_model();
+    let dir = served(&model, "gemma-3-270m-Q4_K_M.gguf");
+    let origin = Origin::start(dir.path());
+    // 4 connections of 2 MB/s each: a pull takes about half a minute.
+    origin.set_faults(Faults {
+        throttle: Some(2_000_000),
+        ..Faults::default()
+    });
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    config(h, "connections = 4\nchunk_mb = 2\n");
+    let url = origin.url("gemma-3-270m-Q4_K_M.gguf");
+    let pull = || {
+        let mut cmd = hearth(h);
+        cmd.args(["pull", &url, "--name", "gemma"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        cmd
+    };
+    // Chunk starts each run asked for (not the one-byte probes).
+    let mut runs: Vec<BTreeSet<u64>> = Vec::new();
+    let mut seen = 0;
+    let mut take_run = |origin: &Origin| {
+        let log = origin.log();
+        let run: BTreeSet<u64> = log[seen..]
+            .iter()
+            .filter(|a| a.end - a.start > 1)
+            .map(|a| a.start)
+            .collect();
+        seen = log.len();
+        run
+    };
+    for kill in 0..20 {
+        let mut child = pull().spawn().unwrap();
+        std::thread::sleep(random_ms(300..3000));
+        if child.try_wait().unwrap().is_some() {
+            panic!("the pull finished before kill {kill}: slow the origin down");
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        runs.push(take_run(&origin));
+        assert!(
+            listed(h).is_empty(),
+            "a partial model is listed after kill {kill}"
+        );
+        assert!(!h.join("models/gemma").exists());
+        let refused = failed(hearth(h).args(["show", "gemma"]).output().unwrap());
+        assert!(refused.contains("gemma"), "{refused}");
+    }
+    let out = pull().stdout(Stdio::piped()).output().unwrap();
+    assert!(out.status.success());
+    runs.push(take_run(&origin));
+    assert_eq!(listed(h), ["gemma"]);
+    // Every rerun fetched again only what the run before had in flight.
+    for (i, pair) in runs.windows(2).enumerate() {
+        let again: Vec<_> = pair[0].intersection(&pair[1]).collect();
+        assert!(again.len() <= 4, "rerun {} fetched again {again:?}", i + 1);
+    }
+    // And no chunk was fetched by more than two runs, nor missed.
+    let size = std::fs::metadata(&model).unwrap().len();
+    assert!(
+        size >= 200_000_000,
+        "the acceptance asks for at least 200 MB: {size}"
+    );
+    let all: BTreeSet<u64> = runs.iter().flatten().copied().collect();
+    assert_eq!(all.len() as u64, size.div_ceil(CHUNK));
+    let stored = h.join("models/gemma/model.gguf");
+    assert_eq!(sha256_of(&stored), sha256_of(&model));
+    ok(hearth(h).args(["verify", "gemma"]).output().unwrap());
+    // The partial file and its journal are gone once published.
+    let left: Vec<_> = std::fs::read_dir(h.join("tmp"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".lock"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+/// Faults end with a clear error and a consistent store, and a later pull
+/// succeeds; a server that ignores ranges is read whole.
+#[test]
+fn faults_end_cleanly_and_a_later_pull_succeeds() {
+    let model = testkit::default_model();
+    let sha = sha256_of(&model);
+    let dir = served(&model, "SmolLM2.gguf");
+    let origin = Origin::start(dir.path());
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    config(h, "retries = 1\nstall_secs = 2\nchunk_mb = 8\n");
+    let url = origin.url("SmolLM2.gguf");
+    let pull = |extra: &[&str]| {
+        let mut cmd = hearth(h);
+        cmd.args(["pull", &url]).args(extra);
+        cmd.output().unwrap()
+    };
+    let cases: [(Faults, &[&str], &str); 4] = [
+        (
+            Faults {
+                status_500: 1000,
+                ..Faults::default()
+            },
+            &[],
+            "HTTP 500",
+        ),
+        (
+            Faults {
+                stall_after: Some(1 << 20),
+                ..Faults::default()
+            },
+            &[],
+            "stalled",
+        ),
+        (
+            Faults {
+                drop_times: 1000,
+                drop_after: 1 << 20,
+                ..Faults::default()
+            },
+            &[],
+            "connection broke",
+        ),
+        (
+            Faults {
+                wrong_bytes: 1000,
+                ..Faults::default()
+            },
+            &["--sha256", &sha],
+            "SHA-256",
+        ),
+    ];
+    for (faults, extra, says) in cases {
+        origin.set_faults(faults.clone());
+        let err = failed(pull(extra));
+        assert!(err.contains(says), "{faults:?}: {err}");
+        assert!(listed(h).is_empty(), "{faults:?}");
+        assert!(!h.join("models/smollm2").exists());
+    }
+    // Ranges ignored: one connection reads it whole, and it is stored.
+    origin.set_faults(Faults {
+        ignore_range: true,
+        ..Faults::default()
+    });
+    origin.clear_log();
+    let out = ok(pull(&["--sha256", &sha]));
+    assert!(out.contains(&sha), "{out}");
+    assert!(origin.log().iter().all(|a| a.status == 200));
+    assert_eq!(listed(h), ["smollm2"]);
+    // A name taken by another source is refused, not overwritten.
+    let other = served(&model, "sub/SmolLM2.gguf");
+    let second = Origin::start(other.path());
+    let err = failed(
+        hearth(h)
+            .args(["pull", &second.url("sub/SmolLM2.gguf")])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        err.contains("already stored") && err.contains("--name"),
+        "{err}"
+    );
+}
+
+/// Two pulls of one location started together: one fetches, the other
+/// waits for it, and both end with the one stored copy.
+#[test]
+fn two_pulls_of_one_model_end_with_one_copy() {
+    let model = testkit::default_model();
+    let dir = served(&model, "smol.gguf");
+    let origin = Origin::start(dir.path());
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let url = origin.url("smol.gguf");
+    let start = || {
+        let mut cmd = hearth(h);
+        cmd.args(["pull", &url])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd.spawn().unwrap()
+    };
+    let (a, b) = (start(), start());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    ok(a);
+    ok(b);
+    assert_eq!(listed(h), ["smol"]);
+    let size = std::fs::metadata(&model).unwrap().len();
+    let data: u64 = origin
+        .log()
+        .iter()
+        .filter(|a| a.end - a.start > 1)
+        .map(|a| a.sent())
+        .sum();
+    assert_eq!(data, size, "the file was fetched once");
+}
+
+/// `hf://` through a Hugging Face-layout hub on loopback (`HF_ENDPOINT`):
+/// checked against the hub's `X-Linked-Etag`, with JSON progress, then
+/// the model answers a prompt.
+#[test]
+fn a_hub_model_is_verified_and_answers() {
+    let model = testkit::default_model();
+    let dir = served(
+        &model,
+        "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF/smollm2-135m-instruct-q4_1.gguf",
+    );
+    let origin = Origin::start(dir.path());
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let location = "hf://HuggingFaceTB/SmolLM2-135M-Instruct-GGUF/smollm2-135m-instruct-q4_1.gguf";
+    let out = ok(hearth(h)
+        .env("HF_ENDPOINT", &origin.base)
+        .args(["pull", location, "--name", "smol-hub", "--json"])
+        .output()
+        .unwrap());
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["status"], "start");
+    let last = lines.last().unwrap();
+    assert_eq!(last["status"], "success");
+    assert_eq!(last["sha256"], sha256_of(&model).as_str());
+    assert!(lines.iter().any(|l| l["status"] == "progress"));
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(h.join("models/smol-hub/manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        manifest["source"],
+        format!(
+            "hf://HuggingFaceTB/SmolLM2-135M-Instruct-GGUF@main/smollm2-135m-instruct-q4_1.gguf"
+        )
+    );
+    let answer = ok(hearth(h)
+        .args([
+            "run",
+            "smol-hub",
+            "--temperature",
+            "0",
+            "-n",
+            "24",
+            "What is the capital of Japan?",
+        ])
+        .output()
+        .unwrap());
+    assert!(answer.contains("Tokyo"), "{answer}");
+    // A file the hub does not have.
+    let err = failed(
+        hearth(h)
+            .env("HF_ENDPOINT", &origin.base)
+            .args(["pull", "hf://HuggingFaceTB/none/x.gguf"])
+            .output()
+            .unwrap(),
+    );
+    assert!(err.contains("404"), "{err}");
+}

@@ -1,0 +1,198 @@
+//! Pulls from a location rather than the catalog: `https://…` (or `http://`
+//! for loopback and labs), `hf://org/repo[@revision]/path` in a Hugging
+//! Face-layout hub, or a local file (`file://…` or a path). The bytes go
+//! through `transfer` into a partial file named after the location, so a
+//! rerun after `kill -9` or a network error resumes from its journal; the
+//! model is published only once every chunk and the whole file verified.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+use transfer::{FileSource, HttpSource, HubLocation, Source};
+
+use crate::error::{IoContext, StoreError};
+use crate::{is_store_name, Manifest, Progress, PullOptions, Store, StoredModel};
+
+/// What the caller of a location pull may fix.
+#[derive(Debug, Clone, Default)]
+pub struct Wanted {
+    /// The stored name; by default the file's name without `.gguf`.
+    pub name: Option<String>,
+    /// The SHA-256 the whole file must have.
+    pub sha256: Option<String>,
+}
+
+/// Whether `reference` names a location rather than a catalog or stored
+/// model.
+pub fn is_location(reference: &str) -> bool {
+    reference.contains("://") || reference.starts_with('/') || reference.starts_with("./")
+}
+
+/// Which kind of location, so callers can refuse some (the server never
+/// reads its own disk for a client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocationKind {
+    Http,
+    Hub,
+    File,
+}
+
+pub fn location_kind(location: &str) -> LocationKind {
+    if location.starts_with("hf://") {
+        LocationKind::Hub
+    } else if location.starts_with("http://") || location.starts_with("https://") {
+        LocationKind::Http
+    } else {
+        LocationKind::File
+    }
+}
+
+impl Store {
+    /// Fetches the GGUF at `location`, verifies it and stores it atomically.
+    /// A pull of the same location by another process is waited for (and
+    /// its result returned) rather than repeated.
+    pub fn pull_location(
+        &self,
+        location: &str,
+        wanted: &Wanted,
+        options: &PullOptions,
+        progress: &dyn Progress,
+    ) -> Result<StoredModel, StoreError> {
+        let source = open_source(location, options)?;
+        let described = source.describe();
+        let file_name = described
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .split(['?', '#'])
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let name = match &wanted.name {
+            Some(name) => name.clone(),
+            None => default_name(&file_name),
+        };
+        if !is_store_name(&name) || name.len() > 128 {
+            return Err(StoreError::BadName {
+                name,
+                hint: "pass --name with letters, digits, '-', '_', '.' or ':'".into(),
+            });
+        }
+        if let Some(sha) = &wanted.sha256 {
+            if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(StoreError::BadName {
+                    name: sha.clone(),
+                    hint: "a SHA-256 is 64 hexadecimal digits".into(),
+                });
+            }
+        }
+        // One file per location: reruns find their partial and journal.
+        let key = &hex::encode(Sha256::digest(described.as_bytes()))[..16];
+        let partial = self.tmp_dir().join(format!("pull-{key}.partial"));
+        let lock_path = self.tmp_dir().join(format!("pull-{key}.lock"));
+        let lock = fs::File::create(&lock_path).at(&lock_path)?;
+        if lock.try_lock().is_err() {
+            tracing::info!(location = %described, "another pull of this location is running; waiting for it");
+            lock.lock().at(&lock_path)?;
+        }
+        if let Some(existing) = self.get(&name)? {
+            let same = existing.manifest.source == described
+                && wanted
+                    .sha256
+                    .as_ref()
+                    .is_none_or(|s| s.eq_ignore_ascii_case(&existing.manifest.sha256));
+            if same && !options.force {
+                return Ok(existing);
+            }
+            if !same && !options.force {
+                return Err(StoreError::NameTaken {
+                    name,
+                    from: existing.manifest.source,
+                });
+            }
+        }
+        let expected = transfer::Expected {
+            sha256: wanted.sha256.as_ref().map(|s| s.to_ascii_lowercase()),
+            ..transfer::Expected::default()
+        };
+        let fetched = transfer::fetch(
+            source.as_ref(),
+            &partial,
+            &expected,
+            &options.transfer,
+            progress,
+        )?;
+        if let Err(err) = gguf::read_model(&partial) {
+            // Verified bytes that are no model: nothing to resume.
+            discard(&partial);
+            return Err(StoreError::NotAModel {
+                location: described,
+                cause: err,
+            });
+        }
+        let manifest = Manifest {
+            name,
+            size: fetched.size,
+            sha256: fetched.sha256,
+            source: described,
+            pulled_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            chunk_size: fetched.chunk_size,
+            chunks: fetched.chunks,
+        };
+        fs::File::open(&partial)
+            .and_then(|f| f.sync_all())
+            .at(&partial)?;
+        let stored = self.commit(&partial, &manifest)?;
+        let _ = fs::remove_file(transfer::journal_path(&partial));
+        self.stamp(&stored);
+        Ok(stored)
+    }
+}
+
+fn open_source(location: &str, options: &PullOptions) -> Result<Box<dyn Source>, StoreError> {
+    Ok(match location_kind(location) {
+        LocationKind::Hub => Box::new(HttpSource::hub(
+            &HubLocation::parse(location)?,
+            &options.hf_endpoint,
+            &options.http,
+        )?),
+        LocationKind::Http => Box::new(HttpSource::new(location, &options.http)?),
+        LocationKind::File => {
+            let path = PathBuf::from(location.strip_prefix("file://").unwrap_or(location));
+            let path = fs::canonicalize(&path).at(&path)?;
+            Box::new(FileSource::new(&path))
+        }
+    })
+}
+
+/// `Model-Q4_K_M.gguf` → `model-q4_k_m`.
+fn default_name(file_name: &str) -> String {
+    let stem = file_name.strip_suffix(".gguf").unwrap_or(file_name);
+    stem.to_ascii_lowercase()
+}
+
+fn discard(partial: &Path) {
+    let _ = fs::remove_file(transfer::journal_path(partial));
+    let _ = fs::remove_file(partial);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_and_names() {
+        assert!(is_location("https://h.test/m.gguf"));
+        assert!(is_location("hf://o/r/m.gguf"));
+        assert!(is_location("/models/m.gguf"));
+        assert!(!is_location("smollm2"));
+        assert!(!is_location("gemma3:270m"));
+        assert_eq!(location_kind("hf://o/r/m.gguf"), LocationKind::Hub);
+        assert_eq!(location_kind("file:///m.gguf"), LocationKind::File);
+        assert_eq!(default_name("SmolLM2-135M-Q4_1.gguf"), "smollm2-135m-q4_1");
+    }
+}
