@@ -44,6 +44,13 @@ pub enum Event {
         model: String,
         bad_chunk_offsets: Vec<u64>,
     },
+    /// `hearth repair` fetched these chunks of a stored model again.
+    ModelRepair {
+        model: String,
+        chunk_offsets: Vec<u64>,
+        bytes: u64,
+        source: String,
+    },
     KeyCreated {
         key_id: String,
         name: String,
@@ -88,6 +95,7 @@ impl Event {
             Event::ModelUnload { .. } => "model_unload",
             Event::ModelDelete { .. } => "model_delete",
             Event::ModelVerifyFailed { .. } => "model_verify_failed",
+            Event::ModelRepair { .. } => "model_repair",
             Event::KeyCreated { .. } => "key_created",
             Event::KeyRevoked { .. } => "key_revoked",
             Event::PolicyLoaded { .. } => "policy_loaded",

@@ -63,6 +63,25 @@ pub enum Command {
         /// Stored model name [default: every stored model]
         model: Option<String>,
     },
+    /// Disk use of the store: each model, the bytes on disk with shared
+    /// blobs counted once, and partial pulls
+    Du {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove blobs no model uses and partial pulls no process is running
+    Gc {
+        /// Also drop partial pulls under a day old (they could be resumed)
+        #[arg(long)]
+        all_partials: bool,
+    },
+    /// Fetch again only the chunks of a stored model that no longer match
+    /// its manifest, from where it was pulled
+    Repair {
+        /// Stored model name
+        model: String,
+    },
     /// Describe a model: architecture, size, quantization, context, template, SHA-256
     Show {
         /// Catalog name, stored name, or path to a GGUF file

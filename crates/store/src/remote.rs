@@ -153,6 +153,89 @@ impl Store {
     }
 }
 
+/// What [`Store::repair`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Repaired {
+    /// Every chunk already matched.
+    Intact,
+    /// These chunks were fetched again; `bytes` came from the source.
+    Fixed {
+        chunks: Vec<crate::chunks::Chunk>,
+        bytes: u64,
+        from: String,
+    },
+}
+
+impl Store {
+    /// Re-fetches only the chunks of a stored model that no longer match
+    /// its manifest, from the location it was pulled from, in place; then
+    /// checks every chunk again.
+    pub fn repair(
+        &self,
+        name: &str,
+        options: &PullOptions,
+        progress: &dyn Progress,
+    ) -> Result<Repaired, StoreError> {
+        let model =
+            self.get(crate::canonical_name(name))?
+                .ok_or_else(|| StoreError::NotStored {
+                    name: name.to_string(),
+                })?;
+        let m = &model.manifest;
+        let cannot = |reason: String| StoreError::CannotRepair {
+            name: m.name.clone(),
+            reason,
+        };
+        if m.chunks.is_empty() {
+            return Err(cannot(format!(
+                "its manifest predates chunk lists, so which part is bad is unknown; fetch it again with `hearth pull --force {}`",
+                m.name
+            )));
+        }
+        // A file cut short: its missing tail is bad chunks like any other.
+        let len = fs::metadata(&model.path).at(&model.path)?.len();
+        if len != m.size {
+            fs::OpenOptions::new()
+                .write(true)
+                .open(&model.path)
+                .and_then(|f| f.set_len(m.size))
+                .at(&model.path)?;
+        }
+        let bad = crate::chunks::check(&model.path, &m.chunks)?;
+        if bad.is_empty() {
+            self.stamp(&model);
+            return Ok(Repaired::Intact);
+        }
+        if !is_location(&m.source) {
+            return Err(cannot(format!(
+                "it came from {}, which cannot be read in ranges; fetch it again with `hearth pull --force {}`",
+                m.source, m.name
+            )));
+        }
+        let source = open_source(&m.source, options)?;
+        let bytes = transfer::repair(
+            source.as_ref(),
+            &model.path,
+            &bad,
+            &options.transfer,
+            progress,
+        )?;
+        let still = crate::chunks::check(&model.path, &m.chunks)?;
+        if let Some(chunk) = still.first() {
+            return Err(cannot(format!(
+                "the chunk at offset {} still differs after fetching it again",
+                chunk.offset
+            )));
+        }
+        self.stamp(&model);
+        Ok(Repaired::Fixed {
+            chunks: bad,
+            bytes,
+            from: m.source.clone(),
+        })
+    }
+}
+
 fn open_source(location: &str, options: &PullOptions) -> Result<Box<dyn Source>, StoreError> {
     Ok(match location_kind(location) {
         LocationKind::Hub => Box::new(HttpSource::hub(

@@ -155,9 +155,13 @@ pub fn fetch(
                 known: &known,
                 options,
                 pace: &pace,
-                journal: Mutex::new(journal),
+                journal: Mutex::new(Some(journal)),
             };
-            match parallel.run(size, chunk_size, done, progress) {
+            let missing = spans(size, chunk_size)
+                .into_iter()
+                .filter(|(offset, _)| !done.contains_key(offset))
+                .collect();
+            match parallel.run(missing, done, progress) {
                 Err(TransferError::RangeIgnored { .. }) => {
                     tracing::warn!(source = %what, "the server ignores byte ranges; fetching it whole over one connection");
                     (
@@ -217,6 +221,42 @@ pub fn fetch(
     })
 }
 
+/// Fetches `bad` chunks of `source`'s object again, in place in `path` (a
+/// published file whose other chunks are good), each checked against its
+/// recorded SHA-256 before the call returns. Returns the bytes received.
+/// Nothing else of the file is read or written.
+pub fn repair(
+    source: &dyn Source,
+    path: &Path,
+    bad: &[Chunk],
+    options: &Options,
+    progress: &dyn Progress,
+) -> Result<u64, TransferError> {
+    let what = source.describe();
+    let file = OpenOptions::new().write(true).open(path).at(path)?;
+    let known: BTreeMap<u64, &Chunk> = bad.iter().map(|c| (c.offset, c)).collect();
+    let pace = Pace::new(options.limit_rate);
+    progress.start(
+        &format!("repairing from {what}"),
+        bad.iter().map(|c| c.length).sum(),
+    );
+    let parallel = Parallel {
+        source,
+        file: &file,
+        partial: path,
+        what: &what,
+        validator: None,
+        known: &known,
+        options,
+        pace: &pace,
+        journal: Mutex::new(None),
+    };
+    let wanted = bad.iter().map(|c| (c.offset, c.length)).collect();
+    parallel.run(wanted, BTreeMap::new(), progress)?;
+    progress.finish();
+    Ok(pace.total())
+}
+
 /// The chunks still missing, fetched over several connections.
 struct Parallel<'a> {
     source: &'a dyn Source,
@@ -227,23 +267,19 @@ struct Parallel<'a> {
     known: &'a BTreeMap<u64, &'a Chunk>,
     options: &'a Options,
     pace: &'a Pace,
-    journal: Mutex<Journal>,
+    /// `None` when repairing a published file: nothing to resume.
+    journal: Mutex<Option<Journal>>,
 }
 
 impl Parallel<'_> {
+    /// Fetches the `missing` spans; returns them with the `done` ones.
     fn run(
         &self,
-        size: u64,
-        chunk_size: u64,
+        missing: VecDeque<(u64, u64)>,
         done: BTreeMap<u64, Chunk>,
         progress: &dyn Progress,
     ) -> Result<Vec<Chunk>, TransferError> {
-        let queue: Mutex<VecDeque<(u64, u64)>> = Mutex::new(
-            spans(size, chunk_size)
-                .into_iter()
-                .filter(|(offset, _)| !done.contains_key(offset))
-                .collect(),
-        );
+        let queue = Mutex::new(missing);
         let finished = Mutex::new(done);
         let failed: Mutex<Option<TransferError>> = Mutex::new(None);
         let stop = AtomicBool::new(false);
@@ -365,10 +401,14 @@ impl Parallel<'_> {
         };
         check_known(self.what, &chunk, self.known)?;
         self.file.sync_data().at(self.partial)?;
-        self.journal
+        if let Some(journal) = self
+            .journal
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .record(&chunk)?;
+            .as_mut()
+        {
+            journal.record(&chunk)?;
+        }
         Ok(chunk)
     }
 }

@@ -17,7 +17,7 @@ pub mod source;
 
 use serde::{Deserialize, Serialize};
 
-pub use download::{fetch, journal_path, Expected, Fetched, Options};
+pub use download::{fetch, journal_path, repair, Expected, Fetched, Options};
 pub use error::TransferError;
 pub use source::{FileSource, HttpOptions, HttpSource, HubLocation, Remote, Source};
 

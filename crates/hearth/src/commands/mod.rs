@@ -11,6 +11,7 @@ mod models;
 mod policy;
 mod reload;
 mod serve;
+mod space;
 mod usage;
 
 use std::io::IsTerminal;
@@ -31,6 +32,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Pull(args) => models::pull(&Config::load(global, &none, None)?, &args),
         Command::List { json } => models::list(&Config::load(global, &none, None)?, json),
         Command::Rm { model } => models::rm(&Config::load(global, &none, None)?, &model),
+        Command::Du { json } => space::du(&Config::load(global, &none, None)?, json),
+        Command::Gc { all_partials } => {
+            space::gc(&Config::load(global, &none, None)?, all_partials)
+        }
+        Command::Repair { model } => models::repair(&Config::load(global, &none, None)?, &model),
         Command::Verify { model } => {
             models::verify(&Config::load(global, &none, None)?, model.as_deref())
         }

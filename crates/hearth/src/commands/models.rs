@@ -112,6 +112,41 @@ pub fn rm(config: &Config, model: &str) -> Result<()> {
 
 /// `hearth verify`: every chunk of the named (or every) stored model
 /// against its manifest; fails naming each bad chunk.
+pub fn repair(config: &Config, model: &str) -> Result<()> {
+    let store = open_store(config)?;
+    match store.repair(model, &pull_options(config, false), &Bar::new())? {
+        store::Repaired::Intact => println!("{model}: ok, nothing to repair"),
+        store::Repaired::Fixed {
+            chunks,
+            bytes,
+            from,
+        } => {
+            for c in &chunks {
+                println!(
+                    "{model}: fetched again the chunk at offset {} ({} bytes)",
+                    c.offset, c.length
+                );
+            }
+            println!(
+                "{model}: repaired {} chunk(s), {bytes} bytes from {from}; every chunk matches",
+                chunks.len()
+            );
+            if let Some(log) = super::audit_log::open(config)? {
+                let name = store
+                    .get(store::catalog::find(model).map_or(model, |e| e.name))?
+                    .map_or_else(|| model.to_string(), |m| m.manifest.name);
+                log.record(audit::Event::ModelRepair {
+                    model: name,
+                    chunk_offsets: chunks.iter().map(|c| c.offset).collect(),
+                    bytes,
+                    source: from,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn verify(config: &Config, model: Option<&str>) -> Result<()> {
     let store = open_store(config)?;
     let names: Vec<String> = match model {
@@ -167,7 +202,7 @@ pub fn verify(config: &Config, model: Option<&str>) -> Result<()> {
     }
     if !damaged.is_empty() {
         anyhow::bail!(
-            "damaged: {}; fetch again with `hearth pull --force NAME`",
+            "damaged: {}; `hearth repair NAME` fetches only the bad chunks (or `hearth pull --force NAME` all of it)",
             damaged.join(", ")
         );
     }
@@ -279,7 +314,7 @@ fn chat_format(template: Option<&str>, architecture: Option<&str>) -> String {
     }
 }
 
-fn human_bytes(n: u64) -> String {
+pub(super) fn human_bytes(n: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = n as f64;
     let mut unit = 0;

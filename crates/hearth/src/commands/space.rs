@@ -1,0 +1,69 @@
+//! `hearth du` and `hearth gc`: the store's disk use, each blob counted
+//! once, and removing what no model needs.
+
+use anyhow::Result;
+
+use super::models::human_bytes;
+use super::open_store;
+use crate::config::Config;
+
+pub fn du(config: &Config, json: bool) -> Result<()> {
+    let usage = open_store(config)?.usage()?;
+    if json {
+        let models: Vec<_> = usage
+            .models
+            .iter()
+            .map(|m| serde_json::json!({"name": m.name, "size": m.size, "sha256": m.sha256, "shared_with": m.shared_with}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "models": models, "model_bytes": usage.model_bytes, "disk_bytes": usage.blob_bytes,
+                "partial_bytes": usage.partial_bytes, "partial_files": usage.partial_files,
+            })
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:>10}  {:<14} SHARED WITH",
+        "NAME", "SIZE", "SHA-256"
+    );
+    for m in &usage.models {
+        println!(
+            "{:<24} {:>10}  {:<14} {}",
+            m.name,
+            human_bytes(m.size),
+            &m.sha256[..12.min(m.sha256.len())],
+            m.shared_with.join(", ")
+        );
+    }
+    println!(
+        "{} model(s), {} on disk ({} saved by sharing); partial pulls: {} file(s), {}",
+        usage.models.len(),
+        human_bytes(usage.blob_bytes),
+        human_bytes(usage.model_bytes.saturating_sub(usage.blob_bytes)),
+        usage.partial_files,
+        human_bytes(usage.partial_bytes)
+    );
+    Ok(())
+}
+
+pub fn gc(config: &Config, all_partials: bool) -> Result<()> {
+    let collected = open_store(config)?.gc(all_partials)?;
+    for (path, bytes) in &collected.removed {
+        println!("removed {} ({})", path.display(), human_bytes(*bytes));
+    }
+    println!(
+        "freed {}{}",
+        human_bytes(collected.bytes()),
+        if collected.kept_partials > 0 {
+            format!(
+                "; kept {} partial pull(s) (running, or under a day old: --all-partials drops those not running)",
+                collected.kept_partials
+            )
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
