@@ -1,5 +1,6 @@
-//! The checkpoint signing key: an ed25519 key in a file of its own (0600),
-//! never inside the log, with its public half beside it for verifiers.
+//! An ed25519 signing key in a file of its own (0600), with its public
+//! half beside it for verifiers: the audit log signs checkpoints with one
+//! (kept outside the log), and model bundles are signed with one.
 
 use std::path::{Path, PathBuf};
 
@@ -32,14 +33,22 @@ impl AuditKey {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut bytes = [0u8; 32];
                 getrandom::fill(&mut bytes).map_err(|e| bad(e.to_string()))?;
-                let key = AuditKey {
-                    signing: SigningKey::from_bytes(&bytes),
-                };
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir).map_err(|e| bad(e.to_string()))?;
                 }
-                write_private(path, &hex::encode(bytes)).map_err(|e| bad(e.to_string()))?;
-                std::fs::write(public_path(path), hex::encode(key.verifying().as_bytes()))
+                match create_private(path, &hex::encode(bytes)) {
+                    Ok(()) => {}
+                    // Another process created it first (two commands
+                    // started together in a fresh home): use theirs.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        return Self::load_or_create(path)
+                    }
+                    Err(e) => return Err(bad(e.to_string())),
+                }
+                let key = AuditKey {
+                    signing: SigningKey::from_bytes(&bytes),
+                };
+                write_replacing(&public_path(path), &hex::encode(key.verifying().as_bytes()))
                     .map_err(|e| bad(e.to_string()))?;
                 Ok(key)
             }
@@ -51,7 +60,8 @@ impl AuditKey {
         self.signing.verifying_key()
     }
 
-    pub(crate) fn sign(&self, message: &[u8]) -> String {
+    /// The signature of `message`, in hex.
+    pub fn sign(&self, message: &[u8]) -> String {
         hex::encode(self.signing.sign(message).to_bytes())
     }
 }
@@ -77,19 +87,83 @@ pub fn load_public_key(path: &Path) -> Result<VerifyingKey, AuditError> {
     VerifyingKey::from_bytes(&bytes).map_err(|e| bad(e.to_string()))
 }
 
+/// Whether `signature` (hex) is `key`'s signature of `message`.
+pub fn signature_holds(key: &VerifyingKey, message: &[u8], signature: &str) -> bool {
+    use ed25519_dalek::Verifier;
+    let Some(bytes) = hex::decode(signature)
+        .ok()
+        .and_then(|b| <[u8; 64]>::try_from(b).ok())
+    else {
+        return false;
+    };
+    key.verify(message, &ed25519_dalek::Signature::from_bytes(&bytes))
+        .is_ok()
+}
+
 /// A short, stable name for a public key: the first 16 hex digits of its
 /// SHA-256.
 pub fn key_id(key: &VerifyingKey) -> String {
     hex::encode(&Sha256::digest(key.as_bytes())[..8])
 }
 
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+/// Creates `path` holding `text` (0600) only if it does not exist, and
+/// never visible half-written: the text is written and synced under a
+/// temporary name, then linked to `path` (which fails if it exists).
+fn create_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
+    let tmp = sibling(path, "new");
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut f = options.open(path)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()
+    let written = options.open(&tmp).and_then(|mut f| {
+        f.write_all(text.as_bytes())?;
+        f.sync_all()
+    });
+    let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    linked
+}
+
+/// Writes `path` whole through a temporary file renamed over it.
+fn write_replacing(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = sibling(path, "tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// `path` with `.<pid>.<n>.<tag>` appended: unique to this call.
+fn sibling(path: &Path, tag: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut p = path.as_os_str().to_owned();
+    p.push(format!(".{}.{n}.{tag}", std::process::id()));
+    PathBuf::from(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: two commands started together in a fresh home (two
+    /// `hearth pull`s) both created the key; the second failed with
+    /// "File exists". Every caller now gets the one key.
+    #[test]
+    fn callers_racing_to_create_the_key_all_get_the_same_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys/audit.key");
+        let keys: Vec<VerifyingKey> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| AuditKey::load_or_create(&path).unwrap().verifying()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(keys.windows(2).all(|w| w[0] == w[1]));
+        assert_eq!(load_public_key(&public_path(&path)).unwrap(), keys[0]);
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("keys"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+    }
 }

@@ -21,9 +21,10 @@ mod verify;
 mod writer;
 
 pub use chain::{line_hash, GENESIS};
+pub use ed25519_dalek::VerifyingKey;
 pub use event::{ApiRequest, Event};
 pub use export::{export, parse_since, Query};
-pub use key::{key_id, load_public_key, AuditKey};
+pub use key::{key_id, load_public_key, public_path, signature_holds, AuditKey};
 pub use verify::{files_from, verify, Failure, Report};
 pub use writer::{log_files, AuditConfig, AuditLog};
 

@@ -63,6 +63,30 @@ pub enum Command {
         /// Stored model name [default: every stored model]
         model: Option<String>,
     },
+    /// Write stored models to one file for a machine without network
+    /// access: manifests and blobs, optionally signed
+    Export {
+        /// Stored model names
+        #[arg(required = true)]
+        models: Vec<String>,
+        /// The bundle to write
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Sign with the ed25519 key in this file (created, with KEY.pub,
+        /// if missing); importers trust KEY.pub in $HEARTH_HOME/trusted_keys/
+        #[arg(long, value_name = "KEY")]
+        sign: Option<PathBuf>,
+    },
+    /// Store the models of a bundle written by `hearth export`, every chunk
+    /// verified before anything is published
+    Import {
+        /// The bundle
+        bundle: PathBuf,
+        /// Refuse unsigned bundles and those signed by untrusted keys
+        /// [default: [bundles] require_signature]
+        #[arg(long)]
+        require_signature: bool,
+    },
     /// Disk use of the store: each model, the bytes on disk with shared
     /// blobs counted once, and partial pulls
     Du {

@@ -34,9 +34,20 @@ pub struct FileConfig {
     pub tls: FileTls,
     #[serde(default)]
     pub pull: FilePull,
+    #[serde(default)]
+    pub bundles: FileBundles,
     /// Per-model settings, by model name.
     #[serde(default)]
     pub models: BTreeMap<String, FileModel>,
+}
+
+/// `[bundles]`: what `hearth import` accepts.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileBundles {
+    /// Refuse unsigned bundles and those signed by keys not in
+    /// `$HEARTH_HOME/trusted_keys/`.
+    pub require_signature: Option<bool>,
 }
 
 /// `[pull]`: how models are fetched from URLs and hubs.
@@ -157,6 +168,8 @@ pub struct Config {
     pub audit: Option<AuditSettings>,
     /// How pulls from URLs and hubs run.
     pub pull: PullSettings,
+    /// `hearth import` refuses bundles without a trusted signature.
+    pub bundles_require_signature: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -314,6 +327,7 @@ impl Config {
         let config = Config {
             home,
             pull,
+            bundles_require_signature: file.bundles.require_signature.unwrap_or(false),
             pip,
             engine: engine_config,
             seed: engine.seed.or(fe.seed),

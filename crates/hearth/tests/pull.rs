@@ -509,3 +509,113 @@ fn shared_blobs_du_gc_and_migration() {
     );
     ok(hearth(h).args(["verify", "old"]).output().unwrap());
 }
+
+/// A full disk: the Hearth home on a 60 MB tmpfs (mounted in a user and
+/// mount namespace, so no privileges are needed) cannot take the 98 MB
+/// model. The pull fails before fetching it, saying so; nothing is listed;
+/// with room made, the same pull succeeds.
+#[test]
+fn a_full_disk_fails_before_the_transfer_and_a_later_pull_succeeds() {
+    let model = testkit::default_model();
+    let dir = served(&model, "smol.gguf");
+    let origin = Origin::start(dir.path());
+    let mount = tempfile::tempdir().unwrap();
+    let m = mount.path().display().to_string();
+    let hearth_bin = env!("CARGO_BIN_EXE_hearth");
+    let url = origin.url("smol.gguf");
+    let script = format!(
+        r#"set -u
+mount -t tmpfs -o size=60m tmpfs "{m}" || exit 90
+export HEARTH_HOME="{m}/home" HEARTH_THREADS=2
+"{hearth_bin}" pull "{url}" 2>"{m}/err"; echo "first=$?"
+echo "said=$(tr '\n' ' ' <"{m}/err")"
+echo "listed=$("{hearth_bin}" list --json | tr -d ' \n')"
+mount -o remount,size=300m "{m}" || exit 91
+"{hearth_bin}" pull "{url}" >/dev/null 2>"{m}/err2"; echo "second=$?"
+echo "listed=$("{hearth_bin}" list --json | tr -d ' \n' | head -c 40)"
+"#
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount", "sh", "-c", &script])
+        .env_remove("HEARTH_CONFIG")
+        .output()
+        .expect("unshare (util-linux) runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("first=1"), "{text}");
+    assert!(
+        text.contains("not enough free space for its 98362432 bytes"),
+        "{text}"
+    );
+    assert!(text.contains("listed=[]"), "{text}");
+    assert!(text.contains("second=0"), "{text}");
+    assert!(text.contains(r#"listed=[{"name":"smol""#), "{text}");
+    // The origin sent no model bytes to the first pull: it stopped at the
+    // reservation, after the one-byte probe.
+    let data: Vec<_> = origin
+        .log()
+        .into_iter()
+        .filter(|a| a.end - a.start > 1)
+        .collect();
+    let sent: u64 = data.iter().map(|a| a.sent()).sum();
+    assert_eq!(sent, std::fs::metadata(&model).unwrap().len(), "{data:?}");
+}
+
+/// Air-gapped transfer through the binary: export a signed bundle, import
+/// it into a fresh home that trusts the key and requires signatures, and
+/// the model answers there.
+#[test]
+fn an_exported_bundle_runs_in_a_fresh_home() {
+    let model = testkit::default_model();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    ok(hearth(a.path())
+        .args(["pull", model.to_str().unwrap(), "--name", "smol"])
+        .output()
+        .unwrap());
+    let key = a.path().join("signing.key");
+    let out = a.path().join("smol.tar");
+    let said = ok(hearth(a.path())
+        .args(["export", "smol", "-o"])
+        .arg(&out)
+        .arg("--sign")
+        .arg(&key)
+        .output()
+        .unwrap());
+    assert!(said.contains("signed by key"), "{said}");
+    // Not yet trusted: refused, nothing stored.
+    config(b.path(), "");
+    std::fs::write(
+        b.path().join("config.toml"),
+        "[bundles]\nrequire_signature = true\n",
+    )
+    .unwrap();
+    let err = failed(hearth(b.path()).arg("import").arg(&out).output().unwrap());
+    assert!(err.contains("not among the trusted keys"), "{err}");
+    assert!(listed(b.path()).is_empty());
+    std::fs::create_dir_all(b.path().join("trusted_keys")).unwrap();
+    let mut public = key.as_os_str().to_owned();
+    public.push(".pub");
+    std::fs::copy(&public, b.path().join("trusted_keys/site-a.pub")).unwrap();
+    let said = ok(hearth(b.path()).arg("import").arg(&out).output().unwrap());
+    assert!(
+        said.contains("imported smol") && said.contains("signed by trusted key"),
+        "{said}"
+    );
+    let answer = ok(hearth(b.path())
+        .args([
+            "run",
+            "smol",
+            "--temperature",
+            "0",
+            "-n",
+            "48",
+            "What is the capital of Japan?",
+        ])
+        .output()
+        .unwrap());
+    assert!(answer.contains("Tokyo"), "{answer}");
+}

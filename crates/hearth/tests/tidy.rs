@@ -106,7 +106,16 @@ fn dependency_rules_hold() {
         !deps["auth"].contains("reqwest") && !deps["audit"].contains("reqwest"),
         "auth and audit make no network calls"
     );
-    assert_eq!(users_of(&deps, "ed25519-dalek"), ["audit"]);
+    assert_eq!(
+        users_of(&deps, "ed25519-dalek"),
+        ["audit"],
+        "one place holds ed25519 keys; bundles sign with audit's key files"
+    );
+    assert_eq!(
+        hearth_deps("bundle"),
+        ["audit", "store", "types"],
+        "bundles know the store and key files, no HTTP and no engine"
+    );
     assert_eq!(
         users_of(&deps, "jsonwebtoken"),
         ["auth", "testkit"],

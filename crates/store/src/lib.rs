@@ -492,6 +492,33 @@ impl Store {
         Ok(Verified::Intact)
     }
 
+    /// Publishes `file`, which the caller has checked against `manifest`
+    /// (size, every chunk, the whole SHA-256) as it arrived: its GGUF
+    /// header is read, it is synced, and it is committed like a pull.
+    pub fn publish(&self, file: &Path, manifest: &Manifest) -> Result<StoredModel, StoreError> {
+        if !is_store_name(&manifest.name) || manifest.sha256.len() != 64 {
+            return Err(StoreError::BadName {
+                name: manifest.name.clone(),
+                hint: "a model name is letters, digits, '-', '_', '.' or ':'".into(),
+            });
+        }
+        if !file.exists() {
+            // A blob another model of the same import already published.
+            let blob = self.blob_path(&manifest.sha256);
+            return self.commit(&blob, manifest);
+        }
+        gguf::read_model(file)?;
+        fs::File::open(file).and_then(|f| f.sync_all()).at(file)?;
+        let stored = self.commit(file, manifest)?;
+        self.stamp(&stored);
+        Ok(stored)
+    }
+
+    /// A file under `tmp/` for work in progress (`key` names it).
+    pub fn scratch_path(&self, key: &str) -> PathBuf {
+        self.tmp_dir().join(key)
+    }
+
     /// Publishes a verified, synced file: it becomes (or is found to be
     /// already) the blob of its SHA-256, the blob is linked in as the
     /// model's file, and the manifest is written last.
@@ -525,7 +552,9 @@ impl Store {
         if shared {
             // The same bytes are stored already (another model's, or an
             // earlier pull's): this copy is not needed.
-            let _ = fs::remove_file(file);
+            if file != blob {
+                let _ = fs::remove_file(file);
+            }
         } else {
             fs::rename(file, &blob).at(&blob)?;
             sync_dir(&self.blobs_dir())?;

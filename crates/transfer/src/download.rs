@@ -144,6 +144,7 @@ pub fn fetch(
             done.retain(|offset, c| known.get(offset).is_none_or(|k| k.sha256 == c.sha256));
             let resumed = done.len();
             file.set_len(size).at(partial)?;
+            reserve(&file, partial, size)?;
             progress.start(&format!("fetching {what}"), size);
             progress.advance(done.values().map(|c| c.length).sum());
             let parallel = Parallel {
@@ -506,6 +507,27 @@ fn with_retries<T>(
             }
             other => return other,
         }
+    }
+}
+
+/// Allocates the partial file's blocks now, so a disk too small fails
+/// before the transfer starts instead of after gigabytes. Blocks already
+/// written stay; file systems without the call are left to fail on write.
+fn reserve(file: &std::fs::File, path: &Path, size: u64) -> Result<(), TransferError> {
+    use std::os::fd::AsRawFd;
+    let len = libc::off_t::try_from(size).unwrap_or(libc::off_t::MAX);
+    // SAFETY: a valid open descriptor and plain integers; no memory is shared.
+    let r = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+    match r {
+        0 | libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL => Ok(()),
+        libc::ENOSPC => Err(TransferError::NoSpace {
+            path: path.to_path_buf(),
+            needed: size,
+        }),
+        errno => Err(TransferError::Io {
+            path: path.to_path_buf(),
+            cause: std::io::Error::from_raw_os_error(errno),
+        }),
     }
 }
 

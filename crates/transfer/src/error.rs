@@ -53,6 +53,8 @@ pub enum TransferError {
     RangeIgnored { url: String },
     #[error("the transfer was cancelled")]
     Cancelled,
+    #[error("{}: not enough free space for its {needed} bytes; free some (`hearth gc` drops abandoned pulls) and pull again to resume", path.display())]
+    NoSpace { path: PathBuf, needed: u64 },
     #[error("{}: {cause}", path.display())]
     Io {
         path: PathBuf,

@@ -32,6 +32,24 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Pull(args) => models::pull(&Config::load(global, &none, None)?, &args),
         Command::List { json } => models::list(&Config::load(global, &none, None)?, json),
         Command::Rm { model } => models::rm(&Config::load(global, &none, None)?, &model),
+        Command::Export {
+            models,
+            output,
+            sign,
+        } => space::export(
+            &Config::load(global, &none, None)?,
+            &models,
+            &output,
+            sign.as_deref(),
+        ),
+        Command::Import {
+            bundle,
+            require_signature,
+        } => space::import(
+            &Config::load(global, &none, None)?,
+            &bundle,
+            require_signature,
+        ),
         Command::Du { json } => space::du(&Config::load(global, &none, None)?, json),
         Command::Gc { all_partials } => {
             space::gc(&Config::load(global, &none, None)?, all_partials)

@@ -1,5 +1,8 @@
 //! `hearth du` and `hearth gc`: the store's disk use, each blob counted
-//! once, and removing what no model needs.
+//! once, and removing what no model needs; `hearth export` and `hearth
+//! import`: moving models between stores as signed bundles.
+
+use std::path::Path;
 
 use anyhow::Result;
 
@@ -64,6 +67,54 @@ pub fn gc(config: &Config, all_partials: bool) -> Result<()> {
         } else {
             String::new()
         }
+    );
+    Ok(())
+}
+
+pub fn export(config: &Config, models: &[String], out: &Path, sign: Option<&Path>) -> Result<()> {
+    let store = open_store(config)?;
+    let done = bundle::export(&store, models, out, sign, &crate::progress::Bar::new())?;
+    println!(
+        "wrote {}: {} model(s) ({}), {} blob(s), {}{}",
+        out.display(),
+        done.models.len(),
+        done.models.join(", "),
+        done.blobs,
+        human_bytes(done.bytes),
+        done.signed_by
+            .map_or_else(String::new, |k| format!(", signed by key {k}"))
+    );
+    Ok(())
+}
+
+pub fn import(config: &Config, bundle_path: &Path, require_signature: bool) -> Result<()> {
+    let store = open_store(config)?;
+    let trust = bundle::Trust::from_dir(
+        &config.home.join("trusted_keys"),
+        require_signature || config.bundles_require_signature,
+    )?;
+    let done = bundle::import(&store, bundle_path, &trust, &crate::progress::Bar::new())?;
+    if let Some(log) = super::audit_log::open(config)? {
+        for name in &done.imported {
+            let sha256 = store.get(name)?.map(|m| m.manifest.sha256);
+            log.record(audit::Event::ModelPull {
+                model: name.clone(),
+                sha256,
+            });
+        }
+    }
+    for name in &done.imported {
+        println!("imported {name}");
+    }
+    for name in &done.skipped {
+        println!("{name}: already stored with the same bytes");
+    }
+    println!(
+        "{}",
+        done.signed_by.map_or_else(
+            || "the bundle was not signed by a trusted key".to_string(),
+            |k| format!("signed by trusted key {k}")
+        )
     );
     Ok(())
 }
