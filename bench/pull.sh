@@ -47,6 +47,15 @@ run_curl() {
     rm -f "$work/curl.out"
     echo "$t1 - $t0" | bc
 }
+run_curl_sync() {
+    local t0 t1
+    t0=$(date +%s.%N)
+    curl -sf -o "$work/curl.out" "$url"
+    sync "$work/curl.out"
+    t1=$(date +%s.%N)
+    rm -f "$work/curl.out"
+    echo "$t1 - $t0" | bc
+}
 run_hearth() {
     local t0 t1
     rm -rf "$work/home"
@@ -56,17 +65,19 @@ run_hearth() {
     echo "$t1 - $t0" | bc
 }
 curl_times=()
+sync_times=()
 hearth_times=()
 for r in $(seq 1 "$rounds"); do
     if ((r % 2)); then
-        curl_times+=("$(run_curl)"); hearth_times+=("$(run_hearth)")
+        curl_times+=("$(run_curl)"); sync_times+=("$(run_curl_sync)"); hearth_times+=("$(run_hearth)")
     else
-        hearth_times+=("$(run_hearth)"); curl_times+=("$(run_curl)")
+        hearth_times+=("$(run_hearth)"); sync_times+=("$(run_curl_sync)"); curl_times+=("$(run_curl)")
     fi
 done
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 c=$(median "${curl_times[@]}")
 h=$(median "${hearth_times[@]}")
+cs=$(median "${sync_times[@]}")
 sha=$("$root/target/release/examples/sha256_speed" 1024)
 cpu=$(lscpu | sed -n 's/^Model name: *//p')
 section=$(cat <<MD
@@ -79,10 +90,11 @@ section=$(cat <<MD
 | | seconds | MB/s | vs curl |
 |---|---:|---:|---:|
 | curl (one connection, to a file) | $c | $(echo "$size / $c / 1000000" | bc) | 1.00× |
+| curl, then \`sync\` of the file (durable, as a pull must be) | $cs | $(echo "$size / $cs / 1000000" | bc) | $(printf %.2f "$(echo "$c / $cs" | bc -l)")× |
 | hearth pull ($connections connections, per-chunk and whole SHA-256, journal, GGUF check, publish) | $h | $(echo "$size / $h / 1000000" | bc) | $(printf %.2f "$(echo "$c / $h" | bc -l)")× |
 
 SHA-256 on one core (\`cargo run --release -p transfer --example sha256_speed\`, the \`sha2\` crate): \`$sha\`.
-Runs: curl ${curl_times[*]}; hearth ${hearth_times[*]}.
+Runs: curl ${curl_times[*]}; curl+sync ${sync_times[*]}; hearth ${hearth_times[*]}.
 MD
 )
 echo "$section"
