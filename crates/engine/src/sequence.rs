@@ -39,7 +39,7 @@ impl Job {
     }
 
     /// Ends a job that never ran; the record says so.
-    pub(crate) fn end(self, outcome: Outcome, error: Option<GenerateError>) -> RequestRecord {
+    pub(crate) fn end(self, outcome: Outcome, error: Option<GenerateError>) -> Ended {
         let event = match error {
             Some(err) => GenerationEvent::Failed(err),
             None => GenerationEvent::Done(Completion {
@@ -52,9 +52,8 @@ impl Job {
                 timings: Timings::default(),
             }),
         };
-        let _ = self.tx.send(event);
         let waited = ms(self.submitted, Instant::now());
-        RequestRecord {
+        let record = RequestRecord {
             request_id: self.request.request_id,
             priority: self.request.priority,
             outcome,
@@ -67,6 +66,32 @@ impl Job {
             decode_ms: None,
             total_ms: waited,
             inter_token_ms: Vec::new(),
+        };
+        Ended {
+            record,
+            last: Some(event),
+            tx: self.tx,
+        }
+    }
+}
+
+/// A request that has ended: what the observer learns, and the caller's last
+/// event, held back until the observer has it.
+///
+/// Why held back: a client that reads its reply and then scrapes `/metrics`
+/// must find its request counted (regression: models.rs saw the second of
+/// two requests missing from `hearth_e2e_request_latency_seconds_count`).
+pub(crate) struct Ended {
+    pub record: RequestRecord,
+    last: Option<GenerationEvent>,
+    tx: UnboundedSender<GenerationEvent>,
+}
+
+impl Ended {
+    /// Sends the held final event (done or failed) to the caller.
+    pub(crate) fn deliver(self) {
+        if let Some(event) = self.last {
+            let _ = self.tx.send(event);
         }
     }
 }
@@ -95,6 +120,8 @@ pub(crate) struct Active {
     logprobs: Option<u32>,
     timeout: Option<std::time::Duration>,
     tx: UnboundedSender<GenerationEvent>,
+    /// The final event, sent by [`Ended::deliver`] after the observer.
+    last: Option<GenerationEvent>,
     cancel: CancelFlag,
     submitted: Instant,
     started: Instant,
@@ -125,6 +152,7 @@ impl Active {
             logprobs: job.request.logprobs,
             timeout: job.request.timeout,
             tx: job.tx,
+            last: None,
             cancel: job.cancel,
             submitted: job.submitted,
             started: Instant::now(),
@@ -266,12 +294,12 @@ impl Active {
         timeout_error(self.timeout)
     }
 
-    pub(crate) fn fail(&self, err: GenerateError) {
-        let _ = self.tx.send(GenerationEvent::Failed(err));
+    pub(crate) fn fail(&mut self, err: GenerateError) {
+        self.last = Some(GenerationEvent::Failed(err));
     }
 
-    fn send_done(&self, finish_reason: FinishReason, stop_index: Option<u32>) {
-        let _ = self.tx.send(GenerationEvent::Done(Completion {
+    fn send_done(&mut self, finish_reason: FinishReason, stop_index: Option<u32>) {
+        self.last = Some(GenerationEvent::Done(Completion {
             finish_reason,
             // A reply that called a tool ended for that, not for the string.
             stop_index: stop_index.filter(|_| finish_reason == FinishReason::Stop),
@@ -309,10 +337,10 @@ impl Active {
     }
 
     /// What the observer learns once this request has ended.
-    pub(crate) fn record(self, outcome: Outcome) -> RequestRecord {
+    pub(crate) fn record(self, outcome: Outcome) -> Ended {
         let t = self.timings();
         let measured = |v: f64| self.first_token.map(|_| v);
-        RequestRecord {
+        let record = RequestRecord {
             request_id: self.request_id,
             priority: self.priority,
             outcome,
@@ -325,6 +353,11 @@ impl Active {
             decode_ms: measured(t.decode_ms),
             total_ms: ms(self.submitted, Instant::now()),
             inter_token_ms: self.inter_token_ms,
+        };
+        Ended {
+            record,
+            last: self.last,
+            tx: self.tx,
         }
     }
 }

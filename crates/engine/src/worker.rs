@@ -15,11 +15,11 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::token::LlamaToken;
 use scheduler::{Feed, KvOp, Plan, RequestId, Scheduler, SeqId};
-use types::{FinishReason, GenerateError, GenerationObserver, Outcome, RequestRecord};
+use types::{FinishReason, GenerateError, GenerationObserver, Outcome};
 
 use crate::embedding::{EmbedItem, EmbedSettings, Embedder, EMBED_SEQS};
 use crate::sampler;
-use crate::sequence::{timeout_error, Active, Job, Step};
+use crate::sequence::{timeout_error, Active, Ended, Job, Step};
 
 /// Everything submitters and the engine thread share, behind one lock.
 pub(crate) struct State {
@@ -56,10 +56,13 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn observe(&self, record: RequestRecord) {
+    /// Reports an ended request to the observer, then sends the caller its
+    /// final event, in that order (see [`Ended`]).
+    fn observe(&self, ended: Ended) {
         if let Some(observer) = self.observer.get() {
-            observer.finished(&record);
+            observer.finished(&ended.record);
         }
+        ended.deliver();
     }
 }
 
@@ -110,19 +113,20 @@ pub(crate) fn run(shared: Arc<Shared>, mut ctx: LlamaContext<'_>, n_batch: usize
             embeds,
         }) = next
         else {
-            for (_, a) in active.drain() {
+            for (_, mut a) in active.drain() {
                 a.fail(GenerateError::Unavailable);
                 shared.observe(a.record(Outcome::Cancelled));
             }
             return;
         };
         for id in &plan.expired {
-            if let Some(a) = active.remove(id) {
+            if let Some(mut a) = active.remove(id) {
                 tracing::info!(
                     request_id = a.request_id(),
                     "request timed out while running"
                 );
-                a.fail(a.timed_out());
+                let err = a.timed_out();
+                a.fail(err);
                 shared.observe(a.record(Outcome::Timeout));
             }
         }
@@ -211,7 +215,7 @@ fn next_plan(
     trim_due: &mut bool,
 ) -> Option<Work> {
     let mut st = shared.lock();
-    let mut ended: Vec<RequestRecord> = Vec::new();
+    let mut ended: Vec<Ended> = Vec::new();
     let plan = loop {
         if st.shutdown {
             return None;
@@ -435,7 +439,7 @@ fn step(
             tracing::error!(%err, tokens = batch.n_tokens(), "llama_decode failed");
             for feed in &plan.feeds {
                 reports.discarded.push(feed.id);
-                if let Some(a) = active.remove(&feed.id) {
+                if let Some(mut a) = active.remove(&feed.id) {
                     a.fail(GenerateError::Internal(format!("decode failed: {err}")));
                     shared.observe(a.record(Outcome::Error));
                 }

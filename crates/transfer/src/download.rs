@@ -1,7 +1,8 @@
 //! One object into one partial file: several connections each take the
 //! next missing chunk, hash it as it streams, write it where it belongs,
 //! sync it and record it in the journal; a rerun skips what the journal
-//! holds. The whole file is hashed once at the end.
+//! holds. The whole file is hashed alongside, in file order, as bytes land
+//! (see [`crate::landing`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::OpenOptions;
@@ -16,6 +17,7 @@ use types::Progress;
 
 use crate::error::{IoContext, TransferError};
 use crate::journal::{Header, Journal};
+use crate::landing::{self, Landing};
 use crate::pace::Pace;
 use crate::source::{Remote, Source};
 use crate::{spans, Chunk, CHUNK_SIZE};
@@ -128,7 +130,7 @@ pub fn fetch(
         .open(partial)
         .at(partial)?;
     let pace = Pace::new(options.limit_rate);
-    let (chunks, resumed) = match size {
+    let (chunks, whole, resumed) = match size {
         Some(size) if remote.ranges && size > 0 => {
             let header = Header {
                 version: 1,
@@ -157,6 +159,7 @@ pub fn fetch(
                 options,
                 pace: &pace,
                 journal: Mutex::new(Some(journal)),
+                whole_of: Some(size),
             };
             let missing = spans(size, chunk_size)
                 .into_iter()
@@ -165,25 +168,23 @@ pub fn fetch(
             match parallel.run(missing, done, progress) {
                 Err(TransferError::RangeIgnored { .. }) => {
                     tracing::warn!(source = %what, "the server ignores byte ranges; fetching it whole over one connection");
-                    (
-                        sequential(
-                            source, &file, partial, &what, chunk_size, &known, options, &pace,
-                            progress,
-                        )?,
-                        0,
-                    )
+                    let (chunks, whole) = sequential(
+                        source, &file, partial, &what, chunk_size, &known, options, &pace, progress,
+                    )?;
+                    (chunks, Some(whole), 0)
                 }
-                other => (other?, resumed),
+                other => {
+                    let (chunks, whole) = other?;
+                    (chunks, whole, resumed)
+                }
             }
         }
         _ => {
             progress.start(&format!("fetching {what}"), size.unwrap_or(0));
-            (
-                sequential(
-                    source, &file, partial, &what, chunk_size, &known, options, &pace, progress,
-                )?,
-                0,
-            )
+            let (chunks, whole) = sequential(
+                source, &file, partial, &what, chunk_size, &known, options, &pace, progress,
+            )?;
+            (chunks, Some(whole), 0)
         }
     };
     progress.finish();
@@ -197,7 +198,11 @@ pub fn fetch(
             });
         }
     }
-    let whole = hash_file(partial, actual_size)?;
+    let whole = match whole {
+        Some(whole) => whole,
+        // A chunk was fetched again behind the running digest.
+        None => hash_file(partial, actual_size)?,
+    };
     if let Some(expected) = sha256 {
         if whole != expected {
             // Some chunk hashed as it arrived was not the publisher's;
@@ -251,6 +256,7 @@ pub fn repair(
         options,
         pace: &pace,
         journal: Mutex::new(None),
+        whole_of: None,
     };
     let wanted = bad.iter().map(|c| (c.offset, c.length)).collect();
     parallel.run(wanted, BTreeMap::new(), progress)?;
@@ -270,16 +276,20 @@ struct Parallel<'a> {
     pace: &'a Pace,
     /// `None` when repairing a published file: nothing to resume.
     journal: Mutex<Option<Journal>>,
+    /// The file's size when its whole digest is wanted alongside.
+    whole_of: Option<u64>,
 }
 
 impl Parallel<'_> {
-    /// Fetches the `missing` spans; returns them with the `done` ones.
+    /// Fetches the `missing` spans; returns them with the `done` ones, and
+    /// the whole file's digest when it was wanted and could be followed.
     fn run(
         &self,
         missing: VecDeque<(u64, u64)>,
         done: BTreeMap<u64, Chunk>,
         progress: &dyn Progress,
-    ) -> Result<Vec<Chunk>, TransferError> {
+    ) -> Result<(Vec<Chunk>, Option<String>), TransferError> {
+        let landing = Landing::new(done.values().map(|c| (c.offset, c.length)));
         let queue = Mutex::new(missing);
         let finished = Mutex::new(done);
         let failed: Mutex<Option<TransferError>> = Mutex::new(None);
@@ -288,7 +298,13 @@ impl Parallel<'_> {
         let running = AtomicUsize::new(workers);
         // `Progress` is not `Sync`: this thread reports what the workers
         // count.
-        std::thread::scope(|scope| {
+        let whole = std::thread::scope(|scope| {
+            let (followed, stopped) = (&landing, &stop);
+            let hasher = self.whole_of.map(|size| {
+                scope.spawn(move || {
+                    landing::follow(followed, self.file, self.partial, size, stopped)
+                })
+            });
             for _ in 0..workers {
                 scope.spawn(|| {
                     while !stop.load(Ordering::Relaxed) {
@@ -297,7 +313,7 @@ impl Parallel<'_> {
                         else {
                             break;
                         };
-                        match self.chunk_with_retries(span, &stop) {
+                        match self.chunk_with_retries(span, &stop, &landing) {
                             Ok(chunk) => {
                                 finished
                                     .lock()
@@ -327,25 +343,31 @@ impl Parallel<'_> {
                 reported = total;
             }
             progress.advance(self.pace.total() - reported);
+            landing.close();
+            // A failed read-back only costs the running digest: the file is
+            // hashed again at the end.
+            hasher.and_then(|h| h.join().ok()?.ok().flatten())
         });
         if let Some(err) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
             return Err(err);
         }
-        Ok(finished
+        let chunks = finished
             .into_inner()
             .unwrap_or_else(|e| e.into_inner())
             .into_values()
-            .collect())
+            .collect();
+        Ok((chunks, whole))
     }
 
     fn chunk_with_retries(
         &self,
         span: (u64, u64),
         stop: &AtomicBool,
+        landing: &Landing,
     ) -> Result<Chunk, TransferError> {
         let mut attempt = 0;
         loop {
-            match self.chunk(span, stop) {
+            match self.chunk(span, stop, landing) {
                 Ok(chunk) => return Ok(chunk),
                 Err(err)
                     if err.is_transient()
@@ -368,10 +390,15 @@ impl Parallel<'_> {
         &self,
         (offset, length): (u64, u64),
         stop: &AtomicBool,
+        landing: &Landing,
     ) -> Result<Chunk, TransferError> {
         use std::os::unix::fs::FileExt;
         let mut hasher = Sha256::new();
         let mut at = offset;
+        // Written back from here on: the chunk's sync then only waits for
+        // its tail, instead of the disk writing the whole file at the end.
+        let mut flushed = offset;
+        landing.start(offset);
         self.source.read(
             Some((offset, offset + length)),
             self.validator,
@@ -384,6 +411,11 @@ impl Parallel<'_> {
                 self.file.write_all_at(bytes, at).at(self.partial)?;
                 hasher.update(bytes);
                 at += bytes.len() as u64;
+                landing.wrote(offset, at - offset);
+                if at - flushed >= WRITEBACK_STEP {
+                    start_writeback(self.file, flushed, at - flushed);
+                    flushed = at;
+                }
                 self.pace.received(bytes.len() as u64);
                 Ok(())
             },
@@ -433,8 +465,30 @@ fn check_known(
     }
 }
 
+/// Bytes a connection writes between asking the kernel to start writing
+/// them back.
+const WRITEBACK_STEP: u64 = 8 << 20;
+
+/// Starts writing `len` bytes from `offset` back to disk without waiting
+/// (Linux `sync_file_range`); the chunk's `sync_data` still makes it
+/// durable. Best effort: an error here surfaces at that sync.
+fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (
+        libc::off64_t::try_from(offset),
+        libc::off64_t::try_from(len),
+    ) else {
+        return;
+    };
+    // SAFETY: a valid open descriptor and plain integers; no memory is shared.
+    let _ = unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+    };
+}
+
 /// The whole object over one connection, from the start: for sources
-/// without ranges (or an unknown size). Retries start over.
+/// without ranges (or an unknown size). Retries start over. Returns the
+/// chunks and the whole digest.
 #[allow(clippy::too_many_arguments)]
 fn sequential(
     source: &dyn Source,
@@ -446,7 +500,7 @@ fn sequential(
     options: &Options,
     pace: &Pace,
     progress: &dyn Progress,
-) -> Result<Vec<Chunk>, TransferError> {
+) -> Result<(Vec<Chunk>, String), TransferError> {
     use std::os::unix::fs::FileExt;
     // No journal can describe a transfer that cannot resume.
     let _ = std::fs::remove_file(journal_path(partial));
@@ -454,6 +508,7 @@ fn sequential(
         file.set_len(0).at(partial)?;
         let mut chunks = Vec::new();
         let mut hasher = Sha256::new();
+        let mut whole = Sha256::new();
         let mut in_chunk = 0u64;
         let mut at = 0u64;
         source.read(None, None, &mut |mut bytes| {
@@ -461,6 +516,7 @@ fn sequential(
                 let take = (chunk_size - in_chunk).min(bytes.len() as u64) as usize;
                 file.write_all_at(&bytes[..take], at).at(partial)?;
                 hasher.update(&bytes[..take]);
+                whole.update(&bytes[..take]);
                 (at, in_chunk) = (at + take as u64, in_chunk + take as u64);
                 pace.received(take as u64);
                 progress.advance(take as u64);
@@ -488,7 +544,7 @@ fn sequential(
             chunks.push(chunk);
         }
         file.sync_data().at(partial)?;
-        Ok(chunks)
+        Ok((chunks, hex::encode(whole.finalize())))
     })
 }
 

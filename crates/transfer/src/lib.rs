@@ -12,6 +12,7 @@
 mod download;
 mod error;
 mod journal;
+mod landing;
 mod pace;
 pub mod source;
 
