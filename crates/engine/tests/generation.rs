@@ -5,7 +5,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use engine::{Engine, EngineConfig};
 use types::{
     ChatMessage, FinishReason, GenerateError, GenerationEvent, GenerationOutput, GenerationRequest,
-    Prompt, Role, SamplingParams, TextGenerator,
+    OutputFormat, Prompt, Role, SamplingParams, TextGenerator,
 };
 
 /// One engine for the whole file. Tests take turns: two generations in flight
@@ -225,12 +225,16 @@ fn stop_strings_are_honoured() {
 #[test]
 fn streamed_pieces_are_valid_utf8_even_for_multibyte_output() {
     let e = engine();
-    // Byte-level BPE splits emoji and CJK across tokens; the model continues
-    // the pattern, so pieces would break characters if the engine let them.
+    // Byte-level BPE splits emoji and CJK across tokens, so pieces would
+    // break characters if the engine let them. The reply is held to a
+    // multi-byte string by a schema: left free, the greedy continuation
+    // came out ASCII on another CPU (regression: CI failed with "no
+    // multi-byte output"), and the test then checked nothing.
     let mut req = GenerationRequest::new(Prompt::Text(
         "🦀🦀🦀 こんにちは 🦀🦀🦀 こんにちは 🦀🦀🦀".to_string(),
     ));
     req.sampling = SamplingParams::greedy();
+    req.format = OutputFormat::Json(serde_json::json!({"enum": ["🦀🦀🦀 こんにちは 🦀 Grüße"]}));
     req.max_tokens = Some(40);
     let mut generation = e.submit(req).unwrap();
     let mut pieces = Vec::new();
@@ -244,7 +248,8 @@ fn streamed_pieces_are_valid_utf8_even_for_multibyte_output() {
         }
     };
     let text = pieces.concat();
-    assert!(!text.is_ascii(), "no multi-byte output: {text:?}");
+    assert_eq!(text, "\"🦀🦀🦀 こんにちは 🦀 Grüße\"");
+    assert!(pieces.len() > 3, "streamed in pieces: {pieces:?}");
     assert!(
         !text.contains('\u{fffd}'),
         "a character was split: {pieces:?}"

@@ -51,6 +51,7 @@ pub fn malformed_corpus() -> Vec<PathBuf> {
 
 pub mod jwt;
 pub mod origin;
+pub mod split;
 pub mod tls;
 
 /// The Python interpreter of the venv holding the official API clients
