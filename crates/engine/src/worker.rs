@@ -92,6 +92,10 @@ struct Reports {
     sampled: Vec<(RequestId, LlamaToken)>,
     finished: Vec<RequestId>,
     discarded: Vec<RequestId>,
+    /// Requests the step ended, reported (and their callers told) once the
+    /// scheduler has counted the step, so `/metrics` read after a reply
+    /// includes all of it.
+    ended: Vec<Ended>,
 }
 
 pub(crate) fn run(shared: Arc<Shared>, mut ctx: LlamaContext<'_>, n_batch: usize) {
@@ -218,11 +222,16 @@ fn next_plan(
     let mut ended: Vec<Ended> = Vec::new();
     let plan = loop {
         if st.shutdown {
+            drop(st);
+            for e in reports.ended.drain(..).chain(ended) {
+                shared.observe(e);
+            }
             return None;
         }
         for (id, token) in reports.sampled.drain(..) {
             st.sched.sampled(id, token.0 as u32);
         }
+        ended.append(&mut reports.ended);
         for id in reports.finished.drain(..) {
             st.sched.finish(id);
         }
@@ -441,7 +450,7 @@ fn step(
                 reports.discarded.push(feed.id);
                 if let Some(mut a) = active.remove(&feed.id) {
                     a.fail(GenerateError::Internal(format!("decode failed: {err}")));
-                    shared.observe(a.record(Outcome::Error));
+                    reports.ended.push(a.record(Outcome::Error));
                 }
             }
             return;
@@ -461,7 +470,7 @@ fn step(
                 Step::Finished(reason) => {
                     reports.finished.push(id);
                     let a = active.remove(&id).expect("present above");
-                    shared.observe(a.record(outcome_of(reason)));
+                    reports.ended.push(a.record(outcome_of(reason)));
                 }
             }
         }
