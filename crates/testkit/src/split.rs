@@ -14,18 +14,21 @@ use std::path::{Path, PathBuf};
 pub fn split_gguf(src: &Path, dir: &Path, prefix: &str, parts: usize) -> Vec<PathBuf> {
     let bytes = std::fs::read(src).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
     let header = gguf::read_file(src).unwrap_or_else(|e| panic!("{e}"));
-    let kv_end = metadata_end(&bytes);
-    let n_kv = u64::from_le_bytes(bytes[16..24].try_into().unwrap());
+    let n_kv = u64_at(&bytes, 16) as u64;
+    let kv_end = metadata_end(&bytes, n_kv);
     let tensors = &header.tensors;
+    // Each file's header names the count, so the cut must make exactly `parts`.
+    let groups: Vec<_> = tensors
+        .chunks(tensors.len().div_ceil(parts.max(1)))
+        .collect();
     assert!(
-        parts >= 2 && parts <= tensors.len(),
-        "cannot cut {} tensors into {parts}",
+        parts >= 2 && groups.len() == parts,
+        "cannot cut {} tensors into {parts} files",
         tensors.len()
     );
-    let per = tensors.len().div_ceil(parts);
     let align = header.alignment;
     let mut paths = Vec::new();
-    for (i, group) in tensors.chunks(per).enumerate() {
+    for (i, group) in groups.into_iter().enumerate() {
         let mut out = Vec::new();
         out.extend_from_slice(b"GGUF");
         out.extend_from_slice(&3u32.to_le_bytes());
@@ -75,12 +78,6 @@ pub fn split_gguf(src: &Path, dir: &Path, prefix: &str, parts: usize) -> Vec<Pat
         file.write_all(&out).unwrap();
         paths.push(path);
     }
-    assert_eq!(
-        paths.len(),
-        parts,
-        "{} tensors do not cut into {parts} files",
-        tensors.len()
-    );
     paths
 }
 
@@ -99,38 +96,37 @@ fn pad(out: &mut Vec<u8>, align: u64) {
     out.resize((out.len() as u64).next_multiple_of(align) as usize, 0);
 }
 
-/// Where the metadata key/value section of a (valid) GGUF ends.
-fn metadata_end(bytes: &[u8]) -> usize {
-    let n_kv = u64::from_le_bytes(bytes[16..24].try_into().unwrap());
-    let mut at = 24;
-    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
-    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
-    // Bytes taken by one value of `ty` at `at`.
-    fn value_len(bytes: &[u8], at: usize, ty: u32) -> usize {
-        let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
-        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
-        match ty {
-            0 | 1 | 7 => 1,
-            2 | 3 => 2,
-            4..=6 => 4,
-            10..=12 => 8,
-            8 => 8 + u64_at(at),
-            9 => {
-                let (elem, len) = (u32_at(at), u64_at(at + 4));
-                let mut n = 12;
-                for _ in 0..len {
-                    n += value_len(bytes, at + n, elem);
-                }
-                n
-            }
-            other => panic!("GGUF value type {other}"),
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap())
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> usize {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize
+}
+
+/// Bytes taken by one metadata value of type `ty` at `at`.
+fn value_len(bytes: &[u8], at: usize, ty: u32) -> usize {
+    match ty {
+        0 | 1 | 7 => 1,
+        2 | 3 => 2,
+        4..=6 => 4,
+        10..=12 => 8,
+        8 => 8 + u64_at(bytes, at),
+        9 => {
+            let (elem, len) = (u32_at(bytes, at), u64_at(bytes, at + 4));
+            (0..len).fold(12, |n, _| n + value_len(bytes, at + n, elem))
         }
+        other => panic!("GGUF value type {other}"),
     }
+}
+
+/// Where the `n_kv` metadata entries of a (valid) GGUF end.
+fn metadata_end(bytes: &[u8], n_kv: u64) -> usize {
+    let mut at = 24;
     for _ in 0..n_kv {
-        at += 8 + u64_at(at);
-        let ty = u32_at(at);
-        at += 4;
-        at += value_len(bytes, at, ty);
+        at += 8 + u64_at(bytes, at);
+        let ty = u32_at(bytes, at);
+        at += 4 + value_len(bytes, at + 4, ty);
     }
     at
 }
