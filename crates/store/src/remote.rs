@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use transfer::{FileSource, HttpSource, HubLocation, Source};
 
 use crate::error::{IoContext, StoreError};
-use crate::{is_store_name, Manifest, Progress, PullOptions, Store, StoredModel};
+use crate::{is_store_name, BadChunk, Manifest, Progress, PullOptions, Store, StoredModel};
 
 /// What the caller of a location pull may fix.
 #[derive(Debug, Clone, Default)]
@@ -69,17 +69,32 @@ impl Store {
         }
         let source = open_source(location, options)?;
         let described = source.describe();
-        let file_name = described
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .split(['?', '#'])
-            .next()
-            .unwrap_or_default()
-            .to_string();
+        let file_name = file_name_of(&described);
+        let set = gguf::split::SplitName::parse(&file_name).filter(|set| set.count > 1);
+        if let Some(set) = set {
+            let refuse = |reason: String| StoreError::SplitSet {
+                location: described.clone(),
+                reason,
+            };
+            if set.no != 1 {
+                return Err(refuse(format!(
+                    "it is file {} of a split set of {}; pull the set by its first file, {}",
+                    set.no,
+                    set.count,
+                    set.sibling(1)
+                )));
+            }
+            if wanted.sha256.is_some() {
+                return Err(refuse(format!(
+                    "--sha256 pins one file, and this is the first of a set of {}; \
+                     pull it without, and check the set's digests with `hearth show`",
+                    set.count
+                )));
+            }
+        }
         let name = match &wanted.name {
             Some(name) => name.clone(),
-            None => default_name(&file_name),
+            None => default_name(set.map_or(file_name.as_str(), |set| set.prefix)),
         };
         if !is_store_name(&name) || name.len() > 128 {
             return Err(StoreError::BadName {
@@ -95,10 +110,11 @@ impl Store {
                 });
             }
         }
-        // One file per location: reruns find their partial and journal.
-        let key = &hex::encode(Sha256::digest(described.as_bytes()))[..16];
-        let partial = self.tmp_dir().join(format!("pull-{key}.partial"));
-        let lock_path = self.tmp_dir().join(format!("pull-{key}.lock"));
+        // One lock per location (a set's first file's): a second pull of
+        // it waits, then finds the model stored.
+        let lock_path = self
+            .tmp_dir()
+            .join(format!("pull-{}.lock", location_key(&described)));
         let lock = fs::File::create(&lock_path).at(&lock_path)?;
         if lock.try_lock().is_err() {
             tracing::info!(location = %described, "another pull of this location is running; waiting for it");
@@ -120,44 +136,108 @@ impl Store {
                 });
             }
         }
+        let count = set.map_or(1, |set| set.count);
+        let mut sources = vec![source];
+        for index in 1..count as usize {
+            // The same server, hub revision or directory holds the rest of
+            // the set, under their split names.
+            let sibling = file_location(location, index, count as usize).ok_or_else(|| {
+                StoreError::SplitSet {
+                    location: described.clone(),
+                    reason: "cannot tell where the other files of its set are".into(),
+                }
+            })?;
+            sources.push(open_source(&sibling, options)?);
+        }
         let expected = transfer::Expected {
             sha256: wanted.sha256.as_ref().map(|s| s.to_ascii_lowercase()),
             ..transfer::Expected::default()
         };
-        let fetched = transfer::fetch(
-            source.as_ref(),
-            &partial,
-            &expected,
-            &options.transfer,
-            progress,
-        )?;
-        if let Err(err) = gguf::read_model(&partial) {
-            // Verified bytes that are no model: nothing to resume.
-            discard(&partial);
-            return Err(StoreError::NotAModel {
-                location: described,
-                cause: err,
+        let mut partials = Vec::new();
+        let mut files = Vec::new();
+        for (index, source) in sources.iter().enumerate() {
+            let what = source.describe();
+            let partial = self
+                .tmp_dir()
+                .join(format!("pull-{}.partial", location_key(&what)));
+            let fetched = transfer::fetch(
+                source.as_ref(),
+                &partial,
+                &expected,
+                &options.transfer,
+                progress,
+            )?;
+            // Verified bytes that are no model (or not this file of the
+            // set): nothing to resume.
+            let header = if index == 0 {
+                gguf::read_model(&partial)
+            } else {
+                gguf::read_file(&partial)
+            };
+            let header = header.map_err(|cause| {
+                discard(&partial);
+                StoreError::NotAModel {
+                    location: what.clone(),
+                    cause,
+                }
+            })?;
+            if let Err(reason) = crate::check_split_no(&header, index, sources.len()) {
+                discard(&partial);
+                return Err(StoreError::SplitSet {
+                    location: what,
+                    reason,
+                });
+            }
+            files.push(crate::Part {
+                size: fetched.size,
+                sha256: fetched.sha256,
+                chunk_size: fetched.chunk_size,
+                chunks: fetched.chunks,
             });
+            partials.push(partial);
         }
         let manifest = Manifest {
             name,
-            size: fetched.size,
-            sha256: fetched.sha256,
+            size: 0,
+            sha256: String::new(),
             source: described,
             pulled_at: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
-            chunk_size: fetched.chunk_size,
-            chunks: fetched.chunks,
-        };
-        fs::File::open(&partial)
-            .and_then(|f| f.sync_all())
-            .at(&partial)?;
-        let stored = self.commit(&partial, &manifest)?;
-        let _ = fs::remove_file(transfer::journal_path(&partial));
+            chunk_size: 0,
+            chunks: Vec::new(),
+            parts: Vec::new(),
+        }
+        .with_files(files);
+        for partial in &partials {
+            fs::File::open(partial)
+                .and_then(|f| f.sync_all())
+                .at(partial)?;
+        }
+        let stored = self.commit(&partials, &manifest)?;
+        for partial in &partials {
+            let _ = fs::remove_file(transfer::journal_path(partial));
+        }
         self.stamp(&stored);
         Ok(stored)
     }
+}
+
+/// The last path segment of a location, without query or fragment.
+fn file_name_of(described: &str) -> String {
+    described
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .split(['?', '#'])
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Names a location's partial file and lock, so reruns find them.
+fn location_key(described: &str) -> String {
+    hex::encode(Sha256::digest(described.as_bytes()))[..16].to_string()
 }
 
 /// What [`Store::repair`] did.
@@ -167,16 +247,16 @@ pub enum Repaired {
     Intact,
     /// These chunks were fetched again; `bytes` came from the source.
     Fixed {
-        chunks: Vec<crate::chunks::Chunk>,
+        chunks: Vec<BadChunk>,
         bytes: u64,
         from: String,
     },
 }
 
 impl Store {
-    /// Re-fetches only the chunks of a stored model that no longer match
-    /// its manifest, from the location it was pulled from, in place; then
-    /// checks every chunk again.
+    /// Re-fetches only the chunks of a stored model's files that no longer
+    /// match its manifest, from the location each was pulled from, in
+    /// place; then checks every chunk again.
     pub fn repair(
         &self,
         name: &str,
@@ -199,17 +279,23 @@ impl Store {
                 m.name
             )));
         }
-        // A file cut short: its missing tail is bad chunks like any other.
-        let len = fs::metadata(&model.path).at(&model.path)?.len();
-        if len != m.size {
-            fs::OpenOptions::new()
-                .write(true)
-                .open(&model.path)
-                .and_then(|f| f.set_len(m.size))
-                .at(&model.path)?;
+        let mut damaged = Vec::new();
+        for (index, (path, file)) in model.files().into_iter().enumerate() {
+            // A file cut short: its missing tail is bad chunks like any other.
+            let len = fs::metadata(&path).at(&path)?.len();
+            if len != file.size {
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|f| f.set_len(file.size))
+                    .at(&path)?;
+            }
+            let bad = crate::chunks::check(&path, &file.chunks)?;
+            if !bad.is_empty() {
+                damaged.push((index, path, file, bad));
+            }
         }
-        let bad = crate::chunks::check(&model.path, &m.chunks)?;
-        if bad.is_empty() {
+        if damaged.is_empty() {
             self.stamp(&model);
             return Ok(Repaired::Intact);
         }
@@ -219,28 +305,52 @@ impl Store {
                 m.source, m.name
             )));
         }
-        let source = open_source(&m.source, options)?;
-        let bytes = transfer::repair(
-            source.as_ref(),
-            &model.path,
-            &bad,
-            &options.transfer,
-            progress,
-        )?;
-        let still = crate::chunks::check(&model.path, &m.chunks)?;
-        if let Some(chunk) = still.first() {
-            return Err(cannot(format!(
-                "the chunk at offset {} still differs after fetching it again",
-                chunk.offset
-            )));
+        let mut bytes = 0;
+        let mut fixed = Vec::new();
+        for (index, path, file, bad) in damaged {
+            let location = file_location(&m.source, index, m.parts.len() + 1).ok_or_else(|| {
+                cannot(format!(
+                    "cannot tell where file {} of its set came from",
+                    index + 1
+                ))
+            })?;
+            let source = open_source(&location, options)?;
+            bytes += transfer::repair(source.as_ref(), &path, &bad, &options.transfer, progress)?;
+            let still = crate::chunks::check(&path, &file.chunks)?;
+            if let Some(chunk) = still.first() {
+                return Err(cannot(format!(
+                    "the chunk at offset {} of {} still differs after fetching it again",
+                    chunk.offset,
+                    path.display()
+                )));
+            }
+            fixed.extend(BadChunk::named(&path, &file.chunks, bad));
         }
         self.stamp(&model);
         Ok(Repaired::Fixed {
-            chunks: bad,
+            chunks: fixed,
             bytes,
             from: m.source.clone(),
         })
     }
+}
+
+/// Where file `index` (0-based) of a model of `count` files pulled from
+/// `first` (its first file's location) lives: beside it, under its split
+/// name.
+fn file_location(first: &str, index: usize, count: usize) -> Option<String> {
+    if count == 1 {
+        return Some(first.to_string());
+    }
+    let file_name = file_name_of(first);
+    let set = gguf::split::SplitName::parse(&file_name)?;
+    let at = first.rfind(&file_name)?;
+    Some(format!(
+        "{}{}{}",
+        &first[..at],
+        set.sibling(index as u32 + 1),
+        &first[at + file_name.len()..]
+    ))
 }
 
 impl Store {

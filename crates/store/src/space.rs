@@ -64,11 +64,11 @@ impl Store {
         }
         for m in &models {
             let ino = fs::metadata(&m.path).map_or(0, |meta| meta.ino());
-            usage.model_bytes += m.manifest.size;
+            usage.model_bytes += m.manifest.total_size();
             usage.models.push(ModelUsage {
                 name: m.manifest.name.clone(),
-                size: m.manifest.size,
-                sha256: m.manifest.sha256.clone(),
+                size: m.manifest.total_size(),
+                sha256: m.manifest.digest(),
                 shared_with: by_blob[&ino]
                     .iter()
                     .filter(|n| **n != m.manifest.name)

@@ -137,12 +137,13 @@ impl Store {
                 .map_or(0, |d| d.as_secs()),
             chunk_size: chunks::CHUNK_SIZE,
             chunks: chunk_list,
+            parts: Vec::new(),
         };
         let (_, partial) = partial.keep().map_err(|e| StoreError::Io {
             path: e.file.path().to_path_buf(),
             cause: e.error,
         })?;
-        let stored = self.commit(&partial, &manifest)?;
+        let stored = self.commit(&[partial], &manifest)?;
         self.stamp(&stored);
         Ok(stored)
     }

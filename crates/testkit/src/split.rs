@@ -73,7 +73,7 @@ pub fn split_gguf(src: &Path, dir: &Path, prefix: &str, parts: usize) -> Vec<Pat
             out.extend_from_slice(&bytes[start..start + t.n_bytes as usize]);
             pad(&mut out, align);
         }
-        let path = dir.join(format!("{prefix}-{:05}-of-{parts:05}.gguf", i + 1));
+        let path = dir.join(gguf::split::file_name(prefix, i as u32 + 1, parts as u32));
         let mut file = std::fs::File::create(&path).unwrap();
         file.write_all(&out).unwrap();
         paths.push(path);

@@ -46,21 +46,27 @@ pub fn pull(config: &Config, args: &crate::cli::PullArgs) -> Result<()> {
     if let Some(log) = super::audit_log::open(config)? {
         log.record(audit::Event::ModelPull {
             model: m.name.clone(),
-            sha256: Some(m.sha256.clone()),
+            sha256: Some(m.digest()),
         });
     }
+    let files = m.parts.len() + 1;
     if args.json {
         println!(
             "{}",
-            serde_json::json!({"status": "success", "model": m.name, "size": m.size,
-                               "sha256": m.sha256, "path": stored.path})
+            serde_json::json!({"status": "success", "model": m.name, "size": m.total_size(),
+                               "sha256": m.digest(), "files": files, "path": stored.path})
         );
     } else {
         println!(
-            "{}: {} bytes, sha256 {} ({})",
+            "{}: {} bytes{}, sha256 {} ({})",
             m.name,
-            m.size,
-            m.sha256,
+            m.total_size(),
+            if files > 1 {
+                format!(" in {files} files")
+            } else {
+                String::new()
+            },
+            m.digest(),
             stored.path.display()
         );
     }
@@ -87,8 +93,8 @@ pub fn list(config: &Config, json: bool) -> Result<()> {
         println!(
             "{:<20} {:>10}  {:<14} {}",
             m.name,
-            human_bytes(m.size),
-            &m.sha256[..12],
+            human_bytes(m.total_size()),
+            &m.digest()[..12],
             m.source
         );
     }
@@ -105,7 +111,7 @@ pub fn rm(config: &Config, model: &str) -> Result<()> {
     println!(
         "removed {} ({})",
         removed.manifest.name,
-        human_bytes(removed.manifest.size)
+        human_bytes(removed.manifest.total_size())
     );
     Ok(())
 }
@@ -123,8 +129,12 @@ pub fn repair(config: &Config, model: &str) -> Result<()> {
         } => {
             for c in &chunks {
                 println!(
-                    "{model}: fetched again the chunk at offset {} ({} bytes)",
-                    c.offset, c.length
+                    "{model}: fetched again chunk {} of {} of {} (offset {}, {} bytes)",
+                    c.index,
+                    c.of,
+                    c.path.display(),
+                    c.chunk.offset,
+                    c.chunk.length
                 );
             }
             println!(
@@ -137,7 +147,7 @@ pub fn repair(config: &Config, model: &str) -> Result<()> {
                     .map_or_else(|| model.to_string(), |m| m.manifest.name);
                 log.record(audit::Event::ModelRepair {
                     model: name,
-                    chunk_offsets: chunks.iter().map(|c| c.offset).collect(),
+                    chunk_offsets: chunks.iter().map(|c| c.chunk.offset).collect(),
                     bytes,
                     source: from,
                 });
@@ -158,10 +168,10 @@ pub fn verify(config: &Config, model: Option<&str>) -> Result<()> {
         let stored = store
             .get(store::catalog::find(name).map_or(name.as_str(), |e| e.name))?
             .with_context(|| format!("model `{name}` is not in the store"))?;
-        let path = stored.path.display();
         let offsets = match store.verify(name, &Bar::new())? {
             store::Verified::Intact => {
-                println!("{name}: ok ({} chunks)", stored.manifest.chunks.len());
+                let chunks: usize = stored.files().iter().map(|(_, f)| f.chunks.len()).sum();
+                println!("{name}: ok ({chunks} chunks)");
                 continue;
             }
             store::Verified::IntactChunksRecorded => {
@@ -169,25 +179,21 @@ pub fn verify(config: &Config, model: Option<&str>) -> Result<()> {
                 continue;
             }
             store::Verified::BadChunks(bad) => {
-                let total = stored.manifest.chunks.len();
                 for chunk in &bad {
-                    let index = stored
-                        .manifest
-                        .chunks
-                        .iter()
-                        .position(|c| c == chunk)
-                        .map_or(0, |i| i + 1);
-                    println!(
-                        "{name}: chunk {index} of {total} of {path} (offset {}, {} bytes) does not match its SHA-256",
-                        chunk.offset, chunk.length
-                    );
+                    println!("{name}: {chunk}");
                 }
-                bad.iter().map(|c| c.offset).collect()
+                bad.iter().map(|c| c.chunk.offset).collect()
             }
-            store::Verified::Mismatch { size, sha256 } => {
+            store::Verified::Mismatch {
+                path,
+                size,
+                sha256,
+                expected_size,
+                expected_sha256,
+            } => {
                 println!(
-                    "{name}: {path} is {size} bytes with SHA-256 {sha256}; its manifest says {} bytes, {}",
-                    stored.manifest.size, stored.manifest.sha256
+                    "{name}: {} is {size} bytes with SHA-256 {sha256}; its manifest says {expected_size} bytes, {expected_sha256}",
+                    path.display()
                 );
                 Vec::new()
             }
@@ -223,6 +229,8 @@ struct Description {
     /// How conversations are rendered: the model's Jinja template, or a fallback.
     chat_format: String,
     file_size: u64,
+    /// 1, or the number of files of a split set.
+    files: usize,
     sha256: String,
     gguf_version: u32,
     tensors: usize,
@@ -231,7 +239,8 @@ struct Description {
 pub fn show(config: &Config, reference: &str, json: bool) -> Result<()> {
     let store = open_store(config)?;
     let model = store.resolve(reference)?;
-    let header = gguf::read_model(&model.path)?;
+    let headers = gguf::split::read_set(&model.path)?;
+    let header = &headers[0];
     let sha256 = match model.sha256 {
         Some(sha) => sha,
         None => store::Store::hash_file(&model.path, &Bar::new())
@@ -242,16 +251,17 @@ pub fn show(config: &Config, reference: &str, json: bool) -> Result<()> {
         path: model.path.display().to_string(),
         architecture: header.architecture().map(str::to_string),
         model_name: header.model_name().map(str::to_string),
-        parameters: header.parameter_count(),
+        parameters: headers.iter().map(gguf::Gguf::parameter_count).sum(),
         quantization: header.quantization(),
         context_length: header.context_length(),
         vocab_size: header.vocab_size(),
         chat_template: header.chat_template().is_some(),
         chat_format: chat_format(header.chat_template(), header.architecture()),
-        file_size: header.file_size,
+        file_size: headers.iter().map(|h| h.file_size).sum(),
+        files: headers.len(),
         sha256,
         gguf_version: header.version,
-        tensors: header.tensors.len(),
+        tensors: headers.iter().map(|h| h.tensors.len()).sum(),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&d)?);
@@ -280,9 +290,14 @@ pub fn show(config: &Config, reference: &str, json: bool) -> Result<()> {
     );
     println!("chat format     {}", d.chat_format);
     println!(
-        "file size       {} ({} bytes)",
+        "file size       {} ({} bytes{})",
         human_bytes(d.file_size),
-        d.file_size
+        d.file_size,
+        if d.files > 1 {
+            format!(" in a split set of {} files", d.files)
+        } else {
+            String::new()
+        }
     );
     println!("sha256          {}", d.sha256);
     println!("gguf            v{}, {} tensors", d.gguf_version, d.tensors);

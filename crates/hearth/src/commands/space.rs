@@ -96,7 +96,7 @@ pub fn import(config: &Config, bundle_path: &Path, require_signature: bool) -> R
     let done = bundle::import(&store, bundle_path, &trust, &crate::progress::Bar::new())?;
     if let Some(log) = super::audit_log::open(config)? {
         for name in &done.imported {
-            let sha256 = store.get(name)?.map(|m| m.manifest.sha256);
+            let sha256 = store.get(name)?.map(|m| m.manifest.digest());
             log.record(audit::Event::ModelPull {
                 model: name.clone(),
                 sha256,

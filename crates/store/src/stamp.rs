@@ -1,0 +1,117 @@
+//! The stamp beside each stored file: what it looked like (size,
+//! modification time, inode) when its chunks last matched, so a model is
+//! hashed again before use only when its files changed.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::MODEL_FILE;
+use crate::{chunks, BadChunk, Store, StoredModel};
+
+/// The file's metadata when its chunks last matched (see [`Stamp`]).
+const VERIFIED_FILE: &str = "verified.json";
+
+/// What a stored file looked like when its chunks last matched: a file
+/// with the same size, modification time and inode is not hashed again
+/// before use (as git trusts its index). A change made behind the file
+/// system's back (a failing disk) needs `hearth verify`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Stamp {
+    size: u64,
+    modified_ns: i128,
+    inode: u64,
+    sha256: String,
+}
+
+impl Stamp {
+    fn of(path: &Path, sha256: &str) -> Option<Stamp> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::metadata(path).ok()?;
+        Some(Stamp {
+            size: meta.len(),
+            modified_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            inode: meta.ino(),
+            sha256: sha256.to_string(),
+        })
+    }
+}
+/// Where the stamp of the stored file `path` is kept: `verified.json`
+/// beside a single `model.gguf`, `<file>.verified.json` beside each file of
+/// a split set.
+fn stamp_path(path: &Path) -> PathBuf {
+    match path.file_name().and_then(|n| n.to_str()) {
+        Some(MODEL_FILE) | None => path.with_file_name(VERIFIED_FILE),
+        Some(name) => {
+            let stem = name.strip_suffix(".gguf").unwrap_or(name);
+            path.with_file_name(format!("{stem}.{VERIFIED_FILE}"))
+        }
+    }
+}
+
+/// Notes that the file at `path` matched its chunks as it is now. Best
+/// effort: without the stamp the next use only checks again.
+fn stamp_file(path: &Path, sha256: &str) {
+    let Some(stamp) = Stamp::of(path, sha256) else {
+        return;
+    };
+    let at = stamp_path(path);
+    let written = tempfile::NamedTempFile::new_in(at.parent().unwrap_or(Path::new("."))).and_then(
+        |mut tmp| {
+            tmp.write_all(&serde_json::to_vec(&stamp).expect("a stamp serialises"))?;
+            tmp.persist(&at).map_err(|e| e.error)?;
+            Ok(())
+        },
+    );
+    if let Err(err) = written {
+        tracing::debug!(%err, path = %at.display(), "cannot record the verification stamp");
+    }
+}
+
+impl Store {
+    /// Before a stored model is used: if its file changed since it was
+    /// last checked (size, modification time or inode differ from the
+    /// stamp beside the manifest), every chunk is hashed again, and a bad
+    /// one is named. Manifests without a chunk list are checked by
+    /// `hearth verify` only.
+    pub(crate) fn check_unchanged(&self, model: &StoredModel) -> Result<(), String> {
+        let m = &model.manifest;
+        for (path, file) in model.files() {
+            if file.chunks.is_empty() {
+                continue;
+            }
+            let now = Stamp::of(&path, &file.sha256);
+            let recorded: Option<Stamp> = fs::read(stamp_path(&path))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            if now.is_some() && now == recorded {
+                continue;
+            }
+            let bad = chunks::check(&path, &file.chunks).map_err(|e| e.to_string())?;
+            let bad = BadChunk::named(&path, &file.chunks, bad);
+            if let Some(first) = bad.first() {
+                return Err(format!(
+                    "{first}{}; `hearth repair {}` fetches the bad chunks again (`hearth pull --force {}` all of it)",
+                    if bad.len() > 1 {
+                        format!(" ({} bad chunks in this file)", bad.len())
+                    } else {
+                        String::new()
+                    },
+                    m.name,
+                    m.name
+                ));
+            }
+            stamp_file(&path, &file.sha256);
+        }
+        Ok(())
+    }
+
+    /// Notes that each of `model`'s files matched its chunks as it is now.
+    pub(crate) fn stamp(&self, model: &StoredModel) {
+        for (path, file) in model.files() {
+            stamp_file(&path, &file.sha256);
+        }
+    }
+}
