@@ -39,45 +39,53 @@ for _ in $(seq 1 100); do [[ -s "$work/origin.url" ]] && break; sleep 0.05; done
 url="$(cat "$work/origin.url")/files/gemma.gguf"
 size=$(stat -L -c %s "$model")
 
+# Each run prints "wall_seconds client_cpu_seconds origin_cpu_seconds":
+# CPU is user + system time, the client's from time(1), the origin's from
+# /proc (its clock ticks during the run), so the table can say how much of
+# the 2 cores each side needed.
+ticks=$(getconf CLK_TCK)
+origin_cpu() { awk '{print $14 + $15}' "/proc/$origin/stat"; }
+timed() {
+    local o0 o1 t
+    o0=$(origin_cpu)
+    /usr/bin/time -o "$work/time" -f "%e %U %S" "$@" >/dev/null
+    t=$(tail -1 "$work/time")
+    o1=$(origin_cpu)
+    echo "$t" | awk -v o="$((o1 - o0))" -v hz="$ticks" '{printf "%.3f %.3f %.3f\n", $1, $2 + $3, o / hz}'
+}
 run_curl() {
-    local t0 t1
-    t0=$(date +%s.%N)
-    curl -sf -o "$work/curl.out" "$url"
-    t1=$(date +%s.%N)
+    timed curl -sf -o "$work/curl.out" "$url"
     rm -f "$work/curl.out"
-    echo "$t1 - $t0" | bc
 }
 run_curl_sync() {
-    local t0 t1
-    t0=$(date +%s.%N)
-    curl -sf -o "$work/curl.out" "$url"
-    sync "$work/curl.out"
-    t1=$(date +%s.%N)
+    timed bash -c "curl -sf -o '$work/curl.out' '$url' && sync '$work/curl.out'"
     rm -f "$work/curl.out"
-    echo "$t1 - $t0" | bc
 }
 run_hearth() {
-    local t0 t1
     rm -rf "$work/home"
-    t0=$(date +%s.%N)
-    HEARTH_HOME="$work/home" "$hearth" pull "$url" --name gemma --connections "$connections" >/dev/null
-    t1=$(date +%s.%N)
-    echo "$t1 - $t0" | bc
+    HEARTH_HOME="$work/home" timed "$hearth" pull "$url" --name gemma --connections "$connections"
 }
-curl_times=()
-sync_times=()
-hearth_times=()
+curl_runs=()
+sync_runs=()
+hearth_runs=()
 for r in $(seq 1 "$rounds"); do
     if ((r % 2)); then
-        curl_times+=("$(run_curl)"); sync_times+=("$(run_curl_sync)"); hearth_times+=("$(run_hearth)")
+        curl_runs+=("$(run_curl)"); sync_runs+=("$(run_curl_sync)"); hearth_runs+=("$(run_hearth)")
     else
-        hearth_times+=("$(run_hearth)"); sync_times+=("$(run_curl_sync)"); curl_times+=("$(run_curl)")
+        hearth_runs+=("$(run_hearth)"); sync_runs+=("$(run_curl_sync)"); curl_runs+=("$(run_curl)")
     fi
 done
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-c=$(median "${curl_times[@]}")
-h=$(median "${hearth_times[@]}")
-cs=$(median "${sync_times[@]}")
+# The median of field $1 (1 wall, 2 client CPU, 3 origin CPU) of runs $2…
+median() {
+    local f=$1
+    shift
+    printf '%s\n' "$@" | awk -v f="$f" '{print $f}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
+}
+walls() { printf '%s\n' "$@" | awk '{printf "%s ", $1}'; }
+c=$(median 1 "${curl_runs[@]}")
+h=$(median 1 "${hearth_runs[@]}")
+cs=$(median 1 "${sync_runs[@]}")
+cpu_row() { echo "$(median 2 "$@") + $(median 3 "$@")"; }
 sha=$("$root/target/release/examples/sha256_speed" 1024)
 cpu=$(lscpu | sed -n 's/^Model name: *//p')
 section=$(cat <<MD
@@ -87,14 +95,14 @@ section=$(cat <<MD
 \`bench/pull.sh --rounds $rounds --connections $connections\` on $(nproc) cores ($cpu): Gemma 3 270M
 ($size bytes) served from the page cache by testkit's origin; medians, alternating order.
 
-| | seconds | MB/s | vs curl |
-|---|---:|---:|---:|
-| curl (one connection, to a file) | $c | $(echo "$size / $c / 1000000" | bc) | 1.00× |
-| curl, then \`sync\` of the file (durable, as a pull must be) | $cs | $(echo "$size / $cs / 1000000" | bc) | $(printf %.2f "$(echo "$c / $cs" | bc -l)")× |
-| hearth pull ($connections connections, per-chunk and whole SHA-256, journal, GGUF check, publish) | $h | $(echo "$size / $h / 1000000" | bc) | $(printf %.2f "$(echo "$c / $h" | bc -l)")× |
+| | seconds | MB/s | vs curl | vs curl+sync | CPU s (client + origin) |
+|---|---:|---:|---:|---:|---:|
+| curl (one connection, to a file) | $c | $(echo "$size / $c / 1000000" | bc) | 1.00× | | $(cpu_row "${curl_runs[@]}") |
+| curl, then \`sync\` of the file (durable, as a pull must be) | $cs | $(echo "$size / $cs / 1000000" | bc) | $(printf %.2f "$(echo "$c / $cs" | bc -l)")× | 1.00× | $(cpu_row "${sync_runs[@]}") |
+| hearth pull ($connections connections, per-chunk and whole SHA-256, journal, GGUF check, publish) | $h | $(echo "$size / $h / 1000000" | bc) | $(printf %.2f "$(echo "$c / $h" | bc -l)")× | $(printf %.2f "$(echo "$cs / $h" | bc -l)")× | $(cpu_row "${hearth_runs[@]}") |
 
 SHA-256 on one core (\`cargo run --release -p transfer --example sha256_speed\`, the \`sha2\` crate): \`$sha\`.
-Runs: curl ${curl_times[*]}; curl+sync ${sync_times[*]}; hearth ${hearth_times[*]}.
+Runs (wall seconds): curl $(walls "${curl_runs[@]}"); curl+sync $(walls "${sync_runs[@]}"); hearth $(walls "${hearth_runs[@]}").
 MD
 )
 echo "$section"
