@@ -86,12 +86,15 @@ pub fn failed(output: Output) -> String {
 }
 
 /// `hearth` in its own home: keys created there must not lock other tests
-/// out of the shared test home.
+/// out of the shared test home. One llama.cpp thread: cargo runs two of
+/// these tests at once on CI's 2 cores, and two servers of 2 threads each
+/// spin against each other (models.rs 53 s → 27 s, prometheus.rs 32 s →
+/// 19 s, clients.rs 3m43s → 2m11s of CPU when measured on 2026-12-04).
 pub fn hearth(home: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearth"));
     cmd.env("HEARTH_HOME", home)
         .env_remove("HEARTH_CONFIG")
-        .env("HEARTH_THREADS", "2");
+        .env("HEARTH_THREADS", "1");
     cmd
 }
 
