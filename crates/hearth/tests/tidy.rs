@@ -123,8 +123,8 @@ fn dependency_rules_hold() {
     );
     assert_eq!(
         users_of(&deps, "tokio-rustls"),
-        ["server"],
-        "TLS is terminated in one place"
+        ["server", "testkit"],
+        "TLS is terminated in one place (and by testkit's origin, for pull tests over https)"
     );
     assert_eq!(
         users_of(&deps, "rcgen"),

@@ -51,6 +51,7 @@ pub fn malformed_corpus() -> Vec<PathBuf> {
 
 pub mod jwt;
 pub mod origin;
+pub mod proxy;
 pub mod split;
 pub mod tls;
 

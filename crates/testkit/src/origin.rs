@@ -7,6 +7,10 @@
 //! How it starts: [`Origin::start`] binds `127.0.0.1:0` and serves from
 //! its own thread and tokio runtime, so blocking tests and child processes
 //! (a `hearth pull` killed with `-9`) can use it; dropping it stops it.
+//! [`Origin::start_tls`] serves the same over https (rustls) with a
+//! certificate from [`crate::tls::TestCa`]. [`Origin::require_token`]
+//! makes the hub route answer 401 without `Authorization: Bearer <token>`,
+//! as a hub does for a gated repository.
 //! Files are read from the directory it is given:
 //! - `GET /files/<path>` serves `<dir>/<path>`;
 //! - `HEAD|GET /<org>/<repo>/resolve/<rev>/<path>` answers 302 to
@@ -69,6 +73,7 @@ struct Shared {
     faults: Mutex<Faults>,
     log: Mutex<Vec<Access>>,
     digests: Mutex<HashMap<PathBuf, String>>,
+    token: Mutex<Option<String>>,
 }
 
 pub struct Origin {
@@ -80,12 +85,40 @@ pub struct Origin {
 
 impl Origin {
     pub fn start(dir: &Path) -> Origin {
+        Origin::launch(dir, None)
+    }
+
+    /// The origin over https, with the PEM certificate chain and key given
+    /// (one for 127.0.0.1, from [`crate::tls::TestCa::server`]).
+    pub fn start_tls(dir: &Path, cert: &Path, key: &Path) -> Origin {
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let chain = CertificateDer::pem_file_iter(cert)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(key).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+        Origin::launch(dir, Some(Arc::new(config)))
+    }
+
+    fn launch(dir: &Path, tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>) -> Origin {
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
             faults: Mutex::new(Faults::default()),
             log: Mutex::new(Vec::new()),
             digests: Mutex::new(HashMap::new()),
+            token: Mutex::new(None),
         });
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready) = std::sync::mpsc::channel();
         let state = Arc::clone(&shared);
@@ -102,23 +135,32 @@ impl Origin {
                     .with_state(state);
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 ready_tx.send(listener.local_addr().unwrap()).unwrap();
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = stopped.await;
-                    })
-                    .await
-                    .unwrap();
+                match tls {
+                    None => axum::serve(listener, app)
+                        .with_graceful_shutdown(async {
+                            let _ = stopped.await;
+                        })
+                        .await
+                        .unwrap(),
+                    Some(config) => serve_tls(listener, config, app, stopped).await,
+                }
             });
             // Stalled responses never end: do not wait for them.
             rt.shutdown_background();
         });
         let addr = ready.recv().expect("the origin starts");
         Origin {
-            base: format!("http://{addr}"),
+            base: format!("{scheme}://{addr}"),
             shared,
             stop: Some(stop),
             thread: Some(thread),
         }
+    }
+
+    /// From now on the hub route wants `Authorization: Bearer <token>`
+    /// (`None`: no more).
+    pub fn require_token(&self, token: Option<&str>) {
+        *self.shared.token.lock().unwrap() = token.map(str::to_string);
     }
 
     /// The URL of `<dir>/<path>`.
@@ -175,10 +217,54 @@ fn etag(path: &Path) -> String {
     format!("\"{:x}-{:x}-{:x}\"", m.len(), m.mtime(), m.mtime_nsec())
 }
 
+/// Each connection's TLS handshake, then HTTP as under `axum::serve`,
+/// until `stopped`.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    config: Arc<tokio_rustls::rustls::ServerConfig>,
+    app: axum::Router,
+    stopped: tokio::sync::oneshot::Receiver<()>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::pin!(stopped);
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(_) => continue,
+            },
+            _ = &mut stopped => return,
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            // A client that distrusts the certificate hangs up here.
+            let Ok(stream) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
 async fn resolve(
     State(shared): State<Arc<Shared>>,
     UrlPath((org, repo, _rev, path)): UrlPath<(String, String, String, String)>,
+    headers: HeaderMap,
 ) -> Response {
+    let wanted = shared.token.lock().unwrap().clone();
+    if let Some(token) = wanted {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_str()) {
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
+    }
     let rel = format!("{org}/{repo}/{path}");
     let Some(full) = local(&shared, &rel) else {
         return StatusCode::NOT_FOUND.into_response();

@@ -5,10 +5,19 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {
-    #[error("{url}: the server answered HTTP {status}")]
-    Status { url: String, status: u16 },
+    #[error("{url}: the server answered HTTP {status}{hint}")]
+    Status {
+        url: String,
+        status: u16,
+        /// What to do about it, when that is known (a hub asking for a
+        /// token); empty or starting with "; ".
+        hint: &'static str,
+    },
     #[error("{url}: {reason}")]
     Connection { url: String, reason: String },
+    /// The TLS handshake failed: an untrusted certificate, most often.
+    #[error("{url}: the TLS handshake failed ({reason}); if the site signs its servers with its own CA, name that CA in ca_file under [pull]")]
+    Tls { url: String, reason: String },
     #[error("{url}: no bytes arrived for {secs} s (stalled)")]
     Stalled { url: String, secs: u64 },
     #[error("{url}: the response ended after {got} of {expected} bytes")]

@@ -230,6 +230,12 @@ impl HttpSource {
                 url: self.described.clone(),
                 secs: self.stall.as_secs(),
             }
+        } else if let Some(tls) = tls_failure(e) {
+            // Not retried: the certificate will be as untrusted next time.
+            TransferError::Tls {
+                url: self.described.clone(),
+                reason: tls.to_string(),
+            }
         } else {
             TransferError::Connection {
                 url: self.described.clone(),
@@ -239,9 +245,19 @@ impl HttpSource {
     }
 
     fn status(&self, status: StatusCode) -> TransferError {
+        let refused = matches!(status.as_u16(), 401 | 403);
         TransferError::Status {
             url: self.described.clone(),
             status: status.as_u16(),
+            hint: match (refused, self.hub, self.token.is_some()) {
+                (true, true, false) => {
+                    "; the hub wants a token for it: set HF_TOKEN, or hf_token_file under [pull]"
+                }
+                (true, true, true) => {
+                    "; the hub refused the token given (HF_TOKEN or hf_token_file)"
+                }
+                _ => "",
+            },
         }
     }
 
@@ -525,6 +541,34 @@ fn same_origin(a: &str, b: &str) -> bool {
 
 /// An error with its causes, for messages: reqwest's own text is only the
 /// outermost ("error sending request").
+/// The cause of a failed connection when it is the TLS handshake (an
+/// unknown issuer, a name mismatch, an expired certificate): rustls's own
+/// error, which reqwest's connector hands on inside I/O errors (two deep
+/// in reqwest 0.12), found by unwrapping them.
+fn tls_failure(e: &reqwest::Error) -> Option<&rustls::Error> {
+    if !e.is_connect() {
+        return None;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let mut layer: &(dyn std::error::Error + 'static) = s;
+        loop {
+            if let Some(tls) = layer.downcast_ref::<rustls::Error>() {
+                return Some(tls);
+            }
+            match layer
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+            {
+                Some(inner) => layer = inner,
+                None => break,
+            }
+        }
+        source = s.source();
+    }
+    None
+}
+
 fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
