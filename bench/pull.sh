@@ -61,18 +61,23 @@ run_curl_sync() {
     timed bash -c "curl -sf -o '$work/curl.out' '$url' && sync '$work/curl.out'"
     rm -f "$work/curl.out"
 }
+run_curl_hash() {
+    timed bash -c "curl -sf '$url' | tee '$work/curl.out' | openssl dgst -sha256 >/dev/null"
+    rm -f "$work/curl.out"
+}
 run_hearth() {
     rm -rf "$work/home"
     HEARTH_HOME="$work/home" timed "$hearth" pull "$url" --name gemma --connections "$connections"
 }
 curl_runs=()
+hash_runs=()
 sync_runs=()
 hearth_runs=()
 for r in $(seq 1 "$rounds"); do
     if ((r % 2)); then
-        curl_runs+=("$(run_curl)"); sync_runs+=("$(run_curl_sync)"); hearth_runs+=("$(run_hearth)")
+        curl_runs+=("$(run_curl)"); hash_runs+=("$(run_curl_hash)"); sync_runs+=("$(run_curl_sync)"); hearth_runs+=("$(run_hearth)")
     else
-        hearth_runs+=("$(run_hearth)"); sync_runs+=("$(run_curl_sync)"); curl_runs+=("$(run_curl)")
+        hearth_runs+=("$(run_hearth)"); sync_runs+=("$(run_curl_sync)"); hash_runs+=("$(run_curl_hash)"); curl_runs+=("$(run_curl)")
     fi
 done
 # The median of field $1 (1 wall, 2 client CPU, 3 origin CPU) of runs $2…
@@ -85,6 +90,7 @@ walls() { printf '%s\n' "$@" | awk '{printf "%s ", $1}'; }
 c=$(median 1 "${curl_runs[@]}")
 h=$(median 1 "${hearth_runs[@]}")
 cs=$(median 1 "${sync_runs[@]}")
+ch=$(median 1 "${hash_runs[@]}")
 cpu_row() { echo "$(median 2 "$@") + $(median 3 "$@")"; }
 sha=$("$root/target/release/examples/sha256_speed" 1024)
 cpu=$(lscpu | sed -n 's/^Model name: *//p')
@@ -98,11 +104,12 @@ section=$(cat <<MD
 | | seconds | MB/s | vs curl | vs curl+sync | CPU s (client + origin) |
 |---|---:|---:|---:|---:|---:|
 | curl (one connection, to a file) | $c | $(echo "$size / $c / 1000000" | bc) | 1.00× | | $(cpu_row "${curl_runs[@]}") |
+| curl through \`tee\` into \`openssl dgst -sha256\` (one hash pass with the SHA extensions; not durable) | $ch | $(echo "$size / $ch / 1000000" | bc) | $(printf %.2f "$(echo "$c / $ch" | bc -l)")× | | $(cpu_row "${hash_runs[@]}") |
 | curl, then \`sync\` of the file (durable, as a pull must be) | $cs | $(echo "$size / $cs / 1000000" | bc) | $(printf %.2f "$(echo "$c / $cs" | bc -l)")× | 1.00× | $(cpu_row "${sync_runs[@]}") |
 | hearth pull ($connections connections, per-chunk and whole SHA-256, journal, GGUF check, publish) | $h | $(echo "$size / $h / 1000000" | bc) | $(printf %.2f "$(echo "$c / $h" | bc -l)")× | $(printf %.2f "$(echo "$cs / $h" | bc -l)")× | $(cpu_row "${hearth_runs[@]}") |
 
 SHA-256 on one core (\`cargo run --release -p transfer --example sha256_speed\`, the \`sha2\` crate): \`$sha\`.
-Runs (wall seconds): curl $(walls "${curl_runs[@]}"); curl+sync $(walls "${sync_runs[@]}"); hearth $(walls "${hearth_runs[@]}").
+Runs (wall seconds): curl $(walls "${curl_runs[@]}"); curl+openssl $(walls "${hash_runs[@]}"); curl+sync $(walls "${sync_runs[@]}"); hearth $(walls "${hearth_runs[@]}").
 MD
 )
 echo "$section"

@@ -11,6 +11,7 @@ command -v clang >/dev/null || need+=(clang)
 command -v c++ >/dev/null || need+=(g++)
 command -v git >/dev/null || need+=(git)
 command -v curl >/dev/null || need+=(curl)
+command -v openssl >/dev/null || need+=(openssl)
 # bench/ scripts read each run's CPU time from time(1).
 [[ -x /usr/bin/time ]] || need+=(time)
 ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
