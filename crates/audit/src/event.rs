@@ -51,6 +51,13 @@ pub enum Event {
         bytes: u64,
         source: String,
     },
+    /// `hearth push` uploaded a stored model to object storage.
+    ModelPush {
+        model: String,
+        /// The manifest's location, `s3://bucket/prefix/models/NAME.json`.
+        destination: String,
+        bytes_uploaded: u64,
+    },
     KeyCreated {
         key_id: String,
         name: String,
@@ -96,6 +103,7 @@ impl Event {
             Event::ModelDelete { .. } => "model_delete",
             Event::ModelVerifyFailed { .. } => "model_verify_failed",
             Event::ModelRepair { .. } => "model_repair",
+            Event::ModelPush { .. } => "model_push",
             Event::KeyCreated { .. } => "key_created",
             Event::KeyRevoked { .. } => "key_revoked",
             Event::PolicyLoaded { .. } => "policy_loaded",

@@ -63,6 +63,14 @@ pub enum Command {
         /// Stored model name [default: every stored model]
         model: Option<String>,
     },
+    /// Upload a stored model to object storage (`s3://bucket/prefix`):
+    /// only the chunks the bucket lacks, then its manifest
+    Push {
+        /// Stored model name
+        model: String,
+        /// `s3://bucket/prefix`
+        to: String,
+    },
     /// Write stored models to one file for a machine without network
     /// access: manifests and blobs, optionally signed
     Export {
@@ -501,7 +509,8 @@ pub enum Workload {
 #[derive(Debug, Args)]
 pub struct PullArgs {
     /// Catalog name (`smollm2`), `https://…/model.gguf`,
-    /// `hf://org/repo[@revision]/model.gguf`, or a local file
+    /// `hf://org/repo[@revision]/model.gguf`, `s3://bucket/prefix/NAME` (a
+    /// pushed model) or `s3://bucket/key.gguf`, or a local file
     pub model: String,
     /// Download again even if already stored
     #[arg(long)]

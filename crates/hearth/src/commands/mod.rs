@@ -32,6 +32,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Pull(args) => models::pull(&Config::load(global, &none, None)?, &args),
         Command::List { json } => models::list(&Config::load(global, &none, None)?, json),
         Command::Rm { model } => models::rm(&Config::load(global, &none, None)?, &model),
+        Command::Push { model, to } => {
+            models::push(&Config::load(global, &none, None)?, &model, &to)
+        }
         Command::Export {
             models,
             output,

@@ -33,7 +33,20 @@ pub fn pull(config: &Config, args: &crate::cli::PullArgs) -> Result<()> {
     } else {
         Box::new(Bar::new())
     };
-    let stored = if located {
+    let stored = if store::location_kind(&args.model) == store::LocationKind::Bucket {
+        anyhow::ensure!(
+            args.sha256.is_none(),
+            "--sha256 does not apply to s3:// pulls: a pushed model's manifest names every chunk's digest"
+        );
+        bucket::pull(
+            &store,
+            &args.model,
+            args.name.as_deref(),
+            &config.s3,
+            &options,
+            progress.as_ref(),
+        )?
+    } else if located {
         let wanted = store::Wanted {
             name: args.name.clone(),
             sha256: args.sha256.clone(),
@@ -70,6 +83,29 @@ pub fn pull(config: &Config, args: &crate::cli::PullArgs) -> Result<()> {
             stored.path.display()
         );
     }
+    Ok(())
+}
+
+/// `hearth push`: a stored model to object storage.
+pub fn push(config: &Config, model: &str, to: &str) -> Result<()> {
+    let store = open_store(config)?;
+    let pushed = bucket::push(&store, model, to, &config.s3, &Bar::new())?;
+    if let Some(log) = super::audit_log::open(config)? {
+        log.record(audit::Event::ModelPush {
+            model: pushed.name.clone(),
+            destination: pushed.manifest.clone(),
+            bytes_uploaded: pushed.bytes_uploaded,
+        });
+    }
+    println!(
+        "{}: uploaded {} chunk(s), {} bytes; {} chunk(s), {} bytes, already there; manifest {}",
+        pushed.name,
+        pushed.chunks_uploaded,
+        pushed.bytes_uploaded,
+        pushed.chunks_reused,
+        pushed.bytes_reused,
+        pushed.manifest
+    );
     Ok(())
 }
 

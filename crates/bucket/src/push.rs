@@ -1,0 +1,126 @@
+//! `hearth push MODEL s3://bucket/prefix`: every chunk of the model's files
+//! that the bucket lacks is checked against the manifest and uploaded
+//! (multipart when large), then the manifest, last.
+
+use std::os::unix::fs::FileExt;
+
+use object_store::path::Path as Key;
+use object_store::{ObjectStore, PutPayload, WriteMultipart};
+use sha2::{Digest, Sha256};
+use store::{Progress, Store};
+
+use crate::{chunk_key, manifest_key, Bucket, BucketError, Location, S3Options};
+
+/// Chunks above this go up in parts, several at once.
+const MULTIPART_ABOVE: u64 = 16 << 20;
+const PART_SIZE: usize = 8 << 20;
+
+/// What a push did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pushed {
+    pub name: String,
+    pub chunks_uploaded: usize,
+    pub bytes_uploaded: u64,
+    /// Chunks the bucket already held (from this model or another).
+    pub chunks_reused: usize,
+    pub bytes_reused: u64,
+    /// Where the manifest went.
+    pub manifest: String,
+}
+
+pub fn push(
+    store: &Store,
+    name: &str,
+    url: &str,
+    s3: &S3Options,
+    progress: &dyn Progress,
+) -> Result<Pushed, BucketError> {
+    let location = Location::parse(url)?;
+    let bucket = Bucket::open(&location.bucket, s3)?;
+    let model = store
+        .get(store::catalog::find(name).map_or(name, |e| e.name))?
+        .ok_or_else(|| store::StoreError::NotStored {
+            name: name.to_string(),
+        })?;
+    let cannot = |reason: String| BucketError::CannotPush {
+        name: model.manifest.name.clone(),
+        reason,
+    };
+    if model.manifest.chunks.is_empty() {
+        return Err(cannot(
+            "its manifest has no chunk list yet; `hearth verify` records one".into(),
+        ));
+    }
+    let prefix = location.key.as_str();
+    let mut pushed = Pushed {
+        name: model.manifest.name.clone(),
+        ..Pushed::default()
+    };
+    progress.start(
+        &format!("pushing {} to {url}", model.manifest.name),
+        model.manifest.total_size(),
+    );
+    for (path, file) in model.files() {
+        let handle =
+            std::fs::File::open(&path).map_err(|e| cannot(format!("{}: {e}", path.display())))?;
+        for chunk in &file.chunks {
+            let key = chunk_key(prefix, &chunk.sha256);
+            let present = bucket
+                .wait(bucket.objects.head(&key))
+                .map(|meta| meta.size == chunk.length);
+            match present {
+                Ok(true) => {
+                    pushed.chunks_reused += 1;
+                    pushed.bytes_reused += chunk.length;
+                    progress.advance(chunk.length);
+                    continue;
+                }
+                Ok(false) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(bucket.object_error(key.as_ref(), e)),
+            }
+            let mut bytes = vec![0u8; chunk.length as usize];
+            handle
+                .read_exact_at(&mut bytes, chunk.offset)
+                .map_err(|e| cannot(format!("{}: {e}", path.display())))?;
+            // Never publish a damaged chunk under its good name.
+            if hex::encode(Sha256::digest(&bytes)) != chunk.sha256 {
+                return Err(cannot(format!(
+                    "the chunk at offset {} of {} does not match its SHA-256; `hearth repair {}` first",
+                    chunk.offset,
+                    path.display(),
+                    model.manifest.name
+                )));
+            }
+            upload(&bucket, &key, bytes)?;
+            pushed.chunks_uploaded += 1;
+            pushed.bytes_uploaded += chunk.length;
+            progress.advance(chunk.length);
+        }
+    }
+    // Last: the manifest is what makes the model visible in the bucket.
+    let key = manifest_key(prefix, &model.manifest.name);
+    let json = serde_json::to_vec_pretty(&model.manifest).expect("a manifest serialises");
+    bucket
+        .wait(bucket.objects.put(&key, PutPayload::from(json)))
+        .map_err(|e| bucket.object_error(key.as_ref(), e))?;
+    progress.finish();
+    pushed.manifest = bucket.url(key.as_ref());
+    Ok(pushed)
+}
+
+fn upload(bucket: &Bucket, key: &Key, bytes: Vec<u8>) -> Result<(), BucketError> {
+    let len = bytes.len() as u64;
+    bucket
+        .wait(async {
+            if len <= MULTIPART_ABOVE {
+                bucket.objects.put(key, PutPayload::from(bytes)).await?;
+                return Ok(());
+            }
+            let upload = bucket.objects.put_multipart(key).await?;
+            let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+            writer.write(&bytes);
+            writer.finish().await?;
+            Ok(())
+        })
+        .map_err(|e| bucket.object_error(key.as_ref(), e))
+}

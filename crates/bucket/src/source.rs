@@ -1,0 +1,234 @@
+//! Pulls from a bucket: a pushed model's files read chunk by chunk from
+//! their content-addressed objects, each checked against the manifest as
+//! it arrives, or a plain GGUF object read in ranges; both through
+//! [`store::Store::pull_files`], so they resume and verify like any pull.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use object_store::path::Path as Key;
+use object_store::{GetOptions, GetRange, ObjectStore};
+use store::{FileToFetch, Manifest, Progress, PullOptions, Store, StoredModel};
+use transfer::source::Sink;
+use transfer::{Chunk, Remote, Source, TransferError};
+
+use crate::{chunk_key, manifest_key, Bucket, BucketError, Location, S3Options};
+
+/// Pulls `url` into `store`: `s3://bucket/prefix/<name>` is a model pushed
+/// there (its manifest at `prefix/models/<name>.json`), and
+/// `s3://bucket/key.gguf` a plain object. `name` overrides the stored name.
+pub fn pull(
+    store: &Store,
+    url: &str,
+    name: Option<&str>,
+    s3: &S3Options,
+    options: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<StoredModel, BucketError> {
+    let location = Location::parse(url)?;
+    let bucket = Arc::new(Bucket::open(&location.bucket, s3)?);
+    let (prefix, last) = match location.key.rsplit_once('/') {
+        Some((prefix, last)) => (prefix.to_string(), last.to_string()),
+        None => (String::new(), location.key.clone()),
+    };
+    if last.is_empty() {
+        return Err(BucketError::BadLocation {
+            url: url.to_string(),
+            reason: "name a model (s3://bucket/prefix/NAME) or a .gguf object".into(),
+        });
+    }
+    if let Some(stem) = last.strip_suffix(".gguf") {
+        let name = name.map_or_else(|| stem.to_ascii_lowercase(), str::to_string);
+        let source = ObjectSource {
+            bucket,
+            key: Key::from(location.key.as_str()),
+        };
+        let files = vec![FileToFetch {
+            source: Box::new(source),
+            expected: transfer::Expected::default(),
+        }];
+        return Ok(store.pull_files(&name, url, files, options, progress)?);
+    }
+    let manifest = read_manifest(&bucket, &prefix, &last)?;
+    let files = manifest
+        .files()
+        .into_iter()
+        .enumerate()
+        .map(|(index, part)| FileToFetch {
+            expected: transfer::Expected {
+                size: Some(part.size),
+                sha256: Some(part.sha256.clone()),
+                chunks: part.chunks.clone(),
+            },
+            source: Box::new(ChunkSource {
+                bucket: Arc::clone(&bucket),
+                prefix: prefix.clone(),
+                described: format!("{url}#{}", index + 1),
+                size: part.size,
+                sha256: part.sha256,
+                chunks: part.chunks,
+            }),
+        })
+        .collect();
+    let name = name.unwrap_or(&manifest.name);
+    Ok(store.pull_files(name, url, files, options, progress)?)
+}
+
+/// The manifest pushed for `name` under `prefix`.
+fn read_manifest(bucket: &Bucket, prefix: &str, name: &str) -> Result<Manifest, BucketError> {
+    let key = manifest_key(prefix, name);
+    let bytes = bucket
+        .wait(async {
+            let got = bucket.objects.get(&key).await?;
+            got.bytes().await
+        })
+        .map_err(|e| bucket.object_error(key.as_ref(), e))?;
+    let manifest: Manifest =
+        serde_json::from_slice(&bytes).map_err(|e| BucketError::BadManifest {
+            url: bucket.url(key.as_ref()),
+            reason: e.to_string(),
+        })?;
+    let complete = manifest
+        .files()
+        .iter()
+        .all(|f| f.chunks.iter().map(|c| c.length).sum::<u64>() == f.size);
+    if !complete {
+        return Err(BucketError::BadManifest {
+            url: bucket.url(key.as_ref()),
+            reason: "its chunk lists do not cover its files".into(),
+        });
+    }
+    Ok(manifest)
+}
+
+/// Streams `range` of `key` into `sink`.
+fn stream(
+    bucket: &Bucket,
+    key: &Key,
+    range: Option<(u64, u64)>,
+    sink: &mut Sink<'_>,
+) -> Result<u64, TransferError> {
+    let url = bucket.url(key.as_ref());
+    let failed = |e| transfer_error(&url, e);
+    bucket.wait(async {
+        let options = GetOptions {
+            range: range.map(|(start, end)| GetRange::Bounded(start..end)),
+            ..GetOptions::default()
+        };
+        let got = bucket
+            .objects
+            .get_opts(key, options)
+            .await
+            .map_err(failed)?;
+        let mut body = got.into_stream();
+        let mut sent = 0u64;
+        while let Some(piece) = body.next().await {
+            let piece = piece.map_err(failed)?;
+            sent += piece.len() as u64;
+            sink(&piece)?;
+        }
+        Ok(sent)
+    })
+}
+
+/// An object storage failure as the transfer sees it: a missing object is
+/// final, anything else (the network, the server's transient states) is
+/// retried.
+fn transfer_error(url: &str, e: object_store::Error) -> TransferError {
+    match e {
+        object_store::Error::NotFound { .. } => TransferError::Status {
+            url: url.to_string(),
+            status: 404,
+            hint: "",
+        },
+        other => TransferError::Connection {
+            url: url.to_string(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// A plain object, read in ranges.
+struct ObjectSource {
+    bucket: Arc<Bucket>,
+    key: Key,
+}
+
+impl Source for ObjectSource {
+    fn describe(&self) -> String {
+        self.bucket.url(self.key.as_ref())
+    }
+
+    fn probe(&self) -> Result<Remote, TransferError> {
+        let meta = self
+            .bucket
+            .wait(self.bucket.objects.head(&self.key))
+            .map_err(|e| transfer_error(&self.describe(), e))?;
+        Ok(Remote {
+            size: Some(meta.size),
+            ranges: true,
+            validator: meta
+                .e_tag
+                .or_else(|| Some(format!("{}-{}", meta.size, meta.last_modified))),
+            sha256: None,
+        })
+    }
+
+    fn read(
+        &self,
+        range: Option<(u64, u64)>,
+        _validator: Option<&str>,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), TransferError> {
+        stream(&self.bucket, &self.key, range, sink).map(|_| ())
+    }
+}
+
+/// One file of a pushed model, whose bytes live in chunk objects.
+struct ChunkSource {
+    bucket: Arc<Bucket>,
+    prefix: String,
+    described: String,
+    size: u64,
+    sha256: String,
+    chunks: Vec<Chunk>,
+}
+
+impl Source for ChunkSource {
+    fn describe(&self) -> String {
+        self.described.clone()
+    }
+
+    fn probe(&self) -> Result<Remote, TransferError> {
+        // Content-addressed: the object cannot change under a validator.
+        Ok(Remote {
+            size: Some(self.size),
+            ranges: true,
+            validator: Some(self.sha256.clone()),
+            sha256: Some(self.sha256.clone()),
+        })
+    }
+
+    fn read(
+        &self,
+        range: Option<(u64, u64)>,
+        _validator: Option<&str>,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), TransferError> {
+        let (start, end) = range.unwrap_or((0, self.size));
+        for chunk in &self.chunks {
+            let (from, to) = (
+                start.max(chunk.offset),
+                end.min(chunk.offset + chunk.length),
+            );
+            if from >= to {
+                continue;
+            }
+            let key = chunk_key(&self.prefix, &chunk.sha256);
+            let whole = from == chunk.offset && to == chunk.offset + chunk.length;
+            let inner = (!whole).then_some((from - chunk.offset, to - chunk.offset));
+            stream(&self.bucket, &key, inner, sink)?;
+        }
+        Ok(())
+    }
+}

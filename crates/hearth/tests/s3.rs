@@ -1,0 +1,147 @@
+//! Object storage against a real S3-compatible server on loopback (moto in
+//! its server mode, from PyPI; see `testkit::s3`): push a model, push it
+//! again and upload nothing, push a second version and upload only its
+//! changed chunk, pull into a fresh home and run it; a plain GGUF object
+//! pulls too, and a model the bucket lacks is a clear error.
+
+use std::path::Path;
+use std::process::Command;
+
+use testkit::s3::S3Server;
+
+mod support;
+
+use support::{failed, ok};
+
+const CHUNK: u64 = 8 << 20;
+
+/// `hearth` pointed at `server` with the standard AWS variables.
+fn hearth(home: &Path, server: &S3Server) -> Command {
+    let mut cmd = support::hearth(home);
+    cmd.env("AWS_ENDPOINT_URL", &server.endpoint)
+        .env("AWS_ACCESS_KEY_ID", "hearth-test")
+        .env("AWS_SECRET_ACCESS_KEY", "hearth-test-secret")
+        .env("AWS_REGION", "us-east-1")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN");
+    for var in ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// The numbers of `hearth push`'s report: (chunks uploaded, bytes
+/// uploaded, chunks reused).
+fn pushed(out: &str) -> (u64, u64, u64) {
+    let report = out.split_once(": ").map_or(out, |(_, r)| r);
+    let n: Vec<u64> = report
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    assert!(out.contains("uploaded") && n.len() >= 4, "{out}");
+    (n[0], n[1], n[2])
+}
+
+#[test]
+fn push_pull_and_versions_move_only_new_chunks() {
+    let server = S3Server::start("models");
+    let model = testkit::default_model();
+    let size = std::fs::metadata(&model).unwrap().len();
+    let chunks = size.div_ceil(CHUNK);
+    let site = tempfile::tempdir().unwrap();
+    let a = site.path();
+    std::fs::write(a.join("config.toml"), "[pull]\nchunk_mb = 8\n").unwrap();
+    ok(hearth(a, &server)
+        .args(["pull", model.to_str().unwrap(), "--name", "smol"])
+        .output()
+        .unwrap());
+
+    let first = ok(hearth(a, &server)
+        .args(["push", "smol", "s3://models/site"])
+        .output()
+        .unwrap());
+    assert_eq!(pushed(&first), (chunks, size, 0), "{first}");
+    assert!(
+        first.contains("s3://models/site/models/smol.json"),
+        "{first}"
+    );
+    // Again: the bucket has every chunk.
+    let again = ok(hearth(a, &server)
+        .args(["push", "smol", "s3://models/site"])
+        .output()
+        .unwrap());
+    assert_eq!(pushed(&again), (0, 0, chunks), "{again}");
+    // A second version differing in one byte of its third chunk uploads
+    // that chunk only.
+    let v2 = a.join("smol-v2.gguf");
+    std::fs::copy(&model, &v2).unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&v2)
+            .unwrap();
+        let at = 2 * CHUNK + 4321;
+        let mut b = [0u8];
+        f.read_exact_at(&mut b, at).unwrap();
+        f.write_all_at(&[b[0] ^ 1], at).unwrap();
+    }
+    ok(hearth(a, &server)
+        .args(["pull", v2.to_str().unwrap(), "--name", "smol-v2"])
+        .output()
+        .unwrap());
+    let second = ok(hearth(a, &server)
+        .args(["push", "smol-v2", "s3://models/site"])
+        .output()
+        .unwrap());
+    assert_eq!(pushed(&second), (1, CHUNK, chunks - 1), "{second}");
+
+    // Another site pulls it from the bucket, verified chunk by chunk, and
+    // runs it.
+    let node = tempfile::tempdir().unwrap();
+    let b = node.path();
+    let said = ok(hearth(b, &server)
+        .args(["pull", "s3://models/site/smol"])
+        .output()
+        .unwrap());
+    assert!(said.contains("smol"), "{said}");
+    ok(hearth(b, &server)
+        .args(["verify", "smol"])
+        .output()
+        .unwrap());
+    let answer = ok(hearth(b, &server)
+        .args([
+            "run",
+            "smol",
+            "--temperature",
+            "0",
+            "-n",
+            "24",
+            "What is the capital of Japan?",
+        ])
+        .output()
+        .unwrap());
+    assert!(answer.contains("Tokyo"), "{answer}");
+
+    // A model the bucket lacks: an error naming it; nothing stored.
+    let err = failed(
+        hearth(b, &server)
+            .args(["pull", "s3://models/site/none"])
+            .output()
+            .unwrap(),
+    );
+    assert!(err.contains("s3://models/site/models/none.json"), "{err}");
+
+    // A GGUF a site copied into the bucket with its own tools.
+    server.put_object("models", "plain/SmolLM2.gguf", &model);
+    ok(hearth(b, &server)
+        .args(["pull", "s3://models/plain/SmolLM2.gguf", "--name", "plain"])
+        .output()
+        .unwrap());
+    ok(hearth(b, &server)
+        .args(["verify", "plain"])
+        .output()
+        .unwrap());
+}
