@@ -13,12 +13,14 @@
 //! Chunks are content-addressed, so a second version of a model, or a
 //! model sharing files with another, uploads only the chunks that differ;
 //! a manifest appears only after every chunk it names, so a reader never
-//! finds a model it cannot fetch. A plain object (`s3://bucket/x.gguf`)
+//! finds a model it cannot fetch. `sync` pulls every model pushed under a
+//! prefix that the node lacks, or has in an older version. A plain object (`s3://bucket/x.gguf`)
 //! pulls like any ranged source.
 
 mod error;
 mod push;
 mod source;
+mod sync;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,6 +32,7 @@ use object_store::ObjectStore;
 pub use error::BucketError;
 pub use push::{push, Pushed};
 pub use source::pull;
+pub use sync::{sync, Synced};
 
 /// Where a site's object storage is and who Hearth is there; the binary
 /// fills it from `[s3]` and the standard AWS variables.

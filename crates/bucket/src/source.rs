@@ -50,6 +50,25 @@ pub fn pull(
         return Ok(store.pull_files(&name, url, files, options, progress)?);
     }
     let manifest = read_manifest(&bucket, &prefix, &last)?;
+    let name = name.unwrap_or(&manifest.name).to_string();
+    pull_manifest(
+        store, &bucket, &prefix, &manifest, &name, url, options, progress,
+    )
+}
+
+/// Fetches the files `manifest` names from their chunk objects under
+/// `prefix` and stores them as `name`, recording `url` as the source.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn pull_manifest(
+    store: &Store,
+    bucket: &Arc<Bucket>,
+    prefix: &str,
+    manifest: &Manifest,
+    name: &str,
+    url: &str,
+    options: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<StoredModel, BucketError> {
     let files = manifest
         .files()
         .into_iter()
@@ -61,8 +80,8 @@ pub fn pull(
                 chunks: part.chunks.clone(),
             },
             source: Box::new(ChunkSource {
-                bucket: Arc::clone(&bucket),
-                prefix: prefix.clone(),
+                bucket: Arc::clone(bucket),
+                prefix: prefix.to_string(),
                 described: format!("{url}#{}", index + 1),
                 size: part.size,
                 sha256: part.sha256,
@@ -70,12 +89,15 @@ pub fn pull(
             }),
         })
         .collect();
-    let name = name.unwrap_or(&manifest.name);
     Ok(store.pull_files(name, url, files, options, progress)?)
 }
 
 /// The manifest pushed for `name` under `prefix`.
-fn read_manifest(bucket: &Bucket, prefix: &str, name: &str) -> Result<Manifest, BucketError> {
+pub(crate) fn read_manifest(
+    bucket: &Bucket,
+    prefix: &str,
+    name: &str,
+) -> Result<Manifest, BucketError> {
     let key = manifest_key(prefix, name);
     let bytes = bucket
         .wait(async {

@@ -71,6 +71,18 @@ pub enum Command {
         /// `s3://bucket/prefix`
         to: String,
     },
+    /// Pull every model pushed under `s3://bucket/prefix` that this node
+    /// lacks or holds in an older version
+    Sync {
+        /// `s3://bucket/prefix`
+        from: String,
+        /// Keep going: sync again every SECS seconds
+        #[arg(long, value_name = "SECS")]
+        watch: Option<u64>,
+        /// Cap the average rate: bytes per second, or with K, M or G (`10M`)
+        #[arg(long, env = "HEARTH_LIMIT_RATE")]
+        limit_rate: Option<String>,
+    },
     /// Write stored models to one file for a machine without network
     /// access: manifests and blobs, optionally signed
     Export {

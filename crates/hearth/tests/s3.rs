@@ -145,3 +145,101 @@ fn push_pull_and_versions_move_only_new_chunks() {
         .output()
         .unwrap());
 }
+
+/// The digest `hearth list --json` on `home` shows for `name`, if listed.
+fn listed_digest(home: &Path, server: &S3Server, name: &str) -> Option<String> {
+    let out = ok(hearth(home, server)
+        .args(["list", "--json"])
+        .output()
+        .unwrap());
+    let models: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    models
+        .iter()
+        .find(|m| m["name"] == name)
+        .map(|m| m["sha256"].as_str().unwrap().to_string())
+}
+
+/// Waits up to a minute for `home` to list `name` with `digest` (any
+/// digest, with `None`).
+fn wait_for(home: &Path, server: &S3Server, name: &str, digest: Option<&str>) {
+    for _ in 0..120 {
+        match listed_digest(home, server, name) {
+            Some(d) if digest.is_none_or(|want| want == d) => return,
+            _ => std::thread::sleep(std::time::Duration::from_millis(500)),
+        }
+    }
+    panic!("{name} ({digest:?}) never arrived");
+}
+
+#[test]
+fn sync_watch_brings_new_models_and_new_versions() {
+    let server = S3Server::start("fleet");
+    let model = testkit::default_model();
+    let site = tempfile::tempdir().unwrap();
+    let a = site.path();
+    std::fs::write(a.join("config.toml"), "[pull]\nchunk_mb = 8\n").unwrap();
+    ok(hearth(a, &server)
+        .args(["pull", model.to_str().unwrap(), "--name", "smol"])
+        .output()
+        .unwrap());
+    ok(hearth(a, &server)
+        .args(["push", "smol", "s3://fleet/prod"])
+        .output()
+        .unwrap());
+
+    let node = tempfile::tempdir().unwrap();
+    let b = node.path();
+    let log = b.join("sync.log");
+    let watcher = support::Server::new(
+        hearth(b, &server)
+            .args(["sync", "s3://fleet/prod", "--watch", "1"])
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let first = listed_digest(a, &server, "smol").unwrap();
+    wait_for(b, &server, "smol", Some(&first));
+
+    // A new model pushed while it watches arrives.
+    ok(hearth(a, &server)
+        .args(["pull", model.to_str().unwrap(), "--name", "smol-two"])
+        .output()
+        .unwrap());
+    ok(hearth(a, &server)
+        .args(["push", "smol-two", "s3://fleet/prod"])
+        .output()
+        .unwrap());
+    wait_for(b, &server, "smol-two", None);
+
+    // A new version of smol replaces the node's.
+    let v2 = a.join("v2.gguf");
+    std::fs::copy(&model, &v2).unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&v2)
+            .unwrap();
+        f.write_all_at(b"\x01\x02\x03", 3 * CHUNK + 77).unwrap();
+    }
+    ok(hearth(a, &server)
+        .args(["pull", v2.to_str().unwrap(), "--name", "smol", "--force"])
+        .output()
+        .unwrap());
+    let second = listed_digest(a, &server, "smol").unwrap();
+    assert_ne!(first, second);
+    ok(hearth(a, &server)
+        .args(["push", "smol", "s3://fleet/prod"])
+        .output()
+        .unwrap());
+    wait_for(b, &server, "smol", Some(&second));
+    drop(watcher);
+    ok(hearth(b, &server).args(["verify"]).output().unwrap());
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        said.contains("smol: pulled") && said.contains("smol-two: pulled"),
+        "{said}"
+    );
+}

@@ -8,6 +8,7 @@ mod fleet;
 mod generate;
 mod keys;
 mod models;
+mod objects;
 mod policy;
 mod reload;
 mod serve;
@@ -33,8 +34,18 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::List { json } => models::list(&Config::load(global, &none, None)?, json),
         Command::Rm { model } => models::rm(&Config::load(global, &none, None)?, &model),
         Command::Push { model, to } => {
-            models::push(&Config::load(global, &none, None)?, &model, &to)
+            objects::push(&Config::load(global, &none, None)?, &model, &to)
         }
+        Command::Sync {
+            from,
+            watch,
+            limit_rate,
+        } => objects::sync(
+            &Config::load(global, &none, None)?,
+            &from,
+            watch,
+            limit_rate.as_deref(),
+        ),
         Command::Export {
             models,
             output,

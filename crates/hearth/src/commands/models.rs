@@ -86,29 +86,6 @@ pub fn pull(config: &Config, args: &crate::cli::PullArgs) -> Result<()> {
     Ok(())
 }
 
-/// `hearth push`: a stored model to object storage.
-pub fn push(config: &Config, model: &str, to: &str) -> Result<()> {
-    let store = open_store(config)?;
-    let pushed = bucket::push(&store, model, to, &config.s3, &Bar::new())?;
-    if let Some(log) = super::audit_log::open(config)? {
-        log.record(audit::Event::ModelPush {
-            model: pushed.name.clone(),
-            destination: pushed.manifest.clone(),
-            bytes_uploaded: pushed.bytes_uploaded,
-        });
-    }
-    println!(
-        "{}: uploaded {} chunk(s), {} bytes; {} chunk(s), {} bytes, already there; manifest {}",
-        pushed.name,
-        pushed.chunks_uploaded,
-        pushed.bytes_uploaded,
-        pushed.chunks_reused,
-        pushed.bytes_reused,
-        pushed.manifest
-    );
-    Ok(())
-}
-
 pub fn list(config: &Config, json: bool) -> Result<()> {
     let models = open_store(config)?.list()?;
     if json {

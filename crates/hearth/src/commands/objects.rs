@@ -1,0 +1,82 @@
+//! `push` and `sync`: models in object storage (the `bucket` crate).
+
+use anyhow::Result;
+
+use super::{open_store, pull_options};
+use crate::config::Config;
+use crate::progress::Bar;
+
+/// `hearth push`: a stored model to object storage.
+pub fn push(config: &Config, model: &str, to: &str) -> Result<()> {
+    let store = open_store(config)?;
+    let pushed = bucket::push(&store, model, to, &config.s3, &Bar::new())?;
+    if let Some(log) = super::audit_log::open(config)? {
+        log.record(audit::Event::ModelPush {
+            model: pushed.name.clone(),
+            destination: pushed.manifest.clone(),
+            bytes_uploaded: pushed.bytes_uploaded,
+        });
+    }
+    println!(
+        "{}: uploaded {} chunk(s), {} bytes; {} chunk(s), {} bytes, already there; manifest {}",
+        pushed.name,
+        pushed.chunks_uploaded,
+        pushed.bytes_uploaded,
+        pushed.chunks_reused,
+        pushed.bytes_reused,
+        pushed.manifest
+    );
+    Ok(())
+}
+
+/// `hearth sync`: pulls every model pushed under the prefix that this
+/// node lacks or has in an older version; with `watch`, again every so
+/// many seconds until stopped.
+pub fn sync(
+    config: &Config,
+    from: &str,
+    watch: Option<u64>,
+    limit_rate: Option<&str>,
+) -> Result<()> {
+    let store = open_store(config)?;
+    let mut options = pull_options(config, false);
+    if let Some(rate) = limit_rate {
+        options.transfer.limit_rate = Some(crate::config::parse_rate(rate)?);
+    }
+    if watch == Some(0) {
+        anyhow::bail!("--watch takes a number of seconds of at least 1");
+    }
+    let log = super::audit_log::open(config)?;
+    loop {
+        match bucket::sync(&store, from, &config.s3, &options, &Bar::new()) {
+            Ok(round) => {
+                for (name, digest) in &round.pulled {
+                    println!("{name}: pulled ({digest})");
+                    if let Some(log) = &log {
+                        log.record(audit::Event::ModelPull {
+                            model: name.clone(),
+                            sha256: Some(digest.clone()),
+                        });
+                    }
+                }
+                for (name, source) in &round.conflicting {
+                    println!(
+                        "{name}: not synced: a model of that name is stored here from {source}"
+                    );
+                }
+                println!(
+                    "{from}: {} pulled, {} unchanged",
+                    round.pulled.len(),
+                    round.unchanged.len()
+                );
+            }
+            // Watching outlives a bad round (the network, the server).
+            Err(err) if watch.is_some() => eprintln!("sync of {from} failed: {err}"),
+            Err(err) => return Err(err.into()),
+        }
+        match watch {
+            Some(secs) => std::thread::sleep(std::time::Duration::from_secs(secs)),
+            None => return Ok(()),
+        }
+    }
+}
