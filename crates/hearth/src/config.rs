@@ -189,26 +189,6 @@ pub struct Config {
     pub s3: bucket::S3Options,
 }
 
-/// `[s3]`, with the standard variables over the file.
-fn s3_options(file: &FileS3) -> Result<bucket::S3Options> {
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let endpoint = var("AWS_ENDPOINT_URL").or_else(|| file.endpoint.clone());
-    if let Some(e) = &endpoint {
-        if !(e.starts_with("https://") || e.starts_with("http://")) {
-            bail!("the object storage endpoint `{e}` is not an http(s) URL");
-        }
-    }
-    Ok(bucket::S3Options {
-        endpoint,
-        region: var("AWS_REGION")
-            .or_else(|| var("AWS_DEFAULT_REGION"))
-            .or_else(|| file.region.clone()),
-        access_key_id: var("AWS_ACCESS_KEY_ID"),
-        secret_access_key: var("AWS_SECRET_ACCESS_KEY"),
-        session_token: var("AWS_SESSION_TOKEN"),
-    })
-}
-
 #[derive(Debug, Clone)]
 pub struct PullSettings {
     pub transfer: transfer::Options,
@@ -365,7 +345,7 @@ impl Config {
             home,
             pull,
             bundles_require_signature: file.bundles.require_signature.unwrap_or(false),
-            s3: s3_options(&file.s3)?,
+            s3: crate::aws::s3_options(file.s3.endpoint.clone(), file.s3.region.clone())?,
             pip,
             engine: engine_config,
             seed: engine.seed.or(fe.seed),

@@ -1,5 +1,6 @@
 //! `hearth`: the binary that ties the store, engine and server together.
 
+mod aws;
 mod cli;
 mod commands;
 mod config;

@@ -2,7 +2,8 @@
 //! its server mode, from PyPI; see `testkit::s3`): push a model, push it
 //! again and upload nothing, push a second version and upload only its
 //! changed chunk, pull into a fresh home and run it; a plain GGUF object
-//! pulls too, and a model the bucket lacks is a clear error.
+//! pulls too, keys may come from a profile in the shared credentials file,
+//! and a model the bucket lacks is a clear error.
 
 use std::path::Path;
 use std::process::Command;
@@ -72,6 +73,22 @@ fn push_pull_and_versions_move_only_new_chunks() {
         .output()
         .unwrap());
     assert_eq!(pushed(&again), (0, 0, chunks), "{again}");
+    // The keys from a profile in the shared credentials file instead.
+    let shared = a.join("aws-credentials");
+    std::fs::write(
+        &shared,
+        "[default]\naws_access_key_id = nobody\n[site]\naws_access_key_id = from-profile\naws_secret_access_key = profile-secret\n",
+    )
+    .unwrap();
+    let profiled = ok(hearth(a, &server)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("AWS_SHARED_CREDENTIALS_FILE", &shared)
+        .env("AWS_PROFILE", "site")
+        .args(["push", "smol", "s3://models/site"])
+        .output()
+        .unwrap());
+    assert_eq!(pushed(&profiled), (0, 0, chunks), "{profiled}");
     // A second version differing in one byte of its third chunk uploads
     // that chunk only.
     let v2 = a.join("smol-v2.gguf");
