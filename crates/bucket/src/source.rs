@@ -8,7 +8,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use object_store::path::Path as Key;
 use object_store::{GetOptions, GetRange, ObjectStore};
-use store::{FileToFetch, Manifest, Progress, PullOptions, Store, StoredModel};
+use store::{FileToFetch, Manifest, Progress, PullOptions, Repaired, Store, StoredModel};
 use transfer::source::Sink;
 use transfer::{Chunk, Remote, Source, TransferError};
 
@@ -27,10 +27,7 @@ pub fn pull(
 ) -> Result<StoredModel, BucketError> {
     let location = Location::parse(url)?;
     let bucket = Arc::new(Bucket::open(&location.bucket, s3)?);
-    let (prefix, last) = match location.key.rsplit_once('/') {
-        Some((prefix, last)) => (prefix.to_string(), last.to_string()),
-        None => (String::new(), location.key.clone()),
-    };
+    let (prefix, last) = split_key(&location.key);
     if last.is_empty() {
         return Err(BucketError::BadLocation {
             url: url.to_string(),
@@ -56,6 +53,48 @@ pub fn pull(
     )
 }
 
+/// `prefix/last` → (`prefix`, `last`); a key without `/` has no prefix.
+fn split_key(key: &str) -> (String, String) {
+    match key.rsplit_once('/') {
+        Some((prefix, last)) => (prefix.to_string(), last.to_string()),
+        None => (String::new(), key.to_string()),
+    }
+}
+
+/// `hearth repair` of a model pulled from object storage: only its bad
+/// chunks, fetched again from where its manifest says it came from (the
+/// chunk objects of a pushed model, or ranges of a plain object).
+pub fn repair(
+    store: &Store,
+    name: &str,
+    s3: &S3Options,
+    options: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<Repaired, BucketError> {
+    let model = store
+        .get(store::catalog::find(name).map_or(name, |e| e.name))?
+        .ok_or_else(|| store::StoreError::NotStored {
+            name: name.to_string(),
+        })?;
+    let url = model.manifest.source.clone();
+    let location = Location::parse(&url)?;
+    let bucket = Arc::new(Bucket::open(&location.bucket, s3)?);
+    let (prefix, last) = split_key(&location.key);
+    let open = |m: &Manifest, index: usize| -> Result<Box<dyn Source>, store::StoreError> {
+        if last.ends_with(".gguf") {
+            return Ok(Box::new(ObjectSource {
+                bucket: Arc::clone(&bucket),
+                key: Key::from(location.key.as_str()),
+            }));
+        }
+        let part = m.files().swap_remove(index);
+        Ok(Box::new(ChunkSource::of(
+            &bucket, &prefix, &url, index, part,
+        )))
+    };
+    Ok(store.repair_from(&model.manifest.name, &open, options, progress)?)
+}
+
 /// Fetches the files `manifest` names from their chunk objects under
 /// `prefix` and stores them as `name`, recording `url` as the source.
 #[allow(clippy::too_many_arguments)]
@@ -79,14 +118,7 @@ pub(crate) fn pull_manifest(
                 sha256: Some(part.sha256.clone()),
                 chunks: part.chunks.clone(),
             },
-            source: Box::new(ChunkSource {
-                bucket: Arc::clone(bucket),
-                prefix: prefix.to_string(),
-                described: format!("{url}#{}", index + 1),
-                size: part.size,
-                sha256: part.sha256,
-                chunks: part.chunks,
-            }),
+            source: Box::new(ChunkSource::of(bucket, prefix, url, index, part)),
         })
         .collect();
     Ok(store.pull_files(name, url, files, options, progress)?)
@@ -214,6 +246,20 @@ struct ChunkSource {
     size: u64,
     sha256: String,
     chunks: Vec<Chunk>,
+}
+
+impl ChunkSource {
+    /// File `index` (0-based) of the model pushed at `url`.
+    fn of(bucket: &Arc<Bucket>, prefix: &str, url: &str, index: usize, part: store::Part) -> Self {
+        ChunkSource {
+            bucket: Arc::clone(bucket),
+            prefix: prefix.to_string(),
+            described: format!("{url}#{}", index + 1),
+            size: part.size,
+            sha256: part.sha256,
+            chunks: part.chunks,
+        }
+    }
 }
 
 impl Source for ChunkSource {

@@ -2,7 +2,8 @@
 //! its server mode, from PyPI; see `testkit::s3`): push a model, push it
 //! again and upload nothing, push a second version and upload only its
 //! changed chunk, pull into a fresh home and run it; a plain GGUF object
-//! pulls too, keys may come from a profile in the shared credentials file,
+//! pulls too, a bad chunk on a node is repaired from the bucket, keys may
+//! come from a profile in the shared credentials file,
 //! and a model the bucket lacks is a clear error.
 
 use std::path::Path;
@@ -141,6 +142,40 @@ fn push_pull_and_versions_move_only_new_chunks() {
         .output()
         .unwrap());
     assert!(answer.contains("Tokyo"), "{answer}");
+    // A byte gone bad on the node: repair fetches that chunk alone from
+    // the bucket's chunk object.
+    {
+        use std::os::unix::fs::FileExt;
+        let stored = b.join("models/smol/model.gguf");
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&stored)
+            .unwrap();
+        let at = 5 * CHUNK + 99;
+        let mut byte = [0u8];
+        f.read_exact_at(&mut byte, at).unwrap();
+        f.write_all_at(&[byte[0] ^ 0x10], at).unwrap();
+    }
+    failed(
+        hearth(b, &server)
+            .args(["verify", "smol"])
+            .output()
+            .unwrap(),
+    );
+    let repaired = ok(hearth(b, &server)
+        .args(["repair", "smol"])
+        .output()
+        .unwrap());
+    assert!(
+        repaired.contains("repaired 1 chunk")
+            && repaired.contains(&format!("offset {}", 5 * CHUNK)),
+        "{repaired}"
+    );
+    ok(hearth(b, &server)
+        .args(["verify", "smol"])
+        .output()
+        .unwrap());
 
     // A model the bucket lacks: an error naming it; nothing stored.
     let err = failed(

@@ -43,7 +43,9 @@ pub use error::StoreError;
 pub use library::{describe, Library};
 pub use manifest::{BadChunk, Manifest, Part, StoredModel};
 pub use pip::PipCommand;
-pub use remote::{is_location, location_kind, FileToFetch, LocationKind, Repaired, Wanted};
+pub use remote::{
+    is_location, location_kind, FileToFetch, LocationKind, OpenFile, Repaired, Wanted,
+};
 pub use space::{Collected, ModelUsage, Usage};
 
 use error::IoContext;

@@ -257,6 +257,10 @@ impl Store {
     }
 }
 
+/// Opens the source of file `index` (0-based) of a stored model, for
+/// [`Store::repair_from`].
+pub type OpenFile<'a> = dyn Fn(&Manifest, usize) -> Result<Box<dyn Source>, StoreError> + 'a;
+
 /// One file of a model for [`Store::pull_files`]: where its bytes come
 /// from, and what is already known of them (a pin, or a manifest's chunks).
 pub struct FileToFetch {
@@ -304,6 +308,44 @@ impl Store {
         options: &PullOptions,
         progress: &dyn Progress,
     ) -> Result<Repaired, StoreError> {
+        let open = |m: &Manifest, index: usize| -> Result<Box<dyn Source>, StoreError> {
+            let cannot = |reason: String| StoreError::CannotRepair {
+                name: m.name.clone(),
+                reason,
+            };
+            if location_kind(&m.source) == LocationKind::Bucket {
+                return Err(cannot(format!(
+                    "it came from object storage ({}), which `hearth repair` reads itself",
+                    m.source
+                )));
+            }
+            if !is_location(&m.source) || location_kind(&m.source) == LocationKind::Pip {
+                return Err(cannot(format!(
+                    "it came from {}, which cannot be read in ranges; fetch it again with `hearth pull --force {}`",
+                    m.source, m.name
+                )));
+            }
+            let location = file_location(&m.source, index, m.parts.len() + 1).ok_or_else(|| {
+                cannot(format!(
+                    "cannot tell where file {} of its set came from",
+                    index + 1
+                ))
+            })?;
+            open_source(&location, options)
+        };
+        self.repair_from(name, &open, options, progress)
+    }
+
+    /// [`Store::repair`] with the sources `open` gives for file `index` of
+    /// a manifest: how the `bucket` crate repairs models from object
+    /// storage.
+    pub fn repair_from(
+        &self,
+        name: &str,
+        open: &OpenFile<'_>,
+        options: &PullOptions,
+        progress: &dyn Progress,
+    ) -> Result<Repaired, StoreError> {
         let model =
             self.get(crate::canonical_name(name))?
                 .ok_or_else(|| StoreError::NotStored {
@@ -340,28 +382,10 @@ impl Store {
             self.stamp(&model);
             return Ok(Repaired::Intact);
         }
-        if location_kind(&m.source) == LocationKind::Bucket {
-            return Err(cannot(format!(
-                "it came from object storage ({}), and repairs fetch from https, hubs and files only so far; fetch it again with `hearth pull --force {}`",
-                m.source, m.name
-            )));
-        }
-        if !is_location(&m.source) || location_kind(&m.source) == LocationKind::Pip {
-            return Err(cannot(format!(
-                "it came from {}, which cannot be read in ranges; fetch it again with `hearth pull --force {}`",
-                m.source, m.name
-            )));
-        }
         let mut bytes = 0;
         let mut fixed = Vec::new();
         for (index, path, file, bad) in damaged {
-            let location = file_location(&m.source, index, m.parts.len() + 1).ok_or_else(|| {
-                cannot(format!(
-                    "cannot tell where file {} of its set came from",
-                    index + 1
-                ))
-            })?;
-            let source = open_source(&location, options)?;
+            let source = open(m, index)?;
             bytes += transfer::repair(source.as_ref(), &path, &bad, &options.transfer, progress)?;
             let still = crate::chunks::check(&path, &file.chunks)?;
             if let Some(chunk) = still.first() {

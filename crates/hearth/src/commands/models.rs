@@ -133,7 +133,16 @@ pub fn rm(config: &Config, model: &str) -> Result<()> {
 /// against its manifest; fails naming each bad chunk.
 pub fn repair(config: &Config, model: &str) -> Result<()> {
     let store = open_store(config)?;
-    match store.repair(model, &pull_options(config, false), &Bar::new())? {
+    let options = pull_options(config, false);
+    let from_bucket = store
+        .get(store::catalog::find(model).map_or(model, |e| e.name))?
+        .is_some_and(|m| store::location_kind(&m.manifest.source) == store::LocationKind::Bucket);
+    let repaired = if from_bucket {
+        bucket::repair(&store, model, &config.s3, &options, &Bar::new())?
+    } else {
+        store.repair(model, &options, &Bar::new())?
+    };
+    match repaired {
         store::Repaired::Intact => println!("{model}: ok, nothing to repair"),
         store::Repaired::Fixed {
             chunks,
