@@ -33,8 +33,11 @@ pub fn push(
     name: &str,
     url: &str,
     s3: &S3Options,
+    limit_rate: Option<u64>,
     progress: &dyn Progress,
 ) -> Result<Pushed, BucketError> {
+    // The same average-rate cap as pulls: uploads wait until their bytes are due.
+    let pace = transfer::Pace::new(limit_rate);
     let location = Location::parse(url)?;
     let bucket = Bucket::open(&location.bucket, s3)?;
     let model = store
@@ -92,6 +95,7 @@ pub fn push(
                 )));
             }
             upload(&bucket, &key, bytes)?;
+            pace.received(chunk.length);
             pushed.chunks_uploaded += 1;
             pushed.bytes_uploaded += chunk.length;
             progress.advance(chunk.length);

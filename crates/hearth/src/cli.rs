@@ -70,6 +70,10 @@ pub enum Command {
         model: String,
         /// `s3://bucket/prefix`
         to: String,
+        /// Cap the average rate: bytes per second, or with K, M or G (`10M`)
+        /// [default: [pull] limit_rate]
+        #[arg(long, env = "HEARTH_LIMIT_RATE")]
+        limit_rate: Option<String>,
     },
     /// Pull every model pushed under `s3://bucket/prefix` that this node
     /// lacks or holds in an older version

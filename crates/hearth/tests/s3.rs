@@ -110,11 +110,19 @@ fn push_pull_and_versions_move_only_new_chunks() {
         .args(["pull", v2.to_str().unwrap(), "--name", "smol-v2"])
         .output()
         .unwrap());
+    // Under a 4 MiB/s cap its 8 MiB take at least 2 s (a lower bound: the
+    // cap holds, however slow the machine).
+    let started = std::time::Instant::now();
     let second = ok(hearth(a, &server)
-        .args(["push", "smol-v2", "s3://models/site"])
+        .args(["push", "smol-v2", "s3://models/site", "--limit-rate", "4M"])
         .output()
         .unwrap());
     assert_eq!(pushed(&second), (1, CHUNK, chunks - 1), "{second}");
+    assert!(
+        started.elapsed().as_secs_f64() >= 1.9,
+        "{:?}",
+        started.elapsed()
+    );
 
     // Another site pulls it from the bucket, verified chunk by chunk, and
     // runs it.

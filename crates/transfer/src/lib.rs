@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use download::{fetch, journal_path, repair, Expected, Fetched, Options};
 pub use error::TransferError;
+pub use pace::Pace;
 pub use source::{FileSource, HttpOptions, HttpSource, HubLocation, Remote, Source};
 
 /// The default chunk size: 64 MiB, large enough that a 40 GB file has a

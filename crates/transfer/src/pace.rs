@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 /// so far are due. Averaging from the start (rather than a token bucket)
 /// keeps the code small; a cap is meant for long transfers, where the two
 /// agree.
-pub(crate) struct Pace {
+pub struct Pace {
     start: Instant,
     received: AtomicU64,
     bytes_per_sec: Option<u64>,
 }
 
 impl Pace {
-    pub(crate) fn new(bytes_per_sec: Option<u64>) -> Pace {
+    pub fn new(bytes_per_sec: Option<u64>) -> Pace {
         Pace {
             start: Instant::now(),
             received: AtomicU64::new(0),
@@ -23,7 +23,8 @@ impl Pace {
         }
     }
 
-    pub(crate) fn received(&self, n: u64) {
+    /// Counts `n` more bytes, sleeping until they are due under the cap.
+    pub fn received(&self, n: u64) {
         let total = self.received.fetch_add(n, Ordering::Relaxed) + n;
         if let Some(rate) = self.bytes_per_sec {
             let due = Duration::from_secs_f64(total as f64 / rate as f64);

@@ -33,9 +33,16 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Pull(args) => models::pull(&Config::load(global, &none, None)?, &args),
         Command::List { json } => models::list(&Config::load(global, &none, None)?, json),
         Command::Rm { model } => models::rm(&Config::load(global, &none, None)?, &model),
-        Command::Push { model, to } => {
-            objects::push(&Config::load(global, &none, None)?, &model, &to)
-        }
+        Command::Push {
+            model,
+            to,
+            limit_rate,
+        } => objects::push(
+            &Config::load(global, &none, None)?,
+            &model,
+            &to,
+            limit_rate.as_deref(),
+        ),
         Command::Sync {
             from,
             watch,

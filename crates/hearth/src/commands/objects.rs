@@ -7,9 +7,13 @@ use crate::config::Config;
 use crate::progress::Bar;
 
 /// `hearth push`: a stored model to object storage.
-pub fn push(config: &Config, model: &str, to: &str) -> Result<()> {
+pub fn push(config: &Config, model: &str, to: &str, limit_rate: Option<&str>) -> Result<()> {
     let store = open_store(config)?;
-    let pushed = bucket::push(&store, model, to, &config.s3, &Bar::new())?;
+    let rate = match limit_rate {
+        Some(rate) => Some(crate::config::parse_rate(rate)?),
+        None => config.pull.transfer.limit_rate,
+    };
+    let pushed = bucket::push(&store, model, to, &config.s3, rate, &Bar::new())?;
     if let Some(log) = super::audit_log::open(config)? {
         log.record(audit::Event::ModelPush {
             model: pushed.name.clone(),
