@@ -194,6 +194,32 @@ fn push_pull_and_versions_move_only_new_chunks() {
     );
     assert!(err.contains("s3://models/site/models/none.json"), "{err}");
 
+    // Over the API as well: a running server pulls it from the bucket and
+    // serves it.
+    let served = tempfile::tempdir().unwrap();
+    let mut serve = hearth(served.path(), &server);
+    serve
+        .args(["serve", "--port", "0", "--ctx-size", "512", "--model"])
+        .arg(&model);
+    let (api, base) = support::spawn_server(serve);
+    support::wait_ready(&base);
+    let client = reqwest::blocking::Client::new();
+    let pulled = client
+        .post(format!("{base}/api/pull"))
+        .json(&serde_json::json!({"model": "s3://models/site/smol", "stream": false}))
+        .send()
+        .unwrap();
+    assert_eq!(pulled.status().as_u16(), 200, "{}", pulled.text().unwrap());
+    let reply: serde_json::Value = client
+        .post(format!("{base}/v1/completions"))
+        .json(&serde_json::json!({"model": "smol", "prompt": "One, two,", "max_tokens": 4}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(reply["choices"][0]["text"].is_string(), "{reply}");
+    drop(api);
+
     // A GGUF a site copied into the bucket with its own tools.
     server.put_object("models", "plain/SmolLM2.gguf", &model);
     ok(hearth(b, &server)

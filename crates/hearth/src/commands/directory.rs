@@ -59,9 +59,11 @@ impl ModelDirectory for StoreDirectory {
 }
 
 /// The store behind `/api/pull` and `/api/delete`, recording each pull
-/// and delete in the audit log as `hearth pull` and `hearth rm` do.
+/// and delete in the audit log as `hearth pull` and `hearth rm` do;
+/// `s3://` pulls go to object storage (the store alone cannot read it).
 pub struct AuditedLibrary {
     pub library: store::Library,
+    pub objects: ObjectPulls,
     /// Weak: the server closes (and flushes) the log at shutdown.
     pub audit: Option<Weak<server::Auditor>>,
 }
@@ -84,7 +86,15 @@ impl ModelLibrary for AuditedLibrary {
     }
 
     fn pull(&self, name: &str, progress: &dyn Progress) -> Result<ModelInfo, LibraryError> {
-        let pulled = self.library.pull(name, progress)?;
+        let pulled = if store::location_kind(name) == store::LocationKind::Bucket {
+            let stored = self.objects.pull(name, progress)?;
+            // Described as every stored model is.
+            self.library
+                .find(&stored)?
+                .ok_or(LibraryError::NotStored { name: stored })?
+        } else {
+            self.library.pull(name, progress)?
+        };
         self.record(audit::Event::ModelPull {
             model: pulled.name.clone(),
             sha256: pulled.sha256.clone(),
@@ -101,6 +111,28 @@ impl ModelLibrary for AuditedLibrary {
         self.library.remove(name)?;
         self.record(audit::Event::ModelDelete { model });
         Ok(())
+    }
+}
+
+/// What an API pull of `s3://…` needs: the store, where the object
+/// storage is, and how pulls run.
+pub struct ObjectPulls {
+    pub store: store::Store,
+    pub s3: bucket::S3Options,
+    pub options: store::PullOptions,
+}
+
+impl ObjectPulls {
+    /// Pulls `url`; returns the stored name.
+    fn pull(&self, url: &str, progress: &dyn Progress) -> Result<String, LibraryError> {
+        let stored = bucket::pull(&self.store, url, None, &self.s3, &self.options, progress)
+            .map_err(|e| match e {
+                bucket::BucketError::BadLocation { .. } => LibraryError::Refused {
+                    reason: e.to_string(),
+                },
+                other => LibraryError::Failed(other.to_string()),
+            })?;
+        Ok(stored.manifest.name)
     }
 }
 

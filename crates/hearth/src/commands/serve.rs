@@ -69,7 +69,12 @@ pub fn serve(config: &Config) -> Result<()> {
     };
     let audit = auditor(config)?;
     state = state.with_library(Arc::new(AuditedLibrary {
-        library: store::Library::new(open_store(config)?, options),
+        library: store::Library::new(open_store(config)?, options.clone()),
+        objects: super::directory::ObjectPulls {
+            store: open_store(config)?,
+            s3: config.s3.clone(),
+            options,
+        },
         audit: audit.as_ref().map(Arc::downgrade),
     }));
     let responses = config.home.join("responses.db");
