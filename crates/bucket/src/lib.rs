@@ -62,6 +62,10 @@ impl std::fmt::Debug for S3Options {
     }
 }
 
+/// A read that receives nothing for this long is a stall (retried), as
+/// for http sources.
+const STALL: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// `s3://bucket/key`, split.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
@@ -110,7 +114,15 @@ pub struct Bucket {
 
 impl Bucket {
     pub fn open(name: &str, options: &S3Options) -> Result<Bucket, BucketError> {
-        let mut builder = AmazonS3Builder::new().with_bucket_name(name);
+        // No whole-request timeout: a chunk under a rate cap may take
+        // minutes. Reads time out per piece instead (`STALL`). Set first:
+        // the client options also hold `allow_http`, set below.
+        let client = object_store::ClientOptions::new()
+            .with_timeout_disabled()
+            .with_connect_timeout(STALL);
+        let mut builder = AmazonS3Builder::new()
+            .with_bucket_name(name)
+            .with_client_options(client);
         if let Some(endpoint) = options.endpoint.clone() {
             // A site's own server on plain http is its choice to make.
             builder = builder

@@ -103,13 +103,34 @@ pub fn push(
     }
     // Last: the manifest is what makes the model visible in the bucket.
     let key = manifest_key(prefix, &model.manifest.name);
-    let json = serde_json::to_vec_pretty(&model.manifest).expect("a manifest serialises");
+    // Where it came from, without what may carry a secret (a pre-signed
+    // query, a user:password@).
+    let mut shared = model.manifest.clone();
+    shared.source = without_secrets(&shared.source);
+    let json = serde_json::to_vec_pretty(&shared).expect("a manifest serialises");
     bucket
         .wait(bucket.objects.put(&key, PutPayload::from(json)))
         .map_err(|e| bucket.object_error(key.as_ref(), e))?;
     progress.finish();
     pushed.manifest = bucket.url(key.as_ref());
     Ok(pushed)
+}
+
+/// `http(s)://user:pass@host/path?query#frag` → `http(s)://host/path`;
+/// other sources (pip, hubs, files, buckets) carry no secrets.
+fn without_secrets(source: &str) -> String {
+    if !(source.starts_with("https://") || source.starts_with("http://")) {
+        return source.to_string();
+    }
+    let cut = source.split(['?', '#']).next().unwrap_or(source);
+    match cut.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+            let host = authority.rsplit('@').next().unwrap_or(authority);
+            format!("{scheme}://{host}/{path}")
+        }
+        None => cut.to_string(),
+    }
 }
 
 fn upload(bucket: &Bucket, key: &Key, bytes: Vec<u8>) -> Result<(), BucketError> {
@@ -127,4 +148,18 @@ fn upload(bucket: &Bucket, key: &Key, bytes: Vec<u8>) -> Result<(), BucketError>
             Ok(())
         })
         .map_err(|e| bucket.object_error(key.as_ref(), e))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sources_lose_their_secrets() {
+        use super::without_secrets;
+        assert_eq!(
+            without_secrets("https://u:p@h.test/m.gguf?X-Amz-Signature=s"),
+            "https://h.test/m.gguf"
+        );
+        assert_eq!(without_secrets("pip://p==1#m.gguf"), "pip://p==1#m.gguf");
+        assert_eq!(without_secrets("/models/m.gguf"), "/models/m.gguf");
+    }
 }

@@ -27,6 +27,8 @@ pub fn pull(
 ) -> Result<StoredModel, BucketError> {
     let location = Location::parse(url)?;
     let bucket = Arc::new(Bucket::open(&location.bucket, s3)?);
+    // Recorded as sync and repair spell it: `s3://bucket/key`, normalised.
+    let url = &bucket.url(&location.key);
     let (prefix, last) = split_key(&location.key);
     if last.is_empty() {
         return Err(BucketError::BadLocation {
@@ -142,17 +144,37 @@ pub(crate) fn read_manifest(
             url: bucket.url(key.as_ref()),
             reason: e.to_string(),
         })?;
-    let complete = manifest
-        .files()
-        .iter()
-        .all(|f| f.chunks.iter().map(|c| c.length).sum::<u64>() == f.size);
-    if !complete {
-        return Err(BucketError::BadManifest {
-            url: bucket.url(key.as_ref()),
-            reason: "its chunk lists do not cover its files".into(),
-        });
+    let bad = |reason: &str| BucketError::BadManifest {
+        url: bucket.url(key.as_ref()),
+        reason: reason.to_string(),
+    };
+    if manifest.name != name {
+        return Err(bad("it names another model than its key does"));
+    }
+    for file in manifest.files() {
+        if !is_digest(&file.sha256) || file.chunk_size == 0 {
+            return Err(bad("a file has no SHA-256 or chunk size"));
+        }
+        // In order, without gaps or overlaps, each its own digest: what
+        // the transfer's chunk grid and the store's checks rely on.
+        let mut at = 0u64;
+        for chunk in &file.chunks {
+            if chunk.offset != at || chunk.length == 0 || !is_digest(&chunk.sha256) {
+                return Err(bad("its chunk list is not a contiguous list of digests"));
+            }
+            at = at
+                .checked_add(chunk.length)
+                .ok_or_else(|| bad("its chunk list overflows"))?;
+        }
+        if at != file.size {
+            return Err(bad("its chunk lists do not cover its files"));
+        }
     }
     Ok(manifest)
+}
+
+fn is_digest(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Streams `range` of `key` into `sink`.
@@ -160,6 +182,7 @@ fn stream(
     bucket: &Bucket,
     key: &Key,
     range: Option<(u64, u64)>,
+    if_match: Option<&str>,
     sink: &mut Sink<'_>,
 ) -> Result<u64, TransferError> {
     let url = bucket.url(key.as_ref());
@@ -167,6 +190,7 @@ fn stream(
     bucket.wait(async {
         let options = GetOptions {
             range: range.map(|(start, end)| GetRange::Bounded(start..end)),
+            if_match: if_match.map(str::to_string),
             ..GetOptions::default()
         };
         let got = bucket
@@ -176,7 +200,17 @@ fn stream(
             .map_err(failed)?;
         let mut body = got.into_stream();
         let mut sent = 0u64;
-        while let Some(piece) = body.next().await {
+        // The client's own timeout is off (a throttled chunk may take
+        // minutes); a body that sends nothing for STALL is a stall.
+        loop {
+            let next = tokio::time::timeout(crate::STALL, body.next()).await;
+            let Ok(next) = next else {
+                return Err(TransferError::Stalled {
+                    url: url.clone(),
+                    secs: crate::STALL.as_secs(),
+                });
+            };
+            let Some(piece) = next else { break };
             let piece = piece.map_err(failed)?;
             sent += piece.len() as u64;
             sink(&piece)?;
@@ -185,15 +219,28 @@ fn stream(
     })
 }
 
-/// An object storage failure as the transfer sees it: a missing object is
-/// final, anything else (the network, the server's transient states) is
-/// retried.
+/// An object storage failure as the transfer sees it: a missing object,
+/// refused credentials and a changed object are final; anything else (the
+/// network, the server's transient states) is retried.
 fn transfer_error(url: &str, e: object_store::Error) -> TransferError {
+    let status = |status, hint| TransferError::Status {
+        url: url.to_string(),
+        status,
+        hint,
+    };
     match e {
-        object_store::Error::NotFound { .. } => TransferError::Status {
-            url: url.to_string(),
-            status: 404,
-            hint: "",
+        object_store::Error::NotFound { .. } => status(404, ""),
+        object_store::Error::Unauthenticated { .. } => status(
+            401,
+            "; check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the AWS profile",
+        ),
+        object_store::Error::PermissionDenied { .. } => {
+            status(403, "; the credentials may not read this bucket")
+        }
+        object_store::Error::Precondition { .. } => TransferError::Changed {
+            what: url.to_string(),
+            before: "the version this pull started with".into(),
+            after: "another".into(),
         },
         other => TransferError::Connection {
             url: url.to_string(),
@@ -231,10 +278,12 @@ impl Source for ObjectSource {
     fn read(
         &self,
         range: Option<(u64, u64)>,
-        _validator: Option<&str>,
+        validator: Option<&str>,
         sink: &mut Sink<'_>,
     ) -> Result<(), TransferError> {
-        stream(&self.bucket, &self.key, range, sink).map(|_| ())
+        // Only an ETag can be matched; a size-and-time validator cannot.
+        let etag = validator.filter(|v| v.starts_with('"'));
+        stream(&self.bucket, &self.key, range, etag, sink).map(|_| ())
     }
 }
 
@@ -295,7 +344,7 @@ impl Source for ChunkSource {
             let key = chunk_key(&self.prefix, &chunk.sha256);
             let whole = from == chunk.offset && to == chunk.offset + chunk.length;
             let inner = (!whole).then_some((from - chunk.offset, to - chunk.offset));
-            stream(&self.bucket, &key, inner, sink)?;
+            stream(&self.bucket, &key, inner, None, sink)?;
         }
         Ok(())
     }

@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use object_store::path::Path as Key;
 use object_store::ObjectStore;
 use store::{Progress, PullOptions, Store};
@@ -24,6 +23,8 @@ pub struct Synced {
     pub unchanged: Vec<String>,
     /// Stored here from another source under the same name: not touched.
     pub conflicting: Vec<(String, String)>,
+    /// Models this round could not pull, with why; the others went on.
+    pub failed: Vec<(String, String)>,
 }
 
 /// One round: every model pushed under the prefix of `url`.
@@ -39,7 +40,13 @@ pub fn sync(
     let prefix = location.key.as_str();
     let mut synced = Synced::default();
     for name in pushed_models(&bucket, prefix)? {
-        let manifest = read_manifest(&bucket, prefix, &name)?;
+        let manifest = match read_manifest(&bucket, prefix, &name) {
+            Ok(manifest) => manifest,
+            Err(err) => {
+                synced.failed.push((name, err.to_string()));
+                continue;
+            }
+        };
         let from = bucket.url(&join(prefix, &name));
         let stored = store.get(&manifest.name)?;
         match &stored {
@@ -60,7 +67,9 @@ pub fn sync(
             force: stored.is_some(),
             ..options.clone()
         };
-        let model = pull_manifest(
+        // One model that fails (a damaged chunk in the bucket, a full
+        // disk) does not keep the others from arriving.
+        match pull_manifest(
             store,
             &bucket,
             prefix,
@@ -69,21 +78,24 @@ pub fn sync(
             &from,
             &options,
             progress,
-        )?;
-        synced
-            .pulled
-            .push((model.manifest.name.clone(), model.manifest.digest()));
+        ) {
+            Ok(model) => synced
+                .pulled
+                .push((model.manifest.name.clone(), model.manifest.digest())),
+            Err(err) => synced.failed.push((manifest.name.clone(), err.to_string())),
+        }
     }
     Ok(synced)
 }
 
-/// The names of the manifests under `prefix/models/`.
+/// The names of the manifests directly under `prefix/models/`.
 fn pushed_models(bucket: &Bucket, prefix: &str) -> Result<Vec<String>, BucketError> {
     let dir = Key::from(join(prefix, "models"));
-    let listed: Vec<_> = bucket.wait(bucket.objects.list(Some(&dir)).collect());
+    let listed = bucket
+        .wait(bucket.objects.list_with_delimiter(Some(&dir)))
+        .map_err(|e| bucket.object_error(dir.as_ref(), e))?;
     let mut names = Vec::new();
-    for meta in listed {
-        let meta = meta.map_err(|e| bucket.object_error(dir.as_ref(), e))?;
+    for meta in listed.objects {
         let name = meta
             .location
             .filename()

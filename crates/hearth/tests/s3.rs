@@ -220,6 +220,23 @@ fn push_pull_and_versions_move_only_new_chunks() {
     assert!(reply["choices"][0]["text"].is_string(), "{reply}");
     drop(api);
 
+    // A manifest under another model's key is refused, not stored under
+    // the name inside it.
+    let copy = node.path().join("evil.json");
+    std::fs::write(
+        &copy,
+        std::fs::read(b.join("models/smol/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    server.put_object("models", "site/models/evil.json", &copy);
+    let err = failed(
+        hearth(b, &server)
+            .args(["pull", "s3://models/site/evil"])
+            .output()
+            .unwrap(),
+    );
+    assert!(err.contains("names another model"), "{err}");
+
     // A GGUF a site copied into the bucket with its own tools.
     server.put_object("models", "plain/SmolLM2.gguf", &model);
     ok(hearth(b, &server)

@@ -368,7 +368,20 @@ impl Store {
         let mut sources = Vec::new();
         for (i, (file, record)) in files.iter().zip(&records).enumerate() {
             if !file.exists() {
-                sources.push(self.blob_path(&record.sha256));
+                // A blob another model of the same import published: used
+                // only if it still holds exactly these chunks.
+                let blob = self.blob_path(&record.sha256);
+                let intact = file_len(&blob) == Some(record.size)
+                    && !record.chunks.is_empty()
+                    && chunks::check(&blob, &record.chunks)?.is_empty();
+                if !intact {
+                    return Err(StoreError::ChecksumMismatch {
+                        what: format!("{} (file {} of {})", blob.display(), i + 1, manifest.name),
+                        expected: record.sha256.clone(),
+                        actual: "other bytes (the stored blob is damaged)".into(),
+                    });
+                }
+                sources.push(blob);
                 continue;
             }
             let header = gguf::read_file(file)?;

@@ -172,14 +172,26 @@ impl Store {
             tracing::info!(location = %described, "another pull of this location is running; waiting for it");
             lock.lock().at(&lock_path)?;
         }
+        // And one per name: two locations pulled under one name (a sync
+        // beside an API pull) must not interleave their commits.
+        let _name_lock = self.lock_pull(name)?;
         if let Some(existing) = self.get(name)? {
-            let pinned = files.first().and_then(|f| f.expected.sha256.as_ref());
-            let same = existing.manifest.source == described
-                && pinned.is_none_or(|s| s.eq_ignore_ascii_case(&existing.manifest.sha256));
-            if same && !options.force {
+            // Digests known beforehand (a pin, a bucket's manifest) must
+            // all match the stored files; a new version at the same
+            // location replaces the old one.
+            let stored = existing.manifest.files();
+            let current = files.len() == stored.len()
+                && files.iter().zip(&stored).all(|(f, s)| {
+                    f.expected
+                        .sha256
+                        .as_ref()
+                        .is_none_or(|want| want.eq_ignore_ascii_case(&s.sha256))
+                });
+            let same_source = existing.manifest.source == described;
+            if same_source && current && !options.force {
                 return Ok(existing);
             }
-            if !same && !options.force {
+            if !same_source && !options.force {
                 return Err(StoreError::NameTaken {
                     name: name.to_string(),
                     from: existing.manifest.source,
@@ -247,11 +259,11 @@ impl Store {
             fs::File::open(partial)
                 .and_then(|f| f.sync_all())
                 .at(partial)?;
-        }
-        let stored = self.commit(&partials, &manifest)?;
-        for partial in &partials {
+            // Before the commit moves the file: a journal must never
+            // outlive its partial file and vouch for a new, empty one.
             let _ = fs::remove_file(transfer::journal_path(partial));
         }
+        let stored = self.commit(&partials, &manifest)?;
         self.stamp(&stored);
         Ok(stored)
     }

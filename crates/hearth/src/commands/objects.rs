@@ -63,16 +63,23 @@ pub fn sync(
                         });
                     }
                 }
+                for (name, why) in &round.failed {
+                    eprintln!("{name}: not synced: {why}");
+                }
                 for (name, source) in &round.conflicting {
                     println!(
                         "{name}: not synced: a model of that name is stored here from {source}"
                     );
                 }
                 println!(
-                    "{from}: {} pulled, {} unchanged",
+                    "{from}: {} pulled, {} unchanged, {} failed",
                     round.pulled.len(),
-                    round.unchanged.len()
+                    round.unchanged.len(),
+                    round.failed.len()
                 );
+                if watch.is_none() && !round.failed.is_empty() {
+                    anyhow::bail!("{} model(s) could not be synced", round.failed.len());
+                }
             }
             // Watching outlives a bad round (the network, the server).
             Err(err) if watch.is_some() => eprintln!("sync of {from} failed: {err}"),
