@@ -3,6 +3,10 @@
 //! (multipart when large), then the manifest, last.
 
 use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use futures::StreamExt;
+use transfer::Chunk;
 
 use object_store::path::Path as Key;
 use object_store::{ObjectStore, PutPayload, WriteMultipart};
@@ -14,6 +18,8 @@ use crate::{chunk_key, manifest_key, Bucket, BucketError, Location, S3Options};
 /// Chunks above this go up in parts, several at once.
 const MULTIPART_ABOVE: u64 = 16 << 20;
 const PART_SIZE: usize = 8 << 20;
+/// Chunks checked and uploaded at once (each up to a chunk in memory).
+const UPLOADS: usize = 4;
 
 /// What a push did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -63,42 +69,51 @@ pub fn push(
         &format!("pushing {} to {url}", model.manifest.name),
         model.manifest.total_size(),
     );
+    // Each distinct chunk once, checked and uploaded a few at a time.
+    let mut jobs = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for (path, file) in model.files() {
-        let handle =
-            std::fs::File::open(&path).map_err(|e| cannot(format!("{}: {e}", path.display())))?;
-        for chunk in &file.chunks {
-            let key = chunk_key(prefix, &chunk.sha256);
-            let present = bucket
-                .wait(bucket.objects.head(&key))
-                .map(|meta| meta.size == chunk.length);
-            match present {
-                Ok(true) => {
-                    pushed.chunks_reused += 1;
-                    pushed.bytes_reused += chunk.length;
-                    progress.advance(chunk.length);
-                    continue;
+        for chunk in file.chunks {
+            if seen.insert(chunk.sha256.clone()) {
+                jobs.push((path.clone(), chunk));
+            } else {
+                pushed.chunks_reused += 1;
+                pushed.bytes_reused += chunk.length;
+                progress.advance(chunk.length);
+            }
+        }
+    }
+    let name = model.manifest.name.as_str();
+    let done: Vec<Result<Done, BucketError>> = bucket.wait(
+        futures::stream::iter(jobs)
+            .map(|(path, chunk)| {
+                let (bucket, pace) = (&bucket, &pace);
+                async move {
+                    let done = push_chunk(bucket, prefix, &path, &chunk, name).await?;
+                    if let Done::Uploaded(n) = done {
+                        pace.received(n);
+                    }
+                    Ok(done)
                 }
-                Ok(false) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(bucket.object_error(key.as_ref(), e)),
+            })
+            .buffer_unordered(UPLOADS)
+            .inspect(|done| {
+                if let Ok(Done::Reused(n) | Done::Uploaded(n)) = done {
+                    progress.advance(*n);
+                }
+            })
+            .collect(),
+    );
+    for done in done {
+        match done? {
+            Done::Reused(n) => {
+                pushed.chunks_reused += 1;
+                pushed.bytes_reused += n;
             }
-            let mut bytes = vec![0u8; chunk.length as usize];
-            handle
-                .read_exact_at(&mut bytes, chunk.offset)
-                .map_err(|e| cannot(format!("{}: {e}", path.display())))?;
-            // Never publish a damaged chunk under its good name.
-            if hex::encode(Sha256::digest(&bytes)) != chunk.sha256 {
-                return Err(cannot(format!(
-                    "the chunk at offset {} of {} does not match its SHA-256; `hearth repair {}` first",
-                    chunk.offset,
-                    path.display(),
-                    model.manifest.name
-                )));
+            Done::Uploaded(n) => {
+                pushed.chunks_uploaded += 1;
+                pushed.bytes_uploaded += n;
             }
-            upload(&bucket, &key, bytes)?;
-            pace.received(chunk.length);
-            pushed.chunks_uploaded += 1;
-            pushed.bytes_uploaded += chunk.length;
-            progress.advance(chunk.length);
         }
     }
     // Last: the manifest is what makes the model visible in the bucket.
@@ -133,21 +148,60 @@ fn without_secrets(source: &str) -> String {
     }
 }
 
-fn upload(bucket: &Bucket, key: &Key, bytes: Vec<u8>) -> Result<(), BucketError> {
-    let len = bytes.len() as u64;
-    bucket
-        .wait(async {
-            if len <= MULTIPART_ABOVE {
-                bucket.objects.put(key, PutPayload::from(bytes)).await?;
-                return Ok(());
-            }
-            let upload = bucket.objects.put_multipart(key).await?;
-            let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-            writer.write(&bytes);
-            writer.finish().await?;
-            Ok(())
-        })
-        .map_err(|e| bucket.object_error(key.as_ref(), e))
+/// What became of one chunk.
+enum Done {
+    /// The bucket had it; its bytes.
+    Reused(u64),
+    Uploaded(u64),
+}
+
+/// One chunk of the file at `path`: left alone if the bucket has it, else
+/// read, checked against its digest and uploaded.
+async fn push_chunk(
+    bucket: &Bucket,
+    prefix: &str,
+    path: &Path,
+    chunk: &Chunk,
+    model: &str,
+) -> Result<Done, BucketError> {
+    let key = chunk_key(prefix, &chunk.sha256);
+    match bucket.objects.head(&key).await {
+        Ok(meta) if meta.size == chunk.length => return Ok(Done::Reused(chunk.length)),
+        Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => return Err(bucket.object_error(key.as_ref(), e)),
+    }
+    let cannot = |reason: String| BucketError::CannotPush {
+        name: model.to_string(),
+        reason,
+    };
+    let mut bytes = vec![0u8; chunk.length as usize];
+    std::fs::File::open(path)
+        .and_then(|f| f.read_exact_at(&mut bytes, chunk.offset))
+        .map_err(|e| cannot(format!("{}: {e}", path.display())))?;
+    // Never publish a damaged chunk under its good name.
+    if hex::encode(Sha256::digest(&bytes)) != chunk.sha256 {
+        return Err(cannot(format!(
+            "the chunk at offset {} of {} does not match its SHA-256; `hearth repair {model}` first",
+            chunk.offset,
+            path.display()
+        )));
+    }
+    upload(bucket, &key, bytes)
+        .await
+        .map_err(|e| bucket.object_error(key.as_ref(), e))?;
+    Ok(Done::Uploaded(chunk.length))
+}
+
+async fn upload(bucket: &Bucket, key: &Key, bytes: Vec<u8>) -> Result<(), object_store::Error> {
+    if bytes.len() as u64 <= MULTIPART_ABOVE {
+        bucket.objects.put(key, PutPayload::from(bytes)).await?;
+        return Ok(());
+    }
+    let upload = bucket.objects.put_multipart(key).await?;
+    let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+    writer.write(&bytes);
+    writer.finish().await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -280,7 +280,7 @@ fn sync_watch_brings_new_models_and_new_versions() {
     let model = testkit::default_model();
     let site = tempfile::tempdir().unwrap();
     let a = site.path();
-    std::fs::write(a.join("config.toml"), "[pull]\nchunk_mb = 8\n").unwrap();
+    // Default 64 MiB chunks here: each goes up in multipart uploads.
     ok(hearth(a, &server)
         .args(["pull", model.to_str().unwrap(), "--name", "smol"])
         .output()
