@@ -46,11 +46,7 @@ pub fn push(
     let pace = transfer::Pace::new(limit_rate);
     let location = Location::parse(url)?;
     let bucket = Bucket::open(&location.bucket, s3)?;
-    let model = store
-        .get(store::catalog::find(name).map_or(name, |e| e.name))?
-        .ok_or_else(|| store::StoreError::NotStored {
-            name: name.to_string(),
-        })?;
+    let model = store.stored(name)?;
     let cannot = |reason: String| BucketError::CannotPush {
         name: model.manifest.name.clone(),
         reason,

@@ -73,11 +73,7 @@ pub fn repair(
     options: &PullOptions,
     progress: &dyn Progress,
 ) -> Result<Repaired, BucketError> {
-    let model = store
-        .get(store::catalog::find(name).map_or(name, |e| e.name))?
-        .ok_or_else(|| store::StoreError::NotStored {
-            name: name.to_string(),
-        })?;
+    let model = store.stored(name)?;
     let url = model.manifest.source.clone();
     let location = Location::parse(&url)?;
     let bucket = Arc::new(Bucket::open(&location.bucket, s3)?);

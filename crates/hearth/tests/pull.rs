@@ -335,18 +335,7 @@ fn repair_fetches_only_the_bad_chunk() {
         .unwrap());
     let stored = h.join("models/smol/model.gguf");
     let at = 3 * CHUNK + 12_345;
-    let flip = |path: &Path| {
-        use std::os::unix::fs::FileExt;
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .unwrap();
-        let mut b = [0u8];
-        f.read_exact_at(&mut b, at).unwrap();
-        f.write_all_at(&[b[0] ^ 0x20], at).unwrap();
-    };
-    flip(&stored);
+    support::flip_byte(&stored, at, 0x20);
     let out = hearth(h).args(["verify", "smol"]).output().unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(

@@ -94,18 +94,7 @@ fn push_pull_and_versions_move_only_new_chunks() {
     // that chunk only.
     let v2 = a.join("smol-v2.gguf");
     std::fs::copy(&model, &v2).unwrap();
-    {
-        use std::os::unix::fs::FileExt;
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&v2)
-            .unwrap();
-        let at = 2 * CHUNK + 4321;
-        let mut b = [0u8];
-        f.read_exact_at(&mut b, at).unwrap();
-        f.write_all_at(&[b[0] ^ 1], at).unwrap();
-    }
+    support::flip_byte(&v2, 2 * CHUNK + 4321, 1);
     ok(hearth(a, &server)
         .args(["pull", v2.to_str().unwrap(), "--name", "smol-v2"])
         .output()
@@ -152,19 +141,7 @@ fn push_pull_and_versions_move_only_new_chunks() {
     assert!(answer.contains("Tokyo"), "{answer}");
     // A byte gone bad on the node: repair fetches that chunk alone from
     // the bucket's chunk object.
-    {
-        use std::os::unix::fs::FileExt;
-        let stored = b.join("models/smol/model.gguf");
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&stored)
-            .unwrap();
-        let at = 5 * CHUNK + 99;
-        let mut byte = [0u8];
-        f.read_exact_at(&mut byte, at).unwrap();
-        f.write_all_at(&[byte[0] ^ 0x10], at).unwrap();
-    }
+    support::flip_byte(&b.join("models/smol/model.gguf"), 5 * CHUNK + 99, 0x10);
     failed(
         hearth(b, &server)
             .args(["verify", "smol"])

@@ -25,18 +25,6 @@ fn answer(home: &Path, name: &str) -> String {
     ok(hearth(home).args(["run", name]).args(ASK).output().unwrap())
 }
 
-fn flip_byte(path: &Path, at: u64) {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut b = [0u8];
-    f.read_exact_at(&mut b, at).unwrap();
-    f.write_all_at(&[b[0] ^ 0x20], at).unwrap();
-}
-
 fn file_names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map(|d| {
@@ -112,7 +100,7 @@ fn a_split_set_over_http_is_pulled_verified_repaired_bundled_and_removed() {
     // One flipped byte in the second file: verify and run name that file's
     // chunk; repair fetches that one chunk of that one file.
     let second = dir.join("model-00002-of-00003.gguf");
-    flip_byte(&second, 8 << 20);
+    support::flip_byte(&second, 8 << 20, 0x20);
     let out = hearth(h).args(["verify", "smol"]).output().unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success());

@@ -208,14 +208,20 @@ impl Store {
         Ok(models)
     }
 
+    /// The stored model `reference` (a name or catalog alias) names, or
+    /// [`StoreError::NotStored`].
+    pub fn stored(&self, reference: &str) -> Result<StoredModel, StoreError> {
+        self.get(canonical_name(reference))?
+            .ok_or_else(|| StoreError::NotStored {
+                name: reference.to_string(),
+            })
+    }
+
     /// Deletes a stored model; the manifest goes first so a crash midway
     /// leaves an incomplete entry, never a wrong one.
     pub fn remove(&self, reference: &str) -> Result<StoredModel, StoreError> {
-        let name = canonical_name(reference);
-        let model = self.get(name)?.ok_or_else(|| StoreError::NotStored {
-            name: reference.to_string(),
-        })?;
-        let dir = self.model_dir(name);
+        let model = self.stored(reference)?;
+        let dir = self.model_dir(&model.manifest.name);
         let manifest = dir.join(MANIFEST_FILE);
         fs::remove_file(&manifest).at(&manifest)?;
         fs::remove_dir_all(&dir).at(&dir)?;
@@ -280,11 +286,7 @@ impl Store {
     /// whole file) with its manifest. A manifest from before chunk lists
     /// gets one, if the whole file still matches.
     pub fn verify(&self, name: &str, progress: &dyn Progress) -> Result<Verified, StoreError> {
-        let model = self
-            .get(canonical_name(name))?
-            .ok_or_else(|| StoreError::NotStored {
-                name: name.to_string(),
-            })?;
+        let model = self.stored(name)?;
         let m = &model.manifest;
         if m.parts.is_empty() && m.chunks.is_empty() {
             let (actual, sha256) = chunks::digest(&model.path, chunks::CHUNK_SIZE, progress)?;
@@ -371,10 +373,7 @@ impl Store {
                 // A blob another model of the same import published: used
                 // only if it still holds exactly these chunks.
                 let blob = self.blob_path(&record.sha256);
-                let intact = file_len(&blob) == Some(record.size)
-                    && !record.chunks.is_empty()
-                    && chunks::check(&blob, &record.chunks)?.is_empty();
-                if !intact {
+                if !holds(&blob, record) {
                     return Err(StoreError::ChecksumMismatch {
                         what: format!("{} (file {} of {})", blob.display(), i + 1, manifest.name),
                         expected: record.sha256.clone(),
@@ -436,10 +435,7 @@ impl Store {
             // A blob already there is used only if its bytes still match: a
             // damaged one is replaced (models linking it keep their copy and
             // their own checks refuse it).
-            let shared = file_len(&blob) == Some(record.size)
-                && !record.chunks.is_empty()
-                && chunks::check(&blob, &record.chunks).is_ok_and(|bad| bad.is_empty())
-                && fs::hard_link(&blob, &link).is_ok();
+            let shared = holds(&blob, record) && fs::hard_link(&blob, &link).is_ok();
             if shared {
                 // The same bytes are stored already (another model's, or an
                 // earlier pull's): this copy is not needed.
@@ -666,6 +662,14 @@ fn is_store_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+}
+
+/// Whether the file at `path` holds exactly `record`'s bytes: its size,
+/// and every recorded chunk (a record without chunks cannot tell).
+fn holds(path: &Path, record: &Part) -> bool {
+    file_len(path) == Some(record.size)
+        && !record.chunks.is_empty()
+        && chunks::check(path, &record.chunks).is_ok_and(|bad| bad.is_empty())
 }
 
 fn file_len(path: &Path) -> Option<u64> {

@@ -101,12 +101,6 @@ impl Store {
             Some(name) => name.clone(),
             None => default_name(set.map_or(file_name.as_str(), |set| set.prefix)),
         };
-        if !is_store_name(&name) || name.len() > 128 {
-            return Err(StoreError::BadName {
-                name,
-                hint: "pass --name with letters, digits, '-', '_', '.' or ':'".into(),
-            });
-        }
         if let Some(sha) = &wanted.sha256 {
             if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(StoreError::BadName {
@@ -358,11 +352,7 @@ impl Store {
         options: &PullOptions,
         progress: &dyn Progress,
     ) -> Result<Repaired, StoreError> {
-        let model =
-            self.get(crate::canonical_name(name))?
-                .ok_or_else(|| StoreError::NotStored {
-                    name: name.to_string(),
-                })?;
+        let model = self.stored(name)?;
         let m = &model.manifest;
         let cannot = |reason: String| StoreError::CannotRepair {
             name: m.name.clone(),

@@ -134,9 +134,8 @@ pub fn rm(config: &Config, model: &str) -> Result<()> {
 pub fn repair(config: &Config, model: &str) -> Result<()> {
     let store = open_store(config)?;
     let options = pull_options(config, false);
-    let from_bucket = store
-        .get(store::catalog::find(model).map_or(model, |e| e.name))?
-        .is_some_and(|m| store::location_kind(&m.manifest.source) == store::LocationKind::Bucket);
+    let from_bucket =
+        store::location_kind(&store.stored(model)?.manifest.source) == store::LocationKind::Bucket;
     let repaired = if from_bucket {
         bucket::repair(&store, model, &config.s3, &options, &Bar::new())?
     } else {

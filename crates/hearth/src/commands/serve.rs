@@ -68,10 +68,11 @@ pub fn serve(config: &Config) -> Result<()> {
         ..pull_options(config, false)
     };
     let audit = auditor(config)?;
+    let store = open_store(config)?;
     state = state.with_library(Arc::new(AuditedLibrary {
-        library: store::Library::new(open_store(config)?, options.clone()),
+        library: store::Library::new(store.clone(), options.clone()),
         objects: super::directory::ObjectPulls {
-            store: open_store(config)?,
+            store,
             s3: config.s3.clone(),
             options,
         },

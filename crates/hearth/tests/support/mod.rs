@@ -85,6 +85,20 @@ pub fn failed(output: Output) -> String {
     stderr
 }
 
+/// XORs the byte at `at` of the file at `path` with `mask`: one bad byte,
+/// as a failing disk leaves it.
+pub fn flip_byte(path: &Path, at: u64, mask: u8) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, at).unwrap();
+    f.write_all_at(&[b[0] ^ mask], at).unwrap();
+}
+
 /// `hearth` in its own home: keys created there must not lock other tests
 /// out of the shared test home. One llama.cpp thread: cargo runs two of
 /// these tests at once on CI's 2 cores, and two servers of 2 threads each
