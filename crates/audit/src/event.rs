@@ -51,6 +51,18 @@ pub enum Event {
         bytes: u64,
         source: String,
     },
+    /// Another node read part of a stored model's file from this one
+    /// (`hearth serve --share`): who, which file and which bytes.
+    PeerTransfer {
+        model: String,
+        sha256: String,
+        offset: u64,
+        length: u64,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        principal: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        source_ip: Option<String>,
+    },
     /// `hearth push` uploaded a stored model to object storage.
     ModelPush {
         model: String,
@@ -104,6 +116,7 @@ impl Event {
             Event::ModelVerifyFailed { .. } => "model_verify_failed",
             Event::ModelRepair { .. } => "model_repair",
             Event::ModelPush { .. } => "model_push",
+            Event::PeerTransfer { .. } => "peer_transfer",
             Event::KeyCreated { .. } => "key_created",
             Event::KeyRevoked { .. } => "key_revoked",
             Event::PolicyLoaded { .. } => "policy_loaded",

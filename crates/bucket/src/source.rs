@@ -140,37 +140,13 @@ pub(crate) fn read_manifest(
             url: bucket.url(key.as_ref()),
             reason: e.to_string(),
         })?;
-    let bad = |reason: &str| BucketError::BadManifest {
-        url: bucket.url(key.as_ref()),
-        reason: reason.to_string(),
-    };
-    if manifest.name != name {
-        return Err(bad("it names another model than its key does"));
-    }
-    for file in manifest.files() {
-        if !is_digest(&file.sha256) || file.chunk_size == 0 {
-            return Err(bad("a file has no SHA-256 or chunk size"));
-        }
-        // In order, without gaps or overlaps, each its own digest: what
-        // the transfer's chunk grid and the store's checks rely on.
-        let mut at = 0u64;
-        for chunk in &file.chunks {
-            if chunk.offset != at || chunk.length == 0 || !is_digest(&chunk.sha256) {
-                return Err(bad("its chunk list is not a contiguous list of digests"));
-            }
-            at = at
-                .checked_add(chunk.length)
-                .ok_or_else(|| bad("its chunk list overflows"))?;
-        }
-        if at != file.size {
-            return Err(bad("its chunk lists do not cover its files"));
-        }
-    }
+    manifest
+        .check_received(name)
+        .map_err(|reason| BucketError::BadManifest {
+            url: bucket.url(key.as_ref()),
+            reason,
+        })?;
     Ok(manifest)
-}
-
-fn is_digest(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Streams `range` of `key` into `sink`.

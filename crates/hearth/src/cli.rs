@@ -195,7 +195,7 @@ pub enum PolicyCommand {
         /// An attribute of an ad-hoc principal, key=value (repeatable)
         #[arg(long = "attr", value_name = "KEY=VALUE")]
         attrs: Vec<String>,
-        /// predict, embed, list_models, pull, delete_model, manage_keys, read_audit or admin
+        /// predict, embed, list_models, pull, delete_model, manage_keys, read_audit, admin or replicate
         #[arg(long)]
         action: String,
         /// `model:NAME` or `server`
@@ -424,6 +424,11 @@ pub struct ServeArgs {
     /// keys stored (logs a warning at every start)
     #[arg(long, env = "HEARTH_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
+    /// Lend stored models to other Hearth nodes (`hearth pull --peer`):
+    /// manifests and file ranges under /peer/v1, for credentials the
+    /// policies allow `replicate` [default: [peers] share]
+    #[arg(long, env = "HEARTH_SHARE")]
+    pub share: bool,
     /// Serve /metrics without credentials [default: true on loopback, else false]
     #[arg(long, env = "HEARTH_OPEN_METRICS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub open_metrics: Option<bool>,
@@ -547,4 +552,19 @@ pub struct PullArgs {
     /// Print progress as JSON lines on stdout instead of a bar
     #[arg(long)]
     pub json: bool,
+    /// Another Hearth node to pull from first (`host:port`); repeat for
+    /// several, added to [peers] nodes
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        env = "HEARTH_PEERS",
+        value_delimiter = ','
+    )]
+    pub peer: Vec<String>,
+    /// Pull from every node a DNS name resolves to [default: [peers] dns]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub peers_dns: Option<String>,
+    /// Ask no peer, only the origin
+    #[arg(long)]
+    pub no_peers: bool,
 }

@@ -38,6 +38,8 @@ pub struct FileConfig {
     pub bundles: FileBundles,
     #[serde(default)]
     pub s3: FileS3,
+    #[serde(default)]
+    pub peers: FilePeers,
     /// Per-model settings, by model name.
     #[serde(default)]
     pub models: BTreeMap<String, FileModel>,
@@ -63,6 +65,25 @@ pub struct FileS3 {
     pub endpoint: Option<String>,
     /// The region (`AWS_REGION` overrides it).
     pub region: Option<String>,
+}
+
+/// `[peers]`: other Hearth nodes, to pull models from and to lend them to.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePeers {
+    /// `hearth serve` lends its stored models to other nodes (`--share`).
+    pub share: Option<bool>,
+    /// Nodes to pull from first: `host:port`, `peer://host:port` or a URL.
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// A DNS name (`host:port`) whose every address is a node, as a
+    /// Kubernetes headless service resolves.
+    pub dns: Option<String>,
+    /// Peers named `host:port` speak HTTPS (trusting `[pull] ca_file`).
+    pub tls: Option<bool>,
+    /// A file holding the key this node presents to peers
+    /// (`HEARTH_PEER_KEY` overrides it).
+    pub key_file: Option<PathBuf>,
 }
 
 /// `[pull]`: how models are fetched from URLs and hubs.
@@ -187,6 +208,39 @@ pub struct Config {
     pub bundles_require_signature: bool,
     /// Where `s3://` locations are.
     pub s3: bucket::S3Options,
+    /// Other nodes.
+    pub peers: PeerSettings,
+}
+
+/// Other Hearth nodes: whom pulls ask first, and whether `serve` lends.
+#[derive(Debug, Clone, Default)]
+pub struct PeerSettings {
+    pub share: bool,
+    pub nodes: Vec<peer::Peer>,
+    pub dns: Option<String>,
+    pub tls: bool,
+    /// Sent to peers as a bearer token.
+    pub key: Option<String>,
+}
+
+impl PeerSettings {
+    /// The static nodes, `extra` ones (`--peer`), and whatever the DNS name
+    /// resolves to now; a name that does not resolve is logged and skipped.
+    pub fn resolve(&self, extra: &[String], dns: Option<&str>) -> Result<Vec<peer::Peer>> {
+        let mut peers = self.nodes.clone();
+        for text in extra {
+            peers.push(peer::Peer::parse(text, self.tls)?);
+        }
+        if let Some(name) = dns.or(self.dns.as_deref()) {
+            match peer::discover(name, self.tls) {
+                Ok(found) => peers.extend(found),
+                Err(err) => tracing::warn!(%err, "no peers from DNS"),
+            }
+        }
+        peers.sort();
+        peers.dedup();
+        Ok(peers)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -341,7 +395,9 @@ impl Config {
             }
         });
         let pull = pull_settings(&file.pull)?;
+        let peers = peer_settings(&file.peers, serve)?;
         let config = Config {
+            peers,
             home,
             pull,
             bundles_require_signature: file.bundles.require_signature.unwrap_or(false),
@@ -483,18 +539,11 @@ fn pull_settings(file: &FilePull) -> Result<PullSettings> {
     if stall == 0 {
         bail!("[pull] stall_secs must be at least 1");
     }
-    let token = match std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()) {
-        Some(token) => Some(token),
-        None => match &file.hf_token_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read hf_token_file {}", path.display()))?
-                    .trim()
-                    .to_string(),
-            ),
-            None => None,
-        },
-    };
+    let token = secret(
+        "HF_TOKEN",
+        file.hf_token_file.as_deref(),
+        "[pull] hf_token_file",
+    )?;
     let hf_endpoint = std::env::var("HF_ENDPOINT")
         .ok()
         .filter(|e| !e.is_empty())
@@ -517,6 +566,41 @@ fn pull_settings(file: &FilePull) -> Result<PullSettings> {
             token,
         },
         hf_endpoint,
+    })
+}
+
+/// A token from the environment variable `var`, else from the file the
+/// configuration names (trimmed), else none.
+fn secret(var: &str, file: Option<&Path>, what: &str) -> Result<Option<String>> {
+    if let Some(value) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
+        return Ok(Some(value));
+    }
+    file.map(|path| {
+        std::fs::read_to_string(path)
+            .map(|text| text.trim().to_string())
+            .with_context(|| format!("cannot read {what} {}", path.display()))
+    })
+    .transpose()
+}
+
+fn peer_settings(file: &FilePeers, serve: Option<&ServeArgs>) -> Result<PeerSettings> {
+    let tls = file.tls.unwrap_or(false);
+    let nodes = file
+        .nodes
+        .iter()
+        .map(|n| peer::Peer::parse(n, tls).context("in [peers] nodes"))
+        .collect::<Result<Vec<_>>>()?;
+    let key = secret(
+        "HEARTH_PEER_KEY",
+        file.key_file.as_deref(),
+        "[peers] key_file",
+    )?;
+    Ok(PeerSettings {
+        share: serve.is_some_and(|s| s.share) || file.share.unwrap_or(false),
+        nodes,
+        dns: file.dns.clone(),
+        tls,
+        key,
     })
 }
 

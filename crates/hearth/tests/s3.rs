@@ -212,7 +212,7 @@ fn push_pull_and_versions_move_only_new_chunks() {
             .output()
             .unwrap(),
     );
-    assert!(err.contains("names another model"), "{err}");
+    assert!(err.contains("names model `smol`"), "{err}");
 
     // A GGUF a site copied into the bucket with its own tools.
     server.put_object("models", "plain/SmolLM2.gguf", &model);

@@ -12,10 +12,11 @@ use auth::{
     AuthError, Authenticator, Credential, LivePolicies, Principal, Quotas, RequestContext, Resource,
 };
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, RawPathParams, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::RequestPartsExt;
 use axum::Router;
 
 use crate::audit::{Auditor, RequestAudit};
@@ -122,6 +123,22 @@ pub(crate) async fn authorize(
         .map(|c| c.0.ip());
     let (mut request, resource, reserve_tokens) = match gate.route.resource {
         ResourceFrom::Server => (request, Resource::Server, 0),
+        ResourceFrom::PathModel => {
+            let (mut parts, body) = request.into_parts();
+            let name = match parts.extract::<RawPathParams>().await {
+                Ok(params) => params
+                    .iter()
+                    .find(|(key, _)| *key == "name")
+                    .map(|(_, value)| value.to_string())
+                    .unwrap_or_default(),
+                Err(rejection) => return rejection.into_response(),
+            };
+            let resource = Resource::Model {
+                attrs: gate.app.model_attrs(&name),
+                name,
+            };
+            (Request::from_parts(parts, body), resource, 0)
+        }
         ResourceFrom::BodyModel => match body_model(&gate, request).await {
             Ok((request, resource, reserve)) => (
                 request,

@@ -18,6 +18,7 @@ mod logprobs;
 mod metrics;
 mod models;
 mod ollama;
+mod peer;
 mod quota;
 mod reply;
 mod responses;
@@ -34,7 +35,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use tokio::net::TcpListener;
-use types::{ModelLibrary, SamplingParams};
+use types::{ModelLibrary, SamplingParams, SharedModels};
 
 pub use access::authenticated;
 pub use audit::Auditor;
@@ -63,6 +64,9 @@ pub struct AppState {
     library: Option<Arc<dyn ModelLibrary>>,
     /// Stored Responses API responses (in memory unless given a file).
     responses: Arc<ResponseStore>,
+    /// What other nodes may copy (`hearth serve --share`); `None` shares
+    /// nothing.
+    shared: Option<Arc<dyn SharedModels>>,
 }
 
 impl AppState {
@@ -81,6 +85,7 @@ impl AppState {
                 ResponseStore::in_memory(responses::RETENTION)
                     .expect("an in-memory SQLite database opens"),
             ),
+            shared: None,
         }
     }
 
@@ -101,6 +106,12 @@ impl AppState {
     /// The store behind `/api/tags`, `/api/pull` and `/api/delete`.
     pub fn with_library(mut self, library: Arc<dyn ModelLibrary>) -> Self {
         self.library = Some(library);
+        self
+    }
+
+    /// Lends stored models to other nodes over the peer routes.
+    pub fn with_shared(mut self, shared: Arc<dyn SharedModels>) -> Self {
+        self.shared = Some(shared);
         self
     }
 

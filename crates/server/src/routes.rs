@@ -17,8 +17,8 @@ use crate::audit;
 use crate::error::ApiError;
 use crate::wire::{ChatCompletionRequest, CompletionRequest};
 use crate::{
-    access, admin, anthropic, completion, embeddings, metrics, models, ollama, responses, Access,
-    AppState, ServerOptions,
+    access, admin, anthropic, completion, embeddings, metrics, models, ollama, peer, responses,
+    Access, AppState, ServerOptions,
 };
 
 /// Where an API route's resource comes from, for policy decisions.
@@ -28,6 +28,8 @@ pub enum ResourceFrom {
     Server,
     /// The model the JSON body names (the default model when it names none).
     BodyModel,
+    /// The model the path's `{name}` names.
+    PathModel,
 }
 
 /// One API route: what it is and what it asks to do.
@@ -227,6 +229,20 @@ pub const API_ROUTES: &[ApiRoute] = &[
         resource: ResourceFrom::BodyModel,
         generates: false,
     },
+    ApiRoute {
+        method: "GET",
+        path: "/peer/v1/models/{name}",
+        action: Action::Replicate,
+        resource: ResourceFrom::PathModel,
+        generates: false,
+    },
+    ApiRoute {
+        method: "GET",
+        path: "/peer/v1/models/{name}/files/{file}",
+        action: Action::Replicate,
+        resource: ResourceFrom::PathModel,
+        generates: false,
+    },
 ];
 
 /// The handler behind each row of [`API_ROUTES`].
@@ -258,6 +274,8 @@ fn handler(route: &ApiRoute) -> MethodRouter<Arc<AppState>> {
         ("GET", "/api/version") => get(ollama::version),
         ("POST", "/api/pull") => post(ollama::pull),
         ("DELETE", "/api/delete") => delete(ollama::delete),
+        ("GET", "/peer/v1/models/{name}") => get(peer::manifest),
+        ("GET", "/peer/v1/models/{name}/files/{file}") => get(peer::file),
         (method, path) => unreachable!("API_ROUTES names {method} {path} without a handler"),
     }
 }

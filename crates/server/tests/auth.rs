@@ -18,8 +18,9 @@ const THROWAWAY: &str = "00000000000a";
 
 /// Every API route with a request it accepts, and whether it is an admin
 /// route (which the default policies open to the `admin` role only).
-/// Generation routes name the served `model`; `/api/pull` and `/api/delete`
-/// name the catalog's `smollm2` in the server's store. The responses paths
+/// Generation routes name the served `model`; `/api/pull`, `/api/delete`
+/// and the peer routes name the catalog's `smollm2` in the server's store
+/// (peer routes are the `node` role's and the admin's). The responses paths
 /// name no response: [`permitted`] creates one for each call.
 fn api_routes(model: &str) -> Vec<(Method, String, Option<Value>, bool)> {
     let chat =
@@ -131,7 +132,15 @@ fn api_routes(model: &str) -> Vec<(Method, String, Option<Value>, bool)> {
             Some(json!({"model": "smollm2"})),
             true,
         ),
+        (Method::GET, "/peer/v1/models/smollm2".into(), None, true),
+        (Method::GET, smollm2_file(), None, true),
     ]
+}
+
+/// The catalog model's file on the peer route.
+fn smollm2_file() -> String {
+    let sha256 = store::catalog::find("smollm2").unwrap().sha256;
+    format!("/peer/v1/models/smollm2/files/sha256-{sha256}")
 }
 
 /// Calls a route as a principal the policies allow, first making what the
@@ -164,7 +173,7 @@ async fn permitted(
             .to_string();
         path = format!("/v1/responses/{id}");
     }
-    if path == "/api/delete" {
+    if path == "/api/delete" || path.starts_with("/peer/") {
         let pull = json!({"model": "smollm2", "stream": false});
         let (status, _, text) =
             call(&s.base, &Method::POST, "/api/pull", Some(&pull), headers).await;
@@ -393,6 +402,8 @@ async fn every_api_route_asks_the_policies() {
                 "/v1/models/{id}" => format!("/v1/models/{SERVED_BESIDE_A_STORE}"),
                 "/admin/keys/{id}" => format!("/admin/keys/{THROWAWAY}"),
                 "/v1/responses/{id}" => "/v1/responses/resp_none".to_string(),
+                "/peer/v1/models/{name}" => "/peer/v1/models/smollm2".to_string(),
+                "/peer/v1/models/{name}/files/{file}" => smollm2_file(),
                 other => other.to_string(),
             };
             (r.method.to_string(), path)

@@ -50,6 +50,12 @@ pub enum StoreError {
     Transfer(#[from] transfer::TransferError),
     #[error("`{name}` cannot be repaired: {reason}")]
     CannotRepair { name: String, reason: String },
+    #[error("`{name}` has no origin to read in ranges: {reason}")]
+    NoOrigin { name: String, reason: String },
+    /// A stored file this node will not lend: it no longer matches its
+    /// manifest.
+    #[error("`{name}`: {reason}")]
+    Damaged { name: String, reason: String },
     #[error("`{name}` cannot be used: {hint}")]
     BadName { name: String, hint: String },
     #[error("a model named `{name}` is already stored (from {from}); choose another with --name, or replace it with --force")]

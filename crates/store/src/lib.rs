@@ -44,7 +44,8 @@ pub use library::{describe, Library};
 pub use manifest::{BadChunk, Manifest, Part, StoredModel};
 pub use pip::PipCommand;
 pub use remote::{
-    is_location, location_kind, FileToFetch, LocationKind, OpenFile, Repaired, Wanted,
+    is_location, location_kind, origin_file, origin_of, FileToFetch, LocationKind, OpenFile,
+    Repaired, Wanted,
 };
 pub use space::{Collected, ModelUsage, Usage};
 

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use types::{LibraryError, ModelDetails, ModelInfo, ModelLibrary, Progress};
+use types::{LibraryError, ModelDetails, ModelInfo, ModelLibrary, Progress, SharedModels};
 
 use crate::{canonical_name, PullOptions, Store, StoreError, StoredModel};
 
@@ -81,6 +81,9 @@ impl From<StoreError> for LibraryError {
         match err {
             StoreError::NotStored { name } => LibraryError::NotStored { name },
             StoreError::NotInCatalog { name, known } => LibraryError::NotInCatalog { name, known },
+            err @ StoreError::Damaged { .. } => LibraryError::Refused {
+                reason: err.to_string(),
+            },
             other => LibraryError::Failed(other.to_string()),
         }
     }
@@ -123,5 +126,24 @@ impl ModelLibrary for Library {
     fn remove(&self, name: &str) -> Result<(), LibraryError> {
         self.store.remove(name)?;
         Ok(())
+    }
+}
+
+/// Peers name models by their stored name only, never an alias, so a
+/// policy written for a name cannot be walked around.
+impl SharedModels for Library {
+    fn manifest(&self, name: &str) -> Result<Vec<u8>, LibraryError> {
+        let model = self
+            .store
+            .get(name)?
+            .ok_or_else(|| LibraryError::NotStored { name: name.into() })?;
+        Ok(serde_json::to_vec(&model.manifest).expect("a manifest serialises"))
+    }
+
+    fn open(&self, name: &str, sha256: &str) -> Result<(std::fs::File, u64), LibraryError> {
+        if self.store.get(name)?.is_none() {
+            return Err(LibraryError::NotStored { name: name.into() });
+        }
+        Ok(self.store.shared_file(name, sha256)?)
     }
 }

@@ -49,6 +49,34 @@ pub struct Part {
 }
 
 impl Manifest {
+    /// Checks a manifest received from elsewhere (a bucket, a peer) before
+    /// anything is fetched by it: it names the model `name`, and each
+    /// file's chunks are contiguous digests covering it, which the
+    /// transfer's chunk grid and the store's checks rely on.
+    pub fn check_received(&self, name: &str) -> Result<(), String> {
+        if self.name != name {
+            return Err(format!("it names model `{}`, not `{name}`", self.name));
+        }
+        for file in self.files() {
+            if !is_digest(&file.sha256) || file.chunk_size == 0 {
+                return Err("a file has no SHA-256 or chunk size".into());
+            }
+            let mut at = 0u64;
+            for chunk in &file.chunks {
+                if chunk.offset != at || chunk.length == 0 || !is_digest(&chunk.sha256) {
+                    return Err("its chunk list is not a contiguous list of digests".into());
+                }
+                at = at
+                    .checked_add(chunk.length)
+                    .ok_or("its chunk list overflows")?;
+            }
+            if at != file.size {
+                return Err("its chunk lists do not cover its files".into());
+            }
+        }
+        Ok(())
+    }
+
     /// Every file of the model, first to last.
     pub fn files(&self) -> Vec<Part> {
         let first = Part {
@@ -104,6 +132,10 @@ impl Manifest {
         self.parts = parts;
         self
     }
+}
+
+fn is_digest(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// A model present in the store.

@@ -75,7 +75,7 @@ impl Store {
         let source = open_source(location, options)?;
         let described = source.describe();
         let file_name = file_name_of(&described);
-        let set = gguf::split::SplitName::parse(&file_name).filter(|set| set.count > 1);
+        let set = split_of(&file_name);
         if let Some(set) = set {
             let refuse = |reason: String| StoreError::SplitSet {
                 location: described.clone(),
@@ -314,30 +314,11 @@ impl Store {
         options: &PullOptions,
         progress: &dyn Progress,
     ) -> Result<Repaired, StoreError> {
-        let open = |m: &Manifest, index: usize| -> Result<Box<dyn Source>, StoreError> {
-            let cannot = |reason: String| StoreError::CannotRepair {
-                name: m.name.clone(),
-                reason,
-            };
-            if location_kind(&m.source) == LocationKind::Bucket {
-                return Err(cannot(format!(
-                    "it came from object storage ({}), which `hearth repair` reads itself",
-                    m.source
-                )));
-            }
-            if !is_location(&m.source) || location_kind(&m.source) == LocationKind::Pip {
-                return Err(cannot(format!(
-                    "it came from {}, which cannot be read in ranges; fetch it again with `hearth pull --force {}`",
-                    m.source, m.name
-                )));
-            }
-            let location = file_location(&m.source, index, m.parts.len() + 1).ok_or_else(|| {
-                cannot(format!(
-                    "cannot tell where file {} of its set came from",
-                    index + 1
-                ))
-            })?;
-            open_source(&location, options)
+        let open = |m: &Manifest, index: usize| {
+            origin_file(m, index, options).map_err(|e| match e {
+                StoreError::NoOrigin { name, reason } => StoreError::CannotRepair { name, reason },
+                other => other,
+            })
         };
         self.repair_from(name, &open, options, progress)
     }
@@ -406,6 +387,66 @@ impl Store {
             from: m.source.clone(),
         })
     }
+}
+
+fn split_of(file_name: &str) -> Option<gguf::split::SplitName<'_>> {
+    gguf::split::SplitName::parse(file_name).filter(|set| set.count > 1)
+}
+
+/// The name a pull of `location` stores its model under, and the source
+/// its manifest records, without contacting it: what a pull from peers
+/// looks for, so they lend only a model that came from that location.
+pub fn origin_of(
+    location: &str,
+    wanted: &Wanted,
+    options: &PullOptions,
+) -> Result<(String, String), StoreError> {
+    let described = match location_kind(location) {
+        LocationKind::Pip => location.to_string(),
+        _ => open_source(location, options)?.describe(),
+    };
+    let name = match &wanted.name {
+        Some(name) => name.clone(),
+        None => {
+            let file_name = file_name_of(&described);
+            default_name(split_of(&file_name).map_or(file_name.as_str(), |set| set.prefix))
+        }
+    };
+    Ok((name, described))
+}
+
+/// The place file `index` (0-based) of a model came from, read in ranges:
+/// for repairs, and for pulls from peers to fall back on. A model from a
+/// package (read whole by pip) has none; one from object storage is
+/// opened by the `bucket` crate.
+pub fn origin_file(
+    m: &Manifest,
+    index: usize,
+    options: &PullOptions,
+) -> Result<Box<dyn Source>, StoreError> {
+    let cannot = |reason: String| StoreError::NoOrigin {
+        name: m.name.clone(),
+        reason,
+    };
+    if location_kind(&m.source) == LocationKind::Bucket {
+        return Err(cannot(format!(
+            "it came from object storage ({}), which `hearth repair` reads itself",
+            m.source
+        )));
+    }
+    if !is_location(&m.source) || location_kind(&m.source) == LocationKind::Pip {
+        return Err(cannot(format!(
+            "it came from {}, which cannot be read in ranges; fetch it again with `hearth pull --force {}`",
+            m.source, m.name
+        )));
+    }
+    let location = file_location(&m.source, index, m.parts.len() + 1).ok_or_else(|| {
+        cannot(format!(
+            "cannot tell where file {} of its set came from",
+            index + 1
+        ))
+    })?;
+    open_source(&location, options)
 }
 
 /// Where file `index` (0-based) of a model of `count` files pulled from

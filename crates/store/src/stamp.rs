@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::IoContext;
 use crate::manifest::MODEL_FILE;
-use crate::{chunks, BadChunk, Store, StoredModel};
+use crate::{chunks, BadChunk, Store, StoreError, StoredModel};
 
 /// The file's metadata when its chunks last matched (see [`Stamp`]).
 const VERIFIED_FILE: &str = "verified.json";
@@ -38,6 +39,36 @@ impl Stamp {
         })
     }
 }
+/// Checks one stored file of model `name` against its chunks, unless its
+/// stamp shows it unchanged since they last matched; names the first bad
+/// chunk.
+fn check_file(name: &str, path: &Path, file: &crate::Part) -> Result<(), String> {
+    if file.chunks.is_empty() {
+        return Ok(());
+    }
+    let now = Stamp::of(path, &file.sha256);
+    let recorded: Option<Stamp> = fs::read(stamp_path(path))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    if now.is_some() && now == recorded {
+        return Ok(());
+    }
+    let bad = chunks::check(path, &file.chunks).map_err(|e| e.to_string())?;
+    let bad = BadChunk::named(path, &file.chunks, bad);
+    if let Some(first) = bad.first() {
+        return Err(format!(
+            "{first}{}; `hearth repair {name}` fetches the bad chunks again (`hearth pull --force {name}` all of it)",
+            if bad.len() > 1 {
+                format!(" ({} bad chunks in this file)", bad.len())
+            } else {
+                String::new()
+            },
+        ));
+    }
+    stamp_file(path, &file.sha256);
+    Ok(())
+}
+
 /// Where the stamp of the stored file `path` is kept: `verified.json`
 /// beside a single `model.gguf`, `<file>.verified.json` beside each file of
 /// a split set.
@@ -77,35 +108,35 @@ impl Store {
     /// one is named. Manifests without a chunk list are checked by
     /// `hearth verify` only.
     pub(crate) fn check_unchanged(&self, model: &StoredModel) -> Result<(), String> {
-        let m = &model.manifest;
         for (path, file) in model.files() {
-            if file.chunks.is_empty() {
-                continue;
-            }
-            let now = Stamp::of(&path, &file.sha256);
-            let recorded: Option<Stamp> = fs::read(stamp_path(&path))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok());
-            if now.is_some() && now == recorded {
-                continue;
-            }
-            let bad = chunks::check(&path, &file.chunks).map_err(|e| e.to_string())?;
-            let bad = BadChunk::named(&path, &file.chunks, bad);
-            if let Some(first) = bad.first() {
-                return Err(format!(
-                    "{first}{}; `hearth repair {}` fetches the bad chunks again (`hearth pull --force {}` all of it)",
-                    if bad.len() > 1 {
-                        format!(" ({} bad chunks in this file)", bad.len())
-                    } else {
-                        String::new()
-                    },
-                    m.name,
-                    m.name
-                ));
-            }
-            stamp_file(&path, &file.sha256);
+            check_file(&model.manifest.name, &path, &file)?;
         }
         Ok(())
+    }
+
+    /// The file of stored model `reference` whose SHA-256 is `sha256`,
+    /// opened for lending to another node, with its size: checked like a
+    /// model before use, so this node never lends bytes it would refuse
+    /// to load itself.
+    pub fn shared_file(
+        &self,
+        reference: &str,
+        sha256: &str,
+    ) -> Result<(fs::File, u64), StoreError> {
+        let model = self.stored(reference)?;
+        let (path, file) = model
+            .files()
+            .into_iter()
+            .find(|(_, f)| f.sha256.eq_ignore_ascii_case(sha256))
+            .ok_or_else(|| StoreError::NotStored {
+                name: format!("{}/sha256-{sha256}", model.manifest.name),
+            })?;
+        let opened = fs::File::open(&path).at(&path)?;
+        check_file(&model.manifest.name, &path, &file).map_err(|reason| StoreError::Damaged {
+            name: model.manifest.name.clone(),
+            reason,
+        })?;
+        Ok((opened, file.size))
     }
 
     /// Notes that each of `model`'s files matched its chunks as it is now.

@@ -367,7 +367,14 @@ impl Parallel<'_> {
     ) -> Result<Chunk, TransferError> {
         let mut attempt = 0;
         loop {
-            match self.chunk(span, stop, landing) {
+            let result = self.chunk(span, stop, landing);
+            if let Err(
+                err @ (TransferError::ChunkMismatch { .. } | TransferError::Truncated { .. }),
+            ) = &result
+            {
+                self.source.rejected(span, err);
+            }
+            match result {
                 Ok(chunk) => return Ok(chunk),
                 Err(err)
                     if err.is_transient()

@@ -71,6 +71,10 @@ pub enum TransferError {
     },
     #[error("{0}")]
     BadLocation(String),
+    /// Every peer asked for the object failed or sent bad bytes, and no
+    /// origin stood behind them.
+    #[error("{what}: every peer was dropped and no origin is known to fall back to")]
+    NoPlaceLeft { what: String },
 }
 
 impl TransferError {

@@ -15,6 +15,7 @@ mod journal;
 mod landing;
 mod pace;
 pub mod source;
+mod spread;
 
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +23,7 @@ pub use download::{fetch, journal_path, repair, Expected, Fetched, Options};
 pub use error::TransferError;
 pub use pace::Pace;
 pub use source::{FileSource, HttpOptions, HttpSource, HubLocation, Remote, Source};
+pub use spread::{Served, Spread};
 
 /// The default chunk size: 64 MiB, large enough that a 40 GB file has a
 /// manifest of a few hundred lines, small enough that a bad or interrupted

@@ -49,6 +49,34 @@ pub trait Source: Send + Sync {
         validator: Option<&str>,
         sink: &mut Sink<'_>,
     ) -> Result<(), TransferError>;
+
+    /// Told that the bytes it sent for `range` were refused (they did not
+    /// hash to the chunk's known digest, or fell short), before the range
+    /// is asked for again: a source of several places drops the one that
+    /// sent them.
+    fn rejected(&self, _range: (u64, u64), _err: &TransferError) {}
+}
+
+/// A shared source, so its owner can ask it afterwards what happened
+/// (a [`crate::Spread`]'s record of who served what).
+impl<S: Source + ?Sized> Source for std::sync::Arc<S> {
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+    fn probe(&self) -> Result<Remote, TransferError> {
+        (**self).probe()
+    }
+    fn read(
+        &self,
+        range: Option<(u64, u64)>,
+        validator: Option<&str>,
+        sink: &mut Sink<'_>,
+    ) -> Result<(), TransferError> {
+        (**self).read(range, validator, sink)
+    }
+    fn rejected(&self, range: (u64, u64), err: &TransferError) {
+        (**self).rejected(range, err)
+    }
 }
 
 /// How HTTP sources connect.

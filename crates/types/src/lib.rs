@@ -18,7 +18,9 @@ pub use generation::{
     CancelFlag, ChatMessage, Completion, FinishReason, GenerateError, Generation, GenerationEvent,
     GenerationOutput, GenerationRequest, Prompt, Role, TextGenerator, Timings, Usage,
 };
-pub use library::{LibraryError, ModelDetails, ModelInfo, ModelLibrary, NoProgress, Progress};
+pub use library::{
+    LibraryError, ModelDetails, ModelInfo, ModelLibrary, NoProgress, Progress, SharedModels,
+};
 pub use logprob::{TokenLogprob, TopLogprob, MAX_TOP_LOGPROBS};
 pub use model::{ModelResolver, ResolveError, ResolvedModel};
 pub use sampling::{InvalidSampling, SamplingParams};

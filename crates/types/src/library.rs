@@ -85,3 +85,15 @@ pub trait ModelLibrary: Send + Sync + 'static {
     /// Removes a stored model.
     fn remove(&self, name: &str) -> Result<(), LibraryError>;
 }
+
+/// What a node lends other nodes (peer distribution): its stored models'
+/// manifests and their verified files. Calls block (file system, and a
+/// file changed since it was last checked is hashed again).
+pub trait SharedModels: Send + Sync + 'static {
+    /// The stored manifest of the model `name` (or alias) names, as JSON.
+    fn manifest(&self, name: &str) -> Result<Vec<u8>, LibraryError>;
+
+    /// The model's file whose SHA-256 is `sha256`, opened, with its size;
+    /// [`LibraryError::Refused`] when this node's copy no longer matches.
+    fn open(&self, name: &str, sha256: &str) -> Result<(std::fs::File, u64), LibraryError>;
+}

@@ -42,10 +42,12 @@ pub enum Action {
     ManageKeys,
     ReadAudit,
     Admin,
+    /// Copy a model's manifest and files to another node (peer pulls).
+    Replicate,
 }
 
 impl Action {
-    pub const ALL: [Action; 8] = [
+    pub const ALL: [Action; 9] = [
         Action::Predict,
         Action::Embed,
         Action::ListModels,
@@ -54,6 +56,7 @@ impl Action {
         Action::ManageKeys,
         Action::ReadAudit,
         Action::Admin,
+        Action::Replicate,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +69,7 @@ impl Action {
             Action::ManageKeys => "manage_keys",
             Action::ReadAudit => "read_audit",
             Action::Admin => "admin",
+            Action::Replicate => "replicate",
         }
     }
 
@@ -77,7 +81,11 @@ impl Action {
     pub fn on_model(self) -> bool {
         matches!(
             self,
-            Action::Predict | Action::Embed | Action::Pull | Action::DeleteModel
+            Action::Predict
+                | Action::Embed
+                | Action::Pull
+                | Action::DeleteModel
+                | Action::Replicate
         )
     }
 }

@@ -9,6 +9,7 @@ mod generate;
 mod keys;
 mod models;
 mod objects;
+mod peers;
 mod policy;
 mod reload;
 mod serve;

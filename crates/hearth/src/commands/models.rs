@@ -33,7 +33,10 @@ pub fn pull(config: &Config, args: &crate::cli::PullArgs) -> Result<()> {
     } else {
         Box::new(Bar::new())
     };
-    let stored = if store::location_kind(&args.model) == store::LocationKind::Bucket {
+    let from_peers = super::peers::pull(config, &store, args, &options, progress.as_ref())?;
+    let stored = if let Some(stored) = from_peers {
+        stored
+    } else if store::location_kind(&args.model) == store::LocationKind::Bucket {
         anyhow::ensure!(
             args.sha256.is_none(),
             "--sha256 does not apply to s3:// pulls: a pushed model's manifest names every chunk's digest"

@@ -69,6 +69,15 @@ pub fn serve(config: &Config) -> Result<()> {
     };
     let audit = auditor(config)?;
     let store = open_store(config)?;
+    if config.peers.share {
+        tracing::info!(
+            "lending stored models to peers under /peer/v1 (credentials allowed `replicate` only)"
+        );
+        state = state.with_shared(Arc::new(store::Library::new(
+            store.clone(),
+            options.clone(),
+        )));
+    }
     state = state.with_library(Arc::new(AuditedLibrary {
         library: store::Library::new(store.clone(), options.clone()),
         objects: super::directory::ObjectPulls {

@@ -167,8 +167,10 @@ pub async fn start_full(
     }]);
     if store {
         let home = store::Store::open(&dir.path().join("home")).unwrap();
-        let library = store::Library::new(home, store::PullOptions::default());
-        state = state.with_library(Arc::new(library));
+        let library = Arc::new(store::Library::new(home, store::PullOptions::default()));
+        state = state
+            .with_library(Arc::clone(&library) as Arc<dyn types::ModelLibrary>)
+            .with_shared(library);
     }
     let state = Arc::new(state);
     let policies = auth::Policies::from_sources(vec![(

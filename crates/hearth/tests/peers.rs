@@ -1,0 +1,222 @@
+//! Peer distribution between real `hearth serve --share` nodes on loopback:
+//! a third node pulls a model from two peers (one found through the
+//! system's resolver) without contacting the origin; a peer that lends bad
+//! bytes is dropped and the pull still ends verified; with no good peer
+//! left the origin serves the rest; peer routes refuse requests without
+//! credentials (even on a node whose API needs none), and credentials
+//! without the `replicate` permission.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use testkit::jwt::{jwks, Signer};
+use testkit::origin::Origin;
+
+mod support;
+
+use support::{flip_byte, hearth, ok, spawn_server_logging_to, wait_ready, Server};
+
+/// A node's home: 8 MiB chunks (so the model has a dozen for the peers to
+/// share) and the cluster's token issuer.
+fn node_home(jwks_file: &Path) -> tempfile::TempDir {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(
+        home.path().join("config.toml"),
+        format!(
+            "[pull]\nchunk_mb = 8\n\n[[auth.jwt]]\nissuer = \"https://idp.test\"\naudience = \"hearth\"\nalgorithms = [\"ES256\"]\njwks_file = {jwks_file:?}\n"
+        ),
+    )
+    .unwrap();
+    home
+}
+
+fn lender(home: &Path, log: &Path) -> (Server, String) {
+    let mut cmd = hearth(home);
+    cmd.args([
+        "serve",
+        "--share",
+        "--port",
+        "0",
+        "--ctx-size",
+        "256",
+        "--model",
+        "smol",
+    ]);
+    let (server, base) = spawn_server_logging_to(cmd, std::fs::File::create(log).unwrap());
+    wait_ready(&base);
+    (server, base)
+}
+
+fn pull(home: &Path, token: &str, args: &[&str]) -> Output {
+    hearth(home)
+        .env("HEARTH_PEER_KEY", token)
+        .arg("pull")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stored_file(home: &Path) -> PathBuf {
+    home.join("models/smol/model.gguf")
+}
+
+/// Waits for `needle` in the text files under `dir` (the audit writer
+/// and the log flush on their own threads).
+fn eventually_in(path: &Path, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text: String = if path.is_dir() {
+            std::fs::read_dir(path)
+                .unwrap()
+                .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+                .collect()
+        } else {
+            std::fs::read_to_string(path).unwrap_or_default()
+        };
+        if text.contains(needle) || Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_node_pulls_from_two_peers_drops_a_bad_one_and_falls_back_to_the_origin() {
+    let served = tempfile::tempdir().unwrap();
+    std::fs::copy(testkit::default_model(), served.path().join("smol.gguf")).unwrap();
+    let origin = Origin::start(served.path());
+    let url = origin.url("smol.gguf");
+    let signer = Signer::es256("k1");
+    let keys = tempfile::tempdir().unwrap();
+    let jwks_file = keys.path().join("jwks.json");
+    std::fs::write(&jwks_file, jwks(&[&signer])).unwrap();
+    let token = |roles: &[&str]| {
+        signer.sign(
+            &serde_json::json!({"iss": "https://idp.test", "aud": "hearth",
+            "sub": "node-c", "exp": auth::unix_now() + 3600, "roles": roles}),
+        )
+    };
+    let node = token(&["node"]);
+
+    // A and B hold the model, pulled from the origin.
+    let (a, b) = (node_home(&jwks_file), node_home(&jwks_file));
+    for home in [&a, &b] {
+        ok(hearth(home.path()).args(["pull", &url]).output().unwrap());
+    }
+    let logs = tempfile::tempdir().unwrap();
+    let (a_log, b_log) = (logs.path().join("a.log"), logs.path().join("b.log"));
+    let (_a_server, a_base) = lender(a.path(), &a_log);
+    let (_b_server, b_base) = lender(b.path(), &b_log);
+    let a_port = a_base.rsplit(':').next().unwrap().to_string();
+    origin.clear_log();
+
+    // Peer routes: no credentials is 401, a user's token 403.
+    let client = reqwest::blocking::Client::new();
+    let manifest_url = format!("{a_base}/peer/v1/models/smol");
+    assert_eq!(client.get(&manifest_url).send().unwrap().status(), 401);
+    let user = token(&["user"]);
+    let denied = client.get(&manifest_url).bearer_auth(&user).send().unwrap();
+    assert_eq!(denied.status(), 403);
+    let allowed = client.get(&manifest_url).bearer_auth(&node).send().unwrap();
+    assert_eq!(allowed.status(), 200);
+
+    // C pulls from A (found by resolving localhost) and B; the origin is
+    // named but not contacted.
+    let c = node_home(&jwks_file);
+    let b_peer = b_base.trim_start_matches("http://");
+    let dns = format!("localhost:{a_port}");
+    let out = pull(
+        c.path(),
+        &node,
+        &[&url, "--peer", b_peer, "--peers-dns", &dns],
+    );
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{said}");
+    assert!(
+        origin.log().is_empty(),
+        "the origin was contacted: {:?}",
+        origin.log()
+    );
+    for base in [&a_base, &b_base] {
+        let line = said
+            .lines()
+            .find(|l| l.starts_with(&format!("peer {base}:")))
+            .unwrap_or_else(|| panic!("no report for {base}: {said}"));
+        assert!(!line.contains(": 0 bytes"), "{line}");
+    }
+    for log in [&a_log, &b_log] {
+        let text = eventually_in(log, "lending bytes to a peer");
+        assert!(text.contains("lending bytes to a peer"), "{text}");
+    }
+    let audit = eventually_in(&a.path().join("audit"), "\"peer_transfer\"");
+    assert!(audit.contains("\"peer_transfer\""), "{audit}");
+    assert_eq!(
+        std::fs::read(stored_file(c.path())).unwrap(),
+        std::fs::read(testkit::default_model()).unwrap()
+    );
+    ok(hearth(c.path()).args(["verify", "smol"]).output().unwrap());
+
+    // B's copy goes bad behind the file system's back (its stamp still
+    // matches): one byte in every chunk, the modification time put back.
+    let b_file = stored_file(b.path());
+    let modified = std::fs::metadata(&b_file).unwrap().modified().unwrap();
+    let size = std::fs::metadata(&b_file).unwrap().len();
+    for at in (1000..size).step_by(8 << 20) {
+        flip_byte(&b_file, at, 0x20);
+    }
+    std::fs::File::options()
+        .write(true)
+        .open(&b_file)
+        .unwrap()
+        .set_modified(modified)
+        .unwrap();
+
+    // D pulls from A and B: B is dropped at its first chunk, A serves the
+    // rest, and the model ends verified, still without the origin.
+    let d = node_home(&jwks_file);
+    let out = pull(
+        d.path(),
+        &node,
+        &[&url, "--peer", b_peer, "--peer", &a_base],
+    );
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("dropping this peer"), "{said}");
+    let b_line = said
+        .lines()
+        .find(|l| l.starts_with(&format!("peer {b_base}:")))
+        .unwrap_or_else(|| panic!("no report for B: {said}"));
+    assert!(b_line.contains("dropped: sent bad bytes"), "{b_line}");
+    assert!(
+        origin.log().is_empty(),
+        "the origin was contacted: {:?}",
+        origin.log()
+    );
+    ok(hearth(d.path()).args(["verify", "smol"]).output().unwrap());
+
+    // E has only B: once B is dropped the origin serves what is left.
+    let e = node_home(&jwks_file);
+    let out = pull(e.path(), &node, &[&url, "--peer", b_peer]);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains(&format!("origin {url}:")), "{said}");
+    assert!(!origin.log().is_empty(), "the origin served nothing");
+    ok(hearth(e.path()).args(["verify", "smol"]).output().unwrap());
+    assert_eq!(
+        std::fs::read(stored_file(e.path())).unwrap(),
+        std::fs::read(testkit::default_model()).unwrap()
+    );
+
+    // A node that needs no credentials for its API still lends nothing
+    // without them.
+    std::fs::remove_file(e.path().join("config.toml")).unwrap();
+    let (_e_server, e_base) = lender(e.path(), &logs.path().join("e.log"));
+    let open = client
+        .get(format!("{e_base}/peer/v1/models/smol"))
+        .send()
+        .unwrap();
+    assert_eq!(open.status(), 401);
+    let api = client.get(format!("{e_base}/v1/models")).send().unwrap();
+    assert_eq!(api.status(), 200, "the rest of the API is open");
+}

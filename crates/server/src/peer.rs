@@ -1,0 +1,239 @@
+//! Peer distribution, the lending side: another Hearth node reads a
+//! stored model's manifest, then byte ranges of its files, so a cluster
+//! pulls a model from the outside once. Both routes are rows of the API
+//! table (authenticated, decided by the policies as `replicate` on the
+//! model, recorded as API requests); each file read is also recorded as a
+//! `peer_transfer` audit entry and logged. A request without credentials
+//! is refused even on a server that otherwise needs none: the weights are
+//! the asset.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use auth::Principal;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::header::{
+    ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_RANGE, RANGE,
+};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use types::{LibraryError, SharedModels};
+
+use crate::admin::Admin;
+use crate::error::ApiError;
+use crate::tls::TlsClient;
+use crate::AppState;
+
+/// Bytes read from the file per piece of the response body.
+const PIECE: usize = 256 << 10;
+
+/// Who is asking: a principal, or a verified client certificate.
+fn requester(
+    principal: &Option<Extension<Principal>>,
+    tls: &Option<Extension<TlsClient>>,
+) -> Result<String, ApiError> {
+    match (principal, tls) {
+        (Some(Extension(p)), _) => Ok(p.id.clone()),
+        (None, Some(Extension(TlsClient(subject)))) => Ok(format!("tls:{subject}")),
+        (None, None) => Err(ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            code: "invalid_api_key",
+            ..ApiError::invalid(
+                "",
+                "Peer routes need credentials: a key (for example `hearth keys create --role node`) or a client certificate",
+            )
+        }),
+    }
+}
+
+fn shared(app: &AppState) -> Result<Arc<dyn SharedModels>, ApiError> {
+    app.shared.clone().ok_or_else(|| {
+        ApiError::not_found(
+            "sharing_off",
+            "This node does not share its models (start it with `hearth serve --share`)",
+        )
+    })
+}
+
+fn library_error(name: &str, err: LibraryError) -> ApiError {
+    match err {
+        LibraryError::NotStored { .. } | LibraryError::NotInCatalog { .. } => ApiError::not_found(
+            "model_not_found",
+            format!("This node holds no model `{name}`"),
+        ),
+        LibraryError::Refused { reason } => {
+            tracing::warn!(model = %name, %reason, "refusing to lend a stored file that no longer matches its manifest");
+            ApiError {
+                status: StatusCode::CONFLICT,
+                code: "damaged",
+                ..ApiError::invalid("", format!("This node's copy of `{name}` is damaged"))
+            }
+        }
+        LibraryError::Failed(detail) => ApiError::internal(&detail),
+    }
+}
+
+/// `GET /peer/v1/models/{name}`: the stored manifest (files, sizes,
+/// every chunk's SHA-256, the origin it came from).
+pub(crate) async fn manifest(
+    State(app): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    principal: Option<Extension<Principal>>,
+    tls: Option<Extension<TlsClient>>,
+) -> Result<Response, ApiError> {
+    requester(&principal, &tls)?;
+    let shared = shared(&app)?;
+    let wanted = name.clone();
+    let bytes = tokio::task::spawn_blocking(move || shared.manifest(&wanted))
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .map_err(|e| library_error(&name, e))?;
+    Ok(([(CONTENT_TYPE, "application/json")], bytes).into_response())
+}
+
+/// `GET /peer/v1/models/{name}/files/sha256-{hex}`: the file, or the one
+/// byte range asked for (206). The node checks the file against its
+/// chunks first when it changed since last checked, so it never lends
+/// bytes it would refuse to load.
+pub(crate) async fn file(
+    State(app): State<Arc<AppState>>,
+    Path((name, file)): Path<(String, String)>,
+    headers: HeaderMap,
+    principal: Option<Extension<Principal>>,
+    tls: Option<Extension<TlsClient>>,
+    connection: Option<Extension<ConnectInfo<SocketAddr>>>,
+    admin: Option<Extension<Admin>>,
+) -> Result<Response, ApiError> {
+    let who = requester(&principal, &tls)?;
+    let shared = shared(&app)?;
+    let sha256 = file
+        .strip_prefix("sha256-")
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or_else(|| ApiError::not_found("not_found", format!("No file `{file}`")))?
+        .to_ascii_lowercase();
+    let (opened, size) = {
+        let (wanted, sha256) = (name.clone(), sha256.clone());
+        tokio::task::spawn_blocking(move || shared.open(&wanted, &sha256))
+            .await
+            .map_err(|e| ApiError::internal(&e))?
+            .map_err(|e| library_error(&name, e))?
+    };
+    let etag = format!("\"sha256-{sha256}\"");
+    let if_range_holds = headers
+        .get(IF_RANGE)
+        .is_none_or(|v| v.as_bytes() == etag.as_bytes());
+    let range = match headers.get(RANGE).filter(|_| if_range_holds) {
+        None => None,
+        Some(value) => match value.to_str().ok().and_then(|v| byte_range(v, size)) {
+            Some(range) => Some(range),
+            None => {
+                return Ok((
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    [(CONTENT_RANGE, format!("bytes */{size}"))],
+                )
+                    .into_response())
+            }
+        },
+    };
+    let (start, end) = range.unwrap_or((0, size));
+    let length = end - start;
+    tracing::info!(target: "hearth::peer", model = %name, sha256 = %sha256, offset = start, length, peer = %who, "lending bytes to a peer");
+    if let Some(auditor) = admin.and_then(|Extension(a)| a.audit) {
+        auditor.log.record(audit::Event::PeerTransfer {
+            model: name.clone(),
+            sha256: sha256.clone(),
+            offset: start,
+            length,
+            principal: Some(who),
+            source_ip: connection.map(|Extension(c)| c.0.ip().to_string()),
+        });
+    }
+    let mut file = tokio::fs::File::from_std(opened);
+    file.seek(std::io::SeekFrom::Start(start))
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    let body = futures::stream::unfold((file, length), |(mut file, left)| async move {
+        if left == 0 {
+            return None;
+        }
+        let mut buf = vec![0; PIECE.min(left as usize)];
+        match file.read(&mut buf).await {
+            // Shorter than promised: end the body, so the client sees a
+            // truncated response rather than a hang.
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(buf), (file, left - n as u64)))
+            }
+            Err(e) => Some((Err(e), (file, 0))),
+        }
+    });
+    let mut response = Response::new(Body::from_stream(body));
+    if range.is_some() {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+    }
+    let h = response.headers_mut();
+    h.insert(ACCEPT_RANGES, "bytes".parse().expect("a valid header"));
+    h.insert(ETAG, etag.parse().expect("a hex ETag is a valid header"));
+    h.insert(CONTENT_LENGTH, length.into());
+    h.insert(
+        CONTENT_TYPE,
+        "application/octet-stream".parse().expect("a valid header"),
+    );
+    if range.is_some() {
+        h.insert(
+            CONTENT_RANGE,
+            format!("bytes {start}-{}/{size}", end - 1)
+                .parse()
+                .expect("a valid header"),
+        );
+    }
+    Ok(response)
+}
+
+/// One `bytes=` range of a file of `size` bytes as `start..end`: `a-b`,
+/// `a-` or `-n` (the last n); `None` for anything else, several ranges
+/// included, or a range outside the file.
+fn byte_range(header: &str, size: u64) -> Option<(u64, u64)> {
+    let spec = header.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (first, last) = spec.split_once('-')?;
+    let (first, last) = (first.trim(), last.trim());
+    let (start, end) = match (first.is_empty(), last.is_empty()) {
+        (true, false) => {
+            let n: u64 = last.parse().ok()?;
+            (size.saturating_sub(n), size)
+        }
+        (false, true) => (first.parse().ok()?, size),
+        (false, false) => {
+            let (a, b): (u64, u64) = (first.parse().ok()?, last.parse().ok()?);
+            (a, b.checked_add(1)?.min(size))
+        }
+        (true, true) => return None,
+    };
+    (start < end && start < size).then_some((start, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::byte_range;
+
+    #[test]
+    fn byte_ranges_parse_as_rfc_9110_says() {
+        assert_eq!(byte_range("bytes=0-0", 10), Some((0, 1)));
+        assert_eq!(byte_range("bytes=2-5", 10), Some((2, 6)));
+        assert_eq!(byte_range("bytes=8-", 10), Some((8, 10)));
+        assert_eq!(byte_range("bytes=-3", 10), Some((7, 10)));
+        assert_eq!(byte_range("bytes=5-100", 10), Some((5, 10)));
+        assert_eq!(byte_range("bytes=10-", 10), None);
+        assert_eq!(byte_range("bytes=5-2", 10), None);
+        assert_eq!(byte_range("bytes=0-1,3-4", 10), None);
+        assert_eq!(byte_range("items=0-1", 10), None);
+        assert_eq!(byte_range("bytes=-", 10), None);
+    }
+}
