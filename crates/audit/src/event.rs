@@ -51,6 +51,14 @@ pub enum Event {
         bytes: u64,
         source: String,
     },
+    /// A served model moved to another version of its files: new requests
+    /// go to `to`, requests already running finish on `from`.
+    ModelSwap {
+        model: String,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        from_sha256: Option<String>,
+        to_sha256: String,
+    },
     /// Another node read part of a stored model's file from this one
     /// (`hearth serve --share`): who, which file and which bytes.
     PeerTransfer {
@@ -117,6 +125,7 @@ impl Event {
             Event::ModelRepair { .. } => "model_repair",
             Event::ModelPush { .. } => "model_push",
             Event::PeerTransfer { .. } => "peer_transfer",
+            Event::ModelSwap { .. } => "model_swap",
             Event::KeyCreated { .. } => "key_created",
             Event::KeyRevoked { .. } => "key_revoked",
             Event::PolicyLoaded { .. } => "policy_loaded",

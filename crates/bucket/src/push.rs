@@ -117,7 +117,7 @@ pub fn push(
     // Where it came from, without what may carry a secret (a pre-signed
     // query, a user:password@).
     let mut shared = model.manifest.clone();
-    shared.source = without_secrets(&shared.source);
+    shared.source = store::without_secrets(&shared.source);
     let json = serde_json::to_vec_pretty(&shared).expect("a manifest serialises");
     bucket
         .wait(bucket.objects.put(&key, PutPayload::from(json)))
@@ -125,23 +125,6 @@ pub fn push(
     progress.finish();
     pushed.manifest = bucket.url(key.as_ref());
     Ok(pushed)
-}
-
-/// `http(s)://user:pass@host/path?query#frag` → `http(s)://host/path`;
-/// other sources (pip, hubs, files, buckets) carry no secrets.
-fn without_secrets(source: &str) -> String {
-    if !(source.starts_with("https://") || source.starts_with("http://")) {
-        return source.to_string();
-    }
-    let cut = source.split(['?', '#']).next().unwrap_or(source);
-    match cut.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-            let host = authority.rsplit('@').next().unwrap_or(authority);
-            format!("{scheme}://{host}/{path}")
-        }
-        None => cut.to_string(),
-    }
 }
 
 /// What became of one chunk.
@@ -204,7 +187,7 @@ async fn upload(bucket: &Bucket, key: &Key, bytes: Vec<u8>) -> Result<(), object
 mod tests {
     #[test]
     fn sources_lose_their_secrets() {
-        use super::without_secrets;
+        use store::without_secrets;
         assert_eq!(
             without_secrets("https://u:p@h.test/m.gguf?X-Amz-Signature=s"),
             "https://h.test/m.gguf"

@@ -424,6 +424,11 @@ pub struct ServeArgs {
     /// keys stored (logs a warning at every start)
     #[arg(long, env = "HEARTH_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
+    /// When a served model moves to a newly stored version of itself:
+    /// `auto` (as soon as it is stored) or `manual` (on POST
+    /// /admin/models/{name}/reload) [default: auto]
+    #[arg(long, env = "HEARTH_MODEL_SWAP", value_enum, value_name = "WHEN")]
+    pub model_swap: Option<crate::config::ModelSwap>,
     /// Lend stored models to other Hearth nodes (`hearth pull --peer`):
     /// manifests and file ranges under /peer/v1, for credentials the
     /// policies allow `replicate` [default: [peers] share]

@@ -185,6 +185,8 @@ pub struct FileServer {
     pub insecure_no_auth: Option<bool>,
     /// Whether `/metrics` answers without credentials.
     pub open_metrics: Option<bool>,
+    /// `auto` or `manual`: when a newly stored version replaces a served model.
+    pub model_swap: Option<ModelSwap>,
 }
 
 /// Everything a command needs, resolved and validated.
@@ -282,6 +284,18 @@ pub struct ServerSettings {
     pub open_metrics: bool,
     /// HTTPS instead of HTTP.
     pub tls: Option<server::TlsFiles>,
+    /// When a served model's newly stored version replaces it.
+    pub model_swap: ModelSwap,
+}
+
+/// When `hearth serve` moves a served model to a newly stored version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelSwap {
+    /// As soon as the store holds it (checked every 2 s).
+    Auto,
+    /// Only on `POST /admin/models/{name}/reload`.
+    Manual,
 }
 
 impl Config {
@@ -371,6 +385,10 @@ impl Config {
                 .or(fs.open_metrics)
                 .unwrap_or(host.is_loopback()),
             tls: tls_files(serve, &file.tls)?,
+            model_swap: serve
+                .and_then(|s| s.model_swap)
+                .or(fs.model_swap)
+                .unwrap_or(ModelSwap::Auto),
         };
         let fa = &file.audit;
         let audit = fa.enabled.unwrap_or(true).then(|| {

@@ -195,6 +195,25 @@ fn a_node_pulls_from_two_peers_drops_a_bad_one_and_falls_back_to_the_origin() {
     );
     ok(hearth(d.path()).args(["verify", "smol"]).output().unwrap());
 
+    // `peer://A/smol`: what A holds, from A alone, recorded as from A.
+    let g = node_home(&jwks_file);
+    let named = format!("peer://{}/smol", a_base.trim_start_matches("http://"));
+    let out = pull(g.path(), &node, &[&named]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(g.path().join("models/smol/manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["source"], named.as_str());
+    assert!(
+        origin.log().is_empty(),
+        "the origin was contacted: {:?}",
+        origin.log()
+    );
+
     // E has only B: once B is dropped the origin serves what is left.
     let e = node_home(&jwks_file);
     let out = pull(e.path(), &node, &[&url, "--peer", b_peer]);

@@ -156,32 +156,40 @@ const MANIFEST_WAIT: Duration = Duration::from_secs(5);
 const MAX_MANIFEST: usize = 16 << 20;
 
 /// Pulls `name` from `peers` into `store`, each file checked chunk by
-/// chunk against the manifest the chosen peers agree on; `origin` opens a
-/// file's origin, to fall back on when every peer is dropped. `None` when
-/// no peer holds the model `expect` accepts: the caller pulls from the
-/// origin.
+/// chunk against the manifest the chosen peers agree on, and records
+/// `source` (where the caller knows the model comes from, never what a
+/// peer says) as its source; `origin` opens file `index` of a manifest
+/// whose source is `source`, to fall back on when every peer is dropped.
+/// `None` when no peer holds the model `expect` accepts: the caller pulls
+/// from the origin.
 #[allow(clippy::too_many_arguments)]
 pub fn pull(
     store: &Store,
     name: &str,
     peers: &[Peer],
     expect: &Expect,
+    source: &str,
     origin: &OpenFile<'_>,
     options: &PullOptions,
     http: &HttpOptions,
     progress: &dyn Progress,
 ) -> Result<Option<Pulled>, PeerError> {
-    let Some((manifest, holders)) = agree(name, peers, expect, http) else {
+    let Some((mut manifest, holders)) = agree(name, peers, expect, http) else {
         return Ok(None);
     };
+    manifest.source = source.to_string();
     tracing::info!(model = %name, digest = %manifest.digest(), peers = holders.len(), "pulling from peers");
     let mut spreads = Vec::new();
     let mut files = Vec::new();
     for (index, part) in manifest.files().into_iter().enumerate() {
         let mut sources: Vec<Box<dyn Source>> = Vec::new();
+        let mut lenders = Vec::new();
         for peer in &holders {
             match HttpSource::new(&peer.file_url(name, &part.sha256), http) {
-                Ok(source) => sources.push(Box::new(source)),
+                Ok(source) => {
+                    sources.push(Box::new(source));
+                    lenders.push(peer.clone());
+                }
                 Err(err) => tracing::warn!(%peer, %err, "skipping a peer"),
             }
         }
@@ -209,16 +217,16 @@ pub fn pull(
                 chunks: part.chunks.clone(),
             },
         });
-        spreads.push(spread);
+        spreads.push((spread, lenders));
     }
     let model = store.pull_files(name, &manifest.source, files, options, progress)?;
     let mut places: BTreeMap<(bool, String), Place> = BTreeMap::new();
-    for spread in &spreads {
+    for (spread, lenders) in &spreads {
         for (i, served) in spread.served().into_iter().enumerate() {
             let place = if served.origin {
                 served.place
             } else {
-                holders[i].to_string()
+                lenders[i].to_string()
             };
             let entry = places
                 .entry((served.origin, place.clone()))
@@ -260,6 +268,8 @@ fn agree(
             .collect();
         asked.into_iter().filter_map(|h| h.join().ok()).collect()
     });
+    // Grouped by every file's size and digests, not the digest alone: two
+    // manifests of one version agree on every chunk.
     let mut by_digest: BTreeMap<String, (Manifest, Vec<Peer>)> = BTreeMap::new();
     for (peer, manifest) in answers {
         let Some(manifest) = manifest else { continue };
@@ -267,8 +277,9 @@ fn agree(
             tracing::info!(%peer, model = %name, digest = %manifest.digest(), source = %manifest.source, "the peer holds another version of the model; not using it");
             continue;
         }
+        let files = serde_json::to_string(&manifest.files()).expect("a manifest serialises");
         by_digest
-            .entry(manifest.digest())
+            .entry(files)
             .or_insert_with(|| (manifest, Vec::new()))
             .1
             .push(peer);
@@ -279,6 +290,18 @@ fn agree(
     by_digest
         .into_values()
         .max_by_key(|(_, holders)| holders.len())
+}
+
+/// What `peer` holds as `name`, if anything (a sound manifest).
+pub fn manifest_of(peer: &Peer, name: &str, http: &HttpOptions) -> Option<Manifest> {
+    ask(
+        peer,
+        name,
+        &HttpOptions {
+            stall: http.stall.min(MANIFEST_WAIT),
+            ..http.clone()
+        },
+    )
 }
 
 /// One peer's manifest of `name`: `None` when it holds none, cannot be

@@ -1,5 +1,6 @@
-//! The admin API: key management (`manage_keys`) and reading the audit log
-//! (`read_audit`), with its own wire types. Which principals may call it is
+//! The admin API: key management (`manage_keys`), reading the audit log
+//! (`read_audit`) and moving a served model to its newly stored version
+//! (`admin`), with its own wire types. Which principals may call it is
 //! the policies' decision, made before these handlers run (by default only
 //! the `admin` role); an anonymous caller never gets here with an answer.
 
@@ -226,4 +227,39 @@ pub(crate) async fn read_audit(
     .map_err(|e| ApiError::internal(&e))?
     .map_err(|e| ApiError::internal(&e))?;
     Ok(([(CONTENT_TYPE, "application/x-ndjson")], lines).into_response())
+}
+
+/// `POST /admin/models/{name}/reload`: serve the version of the model
+/// stored now. New requests go to it at once; requests already running
+/// finish on the version they started on.
+pub(crate) async fn reload_model(
+    axum::extract::State(app): axum::extract::State<Arc<crate::AppState>>,
+    Path(name): Path<String>,
+    principal: Option<Extension<Principal>>,
+) -> Result<Response, ApiError> {
+    caller(principal)?;
+    let asked = name.clone();
+    let reloaded = tokio::task::spawn_blocking(move || app.reload_model(&asked, false))
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
+    let body = match reloaded {
+        crate::Reload::NotServed => return Err(ApiError::model_not_found(&name)),
+        crate::Reload::Unchanged { digest } => {
+            json!({"model": name, "status": "unchanged", "sha256": digest})
+        }
+        crate::Reload::Swapped { from, to } => {
+            json!({"model": name, "status": "swapped", "from": from, "to": to})
+        }
+        crate::Reload::Failed { reason } => {
+            return Err(ApiError {
+                status: StatusCode::CONFLICT,
+                code: "reload_failed",
+                ..ApiError::invalid(
+                    "",
+                    format!("`{name}` stays on the version it serves: {reason}"),
+                )
+            })
+        }
+    };
+    Ok(Json(body).into_response())
 }

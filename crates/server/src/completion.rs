@@ -47,7 +47,8 @@ pub async fn complete<B: CompletionBody>(
         &observers,
     )
     .await?;
-    let reply = Reply::new(B::ENDPOINT, id, choices.model.clone());
+    let reply = Reply::new(B::ENDPOINT, id, choices.model.clone())
+        .with_fingerprint(choices.fingerprint.clone());
     if stream {
         let events = sse_events(choices, reply, include_usage, logprobs, observers);
         return Ok(exchange::sse_response(events));

@@ -135,6 +135,8 @@ pub(crate) struct Submitted {
 /// A request for several choices the engine accepted: one generation each.
 pub(crate) struct Choices {
     pub model: String,
+    /// The model version answering (`system_fingerprint`), when known.
+    pub fingerprint: Option<String>,
     pub generations: Vec<Generation>,
     pub deadline: Option<Deadline>,
 }
@@ -189,6 +191,7 @@ pub(crate) async fn submit_choices(
     observers.submitted(generations[0].prompt_tokens());
     Ok(Choices {
         model: served.id.clone(),
+        fingerprint: generations[0].fingerprint().map(str::to_string),
         generations,
         deadline,
     })

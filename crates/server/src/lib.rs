@@ -43,7 +43,7 @@ pub use error::ApiError;
 pub use jwks::JwksRefresher;
 pub use metrics::Metrics;
 pub use responses::{ResponseStore, ResponseStoreError, RETENTION as RESPONSE_RETENTION};
-pub use roster::{ModelDirectory, Retire, ServedModel};
+pub use roster::{ModelDirectory, Reload, Retire, ServedModel};
 pub use routes::{
     api_router, compose, metrics_router, ops_router, probes_router, ApiRoute, ResourceFrom,
     API_ROUTES,
@@ -132,6 +132,17 @@ impl AppState {
             .map(|m| (m.id.clone(), Arc::clone(&m.generator)))
             .collect();
         Self::new(models, Metrics::new(watched))
+    }
+
+    /// Serves the stored version of model `name` if it changed (see
+    /// [`ModelDirectory::reload`]). Blocks: it may load a model.
+    pub fn reload_model(&self, name: &str, automatic: bool) -> Reload {
+        self.models.reload(untagged(name), automatic)
+    }
+
+    /// The ids of the models served now.
+    pub fn model_ids(&self) -> Vec<String> {
+        self.models.all().iter().map(|m| m.id.clone()).collect()
     }
 
     /// Readiness turns false and new generations are refused; requests in

@@ -24,26 +24,23 @@ use types::{LibraryError, SharedModels};
 
 use crate::admin::Admin;
 use crate::error::ApiError;
-use crate::tls::TlsClient;
 use crate::AppState;
 
 /// Bytes read from the file per piece of the response body.
 const PIECE: usize = 256 << 10;
 
-/// Who is asking: a principal, or a verified client certificate.
-fn requester(
-    principal: &Option<Extension<Principal>>,
-    tls: &Option<Extension<TlsClient>>,
-) -> Result<String, ApiError> {
-    match (principal, tls) {
-        (Some(Extension(p)), _) => Ok(p.id.clone()),
-        (None, Some(Extension(TlsClient(subject)))) => Ok(format!("tls:{subject}")),
-        (None, None) => Err(ApiError {
+/// Who is asking: an authenticated principal, whom the policies decided
+/// on before this handler ran. A client certificate alone is not enough:
+/// without a principal no policy was asked.
+fn requester(principal: &Option<Extension<Principal>>) -> Result<String, ApiError> {
+    match principal {
+        Some(Extension(p)) => Ok(p.id.clone()),
+        None => Err(ApiError {
             status: StatusCode::UNAUTHORIZED,
             code: "invalid_api_key",
             ..ApiError::invalid(
                 "",
-                "Peer routes need credentials: a key (for example `hearth keys create --role node`) or a client certificate",
+                "Peer routes need credentials: a key (for example `hearth keys create --role node`) or a JWT",
             )
         }),
     }
@@ -82,9 +79,8 @@ pub(crate) async fn manifest(
     State(app): State<Arc<AppState>>,
     Path(name): Path<String>,
     principal: Option<Extension<Principal>>,
-    tls: Option<Extension<TlsClient>>,
 ) -> Result<Response, ApiError> {
-    requester(&principal, &tls)?;
+    requester(&principal)?;
     let shared = shared(&app)?;
     let wanted = name.clone();
     let bytes = tokio::task::spawn_blocking(move || shared.manifest(&wanted))
@@ -103,11 +99,10 @@ pub(crate) async fn file(
     Path((name, file)): Path<(String, String)>,
     headers: HeaderMap,
     principal: Option<Extension<Principal>>,
-    tls: Option<Extension<TlsClient>>,
     connection: Option<Extension<ConnectInfo<SocketAddr>>>,
     admin: Option<Extension<Admin>>,
 ) -> Result<Response, ApiError> {
-    let who = requester(&principal, &tls)?;
+    let who = requester(&principal)?;
     let shared = shared(&app)?;
     let sha256 = file
         .strip_prefix("sha256-")
@@ -125,18 +120,20 @@ pub(crate) async fn file(
     let if_range_holds = headers
         .get(IF_RANGE)
         .is_none_or(|v| v.as_bytes() == etag.as_bytes());
-    let range = match headers.get(RANGE).filter(|_| if_range_holds) {
-        None => None,
-        Some(value) => match value.to_str().ok().and_then(|v| byte_range(v, size)) {
-            Some(range) => Some(range),
-            None => {
-                return Ok((
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    [(CONTENT_RANGE, format!("bytes */{size}"))],
-                )
-                    .into_response())
-            }
-        },
+    let asked = headers
+        .get(RANGE)
+        .filter(|_| if_range_holds)
+        .map(|v| v.to_str().map_or(Asked::Ignored, |v| byte_range(v, size)));
+    let range = match asked {
+        None | Some(Asked::Ignored) => None,
+        Some(Asked::Range(start, end)) => Some((start, end)),
+        Some(Asked::Unsatisfiable) => {
+            return Ok((
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(CONTENT_RANGE, format!("bytes */{size}"))],
+            )
+                .into_response())
+        }
     };
     let (start, end) = range.unwrap_or((0, size));
     let length = end - start;
@@ -194,46 +191,69 @@ pub(crate) async fn file(
     Ok(response)
 }
 
-/// One `bytes=` range of a file of `size` bytes as `start..end`: `a-b`,
-/// `a-` or `-n` (the last n); `None` for anything else, several ranges
-/// included, or a range outside the file.
-fn byte_range(header: &str, size: u64) -> Option<(u64, u64)> {
-    let spec = header.trim().strip_prefix("bytes=")?;
-    if spec.contains(',') {
-        return None;
-    }
-    let (first, last) = spec.split_once('-')?;
-    let (first, last) = (first.trim(), last.trim());
-    let (start, end) = match (first.is_empty(), last.is_empty()) {
-        (true, false) => {
-            let n: u64 = last.parse().ok()?;
-            (size.saturating_sub(n), size)
-        }
-        (false, true) => (first.parse().ok()?, size),
-        (false, false) => {
-            let (a, b): (u64, u64) = (first.parse().ok()?, last.parse().ok()?);
-            (a, b.checked_add(1)?.min(size))
-        }
-        (true, true) => return None,
+/// What a `Range` header asks of a file.
+#[derive(Debug, PartialEq, Eq)]
+enum Asked {
+    /// Bytes `start..end`.
+    Range(u64, u64),
+    /// Nothing inside the file: 416.
+    Unsatisfiable,
+    /// Not one `bytes=` range this server reads (several, another unit,
+    /// malformed): answered with the whole file, as RFC 9110 allows.
+    Ignored,
+}
+
+/// One `bytes=` range of a file of `size` bytes: `a-b`, `a-` or `-n`
+/// (the last n).
+fn byte_range(header: &str, size: u64) -> Asked {
+    let Some(spec) = header.trim().strip_prefix("bytes=") else {
+        return Asked::Ignored;
     };
-    (start < end && start < size).then_some((start, end))
+    let Some((first, last)) = spec.split_once('-').filter(|_| !spec.contains(',')) else {
+        return Asked::Ignored;
+    };
+    let (first, last) = (first.trim(), last.trim());
+    let number = |s: &str| s.parse::<u64>().ok();
+    let (start, end) = match (first.is_empty(), last.is_empty()) {
+        (true, false) => match number(last) {
+            Some(n) => (size.saturating_sub(n), size),
+            None => return Asked::Ignored,
+        },
+        (false, true) => match number(first) {
+            Some(a) => (a, size),
+            None => return Asked::Ignored,
+        },
+        (false, false) => match (number(first), number(last)) {
+            (Some(a), Some(b)) if a <= b => (a, b.saturating_add(1).min(size)),
+            _ => return Asked::Ignored,
+        },
+        (true, true) => return Asked::Ignored,
+    };
+    if start < end && start < size {
+        Asked::Range(start, end)
+    } else {
+        Asked::Unsatisfiable
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::byte_range;
+    use super::{byte_range, Asked};
 
     #[test]
     fn byte_ranges_parse_as_rfc_9110_says() {
-        assert_eq!(byte_range("bytes=0-0", 10), Some((0, 1)));
-        assert_eq!(byte_range("bytes=2-5", 10), Some((2, 6)));
-        assert_eq!(byte_range("bytes=8-", 10), Some((8, 10)));
-        assert_eq!(byte_range("bytes=-3", 10), Some((7, 10)));
-        assert_eq!(byte_range("bytes=5-100", 10), Some((5, 10)));
-        assert_eq!(byte_range("bytes=10-", 10), None);
-        assert_eq!(byte_range("bytes=5-2", 10), None);
-        assert_eq!(byte_range("bytes=0-1,3-4", 10), None);
-        assert_eq!(byte_range("items=0-1", 10), None);
-        assert_eq!(byte_range("bytes=-", 10), None);
+        use Asked::*;
+        assert_eq!(byte_range("bytes=0-0", 10), Range(0, 1));
+        assert_eq!(byte_range("bytes=2-5", 10), Range(2, 6));
+        assert_eq!(byte_range("bytes=8-", 10), Range(8, 10));
+        assert_eq!(byte_range("bytes=-3", 10), Range(7, 10));
+        assert_eq!(byte_range("bytes=5-100", 10), Range(5, 10));
+        assert_eq!(byte_range("bytes=10-", 10), Unsatisfiable);
+        assert_eq!(byte_range("bytes=-0", 10), Unsatisfiable);
+        assert_eq!(byte_range("bytes=5-2", 10), Ignored);
+        assert_eq!(byte_range("bytes=0-1,3-4", 10), Ignored);
+        assert_eq!(byte_range("items=0-1", 10), Ignored);
+        assert_eq!(byte_range("bytes=-", 10), Ignored);
+        assert_eq!(byte_range("bytes=x-2", 10), Ignored);
     }
 }

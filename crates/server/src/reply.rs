@@ -21,6 +21,8 @@ pub struct Reply {
     pub id: String,
     pub created: u64,
     pub model: String,
+    /// Which version of the model answered (its files' digest, shortened).
+    pub system_fingerprint: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -29,6 +31,8 @@ struct Envelope<C> {
     object: &'static str,
     created: u64,
     model: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system_fingerprint: Option<String>,
     choices: Vec<C>,
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<WireUsage>,
@@ -105,7 +109,13 @@ impl Reply {
             id,
             created: unix_now(),
             model,
+            system_fingerprint: None,
         }
+    }
+
+    pub fn with_fingerprint(mut self, fingerprint: Option<String>) -> Self {
+        self.system_fingerprint = fingerprint;
+        self
     }
 
     fn envelope<C: Serialize>(
@@ -125,6 +135,7 @@ impl Reply {
             object,
             created: self.created,
             model: self.model.clone(),
+            system_fingerprint: self.system_fingerprint.clone(),
             choices,
             usage,
             timings,

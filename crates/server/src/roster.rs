@@ -39,6 +39,35 @@ pub trait ModelDirectory: Send + Sync {
     /// Stops serving the model `id` so that its files can be removed:
     /// unloads it if it is loaded and idle.
     fn retire(&self, id: &str) -> Result<(), Retire>;
+    /// Serves the version of model `id` stored now, if it is another one
+    /// than the version served: new requests go to it, running ones finish
+    /// on the old. `automatic` calls (a watcher's) skip a version that
+    /// already failed to load; a request asks again.
+    fn reload(&self, id: &str, automatic: bool) -> Reload {
+        let _ = (id, automatic);
+        Reload::NotServed
+    }
+}
+
+/// What reloading a served model did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reload {
+    /// No stored model of that name is served.
+    NotServed,
+    /// The stored version is the one served (`None`: a server without a
+    /// store, whose models have no other version).
+    Unchanged {
+        digest: Option<String>,
+    },
+    Swapped {
+        from: Option<String>,
+        to: String,
+    },
+    /// The stored version cannot be served (damaged, not loadable): the
+    /// served version stays.
+    Failed {
+        reason: String,
+    },
 }
 
 /// Why a model cannot stop being served now.
@@ -141,6 +170,32 @@ impl Roster {
                 self.remove(&model.id);
             }
         }
+    }
+
+    /// Serves the stored version of `id` (a name or alias) if it is a new
+    /// one, and describes the model anew.
+    pub(crate) fn reload(&self, name: &str, automatic: bool) -> Reload {
+        let Some(served) = self.served(name) else {
+            return Reload::NotServed;
+        };
+        let Some(directory) = &self.directory else {
+            return Reload::Unchanged { digest: None };
+        };
+        let reloaded = directory.reload(&served.id, automatic);
+        if matches!(reloaded, Reload::Swapped { .. }) {
+            let info = directory.open(&served.id).and_then(|m| m.info);
+            let mut models = self.models.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(slot) = models.iter_mut().find(|m| m.id == served.id) {
+                *slot = Arc::new(ServedModel {
+                    id: served.id.clone(),
+                    aliases: served.aliases.clone(),
+                    created: served.created,
+                    generator: Arc::clone(&served.generator),
+                    info,
+                });
+            }
+        }
+        reloaded
     }
 
     /// Stops serving `id` so its files can be deleted.

@@ -97,6 +97,13 @@ pub const API_ROUTES: &[ApiRoute] = &[
         generates: false,
     },
     ApiRoute {
+        method: "POST",
+        path: "/admin/models/{name}/reload",
+        action: Action::Admin,
+        resource: ResourceFrom::Server,
+        generates: false,
+    },
+    ApiRoute {
         method: "GET",
         path: "/admin/audit",
         action: Action::ReadAudit,
@@ -255,6 +262,7 @@ fn handler(route: &ApiRoute) -> MethodRouter<Arc<AppState>> {
         ("GET", "/admin/keys") => get(admin::list_keys),
         ("POST", "/admin/keys") => post(admin::create_key),
         ("DELETE", "/admin/keys/{id}") => delete(admin::revoke_key),
+        ("POST", "/admin/models/{name}/reload") => post(admin::reload_model),
         ("GET", "/admin/audit") => get(admin::read_audit),
         ("POST", "/v1/messages") => post(anthropic::messages),
         ("POST", "/v1/messages/count_tokens") => post(anthropic::count_tokens),

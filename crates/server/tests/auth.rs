@@ -58,6 +58,12 @@ fn api_routes(model: &str) -> Vec<(Method, String, Option<Value>, bool)> {
             None,
             true,
         ),
+        (
+            Method::POST,
+            format!("/admin/models/{model}/reload"),
+            None,
+            true,
+        ),
         (Method::GET, "/admin/audit?since=1h".into(), None, true),
         (Method::POST, "/v1/messages".into(), Some(message), false),
         (
@@ -401,6 +407,9 @@ async fn every_api_route_asks_the_policies() {
             let path = match r.path {
                 "/v1/models/{id}" => format!("/v1/models/{SERVED_BESIDE_A_STORE}"),
                 "/admin/keys/{id}" => format!("/admin/keys/{THROWAWAY}"),
+                "/admin/models/{name}/reload" => {
+                    format!("/admin/models/{SERVED_BESIDE_A_STORE}/reload")
+                }
                 "/v1/responses/{id}" => "/v1/responses/resp_none".to_string(),
                 "/peer/v1/models/{name}" => "/peer/v1/models/smollm2".to_string(),
                 "/peer/v1/models/{name}/files/{file}" => smollm2_file(),

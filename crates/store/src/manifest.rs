@@ -58,12 +58,24 @@ impl Manifest {
             return Err(format!("it names model `{}`, not `{name}`", self.name));
         }
         for file in self.files() {
-            if !is_digest(&file.sha256) || file.chunk_size == 0 {
-                return Err("a file has no SHA-256 or chunk size".into());
+            if !is_digest(&file.sha256) || file.size == 0 {
+                return Err("a file has no SHA-256, or no bytes".into());
+            }
+            // The grid every pull cuts files into: fixed chunks within the
+            // sizes Hearth writes, so each arriving chunk has a digest to
+            // meet and a tiny chunk size cannot exhaust memory.
+            if !(MIN_CHUNK..=MAX_CHUNK).contains(&file.chunk_size) {
+                return Err(format!(
+                    "its chunk size {} is outside 1 MiB to 4 GiB",
+                    file.chunk_size
+                ));
             }
             let mut at = 0u64;
-            for chunk in &file.chunks {
-                if chunk.offset != at || chunk.length == 0 || !is_digest(&chunk.sha256) {
+            let last = file.chunks.len().saturating_sub(1);
+            for (i, chunk) in file.chunks.iter().enumerate() {
+                let whole = chunk.length == file.chunk_size
+                    || (i == last && chunk.length < file.chunk_size);
+                if chunk.offset != at || chunk.length == 0 || !whole || !is_digest(&chunk.sha256) {
                     return Err("its chunk list is not a contiguous list of digests".into());
                 }
                 at = at
@@ -134,9 +146,31 @@ impl Manifest {
     }
 }
 
+/// `http(s)://user:pass@host/path?query#frag` → `http(s)://host/path`;
+/// other sources (pip, hubs, files, buckets) carry no secrets.
+pub fn without_secrets(source: &str) -> String {
+    if !(source.starts_with("https://") || source.starts_with("http://")) {
+        return source.to_string();
+    }
+    let cut = source.split(['?', '#']).next().unwrap_or(source);
+    match cut.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+            let host = authority.rsplit('@').next().unwrap_or(authority);
+            format!("{scheme}://{host}/{path}")
+        }
+        None => cut.to_string(),
+    }
+}
+
 fn is_digest(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
+
+/// The chunk sizes a received manifest may use (`[pull] chunk_mb` allows
+/// 1 to 4096 MiB).
+const MIN_CHUNK: u64 = 1 << 20;
+const MAX_CHUNK: u64 = 4 << 30;
 
 /// A model present in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]

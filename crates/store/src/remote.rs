@@ -434,6 +434,9 @@ pub fn origin_file(
             m.source
         )));
     }
+    if m.source.starts_with("peer://") {
+        return Err(cannot(format!("it came from another node ({})", m.source)));
+    }
     if !is_location(&m.source) || location_kind(&m.source) == LocationKind::Pip {
         return Err(cannot(format!(
             "it came from {}, which cannot be read in ranges; fetch it again with `hearth pull --force {}`",

@@ -114,7 +114,7 @@ impl Store {
         Ok(())
     }
 
-    /// The file of stored model `reference` whose SHA-256 is `sha256`,
+    /// The file of stored model `reference` (its stored name) whose SHA-256 is `sha256`,
     /// opened for lending to another node, with its size: checked like a
     /// model before use, so this node never lends bytes it would refuse
     /// to load itself.
@@ -123,7 +123,11 @@ impl Store {
         reference: &str,
         sha256: &str,
     ) -> Result<(fs::File, u64), StoreError> {
-        let model = self.stored(reference)?;
+        // The stored name exactly: never an alias, which policies did not
+        // see.
+        let model = self.get(reference)?.ok_or_else(|| StoreError::NotStored {
+            name: reference.to_string(),
+        })?;
         let (path, file) = model
             .files()
             .into_iter()

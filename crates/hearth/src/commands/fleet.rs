@@ -70,6 +70,13 @@ pub fn expired(resident: &[Resident], now: Instant) -> Vec<usize> {
 struct Member {
     name: String,
     path: PathBuf,
+    /// The stored version's digest (`Manifest::digest`); `None` for a
+    /// file given by path.
+    digest: Option<String>,
+    /// The loaded engine's version, as clients see it.
+    fingerprint: Option<Arc<str>>,
+    /// Earlier versions still finishing requests: unloaded once idle.
+    draining: Vec<Arc<Engine>>,
     /// Weights plus the KV pool, estimated before loading.
     bytes: u64,
     pinned: bool,
@@ -93,7 +100,7 @@ impl Member {
     /// claims its room and cannot be unloaded).
     fn resident(&self, index: usize, default_keep_alive: Duration) -> Option<Resident> {
         let busy = match &self.engine {
-            Some(engine) => in_use(engine),
+            Some(engine) => in_use(engine) || self.draining.iter().any(in_use),
             None if self.loading => true,
             None => return None,
         };
@@ -130,13 +137,43 @@ pub struct Fleet {
     keep_alive: Duration,
     /// Told of every load and unload (the audit log).
     on_change: OnceLock<Box<dyn Fn(Change) + Send + Sync>>,
+    /// One swap at a time.
+    swapping: Mutex<()>,
 }
 
 /// A model entering or leaving memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    Loaded { name: String, path: PathBuf },
-    Unloaded { name: String },
+    Loaded {
+        name: String,
+        path: PathBuf,
+    },
+    Unloaded {
+        name: String,
+    },
+    /// Another version of the model's files serves new requests.
+    Swapped {
+        name: String,
+        from: Option<String>,
+        to: String,
+    },
+}
+
+/// What [`Fleet::swap`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Swap {
+    /// The model already serves that version.
+    Unchanged,
+    Swapped {
+        from: Option<String>,
+        to: String,
+    },
+}
+
+/// A version as clients see it (OpenAI's `system_fingerprint`): `fp_`
+/// and the first 12 hex digits of its digest.
+fn fingerprint(digest: Option<&str>) -> Option<Arc<str>> {
+    digest.map(|d| Arc::from(format!("fp_{}", &d[..d.len().min(12)])))
 }
 
 /// How long a request waits for busy models to free room before it gets
@@ -157,6 +194,7 @@ impl Fleet {
             budget,
             keep_alive,
             on_change: OnceLock::new(),
+            swapping: Mutex::new(()),
         })
     }
 
@@ -187,18 +225,29 @@ impl Fleet {
     /// Adds a model, or serves a deleted one again (pulled anew, maybe
     /// another file); pinned ones are loaded by [`Fleet::load`] and never
     /// unloaded. Returns its index.
-    pub fn add(&self, name: String, path: PathBuf, bytes: u64, pinned: bool) -> usize {
+    pub fn add(
+        &self,
+        name: String,
+        path: PathBuf,
+        digest: Option<String>,
+        bytes: u64,
+        pinned: bool,
+    ) -> usize {
         let mut members = self.lock();
         if let Some(index) = members.iter().position(|m| m.name == name) {
             let m = &mut members[index];
             if m.retired {
-                (m.path, m.bytes, m.retired, m.failed) = (path, bytes, false, None);
+                (m.path, m.digest, m.bytes, m.retired, m.failed) =
+                    (path, digest, bytes, false, None);
             }
             return index;
         }
         members.push(Member {
             name,
             path,
+            digest,
+            fingerprint: None,
+            draining: Vec::new(),
             bytes,
             pinned,
             engine: None,
@@ -227,19 +276,28 @@ impl Fleet {
         if m.pinned {
             return Err(server::Retire::Pinned);
         }
-        if m.loading || m.engine.as_ref().is_some_and(in_use) {
+        if m.loading || m.engine.as_ref().is_some_and(in_use) || m.draining.iter().any(in_use) {
             return Err(server::Retire::Busy);
         }
         m.retired = true;
-        let engine = m.take();
+        let mut engines: Vec<_> = m.take().into_iter().collect();
+        engines.extend(m.draining.drain(..).map(|e| (m.name.clone(), e)));
         drop(members);
-        self.unload(engine.into_iter().collect(), "deleted");
+        self.unload(engines, "deleted");
         Ok(())
     }
 
     /// The engine of `index`, loading it first (and unloading others to
     /// make room) if it is not loaded. Blocks: callers run on blocking threads.
     pub fn acquire(&self, index: usize) -> Result<Arc<Engine>, GenerateError> {
+        self.acquire_version(index).map(|(engine, _)| engine)
+    }
+
+    /// [`Fleet::acquire`], with the version the engine serves.
+    fn acquire_version(
+        &self,
+        index: usize,
+    ) -> Result<(Arc<Engine>, Option<Arc<str>>), GenerateError> {
         let mut deadline = Instant::now() + ROOM_WAIT;
         let mut members = self.lock();
         loop {
@@ -249,7 +307,7 @@ impl Fleet {
             }
             if let Some(engine) = &m.engine {
                 m.last_used = Instant::now();
-                return Ok(Arc::clone(engine));
+                return Ok((Arc::clone(engine), m.fingerprint.clone()));
             }
             if let Some(failed) = m.failed {
                 let wait = LOAD_RETRY.saturating_sub(failed.elapsed());
@@ -276,11 +334,13 @@ impl Fleet {
                         out.into_iter().filter_map(|i| members[i].take()).collect();
                     drop(members);
                     self.unload(unloaded, "room for another model");
-                    return self
+                    let engine = self
                         .load_engine(index)
                         .map_err(|_| GenerateError::NotLoaded {
                             retry_after_secs: LOAD_RETRY.as_secs() as u32,
-                        });
+                        })?;
+                    let version = self.lock()[index].fingerprint.clone();
+                    return Ok((engine, version));
                 }
             }
             // Being loaded by another caller, or no room until a busy
@@ -310,10 +370,10 @@ impl Fleet {
     /// whoever waits. A panic inside the loader is a failed load: the
     /// model must not stay marked as loading for ever.
     fn load_engine(&self, index: usize) -> anyhow::Result<Arc<Engine>> {
-        let path = {
+        let (path, digest) = {
             let mut members = self.lock();
             members[index].loading = true;
-            members[index].path.clone()
+            (members[index].path.clone(), members[index].digest.clone())
         };
         let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             Engine::load(&path, &self.config)
@@ -340,6 +400,8 @@ impl Fleet {
         tracing::info!(model = %m.name, pinned = m.pinned, "loaded");
         let engine = Arc::new(engine);
         (m.engine, m.failed, m.last_used) = (Some(Arc::clone(&engine)), None, Instant::now());
+        // A swap waits for loads to finish, so the version is the one read.
+        m.fingerprint = fingerprint(digest.as_deref());
         // `serve` records a pinned model's load itself, with its digest.
         let change = (!m.pinned).then(|| Change::Loaded {
             name: m.name.clone(),
@@ -353,9 +415,86 @@ impl Fleet {
         Ok(engine)
     }
 
-    /// Unloads idle models whose keep-alive ran out; called periodically.
+    /// Serves the version `digest` of model `index`'s files (at `path`,
+    /// already verified) from now on. A loaded model loads the new version
+    /// at once and moves new requests to it; requests already running
+    /// finish on the old one, which is unloaded once idle. An unloaded
+    /// model loads the new version on its next request. For a moment both
+    /// versions are in memory.
+    pub fn swap(
+        &self,
+        index: usize,
+        path: PathBuf,
+        digest: String,
+        bytes: u64,
+    ) -> anyhow::Result<Swap> {
+        let _one = self.swapping.lock().unwrap_or_else(|e| e.into_inner());
+        let mut members = self.lock();
+        // A load in progress reads the old path: let it finish first.
+        while members[index].loading {
+            members = self
+                .changed
+                .wait_timeout(members, Duration::from_millis(200))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        let m = &members[index];
+        if m.digest.as_deref() == Some(digest.as_str()) {
+            return Ok(Swap::Unchanged);
+        }
+        let (name, from, loaded) = (m.name.clone(), m.digest.clone(), m.engine.is_some());
+        drop(members);
+        let engine = if loaded {
+            let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                Engine::load(&path, &self.config)
+            }));
+            match loaded {
+                Ok(Ok(engine)) => Some(Arc::new(engine)),
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => anyhow::bail!("loading {} panicked", path.display()),
+            }
+        } else {
+            None
+        };
+        let mut members = self.lock();
+        let m = &mut members[index];
+        if let Some(engine) = engine {
+            if let Some(observer) = &m.observer {
+                engine.set_observer(Arc::clone(observer));
+            }
+            if let Some(old) = m.engine.replace(engine) {
+                m.draining.push(old);
+            }
+            m.fingerprint = fingerprint(Some(&digest));
+            m.last_used = Instant::now();
+        }
+        (m.path, m.digest, m.bytes, m.failed) = (path, Some(digest.clone()), bytes, None);
+        drop(members);
+        tracing::info!(model = %name, from = from.as_deref().unwrap_or("-"), to = %digest, "serving a new version");
+        self.changed(Change::Swapped {
+            name,
+            from: from.clone(),
+            to: digest.clone(),
+        });
+        self.reap();
+        Ok(Swap::Swapped { from, to: digest })
+    }
+
+    /// The digest of the version model `index` serves.
+    pub fn digest(&self, index: usize) -> Option<String> {
+        self.lock()[index].digest.clone()
+    }
+
+    /// Unloads idle models whose keep-alive ran out, and earlier versions
+    /// that finished their requests; called periodically.
     pub fn reap(&self) {
         let mut members = self.lock();
+        let mut finished = Vec::new();
+        for m in members.iter_mut() {
+            let (idle, busy): (Vec<_>, Vec<_>) = m.draining.drain(..).partition(|e| !in_use(e));
+            m.draining = busy;
+            finished.extend(idle.into_iter().map(|e| (m.name.clone(), e)));
+        }
         // A model counts as used until its last request ends, not from
         // when that request arrived.
         let now = Instant::now();
@@ -374,6 +513,7 @@ impl Fleet {
             .filter_map(|i| members[i].take())
             .collect();
         drop(members);
+        self.unload(finished, "a newer version serves it");
         self.unload(out, "keep-alive over");
         self.changed.notify_all();
     }
@@ -467,9 +607,22 @@ impl FleetModel {
     }
 }
 
+/// Marks each generation with the version that produces it.
+fn versioned(generations: Vec<Generation>, version: Option<Arc<str>>) -> Vec<Generation> {
+    match version {
+        Some(v) => generations
+            .into_iter()
+            .map(|g| g.with_fingerprint(Arc::clone(&v)))
+            .collect(),
+        None => generations,
+    }
+}
+
 impl TextGenerator for FleetModel {
     fn submit(&self, request: GenerationRequest) -> Result<Generation, GenerateError> {
-        self.engine()?.submit(request)
+        let (engine, version) = self.fleet.acquire_version(self.index)?;
+        let generation = engine.submit(request)?;
+        Ok(versioned(vec![generation], version).remove(0))
     }
 
     fn submit_choices(
@@ -477,7 +630,8 @@ impl TextGenerator for FleetModel {
         request: GenerationRequest,
         n: u32,
     ) -> Result<Vec<Generation>, GenerateError> {
-        self.engine()?.submit_choices(request, n)
+        let (engine, version) = self.fleet.acquire_version(self.index)?;
+        Ok(versioned(engine.submit_choices(request, n)?, version))
     }
 
     fn count_tokens(&self, request: &GenerationRequest) -> Result<u32, GenerateError> {

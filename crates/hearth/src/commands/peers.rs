@@ -18,75 +18,40 @@ pub fn pull(
     options: &PullOptions,
     progress: &dyn store::Progress,
 ) -> Result<Option<StoredModel>> {
-    let mut extra = args.peer.clone();
-    let named = args.model.strip_prefix("peer://").map(|rest| {
-        let (address, name) = rest.split_once('/').unwrap_or((rest, ""));
-        extra.push(address.to_string());
-        name.to_string()
-    });
-    if args.no_peers {
-        if named.is_some() {
-            bail!("--no-peers and a peer:// location ask for opposite things");
-        }
-        return Ok(None);
-    }
-    let peers = config
-        .peers
-        .resolve(&extra, args.peers_dns.as_deref())
-        .context("the peers to pull from")?;
-    if peers.is_empty() {
-        return Ok(None);
-    }
-    let (name, expect) = match &named {
-        Some(name) => {
-            if name.is_empty() || name.contains('/') {
-                bail!("`{}` names no model: peer://HOST:PORT/NAME", args.model);
-            }
-            if args.name.is_some() {
-                bail!("a peer:// pull keeps the peer's name for the model; --name does not apply");
-            }
-            if args.sha256.is_some() {
-                (
-                    name.clone(),
-                    peer::Expect::Digest(args.sha256.clone().unwrap_or_default()),
-                )
-            } else {
-                (name.clone(), peer::Expect::Any)
-            }
-        }
-        None => match wanted(args, options)? {
-            Some(found) => found,
-            None => return Ok(None),
-        },
-    };
     let http = transfer::HttpOptions {
         // The hub's token stays with the hub: peers get this node's key.
         token: config.peers.key.clone(),
         ..options.http.clone()
     };
+    if let Some(rest) = args.model.strip_prefix("peer://") {
+        return named(store, args, rest, options, &http, progress).map(Some);
+    }
+    if args.no_peers {
+        return Ok(None);
+    }
+    let peers = config
+        .peers
+        .resolve(&args.peer, args.peers_dns.as_deref())
+        .context("the peers to pull from")?;
+    if peers.is_empty() {
+        return Ok(None);
+    }
+    let Some((name, expect, source)) = wanted(args, options)? else {
+        return Ok(None);
+    };
     let origin = |m: &Manifest, index: usize| store::origin_file(m, index, options);
-    match peer::pull(
-        store, &name, &peers, &expect, &origin, options, &http, progress,
-    ) {
+    let pulled = peer::pull(
+        store, &name, &peers, &expect, &source, &origin, options, &http, progress,
+    );
+    match pulled {
         Ok(Some(pulled)) => {
-            for place in &pulled.places {
-                let role = if place.origin { "origin" } else { "peer" };
-                match &place.dropped {
-                    None => eprintln!("{role} {}: {} bytes", place.place, place.bytes),
-                    Some(why) => eprintln!(
-                        "{role} {}: {} bytes, then dropped: {why}",
-                        place.place, place.bytes
-                    ),
-                }
-            }
+            report(&pulled);
             Ok(Some(pulled.model))
         }
-        Ok(None) if named.is_some() => bail!("no peer holds a model `{name}`"),
         Ok(None) => {
             tracing::info!(model = %name, "no peer holds it; pulling from the origin");
             Ok(None)
         }
-        Err(err) if named.is_some() => Err(err.into()),
         Err(err) => {
             tracing::warn!(model = %name, %err, "pulling from peers failed; pulling from the origin");
             Ok(None)
@@ -94,10 +59,75 @@ pub fn pull(
     }
 }
 
-/// The name and the model peers must hold for a catalog name or a
-/// location; `None` for what peers do not serve (object storage, which
-/// is its own shared place).
-fn wanted(args: &PullArgs, options: &PullOptions) -> Result<Option<(String, peer::Expect)>> {
+/// `peer://host:port/NAME`: the version that node holds, from it alone,
+/// with no origin to fall back on (the node's word for where it came from
+/// is not trusted with this node's credentials).
+fn named(
+    store: &Store,
+    args: &PullArgs,
+    rest: &str,
+    options: &PullOptions,
+    http: &transfer::HttpOptions,
+    progress: &dyn store::Progress,
+) -> Result<StoredModel> {
+    let (address, name) = rest.split_once('/').unwrap_or((rest, ""));
+    if name.is_empty() || name.contains('/') {
+        bail!("`{}` names no model: peer://HOST:PORT/NAME", args.model);
+    }
+    if args.name.is_some() || args.no_peers {
+        bail!("a peer:// pull takes the node's model under its own name, from that node");
+    }
+    let node = peer::Peer::parse(address, false)?;
+    let held = peer::manifest_of(&node, name, http)
+        .with_context(|| format!("{node} holds no model `{name}` (or cannot be reached)"))?;
+    let expect = match &args.sha256 {
+        Some(sha) => peer::Expect::Digest(sha.to_ascii_lowercase()),
+        None => peer::Expect::Digest(held.digest()),
+    };
+    let no_origin =
+        |m: &Manifest, _: usize| -> Result<Box<dyn transfer::Source>, store::StoreError> {
+            Err(store::StoreError::NoOrigin {
+                name: m.name.clone(),
+                reason: "it is pulled from a named node alone".into(),
+            })
+        };
+    let pulled = peer::pull(
+        store,
+        name,
+        std::slice::from_ref(&node),
+        &expect,
+        &args.model,
+        &no_origin,
+        options,
+        http,
+        progress,
+    )?
+    .with_context(|| format!("{node} does not hold that version of `{name}`"))?;
+    report(&pulled);
+    Ok(pulled.model)
+}
+
+fn report(pulled: &peer::Pulled) {
+    for place in &pulled.places {
+        let role = if place.origin { "origin" } else { "peer" };
+        match &place.dropped {
+            None => eprintln!("{role} {}: {} bytes", place.place, place.bytes),
+            Some(why) => eprintln!(
+                "{role} {}: {} bytes, then dropped: {why}",
+                place.place, place.bytes
+            ),
+        }
+    }
+}
+
+/// The name, the model peers must hold, and the source to record, for a
+/// catalog name or a location; `None` for what peers do not serve: a file
+/// on this machine (the user named those bytes) and object storage (a
+/// shared place of its own).
+fn wanted(
+    args: &PullArgs,
+    options: &PullOptions,
+) -> Result<Option<(String, peer::Expect, String)>> {
     if !store::is_location(&args.model) {
         let Some(entry) = store::catalog::find(&args.model) else {
             return Ok(None);
@@ -105,9 +135,13 @@ fn wanted(args: &PullArgs, options: &PullOptions) -> Result<Option<(String, peer
         return Ok(Some((
             entry.name.to_string(),
             peer::Expect::Digest(entry.sha256.to_string()),
+            entry.described(),
         )));
     }
-    if store::location_kind(&args.model) == store::LocationKind::Bucket {
+    if matches!(
+        store::location_kind(&args.model),
+        store::LocationKind::Bucket | store::LocationKind::File
+    ) {
         return Ok(None);
     }
     let wanted = store::Wanted {
@@ -115,9 +149,10 @@ fn wanted(args: &PullArgs, options: &PullOptions) -> Result<Option<(String, peer
         sha256: args.sha256.clone(),
     };
     let (name, origin) = store::origin_of(&args.model, &wanted, options)?;
+    // What a peer records is stripped of secrets; so is the comparison.
     let expect = match &args.sha256 {
         Some(sha) => peer::Expect::Digest(sha.to_ascii_lowercase()),
-        None => peer::Expect::Source(origin),
+        None => peer::Expect::Source(store::without_secrets(&origin)),
     };
-    Ok(Some((name, expect)))
+    Ok(Some((name, expect, origin)))
 }

@@ -30,7 +30,13 @@ pub fn serve(config: &Config) -> Result<()> {
             );
         }
         let bytes = fleet::memory_estimate(&model.path, &config.engine);
-        let index = fleet.add(model.name.clone(), model.path.clone(), bytes, true);
+        let index = fleet.add(
+            model.name.clone(),
+            model.path.clone(),
+            model.sha256.clone(),
+            bytes,
+            true,
+        );
         pinned.push((index, model));
     }
     // Every other stored model loads on its first request, and so do
@@ -39,6 +45,7 @@ pub fn serve(config: &Config) -> Result<()> {
         store: open_store(config)?,
         fleet: Arc::clone(&fleet),
         engine: config.engine.clone(),
+        failed: Default::default(),
     });
     let mut served: Vec<ServedModel> = pinned
         .iter()
@@ -155,10 +162,18 @@ pub fn serve(config: &Config) -> Result<()> {
                         sha256: None,
                     },
                     fleet::Change::Unloaded { name } => audit::Event::ModelUnload { model: name },
+                    fleet::Change::Swapped { name, from, to } => audit::Event::ModelSwap {
+                        model: name,
+                        from_sha256: from,
+                        to_sha256: to,
+                    },
                 });
             });
         }
         tokio::spawn(reap(Arc::clone(&fleet)));
+        if settings.model_swap == crate::config::ModelSwap::Auto {
+            tokio::spawn(follow_store(Arc::clone(&state)));
+        }
         // One after another: each is ready (and answers) as soon as it is
         // loaded, and two loads at once would only compete for the disk.
         for (index, model) in &pinned {
@@ -202,6 +217,26 @@ pub fn serve(config: &Config) -> Result<()> {
         }
         served
     })
+}
+
+/// How often `--model-swap auto` looks for new versions in the store.
+const SWAP_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Serves each served model's newly stored version (after `hearth sync`,
+/// or a `hearth pull` beside the server) as it appears: a manifest read per
+/// model per round, the files verified only when the version changed.
+async fn follow_store(state: Arc<server::AppState>) {
+    let mut tick = tokio::time::interval(SWAP_POLL);
+    loop {
+        tick.tick().await;
+        let state = Arc::clone(&state);
+        let _ = tokio::task::spawn_blocking(move || {
+            for id in state.model_ids() {
+                state.reload_model(&id, true);
+            }
+        })
+        .await;
+    }
 }
 
 /// Unloads models whose keep-alive ran out, once a second.
