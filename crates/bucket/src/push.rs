@@ -46,7 +46,9 @@ pub fn push(
     let pace = transfer::Pace::new(limit_rate);
     let location = Location::parse(url)?;
     let bucket = Bucket::open(&location.bucket, s3)?;
-    let model = store.stored(name)?;
+    // With its content-defined index, so a node holding an earlier version
+    // pulls only what changed.
+    let model = store.with_cdc(&store.stored(name)?.manifest.name)?;
     let cannot = |reason: String| BucketError::CannotPush {
         name: model.manifest.name.clone(),
         reason,

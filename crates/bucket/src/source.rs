@@ -110,13 +110,27 @@ pub(crate) fn pull_manifest(
         .files()
         .into_iter()
         .enumerate()
-        .map(|(index, part)| FileToFetch {
-            expected: transfer::Expected {
-                size: Some(part.size),
-                sha256: Some(part.sha256.clone()),
-                chunks: part.chunks.clone(),
-            },
-            source: Box::new(ChunkSource::of(bucket, prefix, url, index, part)),
+        .map(|(index, part)| {
+            // Bytes of this version already stored here (an earlier
+            // version's unchanged tensors) are read from disk.
+            let local = match manifest.cdc.get(index) {
+                Some(wanted) => store.local_copies(name, wanted).unwrap_or_else(|err| {
+                    tracing::warn!(model = %name, %err, "not reusing stored bytes");
+                    Vec::new()
+                }),
+                None => Vec::new(),
+            };
+            FileToFetch {
+                expected: transfer::Expected {
+                    size: Some(part.size),
+                    sha256: Some(part.sha256.clone()),
+                    chunks: part.chunks.clone(),
+                },
+                source: Box::new(transfer::Patched::new(
+                    Box::new(ChunkSource::of(bucket, prefix, url, index, part)),
+                    local,
+                )),
+            }
         })
         .collect();
     Ok(store.pull_files(name, url, files, options, progress)?)

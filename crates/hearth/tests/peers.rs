@@ -81,22 +81,51 @@ fn eventually_in(path: &Path, needle: &str) -> String {
     }
 }
 
-#[test]
-fn a_node_pulls_from_two_peers_drops_a_bad_one_and_falls_back_to_the_origin() {
-    let served = tempfile::tempdir().unwrap();
-    std::fs::copy(testkit::default_model(), served.path().join("smol.gguf")).unwrap();
-    let origin = Origin::start(served.path());
-    let url = origin.url("smol.gguf");
-    let signer = Signer::es256("k1");
-    let keys = tempfile::tempdir().unwrap();
-    let jwks_file = keys.path().join("jwks.json");
-    std::fs::write(&jwks_file, jwks(&[&signer])).unwrap();
-    let token = |roles: &[&str]| {
-        signer.sign(
+/// An origin serving the default model as `smol.gguf`, and the cluster's
+/// token issuer.
+struct Site {
+    served: tempfile::TempDir,
+    origin: Origin,
+    url: String,
+    signer: Signer,
+    _keys: tempfile::TempDir,
+    jwks_file: PathBuf,
+}
+
+impl Site {
+    fn start() -> Site {
+        let served = tempfile::tempdir().unwrap();
+        std::fs::copy(testkit::default_model(), served.path().join("smol.gguf")).unwrap();
+        let origin = Origin::start(served.path());
+        let url = origin.url("smol.gguf");
+        let signer = Signer::es256("k1");
+        let keys = tempfile::tempdir().unwrap();
+        let jwks_file = keys.path().join("jwks.json");
+        std::fs::write(&jwks_file, jwks(&[&signer])).unwrap();
+        Site {
+            served,
+            origin,
+            url,
+            signer,
+            _keys: keys,
+            jwks_file,
+        }
+    }
+
+    /// A token of the issuer with these roles, for an hour.
+    fn token(&self, roles: &[&str]) -> String {
+        self.signer.sign(
             &serde_json::json!({"iss": "https://idp.test", "aud": "hearth",
             "sub": "node-c", "exp": auth::unix_now() + 3600, "roles": roles}),
         )
-    };
+    }
+}
+
+#[test]
+fn a_node_pulls_from_two_peers_drops_a_bad_one_and_falls_back_to_the_origin() {
+    let site = Site::start();
+    let (origin, url, jwks_file) = (&site.origin, site.url.clone(), site.jwks_file.clone());
+    let token = |roles: &[&str]| site.token(roles);
     let node = token(&["node"]);
 
     // A and B hold the model, pulled from the origin.
@@ -238,4 +267,93 @@ fn a_node_pulls_from_two_peers_drops_a_bad_one_and_falls_back_to_the_origin() {
     assert_eq!(open.status(), 401);
     let api = client.get(format!("{e_base}/v1/models")).send().unwrap();
     assert_eq!(api.status(), 200, "the rest of the API is open");
+}
+
+/// Bytes lent per the lender's log (`length=` of each "lending bytes"
+/// line) from byte `from` of the log on.
+fn lent_since(log: &Path, from: usize) -> u64 {
+    let text = std::fs::read_to_string(log).unwrap();
+    text[from..]
+        .lines()
+        .filter(|l| l.contains("lending bytes to a peer"))
+        .map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("length="))
+                .expect("a length on the line")
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum()
+}
+
+#[test]
+fn a_new_version_from_a_peer_transfers_only_what_changed() {
+    let site = Site::start();
+    let (origin, url, jwks_file) = (&site.origin, site.url.clone(), site.jwks_file.clone());
+    let published = site.served.path().join("smol.gguf");
+    let node = site.token(&["node"]);
+
+    // A and C hold version 1; A lends.
+    let (a, c) = (node_home(&jwks_file), node_home(&jwks_file));
+    ok(hearth(a.path()).args(["pull", &url]).output().unwrap());
+    let logs = tempfile::tempdir().unwrap();
+    let a_log = logs.path().join("a.log");
+    let (_a_server, a_base) = lender(a.path(), &a_log);
+    let a_peer = a_base.trim_start_matches("http://").to_string();
+    let out = pull(c.path(), &node, &[&url, "--peer", &a_peer]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Version 2 changes one tensor; A pulls it from the origin.
+    let v2 = site.served.path().join("v2.gguf");
+    let changed = testkit::edit::change_tensor(&published, &v2, "blk.0.attn_q.weight");
+    std::fs::rename(&v2, &published).unwrap();
+    ok(hearth(a.path())
+        .args(["pull", &url, "--force"])
+        .output()
+        .unwrap());
+    origin.clear_log();
+
+    // C pulls version 2 from A: only about the changed tensor travels.
+    let mark = std::fs::read_to_string(&a_log).unwrap().len();
+    let out = pull(c.path(), &node, &[&url, "--peer", &a_peer]);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{said}");
+    let size = std::fs::metadata(&published).unwrap().len();
+    let counts = said
+        .lines()
+        .find_map(|l| l.strip_prefix("reused "))
+        .unwrap_or_else(|| panic!("no counts: {said}"));
+    let words: Vec<&str> = counts.split_whitespace().collect();
+    let (reused, transferred): (u64, u64) = (words[0].parse().unwrap(), words[5].parse().unwrap());
+    assert_eq!(reused + transferred, size, "{said}");
+    assert!(
+        transferred >= changed && transferred < size / 10,
+        "{transferred} of {size} bytes transferred for a {changed}-byte tensor"
+    );
+    eprintln!("delta: {transferred} of {size} bytes transferred for a {changed}-byte tensor, {reused} reused");
+    // The lender's log agrees, byte for byte.
+    let lent = eventually_lent(&a_log, mark, transferred);
+    assert_eq!(lent, transferred);
+    assert!(origin.log().is_empty(), "the origin was contacted");
+    assert_eq!(
+        std::fs::read(stored_file(c.path())).unwrap(),
+        std::fs::read(&published).unwrap()
+    );
+    ok(hearth(c.path()).args(["verify", "smol"]).output().unwrap());
+}
+
+/// [`lent_since`], waiting a little for the log to catch up to `want`.
+fn eventually_lent(log: &Path, from: usize, want: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lent = lent_since(log, from);
+        if lent >= want || Instant::now() > deadline {
+            return lent;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

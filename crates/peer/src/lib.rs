@@ -18,7 +18,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use store::{FileToFetch, Manifest, OpenFile, PullOptions, Store, StoreError, StoredModel};
-use transfer::{HttpOptions, HttpSource, Source, Spread, TransferError};
+use transfer::{HttpOptions, HttpSource, Patched, Source, Spread, TransferError};
 use types::Progress;
 
 /// Another Hearth node, by the base URL of its API.
@@ -135,6 +135,10 @@ pub struct Place {
 pub struct Pulled {
     pub model: StoredModel,
     pub places: Vec<Place>,
+    /// Bytes taken from files this store already held.
+    pub reused_bytes: u64,
+    /// Bytes received from peers and the origin.
+    pub transferred_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +184,7 @@ pub fn pull(
     manifest.source = source.to_string();
     tracing::info!(model = %name, digest = %manifest.digest(), peers = holders.len(), "pulling from peers");
     let mut spreads = Vec::new();
+    let mut patches = Vec::new();
     let mut files = Vec::new();
     for (index, part) in manifest.files().into_iter().enumerate() {
         let mut sources: Vec<Box<dyn Source>> = Vec::new();
@@ -209,8 +214,22 @@ pub fn pull(
             sources,
             fallback,
         ));
+        // Bytes of the new version this store already holds (the old
+        // version's unchanged tensors) come from disk.
+        let local = match manifest.cdc.get(index) {
+            Some(wanted) => store.local_copies(name, wanted).unwrap_or_else(|err| {
+                tracing::warn!(model = %name, %err, "not reusing stored bytes");
+                Vec::new()
+            }),
+            None => Vec::new(),
+        };
+        let patched = std::sync::Arc::new(Patched::new(
+            Box::new(std::sync::Arc::clone(&spread)),
+            local,
+        ));
+        patches.push(std::sync::Arc::clone(&patched));
         files.push(FileToFetch {
-            source: Box::new(std::sync::Arc::clone(&spread)),
+            source: Box::new(patched),
             expected: transfer::Expected {
                 size: Some(part.size),
                 sha256: Some(part.sha256.clone()),
@@ -243,6 +262,8 @@ pub fn pull(
     Ok(Some(Pulled {
         model,
         places: places.into_values().collect(),
+        reused_bytes: patches.iter().map(|p| p.reused()).sum(),
+        transferred_bytes: patches.iter().map(|p| p.fetched()).sum(),
     }))
 }
 

@@ -20,6 +20,7 @@
 //! Callers only use [`Store`] and [`types::ModelResolver`].
 
 pub mod catalog;
+mod cdc;
 pub mod chunks;
 mod error;
 mod library;
@@ -39,6 +40,7 @@ use types::{ModelResolver, ResolveError, ResolvedModel};
 pub use types::{NoProgress, Progress};
 
 pub use catalog::{CatalogEntry, Source, WheelMember, DEFAULT_MODEL};
+pub use cdc::index as cdc_index;
 pub use error::StoreError;
 pub use library::{describe, Library};
 pub use manifest::{without_secrets, BadChunk, Manifest, Part, StoredModel};

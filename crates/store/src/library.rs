@@ -133,11 +133,12 @@ impl ModelLibrary for Library {
 /// policy written for a name cannot be walked around.
 impl SharedModels for Library {
     fn manifest(&self, name: &str) -> Result<Vec<u8>, LibraryError> {
-        let mut manifest = self
-            .store
-            .get(name)?
-            .ok_or_else(|| LibraryError::NotStored { name: name.into() })?
-            .manifest;
+        if self.store.get(name)?.is_none() {
+            return Err(LibraryError::NotStored { name: name.into() });
+        }
+        // With its content-defined index (made once, on first request), so
+        // a node holding an earlier version fetches only what changed.
+        let mut manifest = self.store.with_cdc(name)?.manifest;
         // A signed URL's query or a password stays on this node.
         manifest.source = crate::without_secrets(&manifest.source);
         Ok(serde_json::to_vec(&manifest).expect("a manifest serialises"))

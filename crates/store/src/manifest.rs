@@ -37,6 +37,10 @@ pub struct Manifest {
     /// earlier versions).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parts: Vec<Part>,
+    /// Each file's content-defined chunks (`cdc.rs`), in file order, once
+    /// indexed: what a pull of a later version reuses. Empty until then.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cdc: Vec<Vec<Chunk>>,
 }
 
 /// One file of a model as its manifest records it.
@@ -237,6 +241,46 @@ impl fmt::Display for BadChunk {
 mod tests {
     use super::*;
 
+    fn one_file(chunk_size: u64, lengths: &[u64]) -> Manifest {
+        let mut offset = 0;
+        let chunks = lengths
+            .iter()
+            .map(|&length| {
+                let c = Chunk {
+                    offset,
+                    length,
+                    sha256: "ab".repeat(32),
+                };
+                offset += length;
+                c
+            })
+            .collect();
+        Manifest {
+            name: "m".into(),
+            size: offset,
+            sha256: "cd".repeat(32),
+            source: "x".into(),
+            pulled_at: 0,
+            chunk_size,
+            chunks,
+            parts: Vec::new(),
+            cdc: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_received_manifest_must_cut_its_files_on_one_grid() {
+        const M: u64 = 1 << 20;
+        assert!(one_file(M, &[M, M, 5]).check_received("m").is_ok());
+        assert!(one_file(M, &[M, M, 5]).check_received("n").is_err());
+        // A short chunk before the last, a chunk longer than the grid, a
+        // grid too fine to allocate, a file of nothing.
+        assert!(one_file(M, &[M, 5, M]).check_received("m").is_err());
+        assert!(one_file(M, &[2 * M]).check_received("m").is_err());
+        assert!(one_file(1, &[1, 1]).check_received("m").is_err());
+        assert!(one_file(M, &[]).check_received("m").is_err());
+    }
+
     fn part(size: u64, tag: char) -> Part {
         Part {
             size,
@@ -256,6 +300,7 @@ mod tests {
             chunk_size: 0,
             chunks: Vec::new(),
             parts: Vec::new(),
+            cdc: Vec::new(),
         }
     }
 

@@ -247,6 +247,7 @@ impl Store {
             chunk_size: 0,
             chunks: Vec::new(),
             parts: Vec::new(),
+            cdc: Vec::new(),
         }
         .with_files(records);
         for partial in &partials {

@@ -143,6 +143,7 @@ impl Store {
             chunk_size: chunks::CHUNK_SIZE,
             chunks: chunk_list,
             parts: Vec::new(),
+            cdc: Vec::new(),
         };
         let (_, partial) = partial.keep().map_err(|e| StoreError::Io {
             path: e.file.path().to_path_buf(),

@@ -49,6 +49,7 @@ pub fn malformed_corpus() -> Vec<PathBuf> {
     files
 }
 
+pub mod edit;
 pub mod jwt;
 pub mod origin;
 pub mod proxy;

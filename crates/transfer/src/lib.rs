@@ -14,6 +14,7 @@ mod error;
 mod journal;
 mod landing;
 mod pace;
+mod patch;
 pub mod source;
 mod spread;
 
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 pub use download::{fetch, journal_path, repair, Expected, Fetched, Options};
 pub use error::TransferError;
 pub use pace::Pace;
+pub use patch::{Local, Patched};
 pub use source::{FileSource, HttpOptions, HttpSource, HubLocation, Remote, Source};
 pub use spread::{Served, Spread};
 

@@ -108,6 +108,10 @@ fn named(
 }
 
 fn report(pulled: &peer::Pulled) {
+    eprintln!(
+        "reused {} bytes already stored; transferred {} bytes",
+        pulled.reused_bytes, pulled.transferred_bytes
+    );
     for place in &pulled.places {
         let role = if place.origin { "origin" } else { "peer" };
         match &place.dropped {

@@ -1,0 +1,116 @@
+//! Content-defined chunks of stored files (FastCDC, 2020): boundaries set
+//! by the bytes themselves, so a new version of a model that changes one
+//! tensor shares every chunk but the few around it with the old one, even
+//! where bytes moved. Fixed chunks (`chunks.rs`) stay the unit of
+//! verification and transfer; these decide which bytes of a new version a
+//! pull can take from files already stored instead of the network.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::chunks::Chunk;
+use crate::error::{IoContext, StoreError};
+use crate::MANIFEST_FILE;
+use crate::{Store, StoredModel};
+
+/// 256 KiB to 4 MiB, 1 MiB on average: a changed tensor costs about
+/// itself plus a chunk on each side, and a 40 GB model's manifest lists
+/// about 40,000 of them.
+const MIN: u32 = 256 << 10;
+const AVG: u32 = 1 << 20;
+const MAX: u32 = 4 << 20;
+
+/// The content-defined chunks of the file at `path`, each with its SHA-256.
+pub fn index(path: &Path) -> Result<Vec<Chunk>, StoreError> {
+    let file = File::open(path).at(path)?;
+    let mut out = Vec::new();
+    for piece in fastcdc::v2020::StreamCDC::new(file, MIN, AVG, MAX) {
+        let piece = piece
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .at(path)?;
+        out.push(Chunk {
+            offset: piece.offset,
+            length: piece.length as u64,
+            sha256: hex::encode(Sha256::digest(&piece.data)),
+        });
+    }
+    Ok(out)
+}
+
+impl Store {
+    /// The stored model `name` with the content-defined index of every
+    /// file, computing and recording the ones its manifest lacks (after
+    /// checking the files, so an index never describes damaged bytes).
+    pub fn with_cdc(&self, name: &str) -> Result<StoredModel, StoreError> {
+        let _lock = self.lock_pull(name)?;
+        let mut model = self
+            .get(name)?
+            .ok_or_else(|| StoreError::NotStored { name: name.into() })?;
+        let files = model.files();
+        if model.manifest.cdc.len() == files.len() {
+            return Ok(model);
+        }
+        self.check_unchanged(&model)
+            .map_err(|reason| StoreError::Damaged {
+                name: name.to_string(),
+                reason,
+            })?;
+        model.manifest.cdc = files
+            .iter()
+            .map(|(path, _)| index(path))
+            .collect::<Result<_, _>>()?;
+        self.write_manifest(&model.path.with_file_name(MANIFEST_FILE), &model.manifest)?;
+        Ok(model)
+    }
+
+    /// Spans of a file described by `wanted` (its content-defined chunks)
+    /// that files stored here already hold: those of the model `name`
+    /// (indexed now if needed: usually the version being replaced) and of
+    /// every other model already indexed.
+    pub fn local_copies(
+        &self,
+        name: &str,
+        wanted: &[Chunk],
+    ) -> Result<Vec<transfer::Local>, StoreError> {
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut held: HashMap<&str, (PathBuf, u64)> = HashMap::new();
+        let mut models = Vec::new();
+        match self.with_cdc(name) {
+            Ok(model) => models.push(model),
+            Err(StoreError::NotStored { .. }) => {}
+            Err(err) => {
+                tracing::warn!(model = %name, %err, "not reusing the stored version's bytes")
+            }
+        }
+        models.extend(
+            self.list()?
+                .into_iter()
+                .filter(|m| m.manifest.name != name && !m.manifest.cdc.is_empty()),
+        );
+        for model in &models {
+            for ((path, _), chunks) in model.files().into_iter().zip(&model.manifest.cdc) {
+                for c in chunks {
+                    held.entry(c.sha256.as_str())
+                        .or_insert_with(|| (path.clone(), c.offset));
+                }
+            }
+        }
+        Ok(wanted
+            .iter()
+            .filter_map(|c| {
+                let (path, at) = held.get(c.sha256.as_str())?;
+                Some(transfer::Local {
+                    offset: c.offset,
+                    length: c.length,
+                    path: path.clone(),
+                    at: *at,
+                })
+            })
+            .collect())
+    }
+}
