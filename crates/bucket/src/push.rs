@@ -58,6 +58,13 @@ pub fn push(
             "its manifest has no chunk list yet; `hearth verify` records one".into(),
         ));
     }
+    if store.encrypted_with()?.is_some() {
+        return Err(cannot(
+            "the store is encrypted, and pushing from an encrypted store is not supported yet; \
+             push from a node whose store is not encrypted"
+                .into(),
+        ));
+    }
     let prefix = location.key.as_str();
     let mut pushed = Pushed {
         name: model.manifest.name.clone(),

@@ -36,6 +36,8 @@ pub enum BundleError {
         path: PathBuf,
         cause: std::io::Error,
     },
+    #[error("the store is encrypted, and bundles from an encrypted store are not supported yet (export from a store that is not encrypted)")]
+    Encrypted,
     #[error("{}: not a Hearth bundle: {reason}", path.display())]
     NotABundle { path: PathBuf, reason: String },
     #[error("{}: the bundle is not signed, and this store accepts signed bundles only (trusted keys in {})", path.display(), trusted.display())]
@@ -147,6 +149,9 @@ pub fn export(
     sign: Option<&Path>,
     progress: &dyn Progress,
 ) -> Result<Exported, BundleError> {
+    if store.encrypted_with()?.is_some() {
+        return Err(BundleError::Encrypted);
+    }
     let mut models = Vec::new();
     for name in names {
         let model = store
@@ -159,7 +164,7 @@ pub fn export(
             });
         }
         for (path, file) in model.files() {
-            let bad = store::chunks::check(&path, &file.chunks)?;
+            let bad = store::chunks::check(&path, &file.chunks, store.key())?;
             if let Some(chunk) = bad.first() {
                 return Err(BundleError::Damaged {
                     model: name.clone(),

@@ -157,6 +157,24 @@ pub enum Command {
     /// Verify or export the tamper-evident audit log
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Encrypt or decrypt the model store at rest
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Write a new random key (64 hex digits) to FILE, readable by its owner only
+    Keygen {
+        /// Where the key goes; it must not exist yet
+        file: std::path::PathBuf,
+    },
+    /// Encrypt every stored file with the key of [store] key_file or
+    /// key_command (AES-256-GCM), in place and resumably; later pulls
+    /// are encrypted too
+    Encrypt,
+    /// Decrypt every stored file in place, and mark the store plain
+    Decrypt,
 }
 
 #[derive(Debug, Subcommand)]

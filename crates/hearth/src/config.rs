@@ -40,6 +40,8 @@ pub struct FileConfig {
     pub s3: FileS3,
     #[serde(default)]
     pub peers: FilePeers,
+    #[serde(default)]
+    pub store: FileStore,
     /// Per-model settings, by model name.
     #[serde(default)]
     pub models: BTreeMap<String, FileModel>,
@@ -65,6 +67,26 @@ pub struct FileS3 {
     pub endpoint: Option<String>,
     /// The region (`AWS_REGION` overrides it).
     pub region: Option<String>,
+}
+
+/// `[store]`: the model store's encryption key, from a file or a command
+/// (a KMS or HSM wrapper that prints it); never the key itself.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileStore {
+    /// 64 hex digits or 32 raw bytes (`HEARTH_STORE_KEY_FILE` overrides it).
+    pub key_file: Option<PathBuf>,
+    /// Run with `sh -c`; prints the key (`HEARTH_STORE_KEY_COMMAND` overrides it).
+    pub key_command: Option<String>,
+}
+
+/// Where the store's key comes from.
+#[derive(Debug, Clone, Default)]
+pub enum KeySource {
+    #[default]
+    None,
+    File(PathBuf),
+    Command(String),
 }
 
 /// `[peers]`: other Hearth nodes, to pull models from and to lend them to.
@@ -212,6 +234,21 @@ pub struct Config {
     pub s3: bucket::S3Options,
     /// Other nodes.
     pub peers: PeerSettings,
+    /// The store's encryption key, read when a command opens the store.
+    pub store_key: KeySource,
+}
+
+impl Config {
+    /// The store's key, when one is configured: read from its file, or
+    /// printed by its command, now.
+    pub fn store_key(&self) -> Result<Option<std::sync::Arc<vault::Key>>> {
+        let key = match &self.store_key {
+            KeySource::None => return Ok(None),
+            KeySource::File(path) => vault::Key::from_file(path)?,
+            KeySource::Command(command) => vault::Key::from_command(command)?,
+        };
+        Ok(Some(std::sync::Arc::new(key)))
+    }
 }
 
 /// Other Hearth nodes: whom pulls ask first, and whether `serve` lends.
@@ -414,8 +451,10 @@ impl Config {
         });
         let pull = pull_settings(&file.pull)?;
         let peers = peer_settings(&file.peers, serve)?;
+        let store_key = key_source(&file.store)?;
         let config = Config {
             peers,
+            store_key,
             home,
             pull,
             bundles_require_signature: file.bundles.require_signature.unwrap_or(false),
@@ -584,6 +623,22 @@ fn pull_settings(file: &FilePull) -> Result<PullSettings> {
             token,
         },
         hf_endpoint,
+    })
+}
+
+fn key_source(file: &FileStore) -> Result<KeySource> {
+    let env = |var: &str| std::env::var(var).ok().filter(|v| !v.is_empty());
+    let path = env("HEARTH_STORE_KEY_FILE")
+        .map(PathBuf::from)
+        .or(file.key_file.clone());
+    let command = env("HEARTH_STORE_KEY_COMMAND").or(file.key_command.clone());
+    Ok(match (path, command) {
+        (Some(_), Some(_)) => {
+            bail!("[store] has both key_file and key_command; give one")
+        }
+        (Some(path), None) => KeySource::File(path),
+        (None, Some(command)) => KeySource::Command(command),
+        (None, None) => KeySource::None,
     })
 }
 

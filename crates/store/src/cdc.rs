@@ -6,7 +6,6 @@
 //! pull can take from files already stored instead of the network.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -24,8 +23,9 @@ const AVG: u32 = 1 << 20;
 const MAX: u32 = 4 << 20;
 
 /// The content-defined chunks of the file at `path`, each with its SHA-256.
-pub fn index(path: &Path) -> Result<Vec<Chunk>, StoreError> {
-    let file = File::open(path).at(path)?;
+pub fn index(path: &Path, key: Option<&vault::Key>) -> Result<Vec<Chunk>, StoreError> {
+    // A sealed file is indexed by its plaintext.
+    let file = vault::Reader::open(path, key)?;
     let mut out = Vec::new();
     for piece in fastcdc::v2020::StreamCDC::new(file, MIN, AVG, MAX) {
         let piece = piece
@@ -60,7 +60,7 @@ impl Store {
             })?;
         model.manifest.cdc = files
             .iter()
-            .map(|(path, _)| index(path))
+            .map(|(path, _)| index(path, self.key()))
             .collect::<Result<_, _>>()?;
         self.write_manifest(&model.path.with_file_name(MANIFEST_FILE), &model.manifest)?;
         Ok(model)
@@ -94,6 +94,10 @@ impl Store {
         );
         for model in &models {
             for ((path, _), chunks) in model.files().into_iter().zip(&model.manifest.cdc) {
+                // Sealed bytes cannot be copied as plaintext.
+                if vault::is_sealed(&path).unwrap_or(true) {
+                    continue;
+                }
                 for c in chunks {
                     held.entry(c.sha256.as_str())
                         .or_insert_with(|| (path.clone(), c.offset));

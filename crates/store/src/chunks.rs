@@ -18,11 +18,13 @@ pub use transfer::{Chunk, CHUNK_SIZE};
 pub fn digest(
     path: &Path,
     chunk_size: u64,
+    key: Option<&vault::Key>,
     progress: &dyn Progress,
 ) -> Result<(Vec<Chunk>, String), StoreError> {
     assert!(chunk_size > 0, "chunks have a size");
-    let mut file = std::fs::File::open(path).at(path)?;
-    let len = file.metadata().at(path)?.len();
+    // A sealed file is hashed as its plaintext.
+    let mut file = vault::Reader::open(path, key)?;
+    let len = file.size();
     progress.start(&format!("hashing {}", path.display()), len);
     let mut whole = Sha256::new();
     let mut chunks = Vec::new();
@@ -60,8 +62,15 @@ pub fn digest(
 /// The recorded chunks whose bytes in `path` do not hash to their
 /// SHA-256 (or are missing), hashed on every core: loading a model checks
 /// it, and a large file should not take a core-second per gigabyte more.
-pub fn check(path: &Path, recorded: &[Chunk]) -> Result<Vec<Chunk>, StoreError> {
+pub fn check(
+    path: &Path,
+    recorded: &[Chunk],
+    key: Option<&vault::Key>,
+) -> Result<Vec<Chunk>, StoreError> {
     use std::os::unix::fs::FileExt;
+    if vault::is_sealed(path)? {
+        return check_sealed(path, recorded, key);
+    }
     let file = std::fs::File::open(path).at(path)?;
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -114,6 +123,46 @@ pub fn check(path: &Path, recorded: &[Chunk]) -> Result<Vec<Chunk>, StoreError> 
     Ok(bad)
 }
 
+/// [`check`] of a sealed file: decrypted in order (authenticated record
+/// by record); a record that fails authentication makes its chunk bad.
+fn check_sealed(
+    path: &Path,
+    recorded: &[Chunk],
+    key: Option<&vault::Key>,
+) -> Result<Vec<Chunk>, StoreError> {
+    let mut reader = vault::Reader::open(path, key)?;
+    let mut bad = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for chunk in recorded {
+        reader.seek_to(chunk.offset);
+        let mut hasher = Sha256::new();
+        let mut left = chunk.length;
+        let mut ok = true;
+        while left > 0 {
+            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            match reader.read_plain(&mut buf[..want]) {
+                Ok(0) => {
+                    ok = false;
+                    break;
+                }
+                Ok(n) => {
+                    hasher.update(&buf[..n]);
+                    left -= n as u64;
+                }
+                Err(vault::VaultError::Tampered { .. }) => {
+                    ok = false;
+                    break;
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+        if !ok || hex::encode(hasher.finalize()) != chunk.sha256 {
+            bad.push(chunk.clone());
+        }
+    }
+    Ok(bad)
+}
+
 /// The recorded chunks that the file's `actual` chunks do not match.
 pub fn mismatches<'a>(recorded: &'a [Chunk], actual: &[Chunk]) -> Vec<&'a Chunk> {
     recorded
@@ -133,7 +182,7 @@ mod tests {
         let path = dir.path().join("f");
         let mut bytes: Vec<u8> = (0..2500u32).map(|i| (i % 251) as u8).collect();
         std::fs::write(&path, &bytes).unwrap();
-        let (chunks, whole) = digest(&path, 1000, &NoProgress).unwrap();
+        let (chunks, whole) = digest(&path, 1000, None, &NoProgress).unwrap();
         assert_eq!(
             chunks
                 .iter()
@@ -144,13 +193,13 @@ mod tests {
         assert_eq!(whole, hex::encode(Sha256::digest(&bytes)));
         bytes[1500] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
-        let (after, _) = digest(&path, 1000, &NoProgress).unwrap();
+        let (after, _) = digest(&path, 1000, None, &NoProgress).unwrap();
         let bad: Vec<u64> = mismatches(&chunks, &after)
             .iter()
             .map(|c| c.offset)
             .collect();
         assert_eq!(bad, [1000]);
-        let checked: Vec<u64> = check(&path, &chunks)
+        let checked: Vec<u64> = check(&path, &chunks, None)
             .unwrap()
             .iter()
             .map(|c| c.offset)
@@ -158,13 +207,13 @@ mod tests {
         assert_eq!(checked, [1000]);
         // A file cut short: its last chunk is missing, and named.
         std::fs::write(&path, &bytes[..2000]).unwrap();
-        let (short, _) = digest(&path, 1000, &NoProgress).unwrap();
+        let (short, _) = digest(&path, 1000, None, &NoProgress).unwrap();
         let bad: Vec<u64> = mismatches(&chunks, &short)
             .iter()
             .map(|c| c.offset)
             .collect();
         assert_eq!(bad, [1000, 2000]);
-        let checked: Vec<u64> = check(&path, &chunks)
+        let checked: Vec<u64> = check(&path, &chunks, None)
             .unwrap()
             .iter()
             .map(|c| c.offset)
@@ -177,7 +226,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("empty");
         std::fs::write(&path, b"").unwrap();
-        let (chunks, whole) = digest(&path, 64, &NoProgress).unwrap();
+        let (chunks, whole) = digest(&path, 64, None, &NoProgress).unwrap();
         assert!(chunks.is_empty());
         assert_eq!(whole, hex::encode(Sha256::digest(b"")));
     }

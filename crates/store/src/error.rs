@@ -48,6 +48,8 @@ pub enum StoreError {
     Resolve(#[from] types::ResolveError),
     #[error(transparent)]
     Transfer(#[from] transfer::TransferError),
+    #[error(transparent)]
+    Vault(#[from] vault::VaultError),
     #[error("`{name}` cannot be repaired: {reason}")]
     CannotRepair { name: String, reason: String },
     #[error("`{name}` has no origin to read in ranges: {reason}")]

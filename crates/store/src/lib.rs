@@ -27,6 +27,7 @@ mod library;
 mod manifest;
 mod pip;
 mod remote;
+mod sealing;
 mod space;
 mod stamp;
 mod wheels;
@@ -49,7 +50,9 @@ pub use remote::{
     is_location, location_kind, origin_file, origin_of, FileToFetch, LocationKind, OpenFile,
     Repaired, Wanted,
 };
+pub use sealing::{readable, Migrated, Readable};
 pub use space::{Collected, ModelUsage, Usage};
+pub use vault::is_sealed;
 
 use error::IoContext;
 
@@ -113,6 +116,8 @@ impl Default for PullOptions {
 #[derive(Debug, Clone)]
 pub struct Store {
     home: PathBuf,
+    /// The key of an encrypted store (`sealing.rs`).
+    key: Option<std::sync::Arc<vault::Key>>,
 }
 
 impl Store {
@@ -121,6 +126,7 @@ impl Store {
     pub fn open(home: &Path) -> Result<Store, StoreError> {
         let store = Store {
             home: home.to_path_buf(),
+            key: None,
         };
         fs::create_dir_all(store.models_dir()).at(&store.models_dir())?;
         fs::create_dir_all(store.tmp_dir()).at(&store.tmp_dir())?;
@@ -292,7 +298,8 @@ impl Store {
         let model = self.stored(name)?;
         let m = &model.manifest;
         if m.parts.is_empty() && m.chunks.is_empty() {
-            let (actual, sha256) = chunks::digest(&model.path, chunks::CHUNK_SIZE, progress)?;
+            let (actual, sha256) =
+                chunks::digest(&model.path, chunks::CHUNK_SIZE, self.key(), progress)?;
             let size = actual.iter().map(|c| c.length).sum::<u64>();
             if size != m.size || sha256 != m.sha256 {
                 return Ok(Verified::Mismatch {
@@ -318,8 +325,15 @@ impl Store {
         let mut bad = Vec::new();
         let mut mismatch = None;
         for (path, file) in model.files() {
+            if vault::is_sealed(&path)? {
+                // Authenticated record by record: a record that fails names
+                // its chunk, where a plain digest would stop at it.
+                let found = chunks::check(&path, &file.chunks, self.key())?;
+                bad.extend(BadChunk::named(&path, &file.chunks, found));
+                continue;
+            }
             let chunk_size = file.chunk_size.max(1);
-            let (actual, sha256) = chunks::digest(&path, chunk_size, progress)?;
+            let (actual, sha256) = chunks::digest(&path, chunk_size, self.key(), progress)?;
             let size = actual.iter().map(|c| c.length).sum::<u64>();
             let found: Vec<chunks::Chunk> = chunks::mismatches(&file.chunks, &actual)
                 .into_iter()
@@ -376,7 +390,7 @@ impl Store {
                 // A blob another model of the same import published: used
                 // only if it still holds exactly these chunks.
                 let blob = self.blob_path(&record.sha256);
-                if !holds(&blob, record) {
+                if !holds(&blob, record, self.key()) {
                     return Err(StoreError::ChecksumMismatch {
                         what: format!("{} (file {} of {})", blob.display(), i + 1, manifest.name),
                         expected: record.sha256.clone(),
@@ -427,6 +441,12 @@ impl Store {
         let shared_layout = self.lock_layout(false)?;
         let mut placed = vec![MANIFEST_FILE.to_string()];
         for (i, (file, record)) in files.iter().zip(&records).enumerate() {
+            // An encrypted store keeps only sealed blobs.
+            let sealed = match *file == self.blob_path(&record.sha256) {
+                true => file.clone(),
+                false => self.seal_for_commit(file)?,
+            };
+            let file = &sealed;
             let blob = self.blob_path(&record.sha256);
             // Linked under tmp/ first: nothing half-made appears in models/.
             let link = self.tmp_dir().join(format!(
@@ -438,7 +458,7 @@ impl Store {
             // A blob already there is used only if its bytes still match: a
             // damaged one is replaced (models linking it keep their copy and
             // their own checks refuse it).
-            let shared = holds(&blob, record) && fs::hard_link(&blob, &link).is_ok();
+            let shared = holds(&blob, record, self.key()) && fs::hard_link(&blob, &link).is_ok();
             if shared {
                 // The same bytes are stored already (another model's, or an
                 // earlier pull's): this copy is not needed.
@@ -548,18 +568,8 @@ impl Store {
     /// Writes a manifest atomically: a synced temporary file renamed over
     /// `path`, then the directory synced.
     fn write_manifest(&self, path: &Path, manifest: &Manifest) -> Result<(), StoreError> {
-        let dir = path
-            .parent()
-            .expect("a manifest lives in a model directory");
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).at(dir)?;
         let json = serde_json::to_vec_pretty(manifest).expect("manifest serialises");
-        tmp.write_all(&json).at(tmp.path())?;
-        tmp.as_file().sync_all().at(tmp.path())?;
-        tmp.persist(path).map_err(|e| StoreError::Io {
-            path: path.to_path_buf(),
-            cause: e.error,
-        })?;
-        sync_dir(dir)
+        write_atomically(path, &json)
     }
 
     /// Resolves `reference`, pulling it first if it is a catalog model not yet
@@ -669,14 +679,16 @@ fn is_store_name(name: &str) -> bool {
 
 /// Whether the file at `path` holds exactly `record`'s bytes: its size,
 /// and every recorded chunk (a record without chunks cannot tell).
-fn holds(path: &Path, record: &Part) -> bool {
+fn holds(path: &Path, record: &Part, key: Option<&vault::Key>) -> bool {
     file_len(path) == Some(record.size)
         && !record.chunks.is_empty()
-        && chunks::check(path, &record.chunks).is_ok_and(|bad| bad.is_empty())
+        && chunks::check(path, &record.chunks, key).is_ok_and(|bad| bad.is_empty())
 }
 
+/// A stored file's size as its manifest counts it: the plaintext's, for a
+/// sealed file.
 fn file_len(path: &Path) -> Option<u64> {
-    fs::metadata(path).ok().map(|m| m.len())
+    vault::plaintext_len(path).ok()
 }
 
 /// Checks that file `index` (0-based) of a model of `count` files says so
@@ -706,6 +718,20 @@ pub(crate) fn check_split_no(
 }
 
 /// Makes renames in `dir` durable.
+/// Replaces the file at `path` with `bytes` whole: written beside it,
+/// synced, renamed over it, the directory synced.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().expect("a file in a directory");
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).at(dir)?;
+    tmp.write_all(bytes).at(tmp.path())?;
+    tmp.as_file().sync_all().at(tmp.path())?;
+    tmp.persist(path).map_err(|e| StoreError::Io {
+        path: path.to_path_buf(),
+        cause: e.error,
+    })?;
+    sync_dir(dir)
+}
+
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     fs::File::open(dir).and_then(|d| d.sync_all()).at(dir)
 }

@@ -346,6 +346,11 @@ impl Store {
                 m.name
             )));
         }
+        if self.encrypted_with()?.is_some() {
+            return Err(cannot(
+                "the store is encrypted, and repair writes plaintext chunks; `hearth store decrypt`, repair, then `hearth store encrypt`".into(),
+            ));
+        }
         let mut damaged = Vec::new();
         for (index, (path, file)) in model.files().into_iter().enumerate() {
             // A file cut short: its missing tail is bad chunks like any other.
@@ -357,7 +362,7 @@ impl Store {
                     .and_then(|f| f.set_len(file.size))
                     .at(&path)?;
             }
-            let bad = crate::chunks::check(&path, &file.chunks)?;
+            let bad = crate::chunks::check(&path, &file.chunks, self.key())?;
             if !bad.is_empty() {
                 damaged.push((index, path, file, bad));
             }
@@ -371,7 +376,7 @@ impl Store {
         for (index, path, file, bad) in damaged {
             let source = open(m, index)?;
             bytes += transfer::repair(source.as_ref(), &path, &bad, &options.transfer, progress)?;
-            let still = crate::chunks::check(&path, &file.chunks)?;
+            let still = crate::chunks::check(&path, &file.chunks, self.key())?;
             if let Some(chunk) = still.first() {
                 return Err(cannot(format!(
                     "the chunk at offset {} of {} still differs after fetching it again",

@@ -42,7 +42,12 @@ impl Stamp {
 /// Checks one stored file of model `name` against its chunks, unless its
 /// stamp shows it unchanged since they last matched; names the first bad
 /// chunk.
-fn check_file(name: &str, path: &Path, file: &crate::Part) -> Result<(), String> {
+fn check_file(
+    name: &str,
+    path: &Path,
+    file: &crate::Part,
+    key: Option<&vault::Key>,
+) -> Result<(), String> {
     if file.chunks.is_empty() {
         return Ok(());
     }
@@ -53,7 +58,7 @@ fn check_file(name: &str, path: &Path, file: &crate::Part) -> Result<(), String>
     if now.is_some() && now == recorded {
         return Ok(());
     }
-    let bad = chunks::check(path, &file.chunks).map_err(|e| e.to_string())?;
+    let bad = chunks::check(path, &file.chunks, key).map_err(|e| e.to_string())?;
     let bad = BadChunk::named(path, &file.chunks, bad);
     if let Some(first) = bad.first() {
         return Err(format!(
@@ -109,7 +114,7 @@ impl Store {
     /// `hearth verify` only.
     pub(crate) fn check_unchanged(&self, model: &StoredModel) -> Result<(), String> {
         for (path, file) in model.files() {
-            check_file(&model.manifest.name, &path, &file)?;
+            check_file(&model.manifest.name, &path, &file, self.key())?;
         }
         Ok(())
     }
@@ -135,10 +140,18 @@ impl Store {
             .ok_or_else(|| StoreError::NotStored {
                 name: format!("{}/sha256-{sha256}", model.manifest.name),
             })?;
+        if vault::is_sealed(&path)? {
+            return Err(StoreError::Damaged {
+                name: model.manifest.name.clone(),
+                reason: "this node's store is encrypted, and lending from an encrypted store is not supported yet".into(),
+            });
+        }
         let opened = fs::File::open(&path).at(&path)?;
-        check_file(&model.manifest.name, &path, &file).map_err(|reason| StoreError::Damaged {
-            name: model.manifest.name.clone(),
-            reason,
+        check_file(&model.manifest.name, &path, &file, self.key()).map_err(|reason| {
+            StoreError::Damaged {
+                name: model.manifest.name.clone(),
+                reason,
+            }
         })?;
         Ok((opened, file.size))
     }

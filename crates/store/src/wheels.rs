@@ -130,7 +130,8 @@ impl Store {
         gguf::read_model(partial.path())?;
         // A second read, from the page cache: the pip source hands over
         // whole members, so chunks are hashed once the file is complete.
-        let (chunk_list, _) = chunks::digest(partial.path(), chunks::CHUNK_SIZE, &NoProgress)?;
+        let (chunk_list, _) =
+            chunks::digest(partial.path(), chunks::CHUNK_SIZE, None, &NoProgress)?;
 
         let manifest = Manifest {
             name: name.to_string(),

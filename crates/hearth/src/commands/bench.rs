@@ -32,6 +32,9 @@ struct TestResult {
 struct Report {
     model: String,
     threads: u32,
+    /// From the stored file to a loaded engine (an encrypted model's
+    /// decryption into memory included).
+    load_seconds: f64,
     results: Vec<TestResult>,
 }
 
@@ -56,7 +59,10 @@ pub fn bench(config: &Config, args: &BenchArgs) -> Result<()> {
         prefix_cache: false,
         ..config.engine.clone()
     };
-    let engine = Engine::load(&model.path, &engine_config)?;
+    let loading = std::time::Instant::now();
+    let readable = store::readable(&model.path, config.store_key()?.as_deref())?;
+    let engine = Engine::load(readable.path(), &engine_config)?;
+    let load_seconds = loading.elapsed().as_secs_f64();
     let prompt = exact_prompt(&engine, args.prompt_tokens as usize)?;
     let one_token = prompt[..1].to_vec();
 
@@ -78,6 +84,7 @@ pub fn bench(config: &Config, args: &BenchArgs) -> Result<()> {
     let report = Report {
         model: model.name,
         threads: engine_config.threads,
+        load_seconds,
         results: vec![
             summarise(format!("pp{}", args.prompt_tokens), args.prompt_tokens, &pp),
             summarise(format!("tg{}", args.gen_tokens), args.gen_tokens, &tg),
@@ -86,7 +93,10 @@ pub fn bench(config: &Config, args: &BenchArgs) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!("model {}  threads {}", report.model, report.threads);
+        println!(
+            "model {}  threads {}  load {:.2} s",
+            report.model, report.threads, report.load_seconds
+        );
         println!("{:<8} {:>12} {:>10}", "test", "t/s", "± stddev");
         for r in &report.results {
             println!(

@@ -139,6 +139,8 @@ pub struct Fleet {
     on_change: OnceLock<Box<dyn Fn(Change) + Send + Sync>>,
     /// One swap at a time.
     swapping: Mutex<()>,
+    /// An encrypted store's key: sealed models load from memory.
+    key: Option<Arc<vault::Key>>,
 }
 
 /// A model entering or leaving memory.
@@ -186,7 +188,12 @@ const ROOM_WAIT: Duration = Duration::from_secs(60);
 const LOAD_RETRY: Duration = Duration::from_secs(10);
 
 impl Fleet {
-    pub fn new(config: EngineConfig, budget: u64, keep_alive: Duration) -> Arc<Fleet> {
+    pub fn new(
+        config: EngineConfig,
+        budget: u64,
+        keep_alive: Duration,
+        key: Option<Arc<vault::Key>>,
+    ) -> Arc<Fleet> {
         Arc::new(Fleet {
             members: Mutex::new(Vec::new()),
             changed: Condvar::new(),
@@ -195,6 +202,7 @@ impl Fleet {
             keep_alive,
             on_change: OnceLock::new(),
             swapping: Mutex::new(()),
+            key,
         })
     }
 
@@ -375,9 +383,8 @@ impl Fleet {
             members[index].loading = true;
             (members[index].path.clone(), members[index].digest.clone())
         };
-        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            Engine::load(&path, &self.config)
-        }));
+        let loaded =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.load_file(&path)));
         let mut members = self.lock();
         let m = &mut members[index];
         m.loading = false;
@@ -387,7 +394,7 @@ impl Fleet {
             failed => {
                 m.failed = Some(Instant::now());
                 let err = match failed {
-                    Ok(Err(e)) => anyhow::Error::new(e),
+                    Ok(Err(e)) => e,
                     _ => anyhow::anyhow!("loading {} panicked", path.display()),
                 };
                 tracing::error!(model = %m.name, error = %err, "cannot load the model");
@@ -445,12 +452,11 @@ impl Fleet {
         let (name, from, loaded) = (m.name.clone(), m.digest.clone(), m.engine.is_some());
         drop(members);
         let engine = if loaded {
-            let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                Engine::load(&path, &self.config)
-            }));
+            let loaded =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.load_file(&path)));
             match loaded {
                 Ok(Ok(engine)) => Some(Arc::new(engine)),
-                Ok(Err(e)) => return Err(e.into()),
+                Ok(Err(e)) => return Err(e),
                 Err(_) => anyhow::bail!("loading {} panicked", path.display()),
             }
         } else {
@@ -483,6 +489,13 @@ impl Fleet {
     /// The digest of the version model `index` serves.
     pub fn digest(&self, index: usize) -> Option<String> {
         self.lock()[index].digest.clone()
+    }
+
+    /// An engine for the model file at `path`: a sealed one's plaintext
+    /// goes to llama.cpp in memory, never to the disk.
+    fn load_file(&self, path: &std::path::Path) -> anyhow::Result<Engine> {
+        let readable = store::readable(path, self.key.as_deref())?;
+        Ok(Engine::load(readable.path(), &self.config)?)
     }
 
     /// Unloads idle models whose keep-alive ran out, and earlier versions

@@ -91,12 +91,16 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Keys(command) => keys::keys(&Config::load(global, &none, None)?, command),
         Command::Policy(command) => policy::policy(&Config::load(global, &none, None)?, command),
         Command::Audit(command) => audit_log::audit(&Config::load(global, &none, None)?, command),
+        Command::Store(command) => space::store(&Config::load(global, &none, None)?, command),
     }
 }
 
+/// The store, with its key when one is configured (an encrypted store's
+/// files are read and written with it).
 fn open_store(config: &Config) -> Result<Store> {
-    Store::open(&config.home)
-        .with_context(|| format!("cannot open the store in {}", config.home.display()))
+    let store = Store::open(&config.home)
+        .with_context(|| format!("cannot open the store in {}", config.home.display()))?;
+    Ok(store.with_key(config.store_key()?))
 }
 
 fn pull_options(config: &Config, force: bool) -> PullOptions {
@@ -119,7 +123,9 @@ fn resolve(config: &Config, reference: &str) -> Result<ResolvedModel> {
 /// Resolves and loads a model for generation.
 fn load(config: &Config, reference: &str) -> Result<(ResolvedModel, Engine)> {
     let model = resolve(config, reference)?;
-    let engine = Engine::load(&model.path, &config.engine)?;
+    // An encrypted model's plaintext reaches llama.cpp in memory only.
+    let readable = store::readable(&model.path, config.store_key()?.as_deref())?;
+    let engine = Engine::load(readable.path(), &config.engine)?;
     Ok((model, engine))
 }
 

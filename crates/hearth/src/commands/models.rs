@@ -263,7 +263,9 @@ struct Description {
 pub fn show(config: &Config, reference: &str, json: bool) -> Result<()> {
     let store = open_store(config)?;
     let model = store.resolve(reference)?;
-    let headers = gguf::split::read_set(&model.path)?;
+    // An encrypted model's header is read from its plaintext in memory.
+    let readable = store::readable(&model.path, store.key())?;
+    let headers = gguf::split::read_set(readable.path())?;
     let header = &headers[0];
     let sha256 = match model.sha256 {
         Some(sha) => sha,

@@ -18,6 +18,7 @@ pub fn serve(config: &Config) -> Result<()> {
         config.engine.clone(),
         settings.memory_budget,
         settings.keep_alive,
+        config.store_key()?,
     );
     // The models given are loaded at start and kept (pinned).
     let mut pinned: Vec<(usize, ResolvedModel)> = Vec::with_capacity(settings.models.len());

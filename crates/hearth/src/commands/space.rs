@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::models::human_bytes;
 use super::open_store;
@@ -116,5 +116,54 @@ pub fn import(config: &Config, bundle_path: &Path, require_signature: bool) -> R
             |k| format!("signed by trusted key {k}")
         )
     );
+    Ok(())
+}
+
+/// `hearth store keygen|encrypt|decrypt`.
+pub fn store(config: &Config, command: crate::cli::StoreCommand) -> Result<()> {
+    use crate::cli::StoreCommand;
+    match command {
+        StoreCommand::Keygen { file } => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let key = vault::Key::generate()?;
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&file)
+                .with_context(|| format!("cannot create {}", file.display()))?;
+            writeln!(out, "{key}")?;
+            out.sync_all()?;
+            let id = vault::Key::from_bytes(key.as_bytes())?.id();
+            println!(
+                "wrote a new key to {} (key id {id}); keep a copy where the store is not",
+                file.display()
+            );
+        }
+        StoreCommand::Encrypt => {
+            let store = open_store(config)?;
+            anyhow::ensure!(
+                store.key().is_some(),
+                "no key is configured: set key_file or key_command under [store] (or HEARTH_STORE_KEY_FILE); `hearth store keygen FILE` makes one"
+            );
+            let done = store.encrypt(&crate::progress::Bar::new())?;
+            let id = store.key().map(vault::Key::id).unwrap_or_default();
+            println!(
+                "encrypted {} file(s), {} (key id {id}); the store stays encrypted, new pulls too",
+                done.files,
+                human_bytes(done.bytes)
+            );
+        }
+        StoreCommand::Decrypt => {
+            let store = open_store(config)?;
+            let done = store.decrypt(&crate::progress::Bar::new())?;
+            println!(
+                "decrypted {} file(s), {}; the store is plain",
+                done.files,
+                human_bytes(done.bytes)
+            );
+        }
+    }
     Ok(())
 }

@@ -1,0 +1,280 @@
+//! An encrypted store: every blob sealed with one key (`vault`), new
+//! blobs sealed as they are committed, and plaintext handed to the engine
+//! only in memory. `encryption.json` in the home names the key's id; it is
+//! written before the first blob is sealed and removed after the last is
+//! opened again, so a store is encrypted exactly while it exists.
+//!
+//! Digests stay over the plaintext: manifests, verification and pulls are
+//! the same for both kinds of store.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use types::Progress;
+use vault::{Key, VaultError};
+
+use crate::error::{IoContext, StoreError};
+use crate::{sync_dir, Store};
+
+const MARKER: &str = "encryption.json";
+
+#[derive(Serialize, Deserialize)]
+struct Marker {
+    key_id: String,
+}
+
+/// What [`Store::encrypt`] or [`Store::decrypt`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migrated {
+    /// Blobs converted by this call (earlier runs' are skipped).
+    pub files: usize,
+    pub bytes: u64,
+}
+
+/// A stored model's first file as llama.cpp can open it: the file itself,
+/// or for a sealed model its plaintext in memory, behind links named as a
+/// split set expects. Holds the memory until dropped (a loaded engine
+/// keeps its own mapping).
+pub struct Readable {
+    path: PathBuf,
+    _memory: Vec<vault::InMemory>,
+    _links: Option<tempfile::TempDir>,
+}
+
+impl Readable {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// [`Readable`] for the model file at `path` (a set's first file).
+pub fn readable(path: &Path, key: Option<&Key>) -> Result<Readable, StoreError> {
+    if !vault::is_sealed(path)? {
+        return Ok(Readable {
+            path: path.to_path_buf(),
+            _memory: Vec::new(),
+            _links: None,
+        });
+    }
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("model.gguf")
+        .to_string();
+    let Some(set) = gguf::split::SplitName::parse(&name).filter(|s| s.count > 1) else {
+        let memory = vault::in_memory(path, key, &name)?;
+        return Ok(Readable {
+            path: memory.path(),
+            _memory: vec![memory],
+            _links: None,
+        });
+    };
+    // llama.cpp finds a set's other files by name beside the first: links
+    // (no bytes) to each file's memory, in a directory of their own.
+    let links = tempfile::Builder::new()
+        .prefix("hearth-plain-")
+        .tempdir()
+        .map_err(|cause| StoreError::Io {
+            path: std::env::temp_dir(),
+            cause,
+        })?;
+    let mut memory = Vec::new();
+    for no in 1..=set.count {
+        let file = set.sibling(no);
+        let sealed = path.with_file_name(&file);
+        let plain = vault::in_memory(&sealed, key, &file)?;
+        let link = links.path().join(&file);
+        std::os::unix::fs::symlink(plain.path(), &link).at(&link)?;
+        memory.push(plain);
+    }
+    Ok(Readable {
+        path: links.path().join(set.sibling(1)),
+        _memory: memory,
+        _links: Some(links),
+    })
+}
+
+impl Store {
+    /// The store with the key its sealed files are read and written with.
+    pub fn with_key(mut self, key: Option<Arc<Key>>) -> Store {
+        self.key = key;
+        self
+    }
+
+    pub fn key(&self) -> Option<&Key> {
+        self.key.as_deref()
+    }
+
+    /// The id of the key this store is encrypted with, if it is.
+    pub fn encrypted_with(&self) -> Result<Option<String>, StoreError> {
+        let path = self.home().join(MARKER);
+        match fs::read(&path) {
+            Ok(bytes) => {
+                let marker: Marker =
+                    serde_json::from_slice(&bytes).map_err(|cause| StoreError::Manifest {
+                        path: path.clone(),
+                        cause,
+                    })?;
+                Ok(Some(marker.key_id))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).at(&path),
+        }
+    }
+
+    /// The key new blobs are sealed with: `None` for a plain store; for an
+    /// encrypted one the configured key, which must be the store's.
+    pub(crate) fn sealing_key(&self) -> Result<Option<&Key>, StoreError> {
+        let Some(id) = self.encrypted_with()? else {
+            return Ok(None);
+        };
+        let marker = self.home().join(MARKER);
+        let key = self.key().ok_or_else(|| VaultError::NoKey {
+            path: marker.clone(),
+        })?;
+        if key.id() != id {
+            return Err(VaultError::WrongKey {
+                path: marker,
+                sealed_with: id,
+                configured: key.id(),
+            }
+            .into());
+        }
+        Ok(Some(key))
+    }
+
+    /// Seals `file` (a verified plaintext file in `tmp/`) when the store is
+    /// encrypted: returns the path to commit, the sealed copy.
+    pub(crate) fn seal_for_commit(&self, file: &Path) -> Result<PathBuf, StoreError> {
+        let Some(key) = self.sealing_key()? else {
+            return Ok(file.to_path_buf());
+        };
+        if vault::is_sealed(file)? {
+            return Ok(file.to_path_buf());
+        }
+        let sealed = file.with_extension("sealed");
+        vault::seal(file, &sealed, key)?;
+        let _ = fs::remove_file(file);
+        Ok(sealed)
+    }
+
+    /// Encrypts every blob with the configured key, in place: each is
+    /// sealed into `tmp/`, then takes the place of the plaintext under the
+    /// blob's name and every model's name for it. An interrupted run leaves
+    /// each file whole, plaintext or sealed, and a rerun goes on.
+    pub fn encrypt(&self, progress: &dyn Progress) -> Result<Migrated, StoreError> {
+        let key = self.key().ok_or_else(|| VaultError::NoKey {
+            path: self.home().join(MARKER),
+        })?;
+        match self.encrypted_with()? {
+            Some(id) if id != key.id() => {
+                return Err(VaultError::WrongKey {
+                    path: self.home().join(MARKER),
+                    sealed_with: id,
+                    configured: key.id(),
+                }
+                .into())
+            }
+            Some(_) => {}
+            None => {
+                let path = self.home().join(MARKER);
+                let marker =
+                    serde_json::to_vec(&Marker { key_id: key.id() }).expect("a marker serialises");
+                crate::write_atomically(&path, &marker)?;
+            }
+        }
+        self.migrate(true, progress)
+    }
+
+    /// Decrypts every blob in place (the reverse of [`Store::encrypt`]),
+    /// then marks the store plain.
+    pub fn decrypt(&self, progress: &dyn Progress) -> Result<Migrated, StoreError> {
+        if self.encrypted_with()?.is_none() {
+            return Ok(Migrated { files: 0, bytes: 0 });
+        }
+        self.sealing_key()?;
+        let done = self.migrate(false, progress)?;
+        let marker = self.home().join(MARKER);
+        fs::remove_file(&marker).at(&marker)?;
+        Ok(done)
+    }
+
+    fn migrate(&self, seal: bool, progress: &dyn Progress) -> Result<Migrated, StoreError> {
+        // Exclusive: no commit links a blob while it changes under it.
+        let _layout = self.lock_layout(true)?;
+        let blobs = self.blobs_dir();
+        let mut todo = Vec::new();
+        for entry in fs::read_dir(&blobs).at(&blobs)?.filter_map(Result::ok) {
+            let path = entry.path();
+            let named = entry.file_name().to_string_lossy().starts_with("sha256-");
+            if named && vault::is_sealed(&path)? != seal {
+                todo.push(path);
+            }
+        }
+        let total = todo
+            .iter()
+            .map(|p| fs::metadata(p).map_or(0, |m| m.len()))
+            .sum();
+        progress.start(if seal { "encrypting" } else { "decrypting" }, total);
+        let mut done = Migrated { files: 0, bytes: 0 };
+        for blob in todo {
+            let name = blob
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            let staged = self.tmp_dir().join(format!("migrate-{name}"));
+            if seal {
+                vault::seal(&blob, &staged, self.key().expect("checked by encrypt"))?;
+            } else {
+                self.open_into(&blob, &staged)?;
+            }
+            for link in self.links_of(&blob)? {
+                let next = link.with_extension("migrating");
+                let _ = fs::remove_file(&next);
+                fs::hard_link(&staged, &next).at(&next)?;
+                fs::rename(&next, &link).at(&link)?;
+            }
+            let len = fs::metadata(&blob).map_or(0, |m| m.len());
+            fs::rename(&staged, &blob).at(&blob)?;
+            sync_dir(&blobs)?;
+            progress.advance(len);
+            done.files += 1;
+            done.bytes += len;
+        }
+        progress.finish();
+        Ok(done)
+    }
+
+    /// Writes the plaintext of sealed `from` to `to` (`hearth store
+    /// decrypt` only: the one place plaintext is meant to reach the disk).
+    fn open_into(&self, from: &Path, to: &Path) -> Result<(), StoreError> {
+        let mut reader = vault::Reader::open(from, self.key())?;
+        let mut out = fs::File::create(to).at(to)?;
+        std::io::copy(&mut reader, &mut out).at(from)?;
+        out.sync_all().at(to)
+    }
+
+    /// Every model file that is the blob `blob` (the same inode).
+    fn links_of(&self, blob: &Path) -> Result<Vec<PathBuf>, StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::metadata(blob).at(blob)?;
+        let mut out = Vec::new();
+        let models = self.models_dir();
+        for dir in fs::read_dir(&models).at(&models)?.filter_map(Result::ok) {
+            let Ok(files) = fs::read_dir(dir.path()) else {
+                continue;
+            };
+            for file in files.filter_map(Result::ok) {
+                if let Ok(m) = file.metadata() {
+                    if m.ino() == meta.ino() && m.dev() == meta.dev() {
+                        out.push(file.path());
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
