@@ -46,6 +46,12 @@ pub fn push(
     let pace = transfer::Pace::new(limit_rate);
     let location = Location::parse(url)?;
     let bucket = Bucket::open(&location.bucket, s3)?;
+    if store.encrypted_with()?.is_some() {
+        return Err(BucketError::CannotPush {
+            name: name.to_string(),
+            reason: "the store is encrypted, and pushing from an encrypted store is not supported yet; push from a node whose store is not encrypted".into(),
+        });
+    }
     // With its content-defined index, so a node holding an earlier version
     // pulls only what changed.
     let model = store.with_cdc(&store.stored(name)?.manifest.name)?;
@@ -58,13 +64,7 @@ pub fn push(
             "its manifest has no chunk list yet; `hearth verify` records one".into(),
         ));
     }
-    if store.encrypted_with()?.is_some() {
-        return Err(cannot(
-            "the store is encrypted, and pushing from an encrypted store is not supported yet; \
-             push from a node whose store is not encrypted"
-                .into(),
-        ));
-    }
+
     let prefix = location.key.as_str();
     let mut pushed = Pushed {
         name: model.manifest.name.clone(),

@@ -36,8 +36,6 @@ pub enum BundleError {
         path: PathBuf,
         cause: std::io::Error,
     },
-    #[error("the store is encrypted, and bundles from an encrypted store are not supported yet (export from a store that is not encrypted)")]
-    Encrypted,
     #[error("{}: not a Hearth bundle: {reason}", path.display())]
     NotABundle { path: PathBuf, reason: String },
     #[error("{}: the bundle is not signed, and this store accepts signed bundles only (trusted keys in {})", path.display(), trusted.display())]
@@ -88,6 +86,10 @@ struct Index {
     format: String,
     version: u32,
     models: Vec<Manifest>,
+    /// The key id of an encrypted store the blobs come from, sealed; an
+    /// importer needs that key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sealed_with: Option<String>,
 }
 
 /// The second entry, when signed: the key and its signature of the
@@ -147,11 +149,14 @@ pub fn export(
     names: &[String],
     out: &Path,
     sign: Option<&Path>,
+    plaintext: bool,
     progress: &dyn Progress,
 ) -> Result<Exported, BundleError> {
-    if store.encrypted_with()?.is_some() {
-        return Err(BundleError::Encrypted);
-    }
+    // From an encrypted store, blobs travel sealed unless asked otherwise.
+    let sealed_with = match store.encrypted_with()? {
+        Some(id) if !plaintext => Some(id),
+        _ => None,
+    };
     let mut models = Vec::new();
     for name in names {
         let model = store
@@ -182,6 +187,7 @@ pub fn export(
         format: FORMAT.into(),
         version: 1,
         models: models.iter().map(|m| m.manifest.clone()).collect(),
+        sealed_with: sealed_with.clone(),
     })
     .expect("an index serialises");
     let signature = match sign {
@@ -222,16 +228,22 @@ pub fn export(
             append(&mut tar, SIGNATURE, &bytes, &tmp.0)?;
         }
         for (sha, path) in &blobs {
-            let file = fs::File::open(path).at(path)?;
-            let len = file.metadata().at(path)?.len();
+            // As stored (sealed, from an encrypted store), or its plaintext.
+            let (inner, len): (Box<dyn Read>, u64) = if sealed_with.is_some() {
+                let file = fs::File::open(path).at(path)?;
+                let len = file.metadata().at(path)?.len();
+                (Box::new(file), len)
+            } else {
+                let reader =
+                    vault::Reader::open(path, store.key()).map_err(store::StoreError::from)?;
+                let len = reader.size();
+                (Box::new(reader), len)
+            };
             let mut header = tar::Header::new_gnu();
             header.set_size(len);
             header.set_mode(0o644);
             header.set_cksum();
-            let reader = Counted {
-                inner: file,
-                progress,
-            };
+            let reader = Counted { inner, progress };
             tar.append_data(&mut header, format!("blobs/sha256-{sha}"), reader)
                 .at(&tmp.0)?;
         }
@@ -411,7 +423,10 @@ pub fn import(
             continue;
         }
         let scratch = store.scratch_path(&format!("import-{}.partial", &sha[..16]));
-        let checked = receive(&mut entry, &scratch, file, progress);
+        let checked = match &index.sealed_with {
+            None => receive(&mut entry, &scratch, file, progress),
+            Some(_) => receive_sealed(store, &mut entry, &scratch, file, progress),
+        };
         if let Err(err) = checked {
             let _ = fs::remove_file(&scratch);
             return Err(match err {
@@ -419,6 +434,7 @@ pub fn import(
                     path: path.to_path_buf(),
                     cause,
                 },
+                Received::Store(err) => BundleError::Store(err),
                 Received::Differs { offset, what } => BundleError::Tampered {
                     path: path.to_path_buf(),
                     sha256: sha,
@@ -460,6 +476,61 @@ pub fn import(
 enum Received {
     Io(std::io::Error),
     Differs { offset: u64, what: String },
+    Store(store::StoreError),
+}
+
+/// [`receive`] of a blob that may be sealed: it is kept as it came, then
+/// read back through the store's key (which must be the bundle's) and
+/// every chunk checked. A plain store gets the plaintext.
+fn receive_sealed(
+    store: &Store,
+    entry: &mut impl Read,
+    scratch: &Path,
+    manifest: &Part,
+    progress: &dyn Progress,
+) -> Result<(), Received> {
+    let raw = scratch.with_extension("sealed");
+    let mut out = fs::File::create(&raw).map_err(Received::Io)?;
+    let mut counted = Counted {
+        inner: entry,
+        progress,
+    };
+    std::io::copy(&mut counted, &mut out).map_err(Received::Io)?;
+    out.sync_all().map_err(Received::Io)?;
+    let checked = (|| {
+        if vault::plaintext_len(&raw)? != manifest.size {
+            return Ok(Some("the blob has another size".to_string()));
+        }
+        let bad = store::chunks::check(&raw, &manifest.chunks, store.key())?;
+        let covered: u64 = manifest.chunks.iter().map(|c| c.length).sum();
+        Ok::<_, store::StoreError>(match bad.first() {
+            Some(c) => Some(format!("the chunk at offset {} does not match", c.offset)),
+            None if covered != manifest.size => Some("the index's chunks do not cover it".into()),
+            None => None,
+        })
+    })();
+    match checked {
+        Err(err) => {
+            let _ = fs::remove_file(&raw);
+            Err(Received::Store(err))
+        }
+        Ok(Some(what)) => {
+            let _ = fs::remove_file(&raw);
+            Err(Received::Differs { offset: 0, what })
+        }
+        Ok(None)
+            if store.encrypted_with().ok().flatten().is_some()
+                || !vault::is_sealed(&raw).unwrap_or(false) =>
+        {
+            fs::rename(&raw, scratch).map_err(Received::Io)
+        }
+        Ok(None) => {
+            // A plain store: the plaintext, which is what it holds.
+            let unsealed = store.unseal(&raw, scratch);
+            let _ = fs::remove_file(&raw);
+            unsealed.map_err(Received::Store)
+        }
+    }
 }
 
 /// Streams a blob to `scratch`, hashing each of the manifest's chunks and

@@ -51,7 +51,7 @@ fn a_bundle_moves_models_between_stores_and_imports_once() {
     let work = tempfile::tempdir().unwrap();
     let a = store_with_model(&work.path().join("a"));
     let out = work.path().join("models.tar");
-    let done = bundle::export(&a, &["smol".into()], &out, None, &NoProgress).unwrap();
+    let done = bundle::export(&a, &["smol".into()], &out, None, false, &NoProgress).unwrap();
     assert_eq!(
         (done.models.len(), done.blobs, done.signed_by),
         (1, 1, None)
@@ -82,12 +82,28 @@ fn signatures_are_checked_against_trusted_keys() {
     let a = store_with_model(&w.join("a"));
     let (ours, theirs) = (w.join("keys/ours.key"), w.join("keys/theirs.key"));
     let signed = w.join("signed.tar");
-    let done = bundle::export(&a, &["smol".into()], &signed, Some(&ours), &NoProgress).unwrap();
+    let done = bundle::export(
+        &a,
+        &["smol".into()],
+        &signed,
+        Some(&ours),
+        false,
+        &NoProgress,
+    )
+    .unwrap();
     assert!(done.signed_by.is_some());
     let unsigned = w.join("unsigned.tar");
-    bundle::export(&a, &["smol".into()], &unsigned, None, &NoProgress).unwrap();
+    bundle::export(&a, &["smol".into()], &unsigned, None, false, &NoProgress).unwrap();
     let strangers = w.join("strangers.tar");
-    bundle::export(&a, &["smol".into()], &strangers, Some(&theirs), &NoProgress).unwrap();
+    bundle::export(
+        &a,
+        &["smol".into()],
+        &strangers,
+        Some(&theirs),
+        false,
+        &NoProgress,
+    )
+    .unwrap();
 
     let fresh = |name: &str| Store::open(&w.join(name)).unwrap();
     let required = trust(&w.join("b"), &[&ours], true);
@@ -121,7 +137,7 @@ fn a_tampered_blob_is_refused_and_leaves_nothing() {
     let w = work.path();
     let a = store_with_model(&w.join("a"));
     let out = w.join("tampered.tar");
-    bundle::export(&a, &["smol".into()], &out, None, &NoProgress).unwrap();
+    bundle::export(&a, &["smol".into()], &out, None, false, &NoProgress).unwrap();
     // A byte 40 MB into the blob (its GGUF magic starts it).
     flip(&out, b"GGUF", 40 << 20);
     let b = Store::open(&w.join("b")).unwrap();

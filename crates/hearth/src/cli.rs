@@ -100,6 +100,10 @@ pub enum Command {
         /// if missing); importers trust KEY.pub in $HEARTH_HOME/trusted_keys/
         #[arg(long, value_name = "KEY")]
         sign: Option<PathBuf>,
+        /// From an encrypted store, write the models' plaintext (by
+        /// default their files travel encrypted, for a store with the key)
+        #[arg(long)]
+        plaintext: bool,
     },
     /// Store the models of a bundle written by `hearth export`, every chunk
     /// verified before anything is published

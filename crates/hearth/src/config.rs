@@ -628,16 +628,17 @@ fn pull_settings(file: &FilePull) -> Result<PullSettings> {
 
 fn key_source(file: &FileStore) -> Result<KeySource> {
     let env = |var: &str| std::env::var(var).ok().filter(|v| !v.is_empty());
-    let path = env("HEARTH_STORE_KEY_FILE")
-        .map(PathBuf::from)
-        .or(file.key_file.clone());
-    let command = env("HEARTH_STORE_KEY_COMMAND").or(file.key_command.clone());
-    Ok(match (path, command) {
-        (Some(_), Some(_)) => {
-            bail!("[store] has both key_file and key_command; give one")
-        }
-        (Some(path), None) => KeySource::File(path),
-        (None, Some(command)) => KeySource::Command(command),
+    // The environment overrides the file, whichever of the two it names.
+    if let Some(path) = env("HEARTH_STORE_KEY_FILE") {
+        return Ok(KeySource::File(PathBuf::from(path)));
+    }
+    if let Some(command) = env("HEARTH_STORE_KEY_COMMAND") {
+        return Ok(KeySource::Command(command));
+    }
+    Ok(match (&file.key_file, &file.key_command) {
+        (Some(_), Some(_)) => bail!("[store] has both key_file and key_command; give one"),
+        (Some(path), None) => KeySource::File(path.clone()),
+        (None, Some(command)) => KeySource::Command(command.clone()),
         (None, None) => KeySource::None,
     })
 }

@@ -2,13 +2,15 @@
 //! no plaintext tensor bytes in any file of the home; the model answers as
 //! before (its plaintext reaches llama.cpp in memory); a wrong key or no
 //! key is refused by name; a flipped ciphertext byte is caught; a new pull
-//! is stored sealed; `hearth store decrypt` gives the original bytes back.
+//! is stored sealed; a bundle from it travels sealed (unless asked for the
+//! plaintext) and needs the key to import; `hearth store decrypt` gives
+//! the original bytes back.
 
 use std::path::{Path, PathBuf};
 
 mod support;
 
-use support::{failed, flip_byte, hearth, ok};
+use support::{failed, flip_byte, hearth, ok, spawn_server, wait_ready};
 
 const ASK: &[&str] = &[
     "--temperature",
@@ -56,15 +58,17 @@ fn known_plaintext(model: &Path) -> Vec<Vec<u8>> {
         .collect()
 }
 
+fn contains(file: &Path, needles: &[Vec<u8>]) -> bool {
+    let bytes = std::fs::read(file).unwrap_or_default();
+    needles
+        .iter()
+        .any(|n| memchr::memmem::find(&bytes, n).is_some())
+}
+
 fn holding(home: &Path, needles: &[Vec<u8>]) -> Vec<PathBuf> {
     files(home)
         .into_iter()
-        .filter(|f| {
-            let bytes = std::fs::read(f).unwrap_or_default();
-            needles
-                .iter()
-                .any(|n| memchr::memmem::find(&bytes, n).is_some())
-        })
+        .filter(|f| contains(f, needles))
         .collect()
 }
 
@@ -119,6 +123,38 @@ fn an_encrypted_store_keeps_no_plaintext_and_refuses_wrong_keys_and_tampering() 
     // The model answers as before, from memory.
     assert_eq!(answer(h), before);
     ok(hearth(h).args(["verify", "smol"]).output().unwrap());
+    // Served: described from its decrypted header, and answering.
+    let mut serve = hearth(h);
+    serve.args([
+        "serve",
+        "--port",
+        "0",
+        "--ctx-size",
+        "256",
+        "--model",
+        "smol",
+    ]);
+    let (server, base) = spawn_server(serve);
+    wait_ready(&base);
+    let client = reqwest::blocking::Client::new();
+    let tags: serde_json::Value = client
+        .get(format!("{base}/api/tags"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let listed = &tags["models"][0];
+    assert_eq!(listed["name"], "smol", "{tags}");
+    assert_eq!(listed["details"]["family"], "llama", "{tags}");
+    let reply: serde_json::Value = client
+        .post(format!("{base}/v1/completions"))
+        .json(&serde_json::json!({"model": "smol", "prompt": "The capital of Japan is", "max_tokens": 4}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(reply["choices"][0]["text"].is_string(), "{reply}");
+    drop(server);
 
     // The wrong key, or none, is refused by name.
     let wrong = failed(
@@ -168,6 +204,57 @@ fn an_encrypted_store_keeps_no_plaintext_and_refuses_wrong_keys_and_tampering() 
     let run = failed(hearth(h).args(["run", "smol"]).args(ASK).output().unwrap());
     assert!(run.contains("fails authentication"), "{run}");
     flip_byte(&blob, 64 + 12 + 5000, 0x01);
+
+    // A bundle from the encrypted store travels sealed; a store with the
+    // key (here a plain one) imports it, one without is refused by name.
+    let bundle = keys.path().join("smol.tar");
+    ok(hearth(h)
+        .args(["export", "smol", "-o"])
+        .arg(&bundle)
+        .output()
+        .unwrap());
+    assert!(!contains(&bundle, &needles), "plaintext in the bundle");
+    let with_key = tempfile::tempdir().unwrap();
+    std::fs::write(
+        with_key.path().join("config.toml"),
+        format!("[store]\nkey_file = {key:?}\n"),
+    )
+    .unwrap();
+    ok(hearth(with_key.path())
+        .arg("import")
+        .arg(&bundle)
+        .output()
+        .unwrap());
+    ok(hearth(with_key.path())
+        .args(["verify", "smol"])
+        .output()
+        .unwrap());
+    let keyless = tempfile::tempdir().unwrap();
+    let refused = failed(
+        hearth(keyless.path())
+            .arg("import")
+            .arg(&bundle)
+            .output()
+            .unwrap(),
+    );
+    assert!(refused.contains("no key is configured"), "{refused}");
+    // Asked otherwise, it carries the plaintext, for any store.
+    let open = keys.path().join("open.tar");
+    ok(hearth(h)
+        .args(["export", "smol", "--plaintext", "-o"])
+        .arg(&open)
+        .output()
+        .unwrap());
+    assert!(contains(&open, &needles));
+    ok(hearth(keyless.path())
+        .arg("import")
+        .arg(&open)
+        .output()
+        .unwrap());
+    ok(hearth(keyless.path())
+        .args(["verify", "smol"])
+        .output()
+        .unwrap());
 
     // Decrypted: the original bytes, and the store is plain again.
     let said = ok(hearth(h).args(["store", "decrypt"]).output().unwrap());

@@ -150,9 +150,18 @@ fn a_node_pulls_from_two_peers_drops_a_bad_one_and_falls_back_to_the_origin() {
     let allowed = client.get(&manifest_url).bearer_auth(&node).send().unwrap();
     assert_eq!(allowed.status(), 200);
 
-    // C pulls from A (found by resolving localhost) and B; the origin is
-    // named but not contacted.
+    // C, a third serving node, pulls from A (found by resolving localhost)
+    // and B; the origin is named but not contacted.
     let c = node_home(&jwks_file);
+    let mut serve_c = hearth(c.path());
+    serve_c
+        .args(["serve", "--port", "0", "--ctx-size", "256", "--model"])
+        .arg(testkit::default_model());
+    let (_c_server, c_base) = spawn_server_logging_to(
+        serve_c,
+        std::fs::File::create(logs.path().join("c.log")).unwrap(),
+    );
+    wait_ready(&c_base);
     let b_peer = b_base.trim_start_matches("http://");
     let dns = format!("localhost:{a_port}");
     let out = pull(
@@ -185,6 +194,14 @@ fn a_node_pulls_from_two_peers_drops_a_bad_one_and_falls_back_to_the_origin() {
         std::fs::read(testkit::default_model()).unwrap()
     );
     ok(hearth(c.path()).args(["verify", "smol"]).output().unwrap());
+    // C serves what it pulled.
+    let asked = client
+        .post(format!("{c_base}/v1/completions"))
+        .bearer_auth(token(&["user"]))
+        .json(&serde_json::json!({"model": "smol", "prompt": "The capital of Japan is", "max_tokens": 4}))
+        .send()
+        .unwrap();
+    assert_eq!(asked.status(), 200, "{}", asked.text().unwrap_or_default());
 
     // B's copy goes bad behind the file system's back (its stamp still
     // matches): one byte in every chunk, the modification time put back.

@@ -45,10 +45,12 @@ impl Store {
     /// file, computing and recording the ones its manifest lacks (after
     /// checking the files, so an index never describes damaged bytes).
     pub fn with_cdc(&self, name: &str) -> Result<StoredModel, StoreError> {
-        let _lock = self.lock_pull(name)?;
-        let mut model = self
-            .get(name)?
-            .ok_or_else(|| StoreError::NotStored { name: name.into() })?;
+        let stored = |store: &Store| {
+            store
+                .get(name)?
+                .ok_or_else(|| StoreError::NotStored { name: name.into() })
+        };
+        let model = stored(self)?;
         let files = model.files();
         if model.manifest.cdc.len() == files.len() {
             return Ok(model);
@@ -58,12 +60,22 @@ impl Store {
                 name: name.to_string(),
                 reason,
             })?;
-        model.manifest.cdc = files
+        // Indexed without the model's lock (minutes for a large model: a
+        // pull of it must not wait), then recorded only if the manifest
+        // still describes the same files.
+        let cdc: Vec<Vec<Chunk>> = files
             .iter()
             .map(|(path, _)| index(path, self.key()))
             .collect::<Result<_, _>>()?;
-        self.write_manifest(&model.path.with_file_name(MANIFEST_FILE), &model.manifest)?;
-        Ok(model)
+        let _lock = self.lock_pull(name)?;
+        let mut now = stored(self)?;
+        if now.manifest.files() != model.manifest.files() {
+            // Replaced meanwhile: its index is made on its next use.
+            return Ok(now);
+        }
+        now.manifest.cdc = cdc;
+        self.write_manifest(&now.path.with_file_name(MANIFEST_FILE), &now.manifest)?;
+        Ok(now)
     }
 
     /// Spans of a file described by `wanted` (its content-defined chunks)
@@ -78,7 +90,7 @@ impl Store {
         if wanted.is_empty() {
             return Ok(Vec::new());
         }
-        let mut held: HashMap<&str, (PathBuf, u64)> = HashMap::new();
+        let mut held: HashMap<&str, (PathBuf, u64, u64)> = HashMap::new();
         let mut models = Vec::new();
         match self.with_cdc(name) {
             Ok(model) => models.push(model),
@@ -93,22 +105,26 @@ impl Store {
                 .filter(|m| m.manifest.name != name && !m.manifest.cdc.is_empty()),
         );
         for model in &models {
-            for ((path, _), chunks) in model.files().into_iter().zip(&model.manifest.cdc) {
+            for ((path, part), chunks) in model.files().into_iter().zip(&model.manifest.cdc) {
                 // Sealed bytes cannot be copied as plaintext.
                 if vault::is_sealed(&path).unwrap_or(true) {
                     continue;
                 }
-                for c in chunks {
+                for c in chunks
+                    .iter()
+                    .filter(|c| c.offset.saturating_add(c.length) <= part.size)
+                {
                     held.entry(c.sha256.as_str())
-                        .or_insert_with(|| (path.clone(), c.offset));
+                        .or_insert_with(|| (path.clone(), c.offset, c.length));
                 }
             }
         }
         Ok(wanted
             .iter()
             .filter_map(|c| {
-                let (path, at) = held.get(c.sha256.as_str())?;
-                Some(transfer::Local {
+                let (path, at, length) = held.get(c.sha256.as_str())?;
+                // The same digest over the same length, or nothing.
+                (*length == c.length).then(|| transfer::Local {
                     offset: c.offset,
                     length: c.length,
                     path: path.clone(),

@@ -50,7 +50,7 @@ pub use remote::{
     is_location, location_kind, origin_file, origin_of, FileToFetch, LocationKind, OpenFile,
     Repaired, Wanted,
 };
-pub use sealing::{readable, Migrated, Readable};
+pub use sealing::{headers, readable, Migrated, Readable};
 pub use space::{Collected, ModelUsage, Usage};
 pub use vault::is_sealed;
 

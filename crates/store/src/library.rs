@@ -23,8 +23,8 @@ impl Library {
 
 /// A model file's own description, read from its GGUF header (never its
 /// tensors); a split set's parameters are counted over all its files.
-pub fn describe(path: &Path) -> Result<ModelDetails, StoreError> {
-    let headers = gguf::split::read_set(path)?;
+pub fn describe(path: &Path, key: Option<&vault::Key>) -> Result<ModelDetails, StoreError> {
+    let headers = crate::headers(path, key)?;
     let header = &headers[0];
     let arch = header.architecture().map(str::to_string);
     let metadata: BTreeMap<String, serde_json::Value> = header
@@ -66,9 +66,9 @@ fn json(value: &gguf::Value) -> Option<serde_json::Value> {
     })
 }
 
-fn info(model: StoredModel) -> Result<ModelInfo, StoreError> {
+fn info(model: StoredModel, key: Option<&vault::Key>) -> Result<ModelInfo, StoreError> {
     Ok(ModelInfo {
-        details: describe(&model.path)?,
+        details: describe(&model.path, key)?,
         size: model.manifest.total_size(),
         sha256: Some(model.manifest.digest()),
         name: model.manifest.name,
@@ -93,7 +93,7 @@ impl ModelLibrary for Library {
     fn list(&self) -> Result<Vec<ModelInfo>, LibraryError> {
         let mut models = Vec::new();
         for model in self.store.list()? {
-            match info(model) {
+            match info(model, self.store.key()) {
                 Ok(info) => models.push(info),
                 // One unreadable entry must not hide the others.
                 Err(err) => tracing::warn!(%err, "skipping a stored model that cannot be read"),
@@ -105,7 +105,7 @@ impl ModelLibrary for Library {
     fn find(&self, name: &str) -> Result<Option<ModelInfo>, LibraryError> {
         match self.store.get(canonical_name(name))? {
             None => Ok(None),
-            Some(model) => Ok(Some(info(model)?)),
+            Some(model) => Ok(Some(info(model, self.store.key())?)),
         }
     }
 
@@ -120,7 +120,7 @@ impl ModelLibrary for Library {
             });
         }
         let model = self.store.pull(name, &self.options, progress)?;
-        Ok(info(model)?)
+        Ok(info(model, self.store.key())?)
     }
 
     fn remove(&self, name: &str) -> Result<(), LibraryError> {
@@ -135,6 +135,11 @@ impl SharedModels for Library {
     fn manifest(&self, name: &str) -> Result<Vec<u8>, LibraryError> {
         if self.store.get(name)?.is_none() {
             return Err(LibraryError::NotStored { name: name.into() });
+        }
+        if self.store.encrypted_with()?.is_some() {
+            return Err(LibraryError::Refused {
+                reason: "this node's store is encrypted, and lending from an encrypted store is not supported yet".into(),
+            });
         }
         // With its content-defined index (made once, on first request), so
         // a node holding an earlier version fetches only what changed.

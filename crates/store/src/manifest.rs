@@ -90,6 +90,25 @@ impl Manifest {
                 return Err("its chunk lists do not cover its files".into());
             }
         }
+        // The content-defined index, when there is one: per file, chunks
+        // in order, inside the file, of the sizes Hearth cuts.
+        if !self.cdc.is_empty() && self.cdc.len() != self.parts.len() + 1 {
+            return Err("its content-defined index does not list every file".into());
+        }
+        for (file, chunks) in self.files().iter().zip(&self.cdc) {
+            let mut at = 0u64;
+            for c in chunks {
+                if c.offset != at || c.length == 0 || c.length > MAX_CDC || !is_digest(&c.sha256) {
+                    return Err(
+                        "its content-defined index is not a contiguous list of digests".into(),
+                    );
+                }
+                at = c.offset.saturating_add(c.length);
+            }
+            if at != file.size {
+                return Err("its content-defined index does not cover its files".into());
+            }
+        }
         Ok(())
     }
 
@@ -175,6 +194,8 @@ fn is_digest(s: &str) -> bool {
 /// 1 to 4096 MiB).
 const MIN_CHUNK: u64 = 1 << 20;
 const MAX_CHUNK: u64 = 4 << 30;
+/// The largest content-defined chunk (`cdc.rs` cuts at 4 MiB).
+const MAX_CDC: u64 = 4 << 20;
 
 /// A model present in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]

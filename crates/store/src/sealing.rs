@@ -20,6 +20,12 @@ use crate::{sync_dir, Store};
 
 const MARKER: &str = "encryption.json";
 
+/// A number no other staged file of this process has.
+fn unique() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 #[derive(Serialize, Deserialize)]
 struct Marker {
     key_id: String,
@@ -51,7 +57,17 @@ impl Readable {
 
 /// [`Readable`] for the model file at `path` (a set's first file).
 pub fn readable(path: &Path, key: Option<&Key>) -> Result<Readable, StoreError> {
-    if !vault::is_sealed(path)? {
+    let sealed = set_files(path)
+        .iter()
+        .map(|f| vault::is_sealed(f))
+        .collect::<Result<Vec<bool>, _>>()?;
+    if sealed.iter().any(|s| *s) && !sealed.iter().all(|s| *s) {
+        return Err(StoreError::Damaged {
+            name: path.display().to_string(),
+            reason: "some files of this set are encrypted and some are not; rerun `hearth store encrypt` or `hearth store decrypt`".into(),
+        });
+    }
+    if !sealed[0] {
         return Ok(Readable {
             path: path.to_path_buf(),
             _memory: Vec::new(),
@@ -94,6 +110,42 @@ pub fn readable(path: &Path, key: Option<&Key>) -> Result<Readable, StoreError> 
         _memory: memory,
         _links: Some(links),
     })
+}
+
+/// The GGUF headers of the model whose first file is `path` (every file of
+/// a split set): a sealed model's are read from its first records only.
+pub fn headers(path: &Path, key: Option<&Key>) -> Result<Vec<gguf::Gguf>, StoreError> {
+    if !vault::is_sealed(path)? {
+        return Ok(gguf::split::read_set(path)?);
+    }
+    set_files(path)
+        .iter()
+        .map(|file| {
+            let reader = vault::Reader::open(file, key)?;
+            let size = reader.size();
+            gguf::parse(reader, size, gguf::Limits::default()).map_err(|error| {
+                StoreError::from(gguf::GgufFileError {
+                    path: file.clone(),
+                    error,
+                })
+            })
+        })
+        .collect()
+}
+
+/// The files of the model whose first file is `path`: itself, or every
+/// file of its split set.
+fn set_files(path: &Path) -> Vec<PathBuf> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    match gguf::split::SplitName::parse(name).filter(|s| s.count > 1) {
+        Some(set) => (1..=set.count)
+            .map(|no| path.with_file_name(set.sibling(no)))
+            .collect(),
+        None => vec![path.to_path_buf()],
+    }
 }
 
 impl Store {
@@ -195,15 +247,13 @@ impl Store {
             return Ok(Migrated { files: 0, bytes: 0 });
         }
         self.sealing_key()?;
-        let done = self.migrate(false, progress)?;
-        let marker = self.home().join(MARKER);
-        fs::remove_file(&marker).at(&marker)?;
-        Ok(done)
+        self.migrate(false, progress)
     }
 
     fn migrate(&self, seal: bool, progress: &dyn Progress) -> Result<Migrated, StoreError> {
         // Exclusive: no commit links a blob while it changes under it.
         let _layout = self.lock_layout(true)?;
+        self.clear_migration_leftovers();
         let blobs = self.blobs_dir();
         let mut todo = Vec::new();
         for entry in fs::read_dir(&blobs).at(&blobs)?.filter_map(Result::ok) {
@@ -225,13 +275,21 @@ impl Store {
                 .unwrap_or_default()
                 .to_string_lossy()
                 .into_owned();
-            let staged = self.tmp_dir().join(format!("migrate-{name}"));
+            // A new file each time: a staged file an interrupted run left
+            // may already be a model's file under its final name, and must
+            // never be written again.
+            let staged = self.tmp_dir().join(format!(
+                "migrate-{name}-{}-{}",
+                std::process::id(),
+                unique()
+            ));
             if seal {
                 vault::seal(&blob, &staged, self.key().expect("checked by encrypt"))?;
             } else {
-                self.open_into(&blob, &staged)?;
+                self.unseal(&blob, &staged)?;
             }
-            for link in self.links_of(&blob)? {
+            let sha256 = name.trim_start_matches("sha256-");
+            for link in self.files_of(sha256)? {
                 let next = link.with_extension("migrating");
                 let _ = fs::remove_file(&next);
                 fs::hard_link(&staged, &next).at(&next)?;
@@ -244,37 +302,68 @@ impl Store {
             done.files += 1;
             done.bytes += len;
         }
+        if !seal {
+            // Under the same exclusive lock: a commit waiting for it must
+            // not seal a blob into a store about to be marked plain.
+            let marker = self.home().join(MARKER);
+            fs::remove_file(&marker).at(&marker)?;
+        }
         progress.finish();
         Ok(done)
     }
 
-    /// Writes the plaintext of sealed `from` to `to` (`hearth store
-    /// decrypt` only: the one place plaintext is meant to reach the disk).
-    fn open_into(&self, from: &Path, to: &Path) -> Result<(), StoreError> {
+    /// Writes the plaintext of sealed `from` to `to`: for `hearth store
+    /// decrypt`, and for a plain store importing an encrypted bundle (a
+    /// plain store holds plaintext).
+    pub fn unseal(&self, from: &Path, to: &Path) -> Result<(), StoreError> {
         let mut reader = vault::Reader::open(from, self.key())?;
         let mut out = fs::File::create(to).at(to)?;
         std::io::copy(&mut reader, &mut out).at(from)?;
         out.sync_all().at(to)
     }
 
-    /// Every model file that is the blob `blob` (the same inode).
-    fn links_of(&self, blob: &Path) -> Result<Vec<PathBuf>, StoreError> {
-        use std::os::unix::fs::MetadataExt;
-        let meta = fs::metadata(blob).at(blob)?;
-        let mut out = Vec::new();
+    /// Names an interrupted run left: staged files in `tmp/` (perhaps
+    /// plaintext, after a decrypt) and half-made links beside model files.
+    /// Removing a name never removes a model's own name for the same file.
+    fn clear_migration_leftovers(&self) {
+        let tmp = self.tmp_dir();
+        for entry in fs::read_dir(&tmp)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+        {
+            if entry.file_name().to_string_lossy().starts_with("migrate-") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
         let models = self.models_dir();
-        for dir in fs::read_dir(&models).at(&models)?.filter_map(Result::ok) {
-            let Ok(files) = fs::read_dir(dir.path()) else {
-                continue;
-            };
-            for file in files.filter_map(Result::ok) {
-                if let Ok(m) = file.metadata() {
-                    if m.ino() == meta.ino() && m.dev() == meta.dev() {
-                        out.push(file.path());
-                    }
+        for dir in fs::read_dir(&models)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+        {
+            for file in fs::read_dir(dir.path())
+                .into_iter()
+                .flatten()
+                .filter_map(Result::ok)
+            {
+                if file.path().extension().is_some_and(|e| e == "migrating") {
+                    let _ = fs::remove_file(file.path());
                 }
             }
         }
-        Ok(out)
+    }
+
+    /// Every model file whose manifest records this SHA-256 (by the
+    /// manifests, not the inode: an interrupted run may have relinked some
+    /// names already).
+    fn files_of(&self, sha256: &str) -> Result<Vec<PathBuf>, StoreError> {
+        Ok(self
+            .list()?
+            .iter()
+            .flat_map(|m| m.files())
+            .filter(|(_, part)| part.sha256 == sha256)
+            .map(|(path, _)| path)
+            .collect())
     }
 }

@@ -35,6 +35,8 @@ pub struct Patched {
     local: Vec<Local>,
     /// Ranges (by start) whose bytes were refused: read from the source.
     refused: Mutex<HashSet<u64>>,
+    /// Local spans that were part of a refused range: never used again.
+    bad_local: Mutex<HashSet<usize>>,
     /// The parts of each range that came from the source, to pass a
     /// refusal on to it.
     remote_parts: Mutex<HashMap<u64, Vec<(u64, u64)>>>,
@@ -75,6 +77,7 @@ impl Patched {
             remote,
             local: kept,
             refused: Mutex::default(),
+            bad_local: Mutex::default(),
             remote_parts: Mutex::default(),
             files: Mutex::default(),
             reused: AtomicU64::new(0),
@@ -94,12 +97,20 @@ impl Patched {
 
     /// `start..end` cut into local and remote pieces, in order.
     fn pieces(&self, (start, end): (u64, u64)) -> Vec<Piece> {
+        let bad = self
+            .bad_local
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let mut out = Vec::new();
         let mut at = start;
         let first = self.local.partition_point(|l| l.offset + l.length <= start);
         for (index, l) in self.local.iter().enumerate().skip(first) {
             if l.offset >= end {
                 break;
+            }
+            if bad.contains(&index) {
+                continue;
             }
             let (from, to) = (l.offset.max(at), (l.offset + l.length).min(end));
             if from > at {
@@ -233,10 +244,33 @@ impl Source for Patched {
     }
 
     fn rejected(&self, range: (u64, u64), err: &TransferError) {
-        self.refused
+        let first_refusal = self
+            .refused
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(range.0);
+        let used: Vec<usize> = self
+            .pieces(range)
+            .into_iter()
+            .filter_map(|p| match p {
+                Piece::Local { index, .. } => Some(index),
+                Piece::Remote { .. } => None,
+            })
+            .collect();
+        if first_refusal && !used.is_empty() {
+            // Local bytes took part: they are suspected first, never used
+            // again, and the retry reads the range from the source alone.
+            // Only if those bytes are refused too is the source to blame.
+            self.bad_local
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(used);
+            self.remote_parts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&range.0);
+            return;
+        }
         let parts = self
             .remote_parts
             .lock()

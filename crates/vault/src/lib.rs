@@ -2,15 +2,18 @@
 //! the store's layout.
 //!
 //! A sealed file is a 64-byte header (magic, version, chunk size, the
-//! plaintext's size, the key's id) and then one record per 1 MiB of
-//! plaintext: a random 96-bit nonce, the AES-256-GCM ciphertext, its tag.
-//! Each record's associated data is its index and the plaintext's size, so
-//! records cannot be reordered, dropped or moved between files of other
-//! sizes without failing authentication. Digests elsewhere in Hearth stay
+//! plaintext's size, the key's id, a random file id) and then one record
+//! per 1 MiB of plaintext: a random 96-bit nonce, the AES-256-GCM
+//! ciphertext, its tag. Each record's associated data is the whole header
+//! and the record's index, so records cannot be reordered, dropped, or
+//! moved into another file (even one of the same size under the same key)
+//! without failing authentication. Digests elsewhere in Hearth stay
 //! over the plaintext; GCM authenticates the ciphertext.
 //!
 //! Plaintext leaves only as a stream ([`Reader`]) or in an in-memory file
-//! ([`in_memory`], Linux `memfd`), never as a file on disk.
+//! ([`in_memory`], Linux `memfd`); this crate writes none to disk. (Memory
+//! can still reach swap or a core dump: a host that must prevent that
+//! turns swap off and core dumps off.)
 
 mod key;
 
@@ -82,20 +85,34 @@ pub fn plaintext_len(path: &Path) -> Result<u64, VaultError> {
     let file = File::open(path).map_err(io(path))?;
     let len = file.metadata().map_err(io(path))?.len();
     let mut header = [0u8; 24];
-    if len < HEADER || file.read_exact_at(&mut header, 0).is_err() || &header[..8] != MAGIC {
+    if file.read_exact_at(&mut header, 0).is_err() || &header[..8] != MAGIC {
         return Ok(len);
     }
-    Ok(u64::from_le_bytes(
-        header[16..24].try_into().expect("8 bytes"),
-    ))
+    let size = u64::from_le_bytes(header[16..24].try_into().expect("8 bytes"));
+    if sealed_len(size) != Some(len) {
+        return Err(VaultError::BadHeader {
+            path: path.to_path_buf(),
+            reason: format!("{len} bytes do not hold the {size} bytes of plaintext it claims"),
+        });
+    }
+    Ok(size)
 }
 
-fn aad(record: u64, size: u64) -> [u8; 24] {
-    let mut a = [0u8; 24];
-    a[..8].copy_from_slice(b"hthseal1");
-    a[8..16].copy_from_slice(&record.to_le_bytes());
-    a[16..].copy_from_slice(&size.to_le_bytes());
+/// The largest plaintext a sealed file may claim (1 PiB): a header is
+/// checked against it before any length is computed from it.
+const MAX_SIZE: u64 = 1 << 50;
+
+/// A record's associated data: the file's header, and its place.
+fn aad(header: &[u8; HEADER as usize], record: u64) -> [u8; HEADER as usize + 8] {
+    let mut a = [0u8; HEADER as usize + 8];
+    a[..HEADER as usize].copy_from_slice(header);
+    a[HEADER as usize..].copy_from_slice(&record.to_le_bytes());
     a
+}
+
+/// The length a sealed file of `size` plaintext bytes has.
+fn sealed_len(size: u64) -> Option<u64> {
+    (size <= MAX_SIZE).then(|| HEADER + size + size.div_ceil(CHUNK) * RECORD_EXTRA)
 }
 
 /// Encrypts `src` (plaintext) into `dst` (created or truncated), synced.
@@ -109,8 +126,11 @@ pub fn seal(src: &Path, dst: &Path, key: &Key) -> Result<(), VaultError> {
     header[12..16].copy_from_slice(&(CHUNK as u32).to_le_bytes());
     header[16..24].copy_from_slice(&size.to_le_bytes());
     header[24..40].copy_from_slice(key.id_bytes());
-    out.write_all(&header).map_err(io(dst))?;
     let random = SystemRandom::new();
+    random
+        .fill(&mut header[40..56])
+        .map_err(|_| VaultError::BadKey("the system's random source failed".into()))?;
+    out.write_all(&header).map_err(io(dst))?;
     let mut buf = vec![0u8; CHUNK as usize];
     for record in 0..size.div_ceil(CHUNK) {
         let len = CHUNK.min(size - record * CHUNK) as usize;
@@ -123,7 +143,7 @@ pub fn seal(src: &Path, dst: &Path, key: &Key) -> Result<(), VaultError> {
             .aead
             .seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad(record, size)),
+                Aad::from(aad(&header, record)),
                 &mut buf[..len],
             )
             .map_err(|_| VaultError::BadKey("encryption failed".into()))?;
@@ -144,6 +164,8 @@ pub struct Reader<'k> {
     file: File,
     /// The key, for a sealed file.
     sealed: Option<&'k Key>,
+    /// The header, every record's associated data.
+    header: [u8; HEADER as usize],
     /// Plaintext position.
     at: u64,
     size: u64,
@@ -158,14 +180,20 @@ impl<'k> Reader<'k> {
         let file = File::open(path).map_err(io(path))?;
         let len = file.metadata().map_err(io(path))?.len();
         let mut header = [0u8; HEADER as usize];
-        let sealed = len >= HEADER && {
-            file.read_exact_at(&mut header, 0).map_err(io(path))?;
-            &header[..8] == MAGIC
-        };
+        let mut magic = [0u8; 8];
+        let sealed = file.read_exact_at(&mut magic, 0).is_ok() && &magic == MAGIC;
+        if sealed {
+            file.read_exact_at(&mut header, 0)
+                .map_err(|_| VaultError::BadHeader {
+                    path: path.to_path_buf(),
+                    reason: "its header is cut short".into(),
+                })?;
+        }
         if !sealed {
             return Ok(Reader {
                 path: path.to_path_buf(),
                 file,
+                header,
                 sealed: None,
                 at: 0,
                 size: len,
@@ -185,7 +213,9 @@ impl<'k> Reader<'k> {
             return Err(bad("an unknown record size"));
         }
         let size = u64::from_le_bytes(header[16..24].try_into().expect("8 bytes"));
-        let expected_len = HEADER + size + size.div_ceil(CHUNK) * RECORD_EXTRA;
+        let Some(expected_len) = sealed_len(size) else {
+            return Err(bad("it claims an impossible size"));
+        };
         if len != expected_len {
             return Err(bad(&format!(
                 "{len} bytes where {size} bytes of plaintext take {expected_len}: cut short or extended"
@@ -204,6 +234,7 @@ impl<'k> Reader<'k> {
         Ok(Reader {
             path: path.to_path_buf(),
             file,
+            header,
             sealed: Some(key),
             at: 0,
             size,
@@ -244,7 +275,7 @@ impl<'k> Reader<'k> {
         key.aead
             .open_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad(record, self.size)),
+                Aad::from(aad(&self.header, record)),
                 Tag::from(tag),
                 body,
                 0..,

@@ -86,6 +86,25 @@ fn a_flipped_byte_or_swapped_records_fail_authentication() {
         read_all(&sealed, Some(&k)),
         Err(VaultError::Tampered { record: 0, .. })
     ));
+    // A record of another file of the same size, under the same key.
+    let (_other, twin) = sealed_copy(&plain(CHUNK as usize * 2), &k);
+    let twin_raw = std::fs::read(&twin).unwrap();
+    let mut spliced = raw[..h + record].to_vec();
+    spliced.extend_from_slice(&twin_raw[h + record..]);
+    std::fs::write(&sealed, &spliced).unwrap();
+    assert!(matches!(
+        read_all(&sealed, Some(&k)),
+        Err(VaultError::Tampered { record: 1, .. })
+    ));
+    // A header claiming an impossible size.
+    let mut huge = raw.clone();
+    huge[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+    std::fs::write(&sealed, &huge).unwrap();
+    assert!(matches!(
+        read_all(&sealed, Some(&k)),
+        Err(VaultError::BadHeader { .. })
+    ));
+    assert!(plaintext_len(&sealed).is_err());
     // Cut short.
     std::fs::write(&sealed, &raw[..raw.len() - 1]).unwrap();
     assert!(matches!(

@@ -21,7 +21,7 @@ pub struct StoreDirectory {
 impl StoreDirectory {
     /// Adds `model` to the fleet, loaded on its first request.
     pub fn serve(&self, model: &ResolvedModel) -> ServedModel {
-        let bytes = fleet::memory_estimate(&model.path, &self.engine);
+        let bytes = fleet::memory_estimate(&model.path, &self.engine, self.fleet.key());
         let index = self.fleet.add(
             model.name.clone(),
             model.path.clone(),
@@ -83,22 +83,29 @@ impl ModelDirectory for StoreDirectory {
                 digest: Some(stored),
             };
         }
-        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
-        if automatic && failed.get(id) == Some(&stored) {
+        let failed_before = self
+            .failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            == Some(&stored);
+        if automatic && failed_before {
             return Reload::Failed {
                 reason: "this version failed before".into(),
             };
         }
-        // Verified before it is served, like any stored model.
+        // Verified before it is served, like any stored model (no lock
+        // held meanwhile: other models reload on their own).
         let swapped = types::ModelResolver::resolve(&self.store, id)
             .map_err(|e| e.to_string())
             .and_then(|model| {
                 let digest = model.sha256.clone().unwrap_or_default();
-                let bytes = fleet::memory_estimate(&model.path, &self.engine);
+                let bytes = fleet::memory_estimate(&model.path, &self.engine, self.fleet.key());
                 self.fleet
                     .swap(index, model.path, digest, bytes)
                     .map_err(|e| format!("{e:#}"))
             });
+        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
         match swapped {
             Ok(fleet::Swap::Unchanged) => Reload::Unchanged {
                 digest: Some(stored),
@@ -206,13 +213,13 @@ pub fn served(fleet: &Arc<Fleet>, index: usize, model: &ResolvedModel) -> Served
             fleet: Arc::clone(fleet),
             index,
         }) as Arc<dyn TextGenerator>,
-        info: describe(model),
+        info: describe(model, fleet.key()),
     }
 }
 
 /// What `/api/show` and `/api/ps` tell about a served model's file.
-fn describe(model: &ResolvedModel) -> Option<types::ModelInfo> {
-    match store::describe(&model.path) {
+fn describe(model: &ResolvedModel, key: Option<&vault::Key>) -> Option<types::ModelInfo> {
+    match store::describe(&model.path, key) {
         Ok(details) => {
             let modified = std::fs::metadata(&model.path)
                 .and_then(|m| m.modified())

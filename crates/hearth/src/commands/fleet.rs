@@ -76,7 +76,7 @@ struct Member {
     /// The loaded engine's version, as clients see it.
     fingerprint: Option<Arc<str>>,
     /// Earlier versions still finishing requests: unloaded once idle.
-    draining: Vec<Arc<Engine>>,
+    draining: Vec<(Arc<Engine>, u64)>,
     /// Weights plus the KV pool, estimated before loading.
     bytes: u64,
     pinned: bool,
@@ -100,13 +100,14 @@ impl Member {
     /// claims its room and cannot be unloaded).
     fn resident(&self, index: usize, default_keep_alive: Duration) -> Option<Resident> {
         let busy = match &self.engine {
-            Some(engine) => in_use(engine) || self.draining.iter().any(in_use),
+            Some(engine) => in_use(engine) || self.draining.iter().any(|(e, _)| in_use(e)),
             None if self.loading => true,
             None => return None,
         };
         Some(Resident {
             index,
-            bytes: self.bytes,
+            // Earlier versions still finishing requests hold memory too.
+            bytes: self.bytes + self.draining.iter().map(|(_, b)| b).sum::<u64>(),
             last_used: self.last_used,
             busy,
             pinned: self.pinned,
@@ -141,7 +142,12 @@ pub struct Fleet {
     swapping: Mutex<()>,
     /// An encrypted store's key: sealed models load from memory.
     key: Option<Arc<vault::Key>>,
+    /// The digest of the version of a model (by name) stored now.
+    versions: Versions,
 }
+
+/// The digest of the version of a model (by name) stored now.
+pub type Versions = Box<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// A model entering or leaving memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,6 +199,7 @@ impl Fleet {
         budget: u64,
         keep_alive: Duration,
         key: Option<Arc<vault::Key>>,
+        versions: Versions,
     ) -> Arc<Fleet> {
         Arc::new(Fleet {
             members: Mutex::new(Vec::new()),
@@ -203,6 +210,7 @@ impl Fleet {
             on_change: OnceLock::new(),
             swapping: Mutex::new(()),
             key,
+            versions,
         })
     }
 
@@ -284,12 +292,15 @@ impl Fleet {
         if m.pinned {
             return Err(server::Retire::Pinned);
         }
-        if m.loading || m.engine.as_ref().is_some_and(in_use) || m.draining.iter().any(in_use) {
+        if m.loading
+            || m.engine.as_ref().is_some_and(in_use)
+            || m.draining.iter().any(|(e, _)| in_use(e))
+        {
             return Err(server::Retire::Busy);
         }
         m.retired = true;
         let mut engines: Vec<_> = m.take().into_iter().collect();
-        engines.extend(m.draining.drain(..).map(|e| (m.name.clone(), e)));
+        engines.extend(m.draining.drain(..).map(|(e, _)| (m.name.clone(), e)));
         drop(members);
         self.unload(engines, "deleted");
         Ok(())
@@ -342,13 +353,11 @@ impl Fleet {
                         out.into_iter().filter_map(|i| members[i].take()).collect();
                     drop(members);
                     self.unload(unloaded, "room for another model");
-                    let engine = self
+                    return self
                         .load_engine(index)
                         .map_err(|_| GenerateError::NotLoaded {
                             retry_after_secs: LOAD_RETRY.as_secs() as u32,
-                        })?;
-                    let version = self.lock()[index].fingerprint.clone();
-                    return Ok((engine, version));
+                        });
                 }
             }
             // Being loaded by another caller, or no room until a busy
@@ -370,21 +379,35 @@ impl Fleet {
 
     /// Loads model `index` now (a pinned model, at start).
     pub fn load(&self, index: usize) -> anyhow::Result<engine::ModelInfo> {
-        let engine = self.load_engine(index)?;
+        let (engine, _) = self.load_engine(index)?;
         Ok(engine.info().clone())
     }
 
     /// Loads model `index`, which the caller found unloaded, and tells
     /// whoever waits. A panic inside the loader is a failed load: the
     /// model must not stay marked as loading for ever.
-    fn load_engine(&self, index: usize) -> anyhow::Result<Arc<Engine>> {
-        let (path, digest) = {
+    fn load_engine(&self, index: usize) -> anyhow::Result<(Arc<Engine>, Option<Arc<str>>)> {
+        let (path, name, known) = {
             let mut members = self.lock();
             members[index].loading = true;
-            (members[index].path.clone(), members[index].digest.clone())
+            let m = &members[index];
+            (m.path.clone(), m.name.clone(), m.digest.clone())
         };
-        let loaded =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.load_file(&path)));
+        // The version stored now, which may be newer than the one last
+        // served (committed while the model was unloaded): read around the
+        // load, so the fingerprint names the bytes actually loaded.
+        let mut digest = known;
+        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for _ in 0..3 {
+                let before = self.stored_version(&name);
+                let engine = self.load_file(&path)?;
+                if before == self.stored_version(&name) {
+                    digest = before.or(digest.take());
+                    return Ok(engine);
+                }
+            }
+            anyhow::bail!("{} kept changing while it loaded", path.display())
+        }));
         let mut members = self.lock();
         let m = &mut members[index];
         m.loading = false;
@@ -409,6 +432,8 @@ impl Fleet {
         (m.engine, m.failed, m.last_used) = (Some(Arc::clone(&engine)), None, Instant::now());
         // A swap waits for loads to finish, so the version is the one read.
         m.fingerprint = fingerprint(digest.as_deref());
+        m.digest = digest;
+        let version = m.fingerprint.clone();
         // `serve` records a pinned model's load itself, with its digest.
         let change = (!m.pinned).then(|| Change::Loaded {
             name: m.name.clone(),
@@ -419,7 +444,7 @@ impl Fleet {
         if let Some(change) = change {
             self.changed(change);
         }
-        Ok(engine)
+        Ok((engine, version))
     }
 
     /// Serves the version `digest` of model `index`'s files (at `path`,
@@ -469,7 +494,7 @@ impl Fleet {
                 engine.set_observer(Arc::clone(observer));
             }
             if let Some(old) = m.engine.replace(engine) {
-                m.draining.push(old);
+                m.draining.push((old, m.bytes));
             }
             m.fingerprint = fingerprint(Some(&digest));
             m.last_used = Instant::now();
@@ -491,6 +516,15 @@ impl Fleet {
         self.lock()[index].digest.clone()
     }
 
+    /// The key sealed models are read with.
+    pub fn key(&self) -> Option<&vault::Key> {
+        self.key.as_deref()
+    }
+
+    fn stored_version(&self, name: &str) -> Option<String> {
+        (self.versions)(name)
+    }
+
     /// An engine for the model file at `path`: a sealed one's plaintext
     /// goes to llama.cpp in memory, never to the disk.
     fn load_file(&self, path: &std::path::Path) -> anyhow::Result<Engine> {
@@ -504,9 +538,10 @@ impl Fleet {
         let mut members = self.lock();
         let mut finished = Vec::new();
         for m in members.iter_mut() {
-            let (idle, busy): (Vec<_>, Vec<_>) = m.draining.drain(..).partition(|e| !in_use(e));
+            let (idle, busy): (Vec<_>, Vec<_>) =
+                m.draining.drain(..).partition(|(e, _)| !in_use(e));
             m.draining = busy;
-            finished.extend(idle.into_iter().map(|e| (m.name.clone(), e)));
+            finished.extend(idle.into_iter().map(|(e, _)| (m.name.clone(), e)));
         }
         // A model counts as used until its last request ends, not from
         // when that request arrived.
@@ -587,9 +622,18 @@ impl Fleet {
 /// Memory a model takes once loaded: its file (mapped) and its KV pool at
 /// f16, from the GGUF's dimensions and the engine settings; the file alone
 /// when its header cannot say.
-pub fn memory_estimate(path: &std::path::Path, config: &EngineConfig) -> u64 {
-    let file = std::fs::metadata(path).map_or(0, |m| m.len());
-    let Ok(header) = gguf::read_model(path) else {
+pub fn memory_estimate(
+    path: &std::path::Path,
+    config: &EngineConfig,
+    key: Option<&vault::Key>,
+) -> u64 {
+    let file = vault::plaintext_len(path)
+        .unwrap_or_else(|_| std::fs::metadata(path).map_or(0, |m| m.len()));
+    // An encrypted model's header comes from its plaintext's first records.
+    let Some(header) = store::headers(path, key)
+        .ok()
+        .and_then(|h| h.into_iter().next())
+    else {
         return file;
     };
     let arch = header.architecture().unwrap_or_default().to_string();

@@ -58,11 +58,13 @@ pub fn run(cli: Cli) -> Result<()> {
             models,
             output,
             sign,
+            plaintext,
         } => space::export(
             &Config::load(global, &none, None)?,
             &models,
             &output,
             sign.as_deref(),
+            plaintext,
         ),
         Command::Import {
             bundle,

@@ -19,6 +19,10 @@ pub fn serve(config: &Config) -> Result<()> {
         settings.memory_budget,
         settings.keep_alive,
         config.store_key()?,
+        {
+            let store = open_store(config)?;
+            Box::new(move |name: &str| store.get(name).ok().flatten().map(|m| m.manifest.digest()))
+        },
     );
     // The models given are loaded at start and kept (pinned).
     let mut pinned: Vec<(usize, ResolvedModel)> = Vec::with_capacity(settings.models.len());
@@ -30,7 +34,7 @@ pub fn serve(config: &Config) -> Result<()> {
                 twice.name
             );
         }
-        let bytes = fleet::memory_estimate(&model.path, &config.engine);
+        let bytes = fleet::memory_estimate(&model.path, &config.engine, fleet.key());
         let index = fleet.add(
             model.name.clone(),
             model.path.clone(),

@@ -71,9 +71,22 @@ pub fn gc(config: &Config, all_partials: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn export(config: &Config, models: &[String], out: &Path, sign: Option<&Path>) -> Result<()> {
+pub fn export(
+    config: &Config,
+    models: &[String],
+    out: &Path,
+    sign: Option<&Path>,
+    plaintext: bool,
+) -> Result<()> {
     let store = open_store(config)?;
-    let done = bundle::export(&store, models, out, sign, &crate::progress::Bar::new())?;
+    let done = bundle::export(
+        &store,
+        models,
+        out,
+        sign,
+        plaintext,
+        &crate::progress::Bar::new(),
+    )?;
     println!(
         "wrote {}: {} model(s) ({}), {} blob(s), {}{}",
         out.display(),
