@@ -31,7 +31,7 @@ use object_store::ObjectStore;
 
 pub use error::BucketError;
 pub use push::{push, Pushed};
-pub use source::{pull, repair};
+pub use source::{pull, pull_counted, repair, Reuse};
 pub use sync::{sync, Synced};
 
 /// Where a site's object storage is and who Hearth is there; the binary

@@ -25,6 +25,26 @@ pub fn pull(
     options: &PullOptions,
     progress: &dyn Progress,
 ) -> Result<StoredModel, BucketError> {
+    Ok(pull_counted(store, url, name, s3, options, progress)?.0)
+}
+
+/// Bytes a pull took from files already stored, and bytes it received.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reuse {
+    pub reused_bytes: u64,
+    pub transferred_bytes: u64,
+}
+
+/// [`pull`], saying how much of a pushed model's bytes were already here
+/// (`None` for a plain object, read whole).
+pub fn pull_counted(
+    store: &Store,
+    url: &str,
+    name: Option<&str>,
+    s3: &S3Options,
+    options: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<(StoredModel, Option<Reuse>), BucketError> {
     let location = Location::parse(url)?;
     let bucket = Arc::new(Bucket::open(&location.bucket, s3)?);
     // Recorded as sync and repair spell it: `s3://bucket/key`, normalised.
@@ -46,13 +66,17 @@ pub fn pull(
             source: Box::new(source),
             expected: transfer::Expected::default(),
         }];
-        return Ok(store.pull_files(&name, url, files, options, progress)?);
+        return Ok((
+            store.pull_files(&name, url, files, options, progress)?,
+            None,
+        ));
     }
     let manifest = read_manifest(&bucket, &prefix, &last)?;
     let name = name.unwrap_or(&manifest.name).to_string();
-    pull_manifest(
+    let (model, reuse) = pull_manifest(
         store, &bucket, &prefix, &manifest, &name, url, options, progress,
-    )
+    )?;
+    Ok((model, Some(reuse)))
 }
 
 /// `prefix/last` → (`prefix`, `last`); a key without `/` has no prefix.
@@ -105,7 +129,8 @@ pub(crate) fn pull_manifest(
     url: &str,
     options: &PullOptions,
     progress: &dyn Progress,
-) -> Result<StoredModel, BucketError> {
+) -> Result<(StoredModel, Reuse), BucketError> {
+    let mut patches = Vec::new();
     let files = manifest
         .files()
         .into_iter()
@@ -126,14 +151,23 @@ pub(crate) fn pull_manifest(
                     sha256: Some(part.sha256.clone()),
                     chunks: part.chunks.clone(),
                 },
-                source: Box::new(transfer::Patched::new(
-                    Box::new(ChunkSource::of(bucket, prefix, url, index, part)),
-                    local,
-                )),
+                source: {
+                    let patched = Arc::new(transfer::Patched::new(
+                        Box::new(ChunkSource::of(bucket, prefix, url, index, part)),
+                        local,
+                    ));
+                    patches.push(Arc::clone(&patched));
+                    Box::new(patched)
+                },
             }
         })
         .collect();
-    Ok(store.pull_files(name, url, files, options, progress)?)
+    let model = store.pull_files(name, url, files, options, progress)?;
+    let reuse = Reuse {
+        reused_bytes: patches.iter().map(|p| p.reused()).sum(),
+        transferred_bytes: patches.iter().map(|p| p.fetched()).sum(),
+    };
+    Ok((model, reuse))
 }
 
 /// The manifest pushed for `name` under `prefix`.

@@ -79,9 +79,12 @@ pub fn sync(
             &options,
             progress,
         ) {
-            Ok(model) => synced
-                .pulled
-                .push((model.manifest.name.clone(), model.manifest.digest())),
+            Ok((model, reuse)) => {
+                tracing::info!(model = %model.manifest.name, reused = reuse.reused_bytes, transferred = reuse.transferred_bytes, "synced");
+                synced
+                    .pulled
+                    .push((model.manifest.name.clone(), model.manifest.digest()))
+            }
             Err(err) => synced.failed.push((manifest.name.clone(), err.to_string())),
         }
     }

@@ -106,6 +106,9 @@ pub struct FilePeers {
     /// A file holding the key this node presents to peers
     /// (`HEARTH_PEER_KEY` overrides it).
     pub key_file: Option<PathBuf>,
+    /// A PEM file with this node's client certificate and key, for peers
+    /// that require mutual TLS.
+    pub client_cert: Option<PathBuf>,
 }
 
 /// `[pull]`: how models are fetched from URLs and hubs.
@@ -260,6 +263,8 @@ pub struct PeerSettings {
     pub tls: bool,
     /// Sent to peers as a bearer token.
     pub key: Option<String>,
+    /// Presented to peers that ask for a client certificate.
+    pub client_cert: Option<PathBuf>,
 }
 
 impl PeerSettings {
@@ -621,6 +626,7 @@ fn pull_settings(file: &FilePull) -> Result<PullSettings> {
             stall: Duration::from_secs(stall),
             extra_ca: file.ca_file.iter().cloned().collect(),
             token,
+            identity: None,
         },
         hf_endpoint,
     })
@@ -675,6 +681,7 @@ fn peer_settings(file: &FilePeers, serve: Option<&ServeArgs>) -> Result<PeerSett
         dns: file.dns.clone(),
         tls,
         key,
+        client_cert: file.client_cert.clone(),
     })
 }
 

@@ -1,7 +1,8 @@
 //! Encryption at rest, through the binary: `hearth store encrypt` leaves
 //! no plaintext tensor bytes in any file of the home; the model answers as
 //! before (its plaintext reaches llama.cpp in memory); a wrong key or no
-//! key is refused by name; a flipped ciphertext byte is caught; a new pull
+//! key is refused by name; a flipped ciphertext byte is caught and repaired
+//! from the origin, sealed in place; a new pull
 //! is stored sealed; a bundle from it travels sealed (unless asked for the
 //! plaintext) and needs the key to import; `hearth store decrypt` gives
 //! the original bytes back.
@@ -203,7 +204,12 @@ fn an_encrypted_store_keeps_no_plaintext_and_refuses_wrong_keys_and_tampering() 
         .unwrap();
     let run = failed(hearth(h).args(["run", "smol"]).args(ASK).output().unwrap());
     assert!(run.contains("fails authentication"), "{run}");
-    flip_byte(&blob, 64 + 12 + 5000, 0x01);
+    // Repair fetches that chunk from the origin and seals it back in
+    // place; no plaintext file appears.
+    let repaired = ok(hearth(h).args(["repair", "smol"]).output().unwrap());
+    assert!(repaired.contains("repaired 1 chunk"), "{repaired}");
+    assert!(sealed(&blob) && holding(h, &needles).is_empty());
+    ok(hearth(h).args(["verify", "smol"]).output().unwrap());
 
     // A bundle from the encrypted store travels sealed; a store with the
     // key (here a plain one) imports it, one without is refused by name.

@@ -12,26 +12,32 @@ use std::time::{Duration, Instant};
 
 use testkit::jwt::{jwks, Signer};
 use testkit::origin::Origin;
+use testkit::tls::{Issued, TestCa};
 
 mod support;
 
-use support::{flip_byte, hearth, ok, spawn_server_logging_to, wait_ready, Server};
+use support::{
+    flip_byte, hearth, ok, spawn_server_logging_to, wait_ready, wait_ready_with, Server,
+};
 
 /// A node's home: 8 MiB chunks (so the model has a dozen for the peers to
 /// share) and the cluster's token issuer.
-fn node_home(jwks_file: &Path) -> tempfile::TempDir {
+fn node_home(site: &Site) -> tempfile::TempDir {
     let home = tempfile::tempdir().unwrap();
     std::fs::write(
         home.path().join("config.toml"),
         format!(
-            "[pull]\nchunk_mb = 8\n\n[[auth.jwt]]\nissuer = \"https://idp.test\"\naudience = \"hearth\"\nalgorithms = [\"ES256\"]\njwks_file = {jwks_file:?}\n"
+            "[pull]\nchunk_mb = 8\nca_file = {:?}\n\n[peers]\nclient_cert = {:?}\n\n[[auth.jwt]]\nissuer = \"https://idp.test\"\naudience = \"hearth\"\nalgorithms = [\"ES256\"]\njwks_file = {:?}\n",
+            site.ca_file, site.node_pem, site.jwks_file
         ),
     )
     .unwrap();
     home
 }
 
-fn lender(home: &Path, log: &Path) -> (Server, String) {
+/// `hearth serve --share` of `smol`; with `tls`, over HTTPS that demands
+/// a client certificate from the site's CA (mutual TLS).
+fn lender(home: &Path, log: &Path, tls: Option<&Site>) -> (Server, String) {
     let mut cmd = hearth(home);
     cmd.args([
         "serve",
@@ -43,8 +49,29 @@ fn lender(home: &Path, log: &Path) -> (Server, String) {
         "--model",
         "smol",
     ]);
+    if let Some(site) = tls {
+        cmd.arg("--tls-cert")
+            .arg(&site.server.cert)
+            .arg("--tls-key")
+            .arg(&site.server.key)
+            .arg("--tls-client-ca")
+            .arg(&site.ca_file);
+    }
     let (server, base) = spawn_server_logging_to(cmd, std::fs::File::create(log).unwrap());
-    wait_ready(&base);
+    match tls {
+        None => wait_ready(&base),
+        Some(site) => {
+            let pem = std::fs::read(&site.node_pem).unwrap();
+            let client = reqwest::blocking::Client::builder()
+                .add_root_certificate(
+                    reqwest::Certificate::from_pem(site.ca.pem().as_bytes()).unwrap(),
+                )
+                .identity(reqwest::Identity::from_pem(&pem).unwrap())
+                .build()
+                .unwrap();
+            wait_ready_with(&client, &base);
+        }
+    }
     (server, base)
 }
 
@@ -90,6 +117,13 @@ struct Site {
     signer: Signer,
     _keys: tempfile::TempDir,
     jwks_file: PathBuf,
+    /// The site's CA: it signs lenders' server certificates and nodes'
+    /// client certificates.
+    ca: TestCa,
+    ca_file: PathBuf,
+    server: Issued,
+    /// A node's client certificate and key, in one PEM file.
+    node_pem: PathBuf,
 }
 
 impl Site {
@@ -102,6 +136,12 @@ impl Site {
         let keys = tempfile::tempdir().unwrap();
         let jwks_file = keys.path().join("jwks.json");
         std::fs::write(&jwks_file, jwks(&[&signer])).unwrap();
+        let ca = TestCa::new("Site CA");
+        let ca_file = ca.write(keys.path(), "ca.crt");
+        let server = ca.server(keys.path(), "lender");
+        let node = ca.client(keys.path(), "node", "node-c");
+        let node_pem = keys.path().join("node.pem");
+        std::fs::write(&node_pem, format!("{}{}", node.cert_pem, node.key_pem)).unwrap();
         Site {
             served,
             origin,
@@ -109,6 +149,10 @@ impl Site {
             signer,
             _keys: keys,
             jwks_file,
+            ca,
+            ca_file,
+            server,
+            node_pem,
         }
     }
 
@@ -124,19 +168,20 @@ impl Site {
 #[test]
 fn a_node_pulls_from_two_peers_drops_a_bad_one_and_falls_back_to_the_origin() {
     let site = Site::start();
-    let (origin, url, jwks_file) = (&site.origin, site.url.clone(), site.jwks_file.clone());
+    let (origin, url) = (&site.origin, site.url.clone());
     let token = |roles: &[&str]| site.token(roles);
     let node = token(&["node"]);
 
     // A and B hold the model, pulled from the origin.
-    let (a, b) = (node_home(&jwks_file), node_home(&jwks_file));
+    let (a, b) = (node_home(&site), node_home(&site));
     for home in [&a, &b] {
         ok(hearth(home.path()).args(["pull", &url]).output().unwrap());
     }
     let logs = tempfile::tempdir().unwrap();
     let (a_log, b_log) = (logs.path().join("a.log"), logs.path().join("b.log"));
-    let (_a_server, a_base) = lender(a.path(), &a_log);
-    let (_b_server, b_base) = lender(b.path(), &b_log);
+    let (_a_server, a_base) = lender(a.path(), &a_log, None);
+    // B demands a client certificate (mutual TLS) as well as a token.
+    let (_b_server, b_base) = lender(b.path(), &b_log, Some(&site));
     let a_port = a_base.rsplit(':').next().unwrap().to_string();
     origin.clear_log();
 
@@ -152,7 +197,7 @@ fn a_node_pulls_from_two_peers_drops_a_bad_one_and_falls_back_to_the_origin() {
 
     // C, a third serving node, pulls from A (found by resolving localhost)
     // and B; the origin is named but not contacted.
-    let c = node_home(&jwks_file);
+    let c = node_home(&site);
     let mut serve_c = hearth(c.path());
     serve_c
         .args(["serve", "--port", "0", "--ctx-size", "256", "--model"])
@@ -220,7 +265,7 @@ fn a_node_pulls_from_two_peers_drops_a_bad_one_and_falls_back_to_the_origin() {
 
     // D pulls from A and B: B is dropped at its first chunk, A serves the
     // rest, and the model ends verified, still without the origin.
-    let d = node_home(&jwks_file);
+    let d = node_home(&site);
     let out = pull(
         d.path(),
         &node,
@@ -242,7 +287,7 @@ fn a_node_pulls_from_two_peers_drops_a_bad_one_and_falls_back_to_the_origin() {
     ok(hearth(d.path()).args(["verify", "smol"]).output().unwrap());
 
     // `peer://A/smol`: what A holds, from A alone, recorded as from A.
-    let g = node_home(&jwks_file);
+    let g = node_home(&site);
     let named = format!("peer://{}/smol", a_base.trim_start_matches("http://"));
     let out = pull(g.path(), &node, &[&named]);
     assert!(
@@ -261,7 +306,7 @@ fn a_node_pulls_from_two_peers_drops_a_bad_one_and_falls_back_to_the_origin() {
     );
 
     // E has only B: once B is dropped the origin serves what is left.
-    let e = node_home(&jwks_file);
+    let e = node_home(&site);
     let out = pull(e.path(), &node, &[&url, "--peer", b_peer]);
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{said}");
@@ -276,7 +321,7 @@ fn a_node_pulls_from_two_peers_drops_a_bad_one_and_falls_back_to_the_origin() {
     // A node that needs no credentials for its API still lends nothing
     // without them.
     std::fs::remove_file(e.path().join("config.toml")).unwrap();
-    let (_e_server, e_base) = lender(e.path(), &logs.path().join("e.log"));
+    let (_e_server, e_base) = lender(e.path(), &logs.path().join("e.log"), None);
     let open = client
         .get(format!("{e_base}/peer/v1/models/smol"))
         .send()
@@ -306,16 +351,16 @@ fn lent_since(log: &Path, from: usize) -> u64 {
 #[test]
 fn a_new_version_from_a_peer_transfers_only_what_changed() {
     let site = Site::start();
-    let (origin, url, jwks_file) = (&site.origin, site.url.clone(), site.jwks_file.clone());
+    let (origin, url) = (&site.origin, site.url.clone());
     let published = site.served.path().join("smol.gguf");
     let node = site.token(&["node"]);
 
     // A and C hold version 1; A lends.
-    let (a, c) = (node_home(&jwks_file), node_home(&jwks_file));
+    let (a, c) = (node_home(&site), node_home(&site));
     ok(hearth(a.path()).args(["pull", &url]).output().unwrap());
     let logs = tempfile::tempdir().unwrap();
     let a_log = logs.path().join("a.log");
-    let (_a_server, a_base) = lender(a.path(), &a_log);
+    let (_a_server, a_base) = lender(a.path(), &a_log, None);
     let a_peer = a_base.trim_start_matches("http://").to_string();
     let out = pull(c.path(), &node, &[&url, "--peer", &a_peer]);
     assert!(

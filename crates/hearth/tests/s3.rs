@@ -162,6 +162,36 @@ fn push_pull_and_versions_move_only_new_chunks() {
         .output()
         .unwrap());
 
+    // The second version, pulled over the first: only about the changed
+    // byte's content-defined chunk comes from the bucket.
+    let out = hearth(b, &server)
+        .args([
+            "pull",
+            "s3://models/site/smol-v2",
+            "--name",
+            "smol",
+            "--force",
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{said}");
+    let size = std::fs::metadata(&v2).unwrap().len();
+    let counts: Vec<u64> = said
+        .lines()
+        .find_map(|l| l.strip_prefix("reused "))
+        .unwrap_or_else(|| panic!("no counts: {said}"))
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(counts.len(), 2, "{said}");
+    assert_eq!(counts[0] + counts[1], size, "{said}");
+    assert!(counts[1] < size / 10, "{said}");
+    assert_eq!(
+        std::fs::read(b.join("models/smol/model.gguf")).unwrap(),
+        std::fs::read(&v2).unwrap()
+    );
+
     // A model the bucket lacks: an error naming it; nothing stored.
     let err = failed(
         hearth(b, &server)

@@ -113,8 +113,17 @@ fn dependency_rules_hold() {
     );
     assert_eq!(
         hearth_deps("bundle"),
-        ["audit", "store", "types"],
-        "bundles know the store and key files, no HTTP and no engine"
+        ["audit", "store", "types", "vault"],
+        "bundles know the store, key files and sealed files, no HTTP and no engine"
+    );
+    assert!(
+        hearth_deps("vault").is_empty(),
+        "encryption at rest knows no model, store or engine"
+    );
+    assert_eq!(
+        hearth_deps("peer"),
+        ["store", "transfer", "types"],
+        "peer pulls go through the store's transfers; no server, no engine"
     );
     assert_eq!(
         users_of(&deps, "jsonwebtoken"),

@@ -346,16 +346,18 @@ impl Store {
                 m.name
             )));
         }
-        if self.encrypted_with()?.is_some() {
-            return Err(cannot(
-                "the store is encrypted, and repair writes plaintext chunks; `hearth store decrypt`, repair, then `hearth store encrypt`".into(),
-            ));
-        }
         let mut damaged = Vec::new();
         for (index, (path, file)) in model.files().into_iter().enumerate() {
+            if vault::is_sealed(&path)? && vault::plaintext_len(&path).is_err() {
+                return Err(cannot(format!(
+                    "its encrypted file {} is cut short or extended; fetch it again with `hearth pull --force {}`",
+                    path.display(),
+                    m.name
+                )));
+            }
             // A file cut short: its missing tail is bad chunks like any other.
             let len = fs::metadata(&path).at(&path)?.len();
-            if len != file.size {
+            if len != file.size && !vault::is_sealed(&path)? {
                 fs::OpenOptions::new()
                     .write(true)
                     .open(&path)
@@ -375,7 +377,11 @@ impl Store {
         let mut fixed = Vec::new();
         for (index, path, file, bad) in damaged {
             let source = open(m, index)?;
-            bytes += transfer::repair(source.as_ref(), &path, &bad, &options.transfer, progress)?;
+            bytes += if vault::is_sealed(&path)? {
+                self.reseal_chunks(source.as_ref(), &path, &bad)?
+            } else {
+                transfer::repair(source.as_ref(), &path, &bad, &options.transfer, progress)?
+            };
             let still = crate::chunks::check(&path, &file.chunks, self.key())?;
             if let Some(chunk) = still.first() {
                 return Err(cannot(format!(
@@ -392,6 +398,49 @@ impl Store {
             bytes,
             from: m.source.clone(),
         })
+    }
+}
+
+impl Store {
+    /// Repairs `bad` chunks of the sealed file `path`: each fetched whole
+    /// into memory, checked against its digest, and sealed back in place
+    /// (chunks are whole records: their sizes are whole MiB). Returns the
+    /// bytes received.
+    fn reseal_chunks(
+        &self,
+        source: &dyn Source,
+        path: &Path,
+        bad: &[transfer::Chunk],
+    ) -> Result<u64, StoreError> {
+        let key = self.key().ok_or_else(|| vault::VaultError::NoKey {
+            path: path.to_path_buf(),
+        })?;
+        let mut received = 0;
+        for chunk in bad {
+            let mut bytes = Vec::with_capacity(chunk.length as usize);
+            source.read(
+                Some((chunk.offset, chunk.offset + chunk.length)),
+                None,
+                &mut |piece| {
+                    bytes.extend_from_slice(piece);
+                    Ok(())
+                },
+            )?;
+            received += bytes.len() as u64;
+            let actual = hex::encode(Sha256::digest(&bytes));
+            if actual != chunk.sha256 {
+                return Err(transfer::TransferError::ChunkMismatch {
+                    what: source.describe(),
+                    offset: chunk.offset,
+                    length: chunk.length,
+                    expected: chunk.sha256.clone(),
+                    actual,
+                }
+                .into());
+            }
+            vault::reseal(path, key, chunk.offset, &bytes)?;
+        }
+        Ok(received)
     }
 }
 

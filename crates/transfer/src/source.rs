@@ -88,6 +88,9 @@ pub struct HttpOptions {
     pub extra_ca: Vec<PathBuf>,
     /// A bearer token, sent only to the origin of the URL it was given for.
     pub token: Option<String>,
+    /// A PEM file holding a client certificate and its key, presented to
+    /// servers that ask for one (mutual TLS between Hearth nodes).
+    pub identity: Option<PathBuf>,
 }
 
 impl Default for HttpOptions {
@@ -96,6 +99,7 @@ impl Default for HttpOptions {
             stall: Duration::from_secs(30),
             extra_ca: Vec::new(),
             token: None,
+            identity: None,
         }
     }
 }
@@ -211,6 +215,16 @@ impl HttpSource {
                 .timeout(options.stall)
                 .connect_timeout(options.stall)
                 .redirect(redirects);
+            if let Some(path) = &options.identity {
+                let pem = std::fs::read(path).at(path)?;
+                let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                    TransferError::BadLocation(format!(
+                        "{}: not a PEM certificate and key: {e}",
+                        path.display()
+                    ))
+                })?;
+                b = b.identity(identity);
+            }
             for path in &options.extra_ca {
                 let pem = std::fs::read(path).at(path)?;
                 let certs = reqwest::Certificate::from_pem_bundle(&pem)

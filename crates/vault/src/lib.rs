@@ -156,6 +156,56 @@ pub fn seal(src: &Path, dst: &Path, key: &Key) -> Result<(), VaultError> {
     Ok(())
 }
 
+/// Replaces the records of sealed file `path` that hold plaintext bytes
+/// `offset..offset + plaintext.len()` (whole records: `offset` on a record
+/// boundary, the end on one or at the file's end) with `plaintext` sealed
+/// anew, each with a fresh nonce: how a repaired chunk goes back into an
+/// encrypted file without any plaintext reaching the disk.
+pub fn reseal(path: &Path, key: &Key, offset: u64, plaintext: &[u8]) -> Result<(), VaultError> {
+    let reader = Reader::open(path, Some(key))?;
+    if !reader.is_sealed() {
+        return Err(VaultError::BadHeader {
+            path: path.to_path_buf(),
+            reason: "it is not sealed".into(),
+        });
+    }
+    let (size, header) = (reader.size, reader.header);
+    let end = offset + plaintext.len() as u64;
+    if !offset.is_multiple_of(CHUNK) || end > size || (!end.is_multiple_of(CHUNK) && end != size) {
+        return Err(VaultError::BadHeader {
+            path: path.to_path_buf(),
+            reason: format!("bytes {offset}..{end} are not whole records"),
+        });
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io(path))?;
+    let random = SystemRandom::new();
+    for (i, piece) in plaintext.chunks(CHUNK as usize).enumerate() {
+        let record = offset / CHUNK + i as u64;
+        let mut nonce = [0u8; NONCE_LEN];
+        random
+            .fill(&mut nonce)
+            .map_err(|_| VaultError::BadKey("the system's random source failed".into()))?;
+        let mut body = piece.to_vec();
+        let tag = key
+            .aead
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad(&header, record)),
+                &mut body,
+            )
+            .map_err(|_| VaultError::BadKey("encryption failed".into()))?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&body);
+        out.extend_from_slice(tag.as_ref());
+        file.write_all_at(&out, HEADER + record * (CHUNK + RECORD_EXTRA))
+            .map_err(io(path))?;
+    }
+    file.sync_data().map_err(io(path))
+}
+
 /// A file's plaintext as a stream: a plain file as it is, a sealed one
 /// decrypted record by record, each authenticated before any of it is
 /// returned.

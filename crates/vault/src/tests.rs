@@ -126,3 +126,20 @@ fn a_plain_file_reads_as_itself_and_loads_into_memory() {
     let mem = in_memory(&sealed, Some(&k), "model").unwrap();
     assert_eq!(std::fs::read(mem.path()).unwrap(), bytes);
 }
+
+#[test]
+fn resealed_records_replace_damaged_ones() {
+    let k = key(4);
+    let bytes = plain(CHUNK as usize * 2 + 500);
+    let (_dir, sealed) = sealed_copy(&bytes, &k);
+    let mut raw = std::fs::read(&sealed).unwrap();
+    let at = (HEADER + CHUNK + RECORD_EXTRA + 50) as usize;
+    raw[at] ^= 0xff;
+    std::fs::write(&sealed, &raw).unwrap();
+    assert!(read_all(&sealed, Some(&k)).is_err());
+    // The last two records (one full, one short) sealed again.
+    reseal(&sealed, &k, CHUNK, &bytes[CHUNK as usize..]).unwrap();
+    assert_eq!(read_all(&sealed, Some(&k)).unwrap(), bytes);
+    // Not on a record boundary: refused.
+    assert!(reseal(&sealed, &k, 10, &bytes[10..20]).is_err());
+}

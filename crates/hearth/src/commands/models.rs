@@ -41,14 +41,21 @@ pub fn pull(config: &Config, args: &crate::cli::PullArgs) -> Result<()> {
             args.sha256.is_none(),
             "--sha256 does not apply to s3:// pulls: a pushed model's manifest names every chunk's digest"
         );
-        bucket::pull(
+        let (model, reuse) = bucket::pull_counted(
             &store,
             &args.model,
             args.name.as_deref(),
             &config.s3,
             &options,
             progress.as_ref(),
-        )?
+        )?;
+        if let Some(r) = reuse {
+            eprintln!(
+                "reused {} bytes already stored; transferred {} bytes",
+                r.reused_bytes, r.transferred_bytes
+            );
+        }
+        model
     } else if located {
         let wanted = store::Wanted {
             name: args.name.clone(),

@@ -21,6 +21,7 @@ pub fn pull(
     let http = transfer::HttpOptions {
         // The hub's token stays with the hub: peers get this node's key.
         token: config.peers.key.clone(),
+        identity: config.peers.client_cert.clone(),
         ..options.http.clone()
     };
     if let Some(rest) = args.model.strip_prefix("peer://") {
