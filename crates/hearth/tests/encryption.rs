@@ -124,10 +124,18 @@ fn an_encrypted_store_keeps_no_plaintext_and_refuses_wrong_keys_and_tampering() 
     // The model answers as before, from memory.
     assert_eq!(answer(h), before);
     ok(hearth(h).args(["verify", "smol"]).output().unwrap());
-    // Served: described from its decrypted header, and answering.
+    // Served: described from its decrypted header, answering, and lent
+    // to another node as plaintext decrypted on the way.
+    let admin = ok(hearth(h)
+        .args(["keys", "create", "--name", "ops", "--role", "admin"])
+        .output()
+        .unwrap())
+    .trim()
+    .to_string();
     let mut serve = hearth(h);
     serve.args([
         "serve",
+        "--share",
         "--port",
         "0",
         "--ctx-size",
@@ -140,6 +148,7 @@ fn an_encrypted_store_keeps_no_plaintext_and_refuses_wrong_keys_and_tampering() 
     let client = reqwest::blocking::Client::new();
     let tags: serde_json::Value = client
         .get(format!("{base}/api/tags"))
+        .bearer_auth(&admin)
         .send()
         .unwrap()
         .json()
@@ -149,12 +158,24 @@ fn an_encrypted_store_keeps_no_plaintext_and_refuses_wrong_keys_and_tampering() 
     assert_eq!(listed["details"]["family"], "llama", "{tags}");
     let reply: serde_json::Value = client
         .post(format!("{base}/v1/completions"))
+        .bearer_auth(&admin)
         .json(&serde_json::json!({"model": "smol", "prompt": "The capital of Japan is", "max_tokens": 4}))
         .send()
         .unwrap()
         .json()
         .unwrap();
     assert!(reply["choices"][0]["text"].is_string(), "{reply}");
+    let node = tempfile::tempdir().unwrap();
+    let lent = format!("peer://{}/smol", base.trim_start_matches("http://"));
+    ok(hearth(node.path())
+        .env("HEARTH_PEER_KEY", &admin)
+        .args(["pull", &lent])
+        .output()
+        .unwrap());
+    assert_eq!(
+        std::fs::read(node.path().join("models/smol/model.gguf")).unwrap(),
+        std::fs::read(&model).unwrap()
+    );
     drop(server);
 
     // The wrong key, or none, is refused by name.

@@ -19,7 +19,6 @@ use axum::http::header::{
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use types::{LibraryError, SharedModels};
 
 use crate::admin::Admin;
@@ -148,24 +147,33 @@ pub(crate) async fn file(
             source_ip: connection.map(|Extension(c)| c.0.ip().to_string()),
         });
     }
-    let mut file = tokio::fs::File::from_std(opened);
-    file.seek(std::io::SeekFrom::Start(start))
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
-    let body = futures::stream::unfold((file, length), |(mut file, left)| async move {
+    // Read a piece at a time on the blocking pool: a sealed file is
+    // decrypted as it goes.
+    let opened: Arc<dyn types::SharedFile> = Arc::from(opened);
+    let body = futures::stream::unfold((opened, start, length), |(file, at, left)| async move {
         if left == 0 {
             return None;
         }
-        let mut buf = vec![0; PIECE.min(left as usize)];
-        match file.read(&mut buf).await {
+        let want = PIECE.min(left as usize);
+        let reader = Arc::clone(&file);
+        let read = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0; want];
+            reader.read_at(&mut buf, at).map(|n| {
+                buf.truncate(n);
+                buf
+            })
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        match read {
             // Shorter than promised: end the body, so the client sees a
             // truncated response rather than a hang.
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok::<_, std::io::Error>(buf), (file, left - n as u64)))
+            Ok(buf) if buf.is_empty() => None,
+            Ok(buf) => {
+                let n = buf.len() as u64;
+                Some((Ok::<_, std::io::Error>(buf), (file, at + n, left - n)))
             }
-            Err(e) => Some((Err(e), (file, 0))),
+            Err(e) => Some((Err(e), (file, at, 0))),
         }
     });
     let mut response = Response::new(Body::from_stream(body));

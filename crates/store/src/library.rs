@@ -136,11 +136,7 @@ impl SharedModels for Library {
         if self.store.get(name)?.is_none() {
             return Err(LibraryError::NotStored { name: name.into() });
         }
-        if self.store.encrypted_with()?.is_some() {
-            return Err(LibraryError::Refused {
-                reason: "this node's store is encrypted, and lending from an encrypted store is not supported yet".into(),
-            });
-        }
+
         // With its content-defined index (made once, on first request), so
         // a node holding an earlier version fetches only what changed.
         let mut manifest = self.store.with_cdc(name)?.manifest;
@@ -149,7 +145,11 @@ impl SharedModels for Library {
         Ok(serde_json::to_vec(&manifest).expect("a manifest serialises"))
     }
 
-    fn open(&self, name: &str, sha256: &str) -> Result<(std::fs::File, u64), LibraryError> {
+    fn open(
+        &self,
+        name: &str,
+        sha256: &str,
+    ) -> Result<(Box<dyn types::SharedFile>, u64), LibraryError> {
         Ok(self.store.shared_file(name, sha256)?)
     }
 }

@@ -39,6 +39,22 @@ impl Stamp {
         })
     }
 }
+/// A sealed stored file read by position: each read opens it, checks its
+/// header against the key, and decrypts the records it touches.
+struct SealedFile {
+    path: std::path::PathBuf,
+    key: std::sync::Arc<vault::Key>,
+}
+
+impl types::SharedFile for SealedFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        let mut reader = vault::Reader::open(&self.path, Some(&self.key))
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        reader.seek_to(offset);
+        std::io::Read::read(&mut reader, buf)
+    }
+}
+
 /// Checks one stored file of model `name` against its chunks, unless its
 /// stamp shows it unchanged since they last matched; names the first bad
 /// chunk.
@@ -127,7 +143,7 @@ impl Store {
         &self,
         reference: &str,
         sha256: &str,
-    ) -> Result<(fs::File, u64), StoreError> {
+    ) -> Result<(Box<dyn types::SharedFile>, u64), StoreError> {
         // The stored name exactly: never an alias, which policies did not
         // see.
         let model = self.get(reference)?.ok_or_else(|| StoreError::NotStored {
@@ -140,13 +156,20 @@ impl Store {
             .ok_or_else(|| StoreError::NotStored {
                 name: format!("{}/sha256-{sha256}", model.manifest.name),
             })?;
-        if vault::is_sealed(&path)? {
-            return Err(StoreError::Damaged {
-                name: model.manifest.name.clone(),
-                reason: "this node's store is encrypted, and lending from an encrypted store is not supported yet".into(),
-            });
-        }
-        let opened = fs::File::open(&path).at(&path)?;
+        let opened: Box<dyn types::SharedFile> = if vault::is_sealed(&path)? {
+            // Lent as plaintext, decrypted a record at a time: the peer
+            // seals it again if its own store is encrypted.
+            let key = self
+                .key
+                .clone()
+                .ok_or_else(|| vault::VaultError::NoKey { path: path.clone() })?;
+            Box::new(SealedFile {
+                path: path.clone(),
+                key,
+            })
+        } else {
+            Box::new(fs::File::open(&path).at(&path)?)
+        };
         check_file(&model.manifest.name, &path, &file, self.key()).map_err(|reason| {
             StoreError::Damaged {
                 name: model.manifest.name.clone(),

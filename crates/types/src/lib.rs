@@ -19,7 +19,8 @@ pub use generation::{
     GenerationOutput, GenerationRequest, Prompt, Role, TextGenerator, Timings, Usage,
 };
 pub use library::{
-    LibraryError, ModelDetails, ModelInfo, ModelLibrary, NoProgress, Progress, SharedModels,
+    LibraryError, ModelDetails, ModelInfo, ModelLibrary, NoProgress, Progress, SharedFile,
+    SharedModels,
 };
 pub use logprob::{TokenLogprob, TopLogprob, MAX_TOP_LOGPROBS};
 pub use model::{ModelResolver, ResolveError, ResolvedModel};

@@ -93,7 +93,22 @@ pub trait SharedModels: Send + Sync + 'static {
     /// The stored manifest of the model `name` (or alias) names, as JSON.
     fn manifest(&self, name: &str) -> Result<Vec<u8>, LibraryError>;
 
-    /// The model's file whose SHA-256 is `sha256`, opened, with its size;
-    /// [`LibraryError::Refused`] when this node's copy no longer matches.
-    fn open(&self, name: &str, sha256: &str) -> Result<(std::fs::File, u64), LibraryError>;
+    /// The model's file whose SHA-256 is `sha256`, opened for reading its
+    /// plaintext, with its size; [`LibraryError::Refused`] when this node's
+    /// copy no longer matches.
+    fn open(&self, name: &str, sha256: &str) -> Result<(Box<dyn SharedFile>, u64), LibraryError>;
+}
+
+/// A lent file's bytes by position (a plain file, or an encrypted one
+/// decrypted record by record). Blocks.
+pub trait SharedFile: Send + Sync {
+    /// Reads into `buf` from byte `offset`; fewer bytes than asked, or 0
+    /// at the end, as `pread` does.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize>;
+}
+
+impl SharedFile for std::fs::File {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        std::os::unix::fs::FileExt::read_at(self, buf, offset)
+    }
 }
