@@ -46,28 +46,34 @@ import json, os, platform, statistics, subprocess, sys, datetime
 work, rounds, threads, record, doc = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 def runs(store):
     return [json.load(open(f"{work}/{store}-{r}.json")) for r in range(1, rounds + 1)]
-def med(store, key):
+def values(store, key):
     vals = []
     for run in runs(store):
         if key == "load":
             vals.append(run["load_seconds"])
         else:
             vals.append(next(r["mean_tokens_per_second"] for r in run["results"] if r["test"] == key))
-    return statistics.median(vals)
+    return vals
+def med(store, key):
+    return statistics.median(values(store, key))
+def spread(store, key):
+    v = values(store, key)
+    return f"{min(v):.2f}–{max(v):.2f}"
 cpu = subprocess.run(["sh", "-c", "lscpu | sed -n 's/^Model name: *//p'"], capture_output=True, text=True).stdout.strip()
 rows = []
 for key, label, unit in [("pp512", "prefill pp512", "tok/s"), ("tg128", "decode tg128", "tok/s"), ("load", "load", "s")]:
     p, s = med("plain", key), med("sealed", key)
-    rows.append(f"| {label} | {p:.2f} {unit} | {s:.2f} {unit} | {s / p:.3f}× |")
+    rows.append(f"| {label} | {p:.2f} {unit} ({spread('plain', key)}) | {s:.2f} {unit} ({spread('sealed', key)}) | {s / p:.3f}× |")
 table = "\n".join(rows)
 section = f"""
 ## Encryption at rest ({datetime.date.today()})
 
 `bench/encryption.sh --threads {threads} --rounds {rounds}` on {cpu}, {os.cpu_count()} CPUs: the
 default model from a plain store and from an encrypted one (AES-256-GCM,
-decrypted into memory at load), `hearth bench` alternating, medians of {rounds} rounds.
+decrypted into memory at load), `hearth bench` alternating, medians of {rounds} rounds
+(the range of the rounds in brackets).
 
-| | plain | encrypted | ratio |
+| | plain | encrypted | ratio of medians |
 |---|---:|---:|---:|
 {table}
 """
