@@ -21,7 +21,7 @@ pub struct StoreDirectory {
 impl StoreDirectory {
     /// Adds `model` to the fleet, loaded on its first request.
     pub fn serve(&self, model: &ResolvedModel) -> ServedModel {
-        let bytes = fleet::memory_estimate(&model.path, &self.engine, self.fleet.key());
+        let bytes = super::footprint::memory_estimate(&model.path, &self.engine, self.fleet.key());
         let index = self.fleet.add(
             model.name.clone(),
             model.path.clone(),
@@ -100,7 +100,8 @@ impl ModelDirectory for StoreDirectory {
             .map_err(|e| e.to_string())
             .and_then(|model| {
                 let digest = model.sha256.clone().unwrap_or_default();
-                let bytes = fleet::memory_estimate(&model.path, &self.engine, self.fleet.key());
+                let bytes =
+                    super::footprint::memory_estimate(&model.path, &self.engine, self.fleet.key());
                 self.fleet
                     .swap(index, model.path, digest, bytes)
                     .map_err(|e| format!("{e:#}"))

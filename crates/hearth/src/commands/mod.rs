@@ -5,6 +5,7 @@ mod bench;
 mod directory;
 mod embed;
 mod fleet;
+mod footprint;
 mod generate;
 mod keys;
 mod models;

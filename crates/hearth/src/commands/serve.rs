@@ -34,7 +34,7 @@ pub fn serve(config: &Config) -> Result<()> {
                 twice.name
             );
         }
-        let bytes = fleet::memory_estimate(&model.path, &config.engine, fleet.key());
+        let bytes = super::footprint::memory_estimate(&model.path, &config.engine, fleet.key());
         let index = fleet.add(
             model.name.clone(),
             model.path.clone(),
