@@ -15,6 +15,7 @@ use serde::Deserialize;
 use store::PipCommand;
 
 use crate::cli::{EngineArgs, GlobalArgs, ServeArgs};
+use crate::peering::{peer_settings, FilePeers, PeerSettings};
 
 /// The configuration file's shape. Unknown keys are errors, so typos surface.
 #[derive(Debug, Default, Deserialize)]
@@ -87,28 +88,6 @@ pub enum KeySource {
     None,
     File(PathBuf),
     Command(String),
-}
-
-/// `[peers]`: other Hearth nodes, to pull models from and to lend them to.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FilePeers {
-    /// `hearth serve` lends its stored models to other nodes (`--share`).
-    pub share: Option<bool>,
-    /// Nodes to pull from first: `host:port`, `peer://host:port` or a URL.
-    #[serde(default)]
-    pub nodes: Vec<String>,
-    /// A DNS name (`host:port`) whose every address is a node, as a
-    /// Kubernetes headless service resolves.
-    pub dns: Option<String>,
-    /// Peers named `host:port` speak HTTPS (trusting `[pull] ca_file`).
-    pub tls: Option<bool>,
-    /// A file holding the key this node presents to peers
-    /// (`HEARTH_PEER_KEY` overrides it).
-    pub key_file: Option<PathBuf>,
-    /// A PEM file with this node's client certificate and key, for peers
-    /// that require mutual TLS.
-    pub client_cert: Option<PathBuf>,
 }
 
 /// `[pull]`: how models are fetched from URLs and hubs.
@@ -251,39 +230,6 @@ impl Config {
             KeySource::Command(command) => vault::Key::from_command(command)?,
         };
         Ok(Some(std::sync::Arc::new(key)))
-    }
-}
-
-/// Other Hearth nodes: whom pulls ask first, and whether `serve` lends.
-#[derive(Debug, Clone, Default)]
-pub struct PeerSettings {
-    pub share: bool,
-    pub nodes: Vec<peer::Peer>,
-    pub dns: Option<String>,
-    pub tls: bool,
-    /// Sent to peers as a bearer token.
-    pub key: Option<String>,
-    /// Presented to peers that ask for a client certificate.
-    pub client_cert: Option<PathBuf>,
-}
-
-impl PeerSettings {
-    /// The static nodes, `extra` ones (`--peer`), and whatever the DNS name
-    /// resolves to now; a name that does not resolve is logged and skipped.
-    pub fn resolve(&self, extra: &[String], dns: Option<&str>) -> Result<Vec<peer::Peer>> {
-        let mut peers = self.nodes.clone();
-        for text in extra {
-            peers.push(peer::Peer::parse(text, self.tls)?);
-        }
-        if let Some(name) = dns.or(self.dns.as_deref()) {
-            match peer::discover(name, self.tls) {
-                Ok(found) => peers.extend(found),
-                Err(err) => tracing::warn!(%err, "no peers from DNS"),
-            }
-        }
-        peers.sort();
-        peers.dedup();
-        Ok(peers)
     }
 }
 
@@ -651,7 +597,7 @@ fn key_source(file: &FileStore) -> Result<KeySource> {
 
 /// A token from the environment variable `var`, else from the file the
 /// configuration names (trimmed), else none.
-fn secret(var: &str, file: Option<&Path>, what: &str) -> Result<Option<String>> {
+pub(crate) fn secret(var: &str, file: Option<&Path>, what: &str) -> Result<Option<String>> {
     if let Some(value) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
         return Ok(Some(value));
     }
@@ -661,28 +607,6 @@ fn secret(var: &str, file: Option<&Path>, what: &str) -> Result<Option<String>> 
             .with_context(|| format!("cannot read {what} {}", path.display()))
     })
     .transpose()
-}
-
-fn peer_settings(file: &FilePeers, serve: Option<&ServeArgs>) -> Result<PeerSettings> {
-    let tls = file.tls.unwrap_or(false);
-    let nodes = file
-        .nodes
-        .iter()
-        .map(|n| peer::Peer::parse(n, tls).context("in [peers] nodes"))
-        .collect::<Result<Vec<_>>>()?;
-    let key = secret(
-        "HEARTH_PEER_KEY",
-        file.key_file.as_deref(),
-        "[peers] key_file",
-    )?;
-    Ok(PeerSettings {
-        share: serve.is_some_and(|s| s.share) || file.share.unwrap_or(false),
-        nodes,
-        dns: file.dns.clone(),
-        tls,
-        key,
-        client_cert: file.client_cert.clone(),
-    })
 }
 
 /// `500000`, `800K`, `10M`, `1G` (powers of 1024) as bytes per second.

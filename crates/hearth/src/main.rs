@@ -4,6 +4,7 @@ mod aws;
 mod cli;
 mod commands;
 mod config;
+mod peering;
 mod progress;
 
 use std::io::IsTerminal;
