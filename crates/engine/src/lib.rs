@@ -5,13 +5,17 @@
 //! [`Engine::submit`] tokenises on the caller's thread, queues the request and
 //! returns a [`types::Generation`] that streams text pieces and ends with usage
 //! and timings. Many sequences share the context's KV pool, planned by the
-//! [`scheduler`]; each has its own sampler.
+//! [`scheduler`]; each has its own sampler. [`Engine::perplexity`] scores a
+//! text in a context of its own, and [`quantize`] writes a GGUF in another
+//! weight type with llama.cpp's quantizer.
 
 mod backend;
 mod constraint;
 mod embedding;
 mod logprob;
+mod perplexity;
 mod prompt;
+mod quantize;
 mod sampler;
 mod sequence;
 mod text;
@@ -33,6 +37,8 @@ use types::{
     TextGenerator, Timings, Usage,
 };
 
+pub use perplexity::{Perplexity, MIN_WINDOW};
+pub use quantize::{quantize, quantize_type, quantize_types, quantized_weights, QuantizeOptions};
 use sequence::Job;
 use worker::{Shared, State};
 
@@ -146,6 +152,10 @@ pub enum EngineError {
     Config(String),
     #[error("llama.cpp backend failed to start: {0}")]
     Backend(String),
+    #[error("cannot quantize {}: {reason}", path.display())]
+    Quantize { path: PathBuf, reason: String },
+    #[error("unsupported quantization type {name:?}; supported: {supported}")]
+    QuantizeType { name: String, supported: String },
 }
 
 /// What a loaded model is, as far as serving it is concerned.

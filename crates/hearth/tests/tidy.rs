@@ -76,6 +76,16 @@ fn dependency_rules_hold() {
     );
     assert_eq!(users_of(&deps, "llama-cpp-2"), ["engine"]);
     assert_eq!(
+        users_of(&deps, "llama-cpp-sys-2"),
+        ["engine"],
+        "the quantizer's raw binding is the engine's too"
+    );
+    assert_eq!(
+        hearth_deps("plan"),
+        ["gguf"],
+        "planning is arithmetic over a header: no engine, no store"
+    );
+    assert_eq!(
         users_of(&deps, "axum"),
         ["server", "testkit"],
         "the APIs are served in one place; testkit's origin serves files to transfer tests"

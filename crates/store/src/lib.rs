@@ -24,6 +24,7 @@ mod cdc;
 pub mod chunks;
 mod error;
 mod library;
+mod made;
 mod manifest;
 mod pip;
 mod remote;
@@ -44,7 +45,7 @@ pub use catalog::{CatalogEntry, Source, WheelMember, DEFAULT_MODEL};
 pub use cdc::index as cdc_index;
 pub use error::StoreError;
 pub use library::{describe, Library};
-pub use manifest::{without_secrets, BadChunk, Manifest, Part, StoredModel};
+pub use manifest::{without_secrets, BadChunk, Lineage, Manifest, Part, StoredModel};
 pub use pip::PipCommand;
 pub use remote::{
     is_location, location_kind, origin_file, origin_of, FileToFetch, LocationKind, OpenFile,

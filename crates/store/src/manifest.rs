@@ -41,6 +41,22 @@ pub struct Manifest {
     /// indexed: what a pull of a later version reuses. Empty until then.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cdc: Vec<Vec<Chunk>>,
+    /// What the model was made from on this node (`hearth quantize`);
+    /// absent for a model fetched as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<Lineage>,
+}
+
+/// Where a model made on this node came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lineage {
+    /// The stored name (or file) it was made from, and that file's SHA-256.
+    pub from: String,
+    pub from_sha256: String,
+    /// The weight type it was made as (`Q4_K_M`).
+    pub weight_type: String,
+    /// How: the tool and its settings.
+    pub method: String,
 }
 
 /// One file of a model as its manifest records it.
@@ -286,6 +302,7 @@ mod tests {
             chunks,
             parts: Vec::new(),
             cdc: Vec::new(),
+            lineage: None,
         }
     }
 
@@ -322,6 +339,7 @@ mod tests {
             chunks: Vec::new(),
             parts: Vec::new(),
             cdc: Vec::new(),
+            lineage: None,
         }
     }
 

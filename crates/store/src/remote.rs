@@ -248,6 +248,7 @@ impl Store {
             chunks: Vec::new(),
             parts: Vec::new(),
             cdc: Vec::new(),
+            lineage: None,
         }
         .with_files(records);
         for partial in &partials {

@@ -145,6 +145,7 @@ impl Store {
             chunks: chunk_list,
             parts: Vec::new(),
             cdc: Vec::new(),
+            lineage: None,
         };
         let (_, partial) = partial.keep().map_err(|e| StoreError::Io {
             path: e.file.path().to_path_buf(),

@@ -11,7 +11,9 @@ mod keys;
 mod models;
 mod objects;
 mod peers;
+mod planning;
 mod policy;
+mod quality;
 mod reload;
 mod serve;
 mod space;
@@ -91,6 +93,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Embed(args) => embed::embed(&Config::load(global, &args.engine, None)?, &args),
         Command::Serve(args) => serve::serve(&Config::load(global, &args.engine, Some(&args))?),
         Command::Bench(args) => bench::bench(&Config::load(global, &args.engine, None)?, &args),
+        Command::Plan(args) => planning::plan(&Config::load(global, &args.engine, None)?, &args),
+        Command::Quantize(args) => {
+            quality::quantize(&Config::load(global, &args.engine, None)?, &args)
+        }
+        Command::Eval(args) => quality::eval(&Config::load(global, &args.engine, None)?, &args),
         Command::Keys(command) => keys::keys(&Config::load(global, &none, None)?, command),
         Command::Policy(command) => policy::policy(&Config::load(global, &none, None)?, command),
         Command::Audit(command) => audit_log::audit(&Config::load(global, &none, None)?, command),

@@ -265,6 +265,9 @@ struct Description {
     sha256: String,
     gguf_version: u32,
     tensors: usize,
+    /// What a model made on this node was made from (`hearth quantize`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lineage: Option<store::Lineage>,
 }
 
 pub fn show(config: &Config, reference: &str, json: bool) -> Result<()> {
@@ -279,6 +282,11 @@ pub fn show(config: &Config, reference: &str, json: bool) -> Result<()> {
         None => store::Store::hash_file(&model.path, &Bar::new())
             .with_context(|| format!("cannot hash {}", model.path.display()))?,
     };
+    let lineage = store
+        .get(&model.name)
+        .ok()
+        .flatten()
+        .and_then(|stored| stored.manifest.lineage);
     let d = Description {
         name: model.name,
         path: model.path.display().to_string(),
@@ -295,6 +303,7 @@ pub fn show(config: &Config, reference: &str, json: bool) -> Result<()> {
         sha256,
         gguf_version: header.version,
         tensors: headers.iter().map(|h| h.tensors.len()).sum(),
+        lineage,
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&d)?);
@@ -334,6 +343,12 @@ pub fn show(config: &Config, reference: &str, json: bool) -> Result<()> {
     );
     println!("sha256          {}", d.sha256);
     println!("gguf            v{}, {} tensors", d.gguf_version, d.tensors);
+    if let Some(l) = &d.lineage {
+        println!(
+            "made from       {} (sha256 {}) as {}, by {}",
+            l.from, l.from_sha256, l.weight_type, l.method
+        );
+    }
     Ok(())
 }
 

@@ -11,6 +11,8 @@ use serde::Serialize;
 use types::{GenerationRequest, Prompt, SamplingParams, TextGenerator, Timings};
 
 use super::resolve;
+
+pub(crate) mod batched;
 use crate::cli::{BenchArgs, Workload};
 use crate::config::Config;
 
@@ -19,40 +21,68 @@ const FILLER: &str = "The quick brown fox jumps over the lazy dog while the rive
     past old stone bridges, and the town wakes slowly under a grey morning sky. ";
 
 #[derive(Serialize)]
-struct TestResult {
-    test: String,
-    tokens: u32,
+pub(crate) struct TestResult {
+    pub test: String,
+    pub tokens: u32,
     reps: u32,
-    mean_tokens_per_second: f64,
+    pub mean_tokens_per_second: f64,
     stddev_tokens_per_second: f64,
     samples_tokens_per_second: Vec<f64>,
 }
 
 #[derive(Serialize)]
-struct Report {
+pub(crate) struct Report {
     model: String,
     threads: u32,
     /// From the stored file to a loaded engine (an encrypted model's
     /// decryption into memory included).
     load_seconds: f64,
-    results: Vec<TestResult>,
+    pub results: Vec<TestResult>,
 }
 
 pub fn bench(config: &Config, args: &BenchArgs) -> Result<()> {
     if let (Some(url), Some(workload)) = (&args.url, args.workload) {
         return load_test(url, workload, args);
     }
-    ensure!(
-        args.reps > 0 && args.prompt_tokens > 0 && args.gen_tokens > 0,
-        "counts must be positive"
-    );
     let reference = args.model.as_deref().unwrap_or(store::DEFAULT_MODEL);
     let model = resolve(config, reference)?;
+    let report = match args.parallel {
+        Some(parallel) => batched::measure(
+            config,
+            &model,
+            parallel,
+            args.depth,
+            args.gen_tokens,
+            args.reps,
+        )?,
+        None => single(
+            config,
+            &model,
+            args.prompt_tokens,
+            args.gen_tokens,
+            args.reps,
+        )?,
+    };
+    print(&report, args.json)
+}
+
+/// llama-bench's pp and tg tests on one sequence.
+pub(crate) fn single(
+    config: &Config,
+    model: &types::ResolvedModel,
+    prompt_tokens: u32,
+    gen_tokens: u32,
+    reps: u32,
+) -> Result<Report> {
+    ensure!(
+        reps > 0 && prompt_tokens > 0 && gen_tokens > 0,
+        "counts must be positive"
+    );
     let engine_config = EngineConfig {
-        ctx_size: Some(args.prompt_tokens.max(args.gen_tokens) + 16),
+        ctx_size: Some(prompt_tokens.max(gen_tokens) + 16),
         max_running: 1,
         // As llama-bench: the whole prompt in one llama_decode (its n_batch).
-        step_tokens: args.prompt_tokens.max(2048),
+        step_tokens: prompt_tokens.max(2048),
         // As llama-bench: every repetition computes its whole prompt. With
         // the cache, repetitions after the warm-up reused 511 of 512 tokens
         // and pp512 reported one token's rate.
@@ -63,47 +93,48 @@ pub fn bench(config: &Config, args: &BenchArgs) -> Result<()> {
     let readable = store::readable(&model.path, config.store_key()?.as_deref())?;
     let engine = Engine::load(readable.path(), &engine_config)?;
     let load_seconds = loading.elapsed().as_secs_f64();
-    let prompt = exact_prompt(&engine, args.prompt_tokens as usize)?;
+    let prompt = exact_prompt(&engine, prompt_tokens as usize)?;
     let one_token = prompt[..1].to_vec();
 
     // As llama-bench does: each test gets a warm-up run (first use pages
     // weights in and sizes llama.cpp's buffers), then its repetitions back to
     // back.
     measure(&engine, prompt.clone(), 1)?;
-    let pp = (0..args.reps)
+    let pp = (0..reps)
         .map(|_| Ok(measure(&engine, prompt.clone(), 1)?.prefill_tokens_per_second))
         .collect::<Result<Vec<_>>>()?;
     // tg: the first token comes out of the one-token prefill; asking for
     // M + 1 tokens times exactly M single-token decode steps.
     measure(&engine, one_token.clone(), 2)?;
-    let tg = (0..args.reps)
-        .map(|_| {
-            Ok(measure(&engine, one_token.clone(), args.gen_tokens + 1)?.decode_tokens_per_second)
-        })
+    let tg = (0..reps)
+        .map(|_| Ok(measure(&engine, one_token.clone(), gen_tokens + 1)?.decode_tokens_per_second))
         .collect::<Result<Vec<_>>>()?;
-    let report = Report {
-        model: model.name,
+    Ok(Report {
+        model: model.name.clone(),
         threads: engine_config.threads,
         load_seconds,
         results: vec![
-            summarise(format!("pp{}", args.prompt_tokens), args.prompt_tokens, &pp),
-            summarise(format!("tg{}", args.gen_tokens), args.gen_tokens, &tg),
+            summarise(format!("pp{}", prompt_tokens), prompt_tokens, &pp),
+            summarise(format!("tg{}", gen_tokens), gen_tokens, &tg),
         ],
-    };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
+    })
+}
+
+pub(super) fn print(report: &Report, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    println!(
+        "model {}  threads {}  load {:.2} s",
+        report.model, report.threads, report.load_seconds
+    );
+    println!("{:<16} {:>12} {:>10}", "test", "t/s", "± stddev");
+    for r in &report.results {
         println!(
-            "model {}  threads {}  load {:.2} s",
-            report.model, report.threads, report.load_seconds
+            "{:<16} {:>12.2} {:>10.2}",
+            r.test, r.mean_tokens_per_second, r.stddev_tokens_per_second
         );
-        println!("{:<8} {:>12} {:>10}", "test", "t/s", "± stddev");
-        for r in &report.results {
-            println!(
-                "{:<8} {:>12.2} {:>10.2}",
-                r.test, r.mean_tokens_per_second, r.stddev_tokens_per_second
-            );
-        }
     }
     Ok(())
 }
@@ -142,7 +173,12 @@ fn load_test(url: &str, workload: Workload, args: &BenchArgs) -> Result<()> {
 
 /// A prompt of exactly `n` tokens cut from repeated filler text.
 fn exact_prompt(engine: &Engine, n: usize) -> Result<Vec<u32>> {
-    let mut text = FILLER.to_string();
+    exact_prompt_from(engine, n, FILLER)
+}
+
+/// A prompt of exactly `n` tokens: `head`, then filler.
+pub(super) fn exact_prompt_from(engine: &Engine, n: usize, head: &str) -> Result<Vec<u32>> {
+    let mut text = head.to_string();
     loop {
         // As a prompt is tokenised: BOS, special tokens parsed.
         let tokens = TextGenerator::tokenize(engine, &text, true)?;
@@ -170,7 +206,7 @@ fn measure(engine: &Engine, prompt: Vec<u32>, max_tokens: u32) -> Result<Timings
     Ok(out.timings)
 }
 
-fn summarise(test: String, tokens: u32, samples: &[f64]) -> TestResult {
+pub(super) fn summarise(test: String, tokens: u32, samples: &[f64]) -> TestResult {
     let n = samples.len() as f64;
     let mean = samples.iter().sum::<f64>() / n;
     let var = samples.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);

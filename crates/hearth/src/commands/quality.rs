@@ -1,0 +1,231 @@
+//! `quantize` and `eval`: making a smaller model with llama.cpp's quantizer,
+//! stored with its lineage, and measuring what it lost as perplexity.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result};
+use engine::{Engine, EngineConfig, QuantizeOptions};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use types::ResolvedModel;
+
+use super::{open_store, resolve};
+use crate::cli::{EvalArgs, EvalText, QuantizeArgs};
+use crate::config::Config;
+
+/// The shipped evaluation text: the Declaration of Independence and the
+/// Constitution of the United States with its amendments, which are in the
+/// public domain.
+pub(crate) const DEFAULT_TEXT: &str = include_str!("../../assets/founding-documents.txt");
+
+pub fn quantize(config: &Config, args: &QuantizeArgs) -> Result<()> {
+    let weight_type = engine::quantize_type(&args.weight_type)?;
+    let source = resolve(config, &args.model)?;
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", source.name, weight_type.to_ascii_lowercase()));
+    let stored = quantize_into_store(config, &source, weight_type, &name, args.allow_requantize)?;
+    let size = stored.manifest.size;
+    println!(
+        "stored {name}: {weight_type}, {:.1} MB (from {} at {:.1} MB)",
+        size as f64 / 1e6,
+        source.name,
+        source.size as f64 / 1e6
+    );
+    Ok(())
+}
+
+/// Quantizes `source` to `weight_type` under `tmp/`, with a bar following
+/// the output's growth, and stores the result as `name`.
+pub(crate) fn quantize_into_store(
+    config: &Config,
+    source: &ResolvedModel,
+    weight_type: &str,
+    name: &str,
+    allow_requantize: bool,
+) -> Result<store::StoredModel> {
+    let store = open_store(config)?;
+    let key = config.store_key()?;
+    let readable = store::readable(&source.path, key.as_deref())?;
+    let header = store::headers(&source.path, key.as_deref())?.swap_remove(0);
+    let from_sha256 = match &source.sha256 {
+        Some(sha) => sha.clone(),
+        None => {
+            store::chunks::digest(
+                &source.path,
+                store::chunks::CHUNK_SIZE,
+                None,
+                &store::NoProgress,
+            )?
+            .1
+        }
+    };
+    // Expected output size, for the bar only: every weight at the type's
+    // typical bits per weight.
+    let params: u64 = header.tensors.iter().map(|t| t.n_elements).sum();
+    let bits = plan::model::bits_per_weight(weight_type).unwrap_or(8.0);
+    let expected = (params as f64 * bits / 8.0) as u64;
+    let output = store.scratch_path(&format!("quantize-{}-{name}.gguf", std::process::id()));
+    let _ = std::fs::remove_file(&output);
+    let options = QuantizeOptions {
+        weight_type: weight_type.to_string(),
+        threads: config.engine.threads,
+        allow_requantize,
+    };
+    let bar = bytes_bar(
+        &format!("quantizing {} to {weight_type}", source.name),
+        expected,
+    );
+    let done = AtomicBool::new(false);
+    let result = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                let written = std::fs::metadata(&output).map_or(0, |m| m.len());
+                bar.set_position(written.min(expected));
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        });
+        let result = engine::quantize(readable.path(), &output, &options);
+        done.store(true, Ordering::Relaxed);
+        result
+    });
+    bar.finish_and_clear();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&output);
+        // The error names the stored file; say which model it is.
+        return Err(e).with_context(|| format!("cannot quantize {}", source.name));
+    }
+    let lineage = store::Lineage {
+        from: source.name.clone(),
+        from_sha256: from_sha256.clone(),
+        weight_type: weight_type.to_string(),
+        method: format!(
+            "llama.cpp llama_model_quantize{}",
+            if allow_requantize {
+                ", requantize allowed"
+            } else {
+                ""
+            }
+        ),
+    };
+    let origin = format!(
+        "quantize://{}@sha256:{}#{weight_type}",
+        source.name,
+        &from_sha256[..12]
+    );
+    let stored = store.adopt(name, &output, &origin, lineage);
+    let _ = std::fs::remove_file(&output);
+    Ok(stored?)
+}
+
+fn bytes_bar(message: &str, total: u64) -> ProgressBar {
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::new(total)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/~{total_bytes} ({elapsed})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(message.to_string());
+    bar
+}
+
+#[derive(Serialize)]
+struct EvalReport<'a> {
+    model: &'a str,
+    sha256: Option<&'a str>,
+    text: String,
+    #[serde(flatten)]
+    result: &'a engine::Perplexity,
+}
+
+pub fn eval(config: &Config, args: &EvalArgs) -> Result<()> {
+    let reference = args.model.as_deref().unwrap_or(store::DEFAULT_MODEL);
+    let model = resolve(config, reference)?;
+    let (text, label) = eval_text(&args.text)?;
+    let result = perplexity(config, &model, &text, &args.text)?;
+    if args.json {
+        let report = EvalReport {
+            model: &model.name,
+            sha256: model.sha256.as_deref(),
+            text: label,
+            result: &result,
+        };
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{}: perplexity {:.4} ± {:.4} over {} tokens ({} windows of {}) of {label}, {:.1} s",
+            model.name,
+            result.perplexity,
+            result.std_error,
+            result.scored_tokens,
+            result.windows,
+            result.window,
+            result.seconds
+        );
+    }
+    Ok(())
+}
+
+/// The text to score and how to name it.
+pub(crate) fn eval_text(args: &EvalText) -> Result<(String, String)> {
+    match &args.text {
+        Some(path) => Ok((
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the text {}", path.display()))?,
+            path.display().to_string(),
+        )),
+        None => Ok((DEFAULT_TEXT.to_string(), "the shipped text".to_string())),
+    }
+}
+
+/// Loads `model` in a small engine (perplexity makes its own context) and
+/// scores `text`, with a bar over the windows.
+pub(crate) fn perplexity(
+    config: &Config,
+    model: &ResolvedModel,
+    text: &str,
+    args: &EvalText,
+) -> Result<engine::Perplexity> {
+    let engine_config = EngineConfig {
+        ctx_size: Some(256),
+        kv_size: Some(256),
+        max_running: 1,
+        step_tokens: 256,
+        prefix_cache: false,
+        ..config.engine.clone()
+    };
+    let readable = store::readable(&model.path, config.store_key()?.as_deref())?;
+    let engine = Engine::load(readable.path(), &engine_config)?;
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::new(0)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "perplexity of {msg} [{bar:30}] {pos}/{len} windows ({eta} left) {prefix}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(model.name.clone());
+    let result = engine.perplexity(
+        text,
+        args.window,
+        args.windows,
+        config.engine.threads,
+        |done, total, ppl| {
+            bar.set_length(u64::from(total));
+            bar.set_position(u64::from(done));
+            bar.set_prefix(format!("{ppl:.3}"));
+        },
+    );
+    bar.finish_and_clear();
+    Ok(result?)
+}

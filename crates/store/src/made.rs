@@ -1,0 +1,55 @@
+//! Models made on this node (`hearth quantize`): a finished file under
+//! `tmp/` enters the store like a pulled one (checked as a GGUF, chunked,
+//! hashed, committed atomically), with its lineage in the manifest.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::error::IoContext;
+use crate::manifest::Lineage;
+use crate::{chunks, is_store_name, Manifest, NoProgress, Store, StoreError, StoredModel};
+
+impl Store {
+    /// Stores the finished GGUF `file` (under [`Store::scratch_path`]) as
+    /// model `name`, made from `lineage.from`. The file is moved, not
+    /// copied; an existing model of that name is replaced.
+    pub fn adopt(
+        &self,
+        name: &str,
+        file: &Path,
+        source: &str,
+        lineage: Lineage,
+    ) -> Result<StoredModel, StoreError> {
+        if !is_store_name(name) {
+            return Err(StoreError::BadName {
+                name: name.to_string(),
+                hint: "a model name is letters, digits, '-', '_', '.' or ':'".into(),
+            });
+        }
+        // Never store what the engine would refuse.
+        gguf::read_model(file)?;
+        let _lock = self.lock_pull(name)?;
+        let (chunk_list, sha256) = chunks::digest(file, chunks::CHUNK_SIZE, None, &NoProgress)?;
+        let size = std::fs::metadata(file).at(file)?.len();
+        std::fs::File::open(file)
+            .and_then(|f| f.sync_all())
+            .at(file)?;
+        let manifest = Manifest {
+            name: name.to_string(),
+            size,
+            sha256,
+            source: source.to_string(),
+            pulled_at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            chunk_size: chunks::CHUNK_SIZE,
+            chunks: chunk_list,
+            parts: Vec::new(),
+            cdc: Vec::new(),
+            lineage: Some(lineage),
+        };
+        let stored = self.commit(&[file.to_path_buf()], &manifest)?;
+        self.stamp(&stored);
+        Ok(stored)
+    }
+}
