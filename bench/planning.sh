@@ -5,7 +5,7 @@
 #   - memory: peak RSS of `hearth serve` with that context and
 #     concurrency, while that many requests each fill a quarter of their
 #     context and generate 64 tokens;
-#   - decode: `hearth bench --parallel N --depth CONTEXT/4` (aggregate
+#   - decode: `hearth bench --batch N --depth CONTEXT/4` (aggregate
 #     tokens per second of N sequences decoding together).
 #
 #   bench/planning.sh [--threads N] [--out FILE]
@@ -96,7 +96,7 @@ for model in smollm2 gemma3; do
             predict "$model" "$ctx" "$n" >"$work/after.json"
             echo "$model $ctx $n" >&2
             rss=$(peak_rss "$model" "$ctx" "$n")
-            "$hearth" bench "$model" --threads "$threads" --parallel "$n" \
+            "$hearth" bench "$model" --threads "$threads" --batch "$n" \
                 --depth $((ctx / 4)) --gen-tokens "$output" --reps 2 --json >"$work/bench.json"
             python3 - "$model" "$ctx" "$n" "$rss" "$work" >>"$rows" <<'EOF'
 import json, sys

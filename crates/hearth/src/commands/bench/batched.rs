@@ -1,4 +1,4 @@
-//! `bench --parallel N --depth D`: aggregate decode speed of N sequences
+//! `bench --batch N --depth D`: aggregate decode speed of N sequences
 //! decoding together, each D tokens deep, through the engine's scheduler.
 //!
 //! Like llama-batched-bench, it times decode alone. Each sequence's prompt
@@ -15,23 +15,23 @@ use crate::config::Config;
 pub(crate) fn measure(
     config: &Config,
     model: &ResolvedModel,
-    parallel: u32,
+    batch: u32,
     depth: u32,
     gen_tokens: u32,
     reps: u32,
 ) -> Result<Report> {
     ensure!(
-        parallel > 0 && reps > 0 && gen_tokens > 0,
+        batch > 0 && reps > 0 && gen_tokens > 0,
         "counts must be positive"
     );
     // Each sequence holds its prompt and every repetition's reply (the
     // cache keeps the prompt; replies are dropped when a repetition ends).
     let ctx = depth + gen_tokens + 16;
-    let pool = ctx * parallel;
+    let pool = ctx * batch;
     let engine_config = EngineConfig {
         ctx_size: Some(ctx),
         kv_size: Some(pool),
-        max_running: parallel,
+        max_running: batch,
         prefix_cache: true,
         prefix_cache_size: Some(pool),
         ..config.engine.clone()
@@ -42,7 +42,7 @@ pub(crate) fn measure(
     let load_seconds = loading.elapsed().as_secs_f64();
     // Distinct from the first token on, so no sequence shares cells with
     // another (which would read less KV than N separate contexts do).
-    let prompts = (0..parallel)
+    let prompts = (0..batch)
         .map(|i| exact_prompt_from(&engine, depth.max(1) as usize, &format!("Sequence {i}. ")))
         .collect::<Result<Vec<_>>>()?;
     // Computes every prompt into the cache, and warms llama.cpp's buffers.
@@ -50,7 +50,7 @@ pub(crate) fn measure(
     let samples = (0..reps)
         .map(|_| run(&engine, &prompts, gen_tokens + 1, true))
         .collect::<Result<Vec<_>>>()?;
-    let test = format!("tg{gen_tokens}@d{depth}x{parallel}");
+    let test = format!("tg{gen_tokens}@d{depth}x{batch}");
     Ok(Report {
         model: model.name.clone(),
         threads: engine_config.threads,

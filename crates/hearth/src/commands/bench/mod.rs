@@ -46,11 +46,11 @@ pub fn bench(config: &Config, args: &BenchArgs) -> Result<()> {
     }
     let reference = args.model.as_deref().unwrap_or(store::DEFAULT_MODEL);
     let model = resolve(config, reference)?;
-    let report = match args.parallel {
-        Some(parallel) => batched::measure(
+    let report = match args.batch {
+        Some(batch) => batched::measure(
             config,
             &model,
-            parallel,
+            batch,
             args.depth,
             args.gen_tokens,
             args.reps,

@@ -4,6 +4,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod planning;
+
+pub use planning::{EvalArgs, EvalText, PlanArgs, QuantizeArgs};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "hearth",
@@ -504,14 +508,9 @@ pub struct BenchArgs {
     /// Measure decode of N sequences at once instead (aggregate tokens per
     /// second), each --depth tokens deep
     #[arg(long, value_name = "N")]
-    pub parallel: Option<u32>,
-    /// Tokens each sequence holds before the measured decode (with --parallel)
-    #[arg(
-        long,
-        default_value_t = 0,
-        value_name = "TOKENS",
-        requires = "parallel"
-    )]
+    pub batch: Option<u32>,
+    /// Tokens each sequence holds before the measured decode (with --batch)
+    #[arg(long, default_value_t = 0, value_name = "TOKENS", requires = "batch")]
     pub depth: u32,
     /// Print JSON instead of a table
     #[arg(long)]
@@ -542,191 +541,6 @@ pub struct BenchArgs {
     pub input: Option<PathBuf>,
     #[command(flatten)]
     pub engine: EngineArgs,
-}
-
-/// `hearth plan`: a model, hardware and a workload in; memory, speed,
-/// servers and cost out.
-#[derive(Debug, Args)]
-pub struct PlanArgs {
-    /// A stored model, a GGUF file, or a preset (llama-7b, llama-8b,
-    /// llama-13b, llama-70b) [default: smollm2]
-    pub model: Option<String>,
-    /// Weight type of a preset or --params shape (F16, Q8_0, Q4_K_M, ...)
-    #[arg(long, default_value = "Q4_K_M", value_name = "TYPE")]
-    pub weight_type: String,
-    #[command(flatten)]
-    pub shape: ShapeArgs,
-    /// Device from the catalog (--list-hardware), or `host` for this machine
-    #[arg(long, default_value = "host", value_name = "NAME")]
-    pub hardware: String,
-    /// TOML file of [[device]] tables that extend the catalog
-    #[arg(long, env = "HEARTH_HARDWARE_FILE", value_name = "FILE")]
-    pub hardware_file: Option<PathBuf>,
-    /// Devices per server [default: the fewest that hold the model]
-    #[arg(long, value_name = "N", value_parser = at_least_one, allow_hyphen_values = true)]
-    pub devices: Option<u32>,
-    /// Tokens each sequence may hold
-    #[arg(
-        long,
-        default_value_t = 4096,
-        value_name = "TOKENS",
-        value_parser = at_least_one,
-        allow_hyphen_values = true
-    )]
-    pub context: u32,
-    /// Sequences served at once
-    #[arg(
-        long,
-        default_value_t = 1,
-        value_name = "N",
-        value_parser = at_least_one,
-        allow_hyphen_values = true
-    )]
-    pub concurrency: u32,
-    /// Average requests per second
-    #[arg(long, default_value_t = 1.0, value_name = "QPS")]
-    pub qps: f64,
-    #[arg(long, default_value_t = 512, value_name = "TOKENS")]
-    pub prompt_tokens: u32,
-    #[arg(long, default_value_t = 256, value_name = "TOKENS")]
-    pub output_tokens: u32,
-    /// Servers are sized for the average load times this
-    #[arg(long, default_value_t = 3.0, value_name = "FACTOR")]
-    pub peak_factor: f64,
-    /// Slowest acceptable decode speed of one stream
-    #[arg(long, default_value_t = 10.0, value_name = "TOKENS_PER_SECOND")]
-    pub min_stream_tps: f64,
-    /// KV cache type: f16, q8_0 or f32
-    #[arg(long, default_value = "f16")]
-    pub kv_type: String,
-    #[command(flatten)]
-    pub cost: CostArgs,
-    /// Use typical efficiency factors even where a calibration is stored
-    #[arg(long)]
-    pub uncalibrated: bool,
-    /// Measure this machine (hearth bench on the default model) and store
-    /// the efficiency factors for --hardware
-    #[arg(long)]
-    pub calibrate: bool,
-    /// Print the sizing table of the 7B/13B/70B presets on A100, H100 and
-    /// RTX 4090 classes
-    #[arg(long)]
-    pub sizing: bool,
-    /// List the hardware catalog
-    #[arg(long)]
-    pub list_hardware: bool,
-    /// Print JSON instead of a table
-    #[arg(long)]
-    pub json: bool,
-    #[command(flatten)]
-    pub engine: EngineArgs,
-}
-
-/// `hearth quantize`: a model in, the same model in another weight type
-/// stored beside it.
-#[derive(Debug, Args)]
-pub struct QuantizeArgs {
-    /// A stored model or a GGUF file, in F32, F16 or BF16
-    pub model: String,
-    /// Weight type to make (Q4_K_M, Q8_0, F16, ...)
-    #[arg(long = "type", value_name = "TYPE")]
-    pub weight_type: String,
-    /// Stored name of the result [default: MODEL-TYPE, lowercase]
-    #[arg(long)]
-    pub name: Option<String>,
-    /// Quantize weights that are quantized already (each pass loses more)
-    #[arg(long)]
-    pub allow_requantize: bool,
-    #[command(flatten)]
-    pub engine: EngineArgs,
-}
-
-/// `hearth eval`: perplexity over a text.
-#[derive(Debug, Args)]
-pub struct EvalArgs {
-    /// A stored model or a GGUF file [default: smollm2]
-    pub model: Option<String>,
-    #[command(flatten)]
-    pub text: EvalText,
-    /// Print JSON instead of a line
-    #[arg(long)]
-    pub json: bool,
-    #[command(flatten)]
-    pub engine: EngineArgs,
-}
-
-/// The text and windows perplexity is measured over.
-#[derive(Debug, Args)]
-pub struct EvalText {
-    /// Plain UTF-8 text [default: the shipped public-domain text]
-    #[arg(long, value_name = "FILE")]
-    pub text: Option<PathBuf>,
-    /// Tokens per window; the second half of each is scored
-    #[arg(long, default_value_t = 512, value_name = "TOKENS")]
-    pub window: u32,
-    /// Score at most this many windows [default: every whole window]
-    #[arg(long, value_name = "N")]
-    pub windows: Option<u32>,
-}
-
-/// A model's architecture given by its numbers instead of a file.
-#[derive(Debug, Args)]
-pub struct ShapeArgs {
-    /// Parameters (weights in every tensor); the other numbers are then required
-    #[arg(long, value_name = "N", requires_all = ["layers", "hidden", "heads", "ffn", "vocab"])]
-    pub params: Option<u64>,
-    #[arg(long, value_name = "N")]
-    pub layers: Option<u32>,
-    /// Embedding width
-    #[arg(long, value_name = "N")]
-    pub hidden: Option<u32>,
-    /// Attention heads
-    #[arg(long, value_name = "N")]
-    pub heads: Option<u32>,
-    /// KV heads [default: --heads]
-    #[arg(long, value_name = "N")]
-    pub kv_heads: Option<u32>,
-    /// Head width [default: hidden / heads]
-    #[arg(long, value_name = "N")]
-    pub head_dim: Option<u32>,
-    /// Feed-forward width
-    #[arg(long, value_name = "N")]
-    pub ffn: Option<u32>,
-    #[arg(long, value_name = "N")]
-    pub vocab: Option<u32>,
-    /// Training context [default: --context]
-    #[arg(long, value_name = "TOKENS")]
-    pub ctx_train: Option<u32>,
-}
-
-/// Prices for the cost comparison.
-#[derive(Debug, Args)]
-pub struct CostArgs {
-    #[arg(long, default_value_t = 3.0, value_name = "YEARS")]
-    pub years: f64,
-    /// Electricity, USD per kWh
-    #[arg(long, default_value_t = 0.15, value_name = "USD")]
-    pub electricity: f64,
-    /// Facility power per unit of IT power
-    #[arg(long, default_value_t = 1.4)]
-    pub pue: f64,
-    /// Operations per server and year (space, support, administration), USD
-    #[arg(long, default_value_t = 1500.0, value_name = "USD")]
-    pub operations: f64,
-    /// Cloud API price per million prompt tokens, USD
-    #[arg(long, default_value_t = 0.5, value_name = "USD")]
-    pub cloud_input: f64,
-    /// Cloud API price per million output tokens, USD
-    #[arg(long, default_value_t = 1.5, value_name = "USD")]
-    pub cloud_output: f64,
-}
-
-fn at_least_one(text: &str) -> Result<u32, String> {
-    match text.parse::<i64>() {
-        Ok(n) if n >= 1 && n <= i64::from(u32::MAX) => Ok(n as u32),
-        Ok(n) => Err(format!("must be at least 1, not {n}")),
-        Err(_) => Err(format!("{text:?} is not a whole number")),
-    }
 }
 
 /// Serving workloads for `bench --url` (see `bench/serving.sh`).
@@ -797,4 +611,16 @@ pub struct PullArgs {
     /// Ask no peer, only the origin
     #[arg(long)]
     pub no_peers: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap checks a command's definition (unique flags, valid `requires`)
+    /// only when it is built in a debug build: every subcommand, here.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
 }
