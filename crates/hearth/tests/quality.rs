@@ -114,6 +114,55 @@ fn quantized_models_are_stored_with_lineage_and_lose_more_as_bits_fall() {
     assert!((p8 / p16 - 1.0).abs() < 0.01, "F16 {p16}, Q8_0 {p8}");
     assert!(p4 > p16 * 1.01, "F16 {p16}, Q4_0 {p4}");
 
+    // The report measures each type against the source, reusing the
+    // models made above, as JSON and a chart.
+    let chart = home.join("report.svg");
+    let out = ok(hearth(home)
+        .args([
+            "quantize",
+            "smol-f16",
+            "--report",
+            "--types",
+            "F16,Q8_0,Q4_0",
+            "--windows",
+            "8",
+            "--json",
+            "--chart",
+        ])
+        .arg(&chart)
+        .output()
+        .unwrap());
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    let column = |key: &str| {
+        rows.iter()
+            .map(|r| r[key].as_f64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        rows.iter()
+            .map(|r| r["weight_type"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["F16", "Q8_0", "Q4_0"]
+    );
+    assert_eq!(
+        column("perplexity"),
+        [p16, p8, p4],
+        "the same windows, the same numbers"
+    );
+    assert_eq!(column("delta_percent")[0], 0.0);
+    let bpw = column("bits_per_weight");
+    assert!(
+        bpw[0] > 15.0 && bpw[0] < 16.5 && bpw[1] > bpw[2] && bpw[2] > 4.0,
+        "{bpw:?}"
+    );
+    assert!(column("decode_tps").iter().all(|&t| t > 1.0));
+    let svg = std::fs::read_to_string(&chart).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("Q4_0") && svg.contains("bits per weight"),
+        "{svg}"
+    );
+
     // The result serves like any stored model.
     let reply = ok(hearth(home)
         .args([

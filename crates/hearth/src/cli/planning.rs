@@ -92,14 +92,34 @@ pub struct QuantizeArgs {
     /// A stored model or a GGUF file, in F32, F16 or BF16
     pub model: String,
     /// Weight type to make (Q4_K_M, Q8_0, F16, ...)
-    #[arg(long = "type", value_name = "TYPE")]
-    pub weight_type: String,
+    #[arg(long = "type", value_name = "TYPE", required_unless_present = "report")]
+    pub weight_type: Option<String>,
     /// Stored name of the result [default: MODEL-TYPE, lowercase]
-    #[arg(long)]
+    #[arg(long, conflicts_with = "report")]
     pub name: Option<String>,
     /// Quantize weights that are quantized already (each pass loses more)
     #[arg(long)]
     pub allow_requantize: bool,
+    /// Quantize to each of --types and measure size, perplexity and speed
+    /// against the source: a table, --json, and --chart
+    #[arg(long)]
+    pub report: bool,
+    /// Weight types of the report
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "F16,Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q4_0",
+        value_name = "TYPES"
+    )]
+    pub types: Vec<String>,
+    /// Write the report's chart (SVG) here
+    #[arg(long, value_name = "FILE", requires = "report")]
+    pub chart: Option<PathBuf>,
+    /// Print the report as JSON
+    #[arg(long, requires = "report")]
+    pub json: bool,
+    #[command(flatten)]
+    pub text: EvalText,
     #[command(flatten)]
     pub engine: EngineArgs,
 }

@@ -17,10 +17,15 @@ use crate::config::Config;
 /// The shipped evaluation text: the Declaration of Independence and the
 /// Constitution of the United States with its amendments, which are in the
 /// public domain.
-pub(crate) const DEFAULT_TEXT: &str = include_str!("../../assets/founding-documents.txt");
+pub(crate) const DEFAULT_TEXT: &str = include_str!("../../../assets/founding-documents.txt");
+
+mod report;
 
 pub fn quantize(config: &Config, args: &QuantizeArgs) -> Result<()> {
-    let weight_type = engine::quantize_type(&args.weight_type)?;
+    if args.report {
+        return report::report(config, args);
+    }
+    let weight_type = engine::quantize_type(args.weight_type.as_deref().unwrap_or_default())?;
     let source = resolve(config, &args.model)?;
     let name = args
         .name
