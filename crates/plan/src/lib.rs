@@ -69,7 +69,7 @@ impl Workload {
         if self.concurrency == 0 {
             return bad("concurrency must be at least 1".into());
         }
-        if self.prompt_tokens + self.output_tokens > self.context {
+        if u64::from(self.prompt_tokens) + u64::from(self.output_tokens) > u64::from(self.context) {
             return bad(format!(
                 "prompt ({}) and output ({}) tokens exceed the context ({})",
                 self.prompt_tokens, self.output_tokens, self.context
@@ -146,6 +146,7 @@ pub fn plan(request: &Request, catalog: &Catalog) -> Result<Plan, PlanError> {
     workload.validate()?;
     model.shape.validate()?;
     let (context, concurrency) = (workload.context, workload.concurrency);
+    // Validated above: at most the context.
     let filled = workload.prompt_tokens + workload.output_tokens;
     let devices = match request.devices {
         Some(0) => {
@@ -361,6 +362,15 @@ mod tests {
         r.workload.concurrency = 512;
         let e = plan(&r, &Catalog::default()).unwrap_err().to_string();
         assert!(e.contains("no listed device holds it"), "{e}");
+    }
+
+    #[test]
+    fn token_counts_too_large_to_add_are_refused_not_overflowed() {
+        let mut r = request("llama-7b", "q4_0", "rtx-4090");
+        r.workload.prompt_tokens = u32::MAX;
+        r.workload.output_tokens = 2;
+        let e = plan(&r, &Catalog::default()).unwrap_err().to_string();
+        assert!(e.contains("exceed the context"), "{e}");
     }
 
     #[test]
