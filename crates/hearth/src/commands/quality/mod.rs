@@ -31,7 +31,15 @@ pub fn quantize(config: &Config, args: &QuantizeArgs) -> Result<()> {
         .name
         .clone()
         .unwrap_or_else(|| format!("{}-{}", source.name, weight_type.to_ascii_lowercase()));
-    let stored = quantize_into_store(config, &source, weight_type, &name, args.allow_requantize)?;
+    let from_sha256 = source_digest(&source)?;
+    let stored = quantize_into_store(
+        config,
+        &source,
+        &from_sha256,
+        weight_type,
+        &name,
+        args.allow_requantize,
+    )?;
     let size = stored.manifest.size;
     println!(
         "stored {name}: {weight_type}, {:.1} MB (from {} at {:.1} MB)",
@@ -47,6 +55,7 @@ pub fn quantize(config: &Config, args: &QuantizeArgs) -> Result<()> {
 pub(crate) fn quantize_into_store(
     config: &Config,
     source: &ResolvedModel,
+    from_sha256: &str,
     weight_type: &str,
     name: &str,
     allow_requantize: bool,
@@ -55,18 +64,6 @@ pub(crate) fn quantize_into_store(
     let key = config.store_key()?;
     let readable = store::readable(&source.path, key.as_deref())?;
     let header = store::headers(&source.path, key.as_deref())?.swap_remove(0);
-    let from_sha256 = match &source.sha256 {
-        Some(sha) => sha.clone(),
-        None => {
-            store::chunks::digest(
-                &source.path,
-                store::chunks::CHUNK_SIZE,
-                None,
-                &store::NoProgress,
-            )?
-            .1
-        }
-    };
     // Expected output size, for the bar only: every weight at the type's
     // typical bits per weight.
     let params: u64 = header.tensors.iter().map(|t| t.n_elements).sum();
@@ -104,7 +101,7 @@ pub(crate) fn quantize_into_store(
     }
     let lineage = store::Lineage {
         from: source.name.clone(),
-        from_sha256: from_sha256.clone(),
+        from_sha256: from_sha256.to_string(),
         weight_type: weight_type.to_string(),
         method: format!(
             "llama.cpp llama_model_quantize{}",
@@ -123,6 +120,16 @@ pub(crate) fn quantize_into_store(
     let stored = store.adopt(name, &output, &origin, lineage);
     let _ = std::fs::remove_file(&output);
     Ok(stored?)
+}
+
+/// The source's SHA-256: the store's record, or the file hashed once (a
+/// path outside the store).
+pub(crate) fn source_digest(source: &ResolvedModel) -> Result<String> {
+    match &source.sha256 {
+        Some(sha) => Ok(sha.clone()),
+        None => store::Store::hash_file(&source.path, &crate::progress::Bar::new())
+            .with_context(|| format!("cannot hash {}", source.path.display())),
+    }
 }
 
 fn bytes_bar(message: &str, total: u64) -> ProgressBar {

@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
 use types::ResolvedModel;
 
-use super::{eval_text, perplexity, quantize_into_store};
+use super::{eval_text, perplexity, quantize_into_store, source_digest};
 use crate::cli::QuantizeArgs;
 use crate::commands::{bench, open_store, resolve};
 use crate::config::Config;
@@ -60,18 +60,7 @@ pub(super) fn report(config: &Config, args: &QuantizeArgs) -> Result<()> {
         .collect::<Result<Vec<_>, _>>()?;
     let params: u64 = header.tensors.iter().map(|t| t.n_elements).sum();
     let source_type = header.quantization().unwrap_or_else(|| "unknown".into());
-    let source_sha256 = match &source.sha256 {
-        Some(sha) => sha.clone(),
-        None => {
-            store::chunks::digest(
-                &source.path,
-                store::chunks::CHUNK_SIZE,
-                None,
-                &store::NoProgress,
-            )?
-            .1
-        }
-    };
+    let source_sha256 = source_digest(&source)?;
     let (text, label) = eval_text(&args.text)?;
     eprintln!("measuring {} ({source_type}) ...", source.name);
     let base = perplexity(config, &source, &text, &args.text)?;
@@ -137,7 +126,14 @@ fn made(
     let earlier = store.get(&name)?.and_then(|m| m.manifest.lineage);
     let current = earlier.is_some_and(|l| l.from_sha256 == source_sha256 && l.weight_type == ty);
     if !current {
-        quantize_into_store(config, source, ty, &name, args.allow_requantize)?;
+        quantize_into_store(
+            config,
+            source,
+            source_sha256,
+            ty,
+            &name,
+            args.allow_requantize,
+        )?;
     }
     resolve(config, &name)
 }
