@@ -583,6 +583,7 @@ impl TextGenerator for Engine {
                 priority: job.request.priority,
                 deadline: job.request.timeout.map(|t| submitted + t),
                 sibling_of: ids.first().copied(),
+                reuse_prefix: job.request.cache_prompt,
             };
             if let Err(refused) = st.sched.enqueue(new, submitted) {
                 // All or none: the choices already queued leave again.

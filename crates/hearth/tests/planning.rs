@@ -199,6 +199,23 @@ fn a_hardware_file_extends_the_catalog() {
         list.contains("mi300x") && list.contains("h100-80gb") && list.contains("host"),
         "{list}"
     );
+
+    // A device that makes no sense is refused, naming the file.
+    let broken = home.path().join("broken.toml");
+    std::fs::write(
+        &broken,
+        "[[device]]\nname = \"nil\"\nkind = \"gpu\"\nmemory_gb = 0\nbandwidth_gb_s = 5300\n\
+         fp16_tflops = 1307\nint8_tops = 2615\npower_w = 750\nprice_usd = 15000\n",
+    )
+    .unwrap();
+    let e = one_line_error(
+        hearth(home.path())
+            .args(["plan", "--list-hardware", "--hardware-file"])
+            .arg(&broken)
+            .output()
+            .unwrap(),
+    );
+    assert!(e.contains("broken.toml") && e.contains("memory_gb"), "{e}");
 }
 
 #[test]

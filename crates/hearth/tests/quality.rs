@@ -115,7 +115,16 @@ fn quantized_models_are_stored_with_lineage_and_lose_more_as_bits_fall() {
     assert!(p4 > p16 * 1.01, "F16 {p16}, Q4_0 {p4}");
 
     // The report measures each type against the source, reusing the
-    // models made above, as JSON and a chart.
+    // models made above (their manifests are not rewritten), as JSON and a
+    // chart.
+    let manifest_times = || {
+        ["smol-f16-q8_0", "smol-f16-q4_0"].map(|name| {
+            std::fs::metadata(home.join("models").join(name).join("manifest.json"))
+                .and_then(|m| m.modified())
+                .unwrap()
+        })
+    };
+    let before = manifest_times();
     let chart = home.join("report.svg");
     let out = ok(hearth(home)
         .args([
@@ -151,6 +160,7 @@ fn quantized_models_are_stored_with_lineage_and_lose_more_as_bits_fall() {
         "the same windows, the same numbers"
     );
     assert_eq!(column("delta_percent")[0], 0.0);
+    assert_eq!(manifest_times(), before, "the report quantized again");
     let bpw = column("bits_per_weight");
     assert!(
         bpw[0] > 15.0 && bpw[0] < 16.5 && bpw[1] > bpw[2] && bpw[2] > 4.0,

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 /// A chat message as sent on the wire.
@@ -48,6 +48,12 @@ pub struct Ask {
     pub hang_up_after: Option<usize>,
     /// Sampling temperature; 0 is greedy.
     pub temperature: f32,
+    /// `Some(false)`: ask the server to compute the whole prompt rather
+    /// than start from a cached prefix (`cache_prompt`, which Hearth and
+    /// llama-server accept).
+    pub cache_prompt: Option<bool>,
+    /// Ask for each token's log-probability and this many alternatives.
+    pub top_logprobs: Option<u32>,
 }
 
 impl Ask {
@@ -60,6 +66,8 @@ impl Ask {
             timeout_secs: None,
             hang_up_after: None,
             temperature: 0.0,
+            cache_prompt: None,
+            top_logprobs: None,
         }
     }
 }
@@ -76,8 +84,69 @@ pub struct Answer {
     pub total_ms: f64,
     pub text: String,
     pub completion_tokens: Option<u32>,
+    /// The prompt's length as the server counted it (its `usage`).
+    pub prompt_tokens: Option<u32>,
     pub finish_reason: Option<String>,
     pub hung_up: bool,
+    /// The server's own clocks for this request, when it reports them.
+    pub server: Option<ServerTimings>,
+    /// OpenAI's `system_fingerprint`: which model version (Hearth) or build
+    /// (llama-server) answered.
+    pub fingerprint: Option<String>,
+    /// Each generated token, when the ask wanted log-probabilities.
+    pub tokens: Vec<TokenChoice>,
+}
+
+/// One generated token with its log-probability and the alternatives the
+/// model weighed at its position.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenChoice {
+    pub token: String,
+    pub logprob: f64,
+    pub top: Vec<(String, f64)>,
+}
+
+impl TokenChoice {
+    fn from_json(v: &Value) -> Option<Self> {
+        Some(Self {
+            token: v["token"].as_str()?.to_string(),
+            logprob: v["logprob"].as_f64()?,
+            top: v["top_logprobs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| Some((t["token"].as_str()?.to_string(), t["logprob"].as_f64()?)))
+                .collect(),
+        })
+    }
+}
+
+/// A request as the server timed it: Hearth's `timings` extension, or
+/// llama-server's, which Hearth's mirrors.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServerTimings {
+    /// Arrival (Hearth) or slot start (llama-server, which does not report
+    /// queueing) to the first generated token.
+    pub ttft_ms: f64,
+    /// First token to last.
+    pub decode_ms: f64,
+}
+
+impl ServerTimings {
+    /// Reads a response's `timings` object. Hearth reports the time to
+    /// first token itself, queueing included; llama-server reports prompt
+    /// processing, which is the same span when no request waits for a slot.
+    pub fn from_json(v: &Value) -> Option<Self> {
+        let decode_ms = v["predicted_ms"].as_f64()?;
+        let ttft_ms = v["time_to_first_token_ms"]
+            .as_f64()
+            .or_else(|| v["prompt_ms"].as_f64())?;
+        Some(Self { ttft_ms, decode_ms })
+    }
+
+    pub fn e2e_ms(&self) -> f64 {
+        self.ttft_ms + self.decode_ms
+    }
 }
 
 impl Answer {
@@ -140,6 +209,35 @@ impl Client {
         }
     }
 
+    /// The ids `GET /v1/models` lists, loaded ones first, or why they could
+    /// not be read.
+    pub async fn models(&self) -> Result<Vec<String>, String> {
+        let resp = self
+            .http
+            .get(format!("{}/v1/models", self.base))
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach {}: {e}", self.base))?;
+        let status = resp.status();
+        let body: Value = resp
+            .json()
+            .await
+            .map_err(|e| format!("{}/v1/models sent no JSON: {e}", self.base))?;
+        if !status.is_success() {
+            return Err(format!("{}/v1/models answered {status}: {body}", self.base));
+        }
+        let mut models: Vec<(String, bool)> = body["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| Some((m["id"].as_str()?.to_string(), m["loaded"] != false)))
+            .collect();
+        // Models already in memory first (Hearth's `loaded`): a load test
+        // should not start by loading another model.
+        models.sort_by_key(|(_, loaded)| !loaded);
+        Ok(models.into_iter().map(|(id, _)| id).collect())
+    }
+
     /// Sends one streaming chat completion and times every chunk.
     pub async fn chat(&self, ask: &Ask) -> Answer {
         let mut body = json!({
@@ -158,6 +256,13 @@ impl Client {
         }
         if let Some(t) = ask.timeout_secs {
             body["timeout"] = json!(t);
+        }
+        if let Some(c) = ask.cache_prompt {
+            body["cache_prompt"] = json!(c);
+        }
+        if let Some(k) = ask.top_logprobs {
+            body["logprobs"] = json!(true);
+            body["top_logprobs"] = json!(k);
         }
         let sent = Instant::now();
         let ms = |at: Instant| at.duration_since(sent).as_secs_f64() * 1e3;
@@ -214,7 +319,21 @@ impl Client {
                     if let Some(n) = v["usage"]["completion_tokens"].as_u64() {
                         answer.completion_tokens = Some(n as u32);
                     }
+                    if let Some(n) = v["usage"]["prompt_tokens"].as_u64() {
+                        answer.prompt_tokens = Some(n as u32);
+                    }
+                    if let Some(t) = v.get("timings").and_then(ServerTimings::from_json) {
+                        answer.server = Some(t);
+                    }
+                    if let Some(fp) = v["system_fingerprint"].as_str() {
+                        answer.fingerprint.get_or_insert_with(|| fp.to_string());
+                    }
                     let choice = &v["choices"][0];
+                    if let Some(tokens) = choice["logprobs"]["content"].as_array() {
+                        answer
+                            .tokens
+                            .extend(tokens.iter().filter_map(TokenChoice::from_json));
+                    }
                     if let Some(reason) = choice["finish_reason"].as_str() {
                         answer.finish_reason = Some(reason.to_string());
                     }

@@ -7,8 +7,9 @@
 
 pub mod client;
 pub mod stats;
+pub mod sweep;
 pub mod text;
 pub mod workloads;
 
-pub use client::{Answer, Ask, Client, Message};
+pub use client::{Answer, Ask, Client, Message, ServerTimings, TokenChoice};
 pub use stats::{percentile, Summary};

@@ -1,6 +1,6 @@
 //! Percentiles and summaries of latency samples.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Nearest-rank percentile (`p` in 0..=100) of unsorted samples; 0 when empty.
 pub fn percentile(samples: &[f64], p: f64) -> f64 {
@@ -14,7 +14,7 @@ pub fn percentile(samples: &[f64], p: f64) -> f64 {
 }
 
 /// Median, p90, p99 and count of a set of samples (milliseconds).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     pub count: usize,
     pub p50: f64,

@@ -24,6 +24,40 @@ pub struct CostInputs {
     pub cloud_output_usd_per_mtok: f64,
 }
 
+impl CostInputs {
+    pub fn validate(&self) -> Result<(), crate::PlanError> {
+        let bad = |what: String| Err(crate::PlanError::Cost(what));
+        let non_negative = [
+            ("electricity price", self.electricity_usd_per_kwh),
+            ("operations cost", self.operations_usd_per_server_year),
+            ("GPU host price", self.gpu_host_usd),
+            ("cloud input price", self.cloud_input_usd_per_mtok),
+            ("cloud output price", self.cloud_output_usd_per_mtok),
+        ];
+        for (name, value) in non_negative {
+            if !(value.is_finite() && value >= 0.0) {
+                return bad(format!("the {name} must be zero or more (got {value})"));
+            }
+        }
+        if !(self.years.is_finite() && self.years > 0.0) {
+            return bad(format!(
+                "the period must be more than 0 years (got {})",
+                self.years
+            ));
+        }
+        if !(self.pue.is_finite() && self.pue >= 1.0) {
+            return bad(format!("the PUE must be at least 1 (got {})", self.pue));
+        }
+        if !(self.utilization > 0.0 && self.utilization <= 1.0) {
+            return bad(format!(
+                "the utilization must be above 0 and at most 1 (got {})",
+                self.utilization
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for CostInputs {
     fn default() -> Self {
         Self {
@@ -73,14 +107,14 @@ pub fn requests_per_second(
 }
 
 /// Servers that carry `qps` × `peak_factor` at `per_server` requests per
-/// second each; at least one.
-pub fn servers_needed(qps: f64, peak_factor: f64, per_server: f64) -> u32 {
-    let needed = (qps * peak_factor / per_server).ceil();
-    if needed.is_finite() {
-        needed.max(1.0) as u32
-    } else {
-        1
+/// second each; at least one. `None` when a server carries nothing (no
+/// number of them is enough) or the count is beyond counting.
+pub fn servers_needed(qps: f64, peak_factor: f64, per_server: f64) -> Option<u32> {
+    if qps == 0.0 {
+        return Some(1);
     }
+    let needed = (qps * peak_factor / per_server).ceil();
+    (needed.is_finite() && needed <= f64::from(u32::MAX)).then(|| needed.max(1.0) as u32)
 }
 
 /// Total cost of ownership against the cloud.
@@ -161,10 +195,35 @@ mod tests {
     use crate::hardware::Catalog;
 
     #[test]
+    fn nonsense_cost_inputs_are_refused_by_name() {
+        assert!(CostInputs::default().validate().is_ok());
+        type Break = fn(&mut CostInputs);
+        let cases: [(Break, &str); 4] = [
+            (|c| c.years = 0.0, "period"),
+            (|c| c.pue = 0.5, "PUE"),
+            (|c| c.electricity_usd_per_kwh = -1.0, "electricity"),
+            (|c| c.utilization = f64::NAN, "utilization"),
+        ];
+        for (break_it, named) in cases {
+            let mut c = CostInputs::default();
+            break_it(&mut c);
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(named), "{e}");
+        }
+    }
+
+    #[test]
     fn servers_cover_three_times_the_average() {
-        assert_eq!(servers_needed(10.0, 3.0, 4.0), 8);
-        assert_eq!(servers_needed(0.01, 3.0, 4.0), 1);
-        assert_eq!(servers_needed(10.0, 3.0, 0.0), 1);
+        assert_eq!(servers_needed(10.0, 3.0, 4.0), Some(8));
+        assert_eq!(servers_needed(0.01, 3.0, 4.0), Some(1));
+        assert_eq!(
+            servers_needed(0.0, 3.0, 0.0),
+            Some(1),
+            "no load needs one server"
+        );
+        // Regression: a server that carries nothing was sized as one.
+        assert_eq!(servers_needed(10.0, 3.0, 0.0), None);
+        assert_eq!(servers_needed(1e12, 3.0, 1e-3), None);
     }
 
     #[test]

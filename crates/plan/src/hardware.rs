@@ -197,7 +197,10 @@ impl Catalog {
         let file: CatalogFile = toml::from_str(text)
             .map_err(|e| PlanError::Hardware(format!("{origin}: {}", e.message())))?;
         for device in file.device {
-            device.validate()?;
+            device.validate().map_err(|e| match e {
+                PlanError::Hardware(why) => PlanError::Hardware(format!("{origin}: {why}")),
+                other => other,
+            })?;
             self.add(device);
         }
         Ok(())

@@ -28,10 +28,18 @@ pub enum PlanError {
     UnknownWeightType { name: String, known: String },
     #[error("invalid model shape: {0}")]
     Shape(String),
+    #[error("unknown KV type {name:?}; choose f16, q8_0 or f32")]
+    KvType { name: String },
     #[error("invalid hardware: {0}")]
     Hardware(String),
     #[error("invalid workload: {0}")]
     Workload(String),
+    #[error("invalid cost inputs: {0}")]
+    Cost(String),
+    #[error("invalid efficiency factors: {0}")]
+    Efficiency(String),
+    #[error("{device} cannot serve {qps} requests/s of this workload: it would need more servers than can be counted")]
+    NoThroughput { device: String, qps: f64 },
     #[error("{model} needs {need:.1} GB but {devices} × {device} hold {have:.1} GB; {suggestion}")]
     DoesNotFit {
         model: String,
@@ -64,10 +72,10 @@ impl Workload {
     pub fn validate(&self) -> Result<(), PlanError> {
         let bad = |what: String| Err(PlanError::Workload(what));
         if self.context == 0 {
-            return bad("the context must be at least one token".into());
+            return bad("the context must be at least one token (got 0)".into());
         }
         if self.concurrency == 0 {
-            return bad("concurrency must be at least 1".into());
+            return bad("concurrency must be at least 1 (got 0)".into());
         }
         if u64::from(self.prompt_tokens) + u64::from(self.output_tokens) > u64::from(self.context) {
             return bad(format!(
@@ -76,13 +84,19 @@ impl Workload {
             ));
         }
         if !(self.qps.is_finite() && self.qps >= 0.0) {
-            return bad("QPS must be zero or more".into());
+            return bad(format!("QPS must be zero or more (got {})", self.qps));
         }
         if !(self.peak_factor.is_finite() && self.peak_factor >= 1.0) {
-            return bad("the peak factor must be at least 1".into());
+            return bad(format!(
+                "the peak factor must be at least 1 (got {})",
+                self.peak_factor
+            ));
         }
         if !(self.min_stream_tps.is_finite() && self.min_stream_tps >= 0.0) {
-            return bad("the stream speed floor cannot be negative".into());
+            return bad(format!(
+                "the stream speed floor cannot be negative (got {})",
+                self.min_stream_tps
+            ));
         }
         Ok(())
     }
@@ -145,6 +159,8 @@ pub fn plan(request: &Request, catalog: &Catalog) -> Result<Plan, PlanError> {
     } = request;
     workload.validate()?;
     model.shape.validate()?;
+    request.cost.validate()?;
+    request.efficiency.validate()?;
     let (context, concurrency) = (workload.context, workload.concurrency);
     // Validated above: at most the context.
     let filled = workload.prompt_tokens + workload.output_tokens;
@@ -211,7 +227,13 @@ pub fn plan(request: &Request, catalog: &Catalog) -> Result<Plan, PlanError> {
         prefill,
         batch_tps,
     );
-    let servers = capacity::servers_needed(workload.qps, workload.peak_factor, rps);
+    let servers =
+        capacity::servers_needed(workload.qps, workload.peak_factor, rps).ok_or_else(|| {
+            PlanError::NoThroughput {
+                device: device.name.clone(),
+                qps: workload.qps,
+            }
+        })?;
     let cost = capacity::cost(
         &request.cost,
         device,
@@ -391,7 +413,32 @@ mod tests {
         assert!(many.cost.tco_usd > one.cost.tco_usd);
         assert!(many.capacity.max_concurrency >= many.capacity.batch);
         // Each stream of the chosen batch decodes at least at the floor.
-        assert!(many.speed.decode_tps_single >= 10.0);
+        let w = &r.workload;
+        let depth = w.prompt_tokens + w.output_tokens / 2;
+        let batch = many.capacity.batch;
+        let batch_tps = speed::decode_tps(
+            &many.model,
+            &many.device,
+            &many.speed.efficiency,
+            batch,
+            depth,
+            r.kv_type.bytes(),
+        );
+        assert!(batch > 1, "the floor allows batching here");
+        assert!(batch_tps / f64::from(batch) >= w.min_stream_tps);
+        let more = speed::decode_tps(
+            &many.model,
+            &many.device,
+            &many.speed.efficiency,
+            batch + 1,
+            depth,
+            r.kv_type.bytes(),
+        );
+        assert!(
+            batch == many.capacity.max_concurrency
+                || more / f64::from(batch + 1) < w.min_stream_tps,
+            "the largest batch above the floor"
+        );
     }
 
     #[test]

@@ -56,9 +56,9 @@ impl KvType {
             "f32" => Ok(Self::F32),
             "f16" => Ok(Self::F16),
             "q8_0" => Ok(Self::Q8_0),
-            _ => Err(PlanError::Shape(format!(
-                "unknown KV type {name:?}; choose f16, q8_0 or f32"
-            ))),
+            _ => Err(PlanError::KvType {
+                name: name.to_string(),
+            }),
         }
     }
 
@@ -119,7 +119,9 @@ pub fn memory(
         (f64::from(shape.layers) * shape.kv_elements_per_layer() as f64 * kv_type.bytes()).round()
             as u64;
     let cells = u64::from(context) * u64::from(concurrency);
-    let kv_total = kv_per_token * cells;
+    // Saturating throughout: absurd inputs (a billion sequences) must read
+    // as "does not fit", not wrap around to a small number that fits.
+    let kv_total = kv_per_token.saturating_mul(cells);
     let vocab = u64::from(shape.vocab);
     let f32 = 4;
     // Activations of one micro-batch: the feed-forward block's two wide
@@ -129,7 +131,7 @@ pub fn memory(
     // micro-batch; sliding-window models get a second one.
     let masks = if shape.sliding_window.is_some() { 2 } else { 1 };
     let in_use = u64::from(filled.min(context)) * u64::from(concurrency);
-    let mask = masks * in_use * UBATCH * 2;
+    let mask = (masks * UBATCH * 2).saturating_mul(in_use);
     // llama.cpp's sequence ids: the running ones plus Hearth's 64 for
     // cached prefixes, at most 256 (engine::seq_ids).
     let seqs = (u64::from(concurrency) + 64).min(256);
@@ -137,12 +139,12 @@ pub fn memory(
         Kind::Cpu => {
             // Logits touched: one row per running sequence, not a whole
             // micro-batch's.
-            let logits = u64::from(concurrency) * vocab * f32;
+            let logits = u64::from(concurrency).saturating_mul(vocab * f32);
             let output_buffer = seqs * vocab * f32;
             let tokenizer = vocab * TOKENIZER_BYTES_PER_ENTRY;
             (
                 model.weight_bytes + model.repacked_bytes,
-                activations + mask + logits,
+                activations.saturating_add(mask).saturating_add(logits),
                 CPU_RUNTIME_BYTES + output_buffer + tokenizer,
             )
         }
@@ -159,15 +161,21 @@ pub fn memory(
             };
             (
                 model.weight_bytes - host_embedding.min(model.weight_bytes),
-                (activations + mask) * u64::from(count) + logits,
+                activations
+                    .saturating_add(mask)
+                    .saturating_mul(u64::from(count))
+                    .saturating_add(logits),
                 GPU_RUNTIME_BYTES * u64::from(count),
             )
         }
     };
-    let total = weights + kv_total + compute + overhead;
+    let total = weights
+        .saturating_add(kv_total)
+        .saturating_add(compute)
+        .saturating_add(overhead);
     let per_device = (device.memory_bytes() as f64 * usable_fraction(device.kind)) as u64;
-    let available = per_device * u64::from(count);
-    let split = split_layers(shape.layers, count, total, weights + kv_total);
+    let available = per_device.saturating_mul(u64::from(count));
+    let split = split_layers(shape.layers, count, total, weights.saturating_add(kv_total));
     let fits = split.iter().all(|s| s.bytes <= per_device);
     Memory {
         weights,
@@ -199,8 +207,8 @@ fn split_layers(layers: u32, count: u32, total: u64, layered: u64) -> Vec<Share>
             let share = Share {
                 device: i as usize,
                 first_layer: first,
-                last_layer: first + n - 1,
-                bytes: (per_layer * f64::from(n)).round() as u64 + fixed,
+                last_layer: (first + n).saturating_sub(1),
+                bytes: ((per_layer * f64::from(n)).round() as u64).saturating_add(fixed),
             };
             first += n;
             share
@@ -213,6 +221,27 @@ mod tests {
     use super::*;
     use crate::hardware::Catalog;
     use crate::model::{preset, Model};
+
+    #[test]
+    fn absurd_sizes_do_not_fit_rather_than_wrap() {
+        // Regression: a 70B model with u32::MAX × u32::MAX cells overflowed
+        // u64 (a panic in debug builds, a small total that "fit" in release).
+        let m = Model::from_shape("70b", preset("llama-70b").unwrap(), "f16").unwrap();
+        let catalog = Catalog::default();
+        for device in ["h200", "epyc-2c"] {
+            let mem = memory(
+                &m,
+                catalog.get(device).unwrap(),
+                u32::MAX,
+                u32::MAX,
+                u32::MAX,
+                u32::MAX,
+                KvType::F32,
+            );
+            assert!(!mem.fits, "{device}");
+            assert_eq!(mem.total, u64::MAX, "{device}");
+        }
+    }
 
     #[test]
     fn kv_per_token_follows_the_shape() {

@@ -68,7 +68,7 @@ impl Shape {
 
     /// Elements of K and V one token adds to one layer's cache.
     pub fn kv_elements_per_layer(&self) -> u64 {
-        u64::from(self.kv_heads) * u64::from(self.head_dim_k + self.head_dim_v)
+        u64::from(self.kv_heads) * (u64::from(self.head_dim_k) + u64::from(self.head_dim_v))
     }
 
     /// Weights in the token embedding table.

@@ -34,6 +34,29 @@ pub struct Efficiency {
 }
 
 impl Efficiency {
+    /// Factors must be positive shares (the masked-cell cost may be zero):
+    /// a hand-edited calibration of 0 would predict infinite times.
+    pub fn validate(&self) -> Result<(), crate::PlanError> {
+        for (name, value) in [
+            ("bandwidth", self.bandwidth),
+            ("compute", self.compute),
+            ("attention", self.attention),
+        ] {
+            if !(value.is_finite() && value > 0.0 && value <= 1.0) {
+                return Err(crate::PlanError::Efficiency(format!(
+                    "{name} = {value}: a share of peak must be above 0 and at most 1"
+                )));
+            }
+        }
+        if !(self.masked_cell_cost.is_finite() && self.masked_cell_cost >= 0.0) {
+            return Err(crate::PlanError::Efficiency(format!(
+                "masked_cell_cost = {}: must be zero or more",
+                self.masked_cell_cost
+            )));
+        }
+        Ok(())
+    }
+
     /// Uncalibrated factors. GPUs: llama.cpp's CUDA decode reads weights
     /// and KV at about 75% of peak bandwidth, and its quantized matrix
     /// kernels reach about 30% of int8 peak in prefill (llama.cpp's
@@ -88,7 +111,10 @@ fn peak_ops(model: &Model, device: &Device) -> f64 {
 /// a matrix product).
 fn attention_ops(model: &Model, depth: f64) -> f64 {
     let s = &model.shape;
-    2.0 * depth * f64::from(s.layers) * f64::from(s.heads) * f64::from(s.head_dim_k + s.head_dim_v)
+    2.0 * depth
+        * f64::from(s.layers)
+        * f64::from(s.heads)
+        * (f64::from(s.head_dim_k) + f64::from(s.head_dim_v))
 }
 
 /// Cells one query row attends to, summed over layers, at `depth`:
@@ -165,7 +191,7 @@ pub fn decode_step(
             let s = &model.shape;
             let heads = f64::from(s.heads);
             let fp16 = device.fp16_tflops * 1e12 * eff.attention;
-            let per_cell = 2.0 * f64::from(s.head_dim_k + s.head_dim_v);
+            let per_cell = 2.0 * (f64::from(s.head_dim_k) + f64::from(s.head_dim_v));
             // Every row walks every cell in use: b × d cells per layer.
             let walked = f64::from(s.layers) * b * d;
             (
@@ -326,6 +352,21 @@ mod tests {
 
     fn q4_7b() -> Model {
         Model::from_shape("7b", preset("llama-7b").unwrap(), "q4_0").unwrap()
+    }
+
+    #[test]
+    fn a_zero_or_runaway_factor_is_refused() {
+        let mut e = Efficiency::typical(crate::hardware::Kind::Cpu);
+        assert!(e.validate().is_ok());
+        e.bandwidth = 0.0;
+        assert!(e.validate().unwrap_err().to_string().contains("bandwidth"));
+        let mut e = Efficiency::typical(crate::hardware::Kind::Gpu);
+        e.masked_cell_cost = -1.0;
+        assert!(e
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("masked_cell_cost"));
     }
 
     #[test]

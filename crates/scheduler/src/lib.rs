@@ -129,6 +129,12 @@ pub struct NewRequest {
     /// For the second and later choices of one request (`n` > 1): the
     /// first choice, whose prompt is this one's.
     pub sibling_of: Option<RequestId>,
+    /// Start from a cached prefix when there is one. Off, the whole prompt
+    /// is computed, so the answer does not depend on what ran before: a
+    /// reused prefix ends with its last token computed alone, and a batch of
+    /// one can round differently from the batch that computed it first,
+    /// enough to move a near-tie of greedy decoding.
+    pub reuse_prefix: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -207,6 +213,7 @@ struct Request {
     key: Instant,
     deadline: Option<Instant>,
     sibling_of: Option<RequestId>,
+    reuse_prefix: bool,
     seq: Option<SeqId>,
     /// Tokens already in this request's cells.
     in_kv: usize,
@@ -294,6 +301,7 @@ impl Scheduler {
                 key,
                 deadline: req.deadline,
                 sibling_of: req.sibling_of,
+                reuse_prefix: req.reuse_prefix,
                 seq: None,
                 in_kv: 0,
                 paused: false,
@@ -486,7 +494,7 @@ impl Scheduler {
             }
             return Some(self.kv.lookup(&r.tokens, limit));
         }
-        if !self.config.prefix_cache {
+        if !self.config.prefix_cache || !r.reuse_prefix {
             return Some(None);
         }
         let found = self

@@ -45,6 +45,9 @@ pub struct SamplingFields {
     pub priority: Option<String>,
     /// Hearth's extension: seconds after which the request ends with an error.
     pub timeout: Option<f64>,
+    /// llama-server's extension: `false` computes the whole prompt instead
+    /// of starting from a cached prefix.
+    pub cache_prompt: Option<bool>,
 }
 
 /// Most choices one request may ask for. Each is a sequence of its own
@@ -139,6 +142,7 @@ impl SamplingFields {
             ignore_eos: self.ignore_eos,
             priority,
             timeout,
+            cache_prompt: self.cache_prompt.unwrap_or(true),
             ..GenerationRequest::new(prompt)
         })
     }

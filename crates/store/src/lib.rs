@@ -667,6 +667,19 @@ fn canonical_name(reference: &str) -> &str {
     catalog::find(reference).map_or(reference, |e| e.name)
 }
 
+/// Refuses a name a model cannot be stored under, before any work is done
+/// for it (a quantization that could not be stored afterwards, say).
+pub fn check_model_name(name: &str) -> Result<(), StoreError> {
+    if is_store_name(name) {
+        Ok(())
+    } else {
+        Err(StoreError::BadName {
+            name: name.to_string(),
+            hint: "a model name is letters, digits, '-', '_', '.' or ':'".into(),
+        })
+    }
+}
+
 /// Store names are single path components: no separators, no `.`/`..`, so a
 /// reference that is a path can never reach outside `models/`.
 fn is_store_name(name: &str) -> bool {

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::IoContext;
 use crate::manifest::Lineage;
-use crate::{chunks, is_store_name, Manifest, NoProgress, Store, StoreError, StoredModel};
+use crate::{chunks, Manifest, NoProgress, Store, StoreError, StoredModel};
 
 impl Store {
     /// Stores the finished GGUF `file` (under [`Store::scratch_path`]) as
@@ -20,12 +20,7 @@ impl Store {
         source: &str,
         lineage: Lineage,
     ) -> Result<StoredModel, StoreError> {
-        if !is_store_name(name) {
-            return Err(StoreError::BadName {
-                name: name.to_string(),
-                hint: "a model name is letters, digits, '-', '_', '.' or ':'".into(),
-            });
-        }
+        crate::check_model_name(name)?;
         // Never store what the engine would refuse.
         gguf::read_model(file)?;
         let _lock = self.lock_pull(name)?;

@@ -100,6 +100,10 @@ pub struct GenerationRequest {
     /// `Some(k)`: report each generated token's log-probability and the
     /// `k` likeliest alternatives (at most [`crate::MAX_TOP_LOGPROBS`]).
     pub logprobs: Option<u32>,
+    /// Start from a cached prompt prefix when there is one (llama-server's
+    /// `cache_prompt`); off, the prompt is computed whole, so a greedy
+    /// answer does not depend on what the server ran before.
+    pub cache_prompt: bool,
 }
 
 impl GenerationRequest {
@@ -118,6 +122,7 @@ impl GenerationRequest {
             parallel_tool_calls: true,
             format: OutputFormat::Text,
             logprobs: None,
+            cache_prompt: true,
         }
     }
 

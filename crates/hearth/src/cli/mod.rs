@@ -4,9 +4,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod bench;
 mod planning;
 
-pub use planning::{EvalArgs, EvalText, PlanArgs, QuantizeArgs};
+pub use bench::{BenchArgs, Workload};
+pub use planning::{EvalArgs, EvalText, PlanArgs, QuantizeArgs, VerifyDeployArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -162,6 +164,9 @@ pub enum Command {
     Quantize(QuantizeArgs),
     /// Perplexity of a model over a text, by llama.cpp's method
     Eval(EvalArgs),
+    /// Check a deployment: golden outputs at temperature 0 (recorded once
+    /// with --record) and decode speed against the plan
+    VerifyDeploy(Box<VerifyDeployArgs>),
     /// Create, list and revoke API keys
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -490,84 +495,6 @@ pub struct ServeArgs {
     pub tls_client_ca: Option<PathBuf>,
     #[command(flatten)]
     pub engine: EngineArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// Model to measure [default: smollm2]
-    pub model: Option<String>,
-    /// Prompt length for the prefill test
-    #[arg(long, default_value_t = 512, value_name = "TOKENS")]
-    pub prompt_tokens: u32,
-    /// Tokens generated in the decode test
-    #[arg(long, default_value_t = 128, value_name = "TOKENS")]
-    pub gen_tokens: u32,
-    /// Repetitions of each test (after one warm-up)
-    #[arg(long, default_value_t = 5, value_name = "N")]
-    pub reps: u32,
-    /// Measure decode of N sequences at once instead (aggregate tokens per
-    /// second), each --depth tokens deep
-    #[arg(long, value_name = "N")]
-    pub batch: Option<u32>,
-    /// Tokens each sequence holds before the measured decode (with --batch)
-    #[arg(long, default_value_t = 0, value_name = "TOKENS", requires = "batch")]
-    pub depth: u32,
-    /// Print JSON instead of a table
-    #[arg(long)]
-    pub json: bool,
-    /// Load-test a running OpenAI-compatible server at this base URL instead
-    /// (Hearth, llama-server, ...); prints a JSON report
-    #[arg(long, value_name = "URL", requires = "workload")]
-    pub url: Option<String>,
-    /// Workload to run against --url
-    #[arg(long, value_enum)]
-    pub workload: Option<Workload>,
-    /// API key sent with every --url request
-    #[arg(
-        long,
-        env = "HEARTH_API_KEY",
-        value_name = "KEY",
-        hide_env_values = true
-    )]
-    pub api_key: Option<String>,
-    /// Seconds for timed workloads (w3, priority) [default: 30, 60]
-    #[arg(long, value_name = "SECONDS")]
-    pub duration: Option<u64>,
-    /// Server process to read memory from (disconnect)
-    #[arg(long, value_name = "PID")]
-    pub server_pid: Option<u32>,
-    /// A w4 report whose last prompts w4-cold replays
-    #[arg(long, value_name = "FILE")]
-    pub input: Option<PathBuf>,
-    #[command(flatten)]
-    pub engine: EngineArgs,
-}
-
-/// Serving workloads for `bench --url` (see `bench/serving.sh`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Workload {
-    /// 16 clients, short distinct prompts
-    W1,
-    /// 16 clients sharing a ~1,000-token system prompt
-    W2,
-    /// 12 streams while ~2,000-token prompts arrive every 3 s
-    W3,
-    /// 8 conversations of 6 turns re-sending their history
-    W4,
-    /// The last turns of a w4 report (--input), sent to a cold server
-    W4Cold,
-    /// One client
-    W5,
-    /// 64 clients, sampled at temperature 0.8
-    Streams64,
-    /// 64 streams, half hanging up, 5 rounds
-    Disconnect,
-    /// 400 simultaneous requests
-    Overload,
-    /// Interactive requests while 32 batch streams run
-    Priority,
-    /// A 1 s timeout on a long prompt while busy
-    Timeout,
 }
 
 /// `hearth pull`: a catalog name, or a location to fetch a GGUF from.

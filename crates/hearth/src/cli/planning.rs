@@ -148,7 +148,7 @@ pub struct EvalText {
     #[arg(long, default_value_t = 512, value_name = "TOKENS")]
     pub window: u32,
     /// Score at most this many windows [default: every whole window]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = at_least_one, allow_hyphen_values = true)]
     pub windows: Option<u32>,
 }
 
@@ -207,7 +207,64 @@ pub struct CostArgs {
 fn at_least_one(text: &str) -> Result<u32, String> {
     match text.parse::<i64>() {
         Ok(n) if n >= 1 && n <= i64::from(u32::MAX) => Ok(n as u32),
-        Ok(n) => Err(format!("must be at least 1, not {n}")),
+        Ok(n) if n < 1 => Err(format!("must be at least 1, not {n}")),
+        Ok(n) => Err(format!("must be at most {}, not {n}", u32::MAX)),
         Err(_) => Err(format!("{text:?} is not a whole number")),
     }
+}
+
+/// `hearth verify-deploy`: golden outputs and a speed check, after a deploy.
+#[derive(Debug, Args)]
+pub struct VerifyDeployArgs {
+    /// The deployed model: a stored name or a GGUF file; with --url, the
+    /// model name sent [default: smollm2]
+    pub model: Option<String>,
+    /// Record the golden outputs (and the speed) instead of checking them
+    #[arg(long)]
+    pub record: bool,
+    /// The golden record [default: $HEARTH_HOME/verify/MODEL.json]
+    #[arg(long, value_name = "FILE")]
+    pub golden: Option<PathBuf>,
+    /// Prompts to record, one per line [default: a built-in set of 8]
+    #[arg(long, value_name = "FILE", requires = "record")]
+    pub prompts: Option<PathBuf>,
+    /// Tokens generated per prompt when recording
+    #[arg(long, default_value_t = 32, value_name = "TOKENS", value_parser = at_least_one, allow_hyphen_values = true)]
+    pub max_tokens: u32,
+    /// Check a running OpenAI-compatible deployment at this base URL
+    /// instead of loading the model here
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// API key sent with every --url request
+    #[arg(
+        long,
+        env = "HEARTH_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub api_key: Option<String>,
+    /// Decode may fall this many percent below the plan's prediction
+    #[arg(long, default_value_t = 25.0, value_name = "PERCENT")]
+    pub speed_tolerance: f64,
+    /// Expect this single-stream decode speed instead of the plan's
+    /// prediction (a contracted figure, say)
+    #[arg(long, value_name = "TOKENS_PER_SECOND")]
+    pub expect_decode_tps: Option<f64>,
+    /// An output may part from the record where the two tokens were this
+    /// close (log-probability, nats). Measured on the default model: a
+    /// server with a prefix cache, asked the same thing again, parts at
+    /// gaps up to 0.17 (its sequences land in other cells of the KV pool,
+    /// and the sums round differently); swapped for Q4_0, 3 of 8 outputs
+    /// part at 0.5 or more or at a token the record did not weigh (and swapped for Q8_0, none: the file's digest
+    /// or the server's fingerprint tells that)
+    #[arg(long, default_value_t = 0.25, value_name = "NATS")]
+    pub tie_nats: f64,
+    /// Check outputs only
+    #[arg(long)]
+    pub skip_speed: bool,
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }

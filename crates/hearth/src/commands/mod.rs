@@ -18,6 +18,7 @@ mod reload;
 mod serve;
 mod space;
 mod usage;
+mod verify;
 
 use std::io::IsTerminal;
 
@@ -98,6 +99,9 @@ pub fn run(cli: Cli) -> Result<()> {
             quality::quantize(&Config::load(global, &args.engine, None)?, &args)
         }
         Command::Eval(args) => quality::eval(&Config::load(global, &args.engine, None)?, &args),
+        Command::VerifyDeploy(args) => {
+            verify::verify_deploy(&Config::load(global, &args.engine, None)?, &args)
+        }
         Command::Keys(command) => keys::keys(&Config::load(global, &none, None)?, command),
         Command::Policy(command) => policy::policy(&Config::load(global, &none, None)?, command),
         Command::Audit(command) => audit_log::audit(&Config::load(global, &none, None)?, command),

@@ -51,6 +51,30 @@ fn an_identical_prompt_refeeds_only_its_last_token() {
 }
 
 #[test]
+fn a_request_that_opts_out_of_reuse_computes_its_whole_prompt() {
+    // What `verify-deploy --url` relies on: with `cache_prompt: false` the
+    // same prompt is computed the same way however often it was seen.
+    let mut s = sched(config());
+    let t = Instant::now();
+    s.enqueue(req(1, 0..30), t).unwrap();
+    step(&mut s, t);
+    s.finish(1);
+    let fresh = NewRequest {
+        reuse_prefix: false,
+        ..req(2, 0..30)
+    };
+    s.enqueue(fresh, t).unwrap();
+    let plan = step(&mut s, t);
+    assert_eq!(plan.started[0].reused, 0);
+    assert!(!plan
+        .kv_ops
+        .iter()
+        .any(|op| matches!(op, KvOp::Share { .. })));
+    let f = fed(&plan, 2).unwrap();
+    assert_eq!((f.pos, f.tokens.len()), (0, 30));
+}
+
+#[test]
 fn the_cache_is_evicted_least_recently_used_and_only_under_pressure() {
     let mut s = sched(Config {
         kv_cells: 200,

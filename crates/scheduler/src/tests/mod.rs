@@ -36,6 +36,7 @@ fn req(id: RequestId, tokens: impl IntoIterator<Item = Token>) -> NewRequest {
         priority: Priority::Interactive,
         deadline: None,
         sibling_of: None,
+        reuse_prefix: true,
     }
 }
 

@@ -13,6 +13,8 @@ use types::{GenerationRequest, Prompt, SamplingParams, TextGenerator, Timings};
 use super::resolve;
 
 pub(crate) mod batched;
+mod chart;
+mod load;
 use crate::cli::{BenchArgs, Workload};
 use crate::config::Config;
 
@@ -41,27 +43,34 @@ pub(crate) struct Report {
 }
 
 pub fn bench(config: &Config, args: &BenchArgs) -> Result<()> {
-    if let (Some(url), Some(workload)) = (&args.url, args.workload) {
+    if !args.from.is_empty() {
+        return load::replay(args);
+    }
+    if let Some(workload) = args.workload {
+        let [url] = args.url.as_slice() else {
+            anyhow::bail!("--workload runs against one --url");
+        };
         return load_test(url, workload, args);
     }
+    if !args.url.is_empty() {
+        return load::run(args);
+    }
+    let fixed = |l: loadgen::sweep::Lengths, flag: &str| {
+        ensure!(
+            l.is_fixed(),
+            "{flag} {l}: a range of lengths is for load tests (--url); give one number"
+        );
+        Ok(l.min)
+    };
+    let (prompt_tokens, gen_tokens) = (
+        fixed(args.prompt_tokens, "--prompt-tokens")?,
+        fixed(args.gen_tokens, "--gen-tokens")?,
+    );
     let reference = args.model.as_deref().unwrap_or(store::DEFAULT_MODEL);
     let model = resolve(config, reference)?;
     let report = match args.batch {
-        Some(batch) => batched::measure(
-            config,
-            &model,
-            batch,
-            args.depth,
-            args.gen_tokens,
-            args.reps,
-        )?,
-        None => single(
-            config,
-            &model,
-            args.prompt_tokens,
-            args.gen_tokens,
-            args.reps,
-        )?,
+        Some(batch) => batched::measure(config, &model, batch, args.depth, gen_tokens, args.reps)?,
+        None => single(config, &model, prompt_tokens, gen_tokens, args.reps)?,
     };
     print(&report, args.json)
 }

@@ -89,6 +89,9 @@ fn host(threads: u32) -> Device {
     let cpu = field("model name").unwrap_or_else(|| "unknown CPU".into());
     let ghz = field("cpu MHz")
         .and_then(|v| v.parse::<f64>().ok())
+        // Some virtual machines report 0 MHz; a zero clock would predict
+        // infinite times.
+        .filter(|mhz| mhz.is_finite() && *mhz > 0.0)
         .map_or(2.5, |mhz| mhz / 1000.0);
     let avx512 = field("flags").is_some_and(|f| f.split(' ').any(|x| x == "avx512f"));
     let memory_gb = std::fs::read_to_string("/proc/meminfo")
@@ -284,4 +287,23 @@ fn calibrate(config: &Config, device: &Device) -> Result<()> {
         path.display()
     );
     Ok(())
+}
+
+/// The plan's decode speed of one stream `depth` tokens deep, for a model
+/// file on this machine (with its stored calibration when there is one),
+/// and where the factors come from: what `verify-deploy` holds speed to.
+pub(super) fn predicted_decode(
+    config: &Config,
+    name: &str,
+    path: &Path,
+    depth: u32,
+) -> Result<(f64, String)> {
+    let key = config.store_key()?;
+    let model = Model::from_gguf(name, &store::headers(path, key.as_deref())?)
+        .with_context(|| format!("cannot plan for {}", path.display()))?;
+    let device = host(config.engine.threads);
+    let efficiency = efficiency(config, &device, false)?;
+    // The engine's cache holds F16 keys and values.
+    let tps = plan::speed::decode_tps(&model, &device, &efficiency, 1, depth, KvType::F16.bytes());
+    Ok((tps, efficiency.source))
 }

@@ -60,6 +60,8 @@ pub(crate) fn quantize_into_store(
     name: &str,
     allow_requantize: bool,
 ) -> Result<store::StoredModel> {
+    // Checked first: a name the store refuses would waste the quantization.
+    store::check_model_name(name)?;
     let store = open_store(config)?;
     let key = config.store_key()?;
     let readable = store::readable(&source.path, key.as_deref())?;
@@ -115,7 +117,7 @@ pub(crate) fn quantize_into_store(
     let origin = format!(
         "quantize://{}@sha256:{}#{weight_type}",
         source.name,
-        &from_sha256[..12]
+        from_sha256.get(..12).unwrap_or(from_sha256)
     );
     let stored = store.adopt(name, &output, &origin, lineage);
     let _ = std::fs::remove_file(&output);

@@ -58,7 +58,6 @@ pub(super) fn report(config: &Config, args: &QuantizeArgs) -> Result<()> {
         .iter()
         .map(|t| engine::quantize_type(t))
         .collect::<Result<Vec<_>, _>>()?;
-    let params: u64 = header.tensors.iter().map(|t| t.n_elements).sum();
     let source_type = header.quantization().unwrap_or_else(|| "unknown".into());
     let source_sha256 = source_digest(&source)?;
     let (text, label) = eval_text(&args.text)?;
@@ -82,7 +81,7 @@ pub(super) fn report(config: &Config, args: &QuantizeArgs) -> Result<()> {
             weight_type: ty.to_string(),
             model: model.name.clone(),
             bytes: model.size,
-            bits_per_weight: model.size as f64 * 8.0 / params as f64,
+            bits_per_weight: bits_per_weight(config, &model)?,
             perplexity: ppl.perplexity,
             std_error: ppl.std_error,
             delta_percent: (ppl.perplexity / base.perplexity - 1.0) * 100.0,
@@ -262,4 +261,15 @@ fn chart(path: &std::path::Path, r: &Report) -> Result<()> {
         .map_err(|e| fail(&e))?;
     root.present().map_err(|e| fail(&e))?;
     Ok(())
+}
+
+/// Tensor data bits over weights, as llama-quantize reports it: the file's
+/// header, metadata and vocabulary are not weights.
+fn bits_per_weight(config: &Config, model: &ResolvedModel) -> Result<f64> {
+    let key = config.store_key()?;
+    let headers = store::headers(&model.path, key.as_deref())?;
+    let tensors = headers.iter().flat_map(|h| &h.tensors);
+    let bytes: u64 = tensors.clone().map(|t| t.n_bytes).sum();
+    let weights: u64 = tensors.map(|t| t.n_elements).sum();
+    Ok(bytes as f64 * 8.0 / weights.max(1) as f64)
 }
