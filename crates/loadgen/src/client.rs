@@ -158,6 +158,27 @@ impl Answer {
     pub fn ok(&self) -> bool {
         self.status == 200 && self.error.is_none()
     }
+
+    /// What went wrong, on one line: the HTTP status and the start of the
+    /// body, or the transport's or stream's error.
+    pub fn describe_error(&self) -> String {
+        let body: String = self
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .chars()
+            .take(300)
+            .collect();
+        match self.status {
+            0 => body,
+            200 if self.error.is_some() => format!("stream error: {body}"),
+            200 => "no error".into(),
+            s => format!("HTTP {s}: {body}"),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -219,13 +240,14 @@ impl Client {
             .await
             .map_err(|e| format!("cannot reach {}: {e}", self.base))?;
         let status = resp.status();
-        let body: Value = resp
-            .json()
-            .await
-            .map_err(|e| format!("{}/v1/models sent no JSON: {e}", self.base))?;
+        let text = resp.text().await.unwrap_or_default();
         if !status.is_success() {
-            return Err(format!("{}/v1/models answered {status}: {body}", self.base));
+            let text: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            let text: String = text.chars().take(300).collect();
+            return Err(format!("{}/v1/models answered {status}: {text}", self.base));
         }
+        let body: Value = serde_json::from_str(&text)
+            .map_err(|e| format!("{}/v1/models sent no JSON: {e}", self.base))?;
         let mut models: Vec<(String, bool)> = body["data"]
             .as_array()
             .into_iter()

@@ -112,6 +112,9 @@ pub enum SweepError {
     Endpoint { url: String, reason: String },
 }
 
+/// Most clients one level may run: each is a task and a connection.
+pub const MAX_CLIENTS: usize = 4096;
+
 impl Sweep {
     pub fn requests_at(&self, concurrency: usize) -> usize {
         self.requests.unwrap_or((3 * concurrency).max(8))
@@ -123,10 +126,19 @@ impl Sweep {
         if self.concurrency.is_empty() || self.concurrency.contains(&0) {
             return bad("--concurrency needs levels of at least 1 client");
         }
-        if self.requests == Some(0) {
-            return bad("--requests must be at least 1");
+        if let Some(&c) = self.concurrency.iter().find(|&&c| c > MAX_CLIENTS) {
+            return Err(SweepError::Invalid(format!(
+                "--concurrency {c}: at most {MAX_CLIENTS} clients"
+            )));
         }
-        if !(self.objective.ttft_ms > 0.0 && self.objective.tpot_ms > 0.0) {
+        let most = self.concurrency.iter().copied().max().unwrap_or(1);
+        if let Some(n) = self.requests.filter(|&n| n < most) {
+            return Err(SweepError::Invalid(format!(
+                "--requests {n} cannot keep {most} clients busy: give at least one request each"
+            )));
+        }
+        let positive = |ms: f64| ms.is_finite() && ms > 0.0;
+        if !(positive(self.objective.ttft_ms) && positive(self.objective.tpot_ms)) {
             return bad("latency objectives must be positive milliseconds");
         }
         if self.system_prompt_tokens >= self.prompt_tokens.min {
@@ -172,7 +184,7 @@ pub async fn calibrate(client: &Client, sweep: &Sweep) -> Result<Calibration, Sw
         match (answer.ok(), answer.prompt_tokens) {
             (true, Some(n)) => Ok(f64::from(n)),
             (true, None) => Err("its answers carry no usage.prompt_tokens".to_string()),
-            (false, _) => Err(answer_error(&answer)),
+            (false, _) => Err(answer.describe_error()),
         }
     };
     let fail = |reason| SweepError::Endpoint {
@@ -334,15 +346,6 @@ pub struct Level {
     pub server: Option<ServerView>,
 }
 
-fn answer_error(a: &Answer) -> String {
-    let body = a.error.clone().unwrap_or_default();
-    let body: String = body.chars().take(300).collect();
-    match a.status {
-        0 => body,
-        s => format!("HTTP {s}: {body}"),
-    }
-}
-
 fn error_kind(d: &Done) -> Option<String> {
     let a = &d.answer;
     if a.status == 0 {
@@ -397,7 +400,18 @@ pub fn summarise(
         match error_kind(d) {
             Some(kind) => {
                 *error_kinds.entry(kind).or_insert(0) += 1;
-                first_error.get_or_insert_with(|| answer_error(&d.answer));
+                first_error.get_or_insert_with(|| {
+                    if d.answer.ok() {
+                        format!(
+                            "stopped after {} of {} tokens (finish_reason {})",
+                            tokens(&d.answer),
+                            d.wanted_tokens,
+                            d.answer.finish_reason.as_deref().unwrap_or("none")
+                        )
+                    } else {
+                        d.answer.describe_error()
+                    }
+                });
             }
             None => {
                 let ttft = d.answer.ttft_ms.unwrap_or(f64::INFINITY);

@@ -14,7 +14,8 @@ pub struct BenchArgs {
     /// [default: the first one the endpoint lists]
     pub model: Option<String>,
     /// Prompt length: N tokens, or MIN-MAX to sample each request's length
-    /// uniformly (--url only)
+    /// uniformly (--url only); with --url, as the server counts it, chat
+    /// template and shared system prompt included
     #[arg(long, default_value = "512", value_name = "TOKENS")]
     pub prompt_tokens: Lengths,
     /// Tokens generated per request: N, or MIN-MAX (--url only)

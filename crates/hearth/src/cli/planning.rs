@@ -255,8 +255,9 @@ pub struct VerifyDeployArgs {
     /// server with a prefix cache, asked the same thing again, parts at
     /// gaps up to 0.17 (its sequences land in other cells of the KV pool,
     /// and the sums round differently); swapped for Q4_0, 3 of 8 outputs
-    /// part at 0.5 or more or at a token the record did not weigh (and swapped for Q8_0, none: the file's digest
-    /// or the server's fingerprint tells that)
+    /// (Q4_0 made from F16) or all 8 (requantized from Q4_1) part at 0.3
+    /// or more or at a token the record did not weigh (swapped for Q8_0,
+    /// none: the file's digest or the server's fingerprint tells that)
     #[arg(long, default_value_t = 0.25, value_name = "NATS")]
     pub tie_nats: f64,
     /// Check outputs only

@@ -91,7 +91,8 @@ fn compare(recorded: &Case, deployed: &Generated, margin: f64) -> Verdict {
     }
     let (rec, dep) = (&recorded.tokens, &deployed.tokens);
     let Some(at) = (0..rec.len().min(dep.len())).find(|&i| rec[i].token != dep[i].token) else {
-        // One stopped where the other went on: not a tie we can weigh.
+        // One stopped where the other went on, or a record made before
+        // tokens were kept: not a parting that can be weighed.
         return Verdict::Differs {
             at: None,
             gap: None,
@@ -166,6 +167,21 @@ enum Target {
 }
 
 pub fn verify_deploy(config: &Config, args: &VerifyDeployArgs) -> Result<()> {
+    // Flags first: a bad one must not cost a model load and a prompt set.
+    if !(0.0..100.0).contains(&args.speed_tolerance) {
+        bail!(
+            "--speed-tolerance {}: give a percentage from 0 to below 100",
+            args.speed_tolerance
+        );
+    }
+    if !(args.tie_nats.is_finite() && args.tie_nats >= 0.0) {
+        bail!("--tie-nats {}: give zero or more nats", args.tie_nats);
+    }
+    if let Some(tps) = args.expect_decode_tps {
+        if !(tps.is_finite() && tps > 0.0) {
+            bail!("--expect-decode-tps {tps}: give a positive speed");
+        }
+    }
     let name = args.model.as_deref().unwrap_or(store::DEFAULT_MODEL);
     let golden_path = args.golden.clone().unwrap_or_else(|| {
         let file = name.replace(['/', ':'], "_");
@@ -257,11 +273,19 @@ fn record(args: &VerifyDeployArgs, name: &str, path: &Path, target: &Target) -> 
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    // Written whole, then renamed: an interrupted record leaves the old one.
-    let partial = path.with_extension("json.partial");
-    std::fs::write(&partial, serde_json::to_string_pretty(&golden)?)
-        .with_context(|| format!("cannot write {}", partial.display()))?;
-    std::fs::rename(&partial, path).with_context(|| format!("cannot write {}", path.display()))?;
+    // Written whole and synced beside the record, then renamed over it: an
+    // interrupted record leaves the old one, and no partial file behind.
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut file = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    std::io::Write::write_all(&mut file, serde_json::to_string_pretty(&golden)?.as_bytes())
+        .and_then(|()| file.as_file().sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.persist(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     println!(
         "recorded {} outputs of {name}{} in {}",
         golden.cases.len(),
@@ -325,7 +349,10 @@ fn check(
                         format!(" (from token {}, {gap:.3} nats apart)", at + 1)
                     }
                     (Some(at), None) => format!(" (from token {}, not a runner-up)", at + 1),
-                    _ => String::new(),
+                    _ if case.tokens.is_empty() => {
+                        " (the record keeps no tokens; record again to tell near-ties)".into()
+                    }
+                    _ => " (one stopped where the other went on)".into(),
                 };
                 lines.push(format!(
                     "output {} differs{how} for: {}",
@@ -348,7 +375,7 @@ fn check(
     let speed = if args.skip_speed {
         None
     } else {
-        Some(speed_check(config, args, name, target)?)
+        Some(speed_check(config, args, name, &golden, target)?)
     };
     if let Some(s) = &speed {
         lines.push(format!(
@@ -437,9 +464,12 @@ fn diff(expected: &str, got: &str) -> Vec<String> {
     let cut = if at_boundary(expected) || at_boundary(got) {
         common
     } else {
+        // After the whitespace character, whatever its width (a no-break
+        // space is two bytes).
         expected[..common]
-            .rfind(char::is_whitespace)
-            .map_or(0, |i| i + 1)
+            .char_indices()
+            .rfind(|(_, c)| c.is_whitespace())
+            .map_or(0, |(i, c)| i + c.len_utf8())
     };
     let show = |s: &str| format!("{:?}", s);
     vec![
@@ -489,9 +519,7 @@ fn generate(target: &Target, prompt: &str, max_tokens: u32) -> Result<Generated>
                 bail!(
                     "{} did not answer: {}",
                     client.base(),
-                    answer
-                        .error
-                        .unwrap_or_else(|| format!("HTTP {}", answer.status))
+                    answer.describe_error()
                 );
             }
             Ok(Generated {
@@ -536,7 +564,11 @@ fn decode_speed(target: &Target) -> Result<f64> {
                 let answer = runtime()?.block_on(client.chat(&ask));
                 let (Some(first), Some(last)) = (answer.chunk_ms.first(), answer.chunk_ms.last())
                 else {
-                    bail!("{} streamed no tokens: {:?}", client.base(), answer.error);
+                    bail!(
+                        "{} streamed no tokens: {}",
+                        client.base(),
+                        answer.describe_error()
+                    );
                 };
                 let tokens = answer
                     .completion_tokens
@@ -549,39 +581,33 @@ fn decode_speed(target: &Target) -> Result<f64> {
     Ok(run()?.max(run()?))
 }
 
+/// The speed a deployment must reach: the one given, else for a model
+/// loaded here the plan's prediction for this machine, else (a server,
+/// whose hardware this node does not know) the speed recorded with it.
 fn speed_check(
     config: &Config,
     args: &VerifyDeployArgs,
     name: &str,
+    golden: &Golden,
     target: &Target,
 ) -> Result<SpeedCheck> {
-    let (expected_tps, source) = match args.expect_decode_tps {
-        Some(tps) if tps > 0.0 => (tps, "--expect-decode-tps".to_string()),
-        Some(tps) => bail!("--expect-decode-tps {tps}: give a positive speed"),
-        None => {
-            let path = match target {
-                Target::Local { path, .. } => path.clone(),
-                // A remote deployment is planned from this node's copy of
-                // the model, on this node's hardware description.
-                Target::Remote(_) => {
-                    resolve(config, name)
-                        .with_context(|| {
-                            format!(
-                            "the plan needs a local copy of {name}; or give --expect-decode-tps"
-                        )
-                        })?
-                        .path
-                }
-            };
-            let (tps, source) = planning::predicted_decode(config, name, &path, SPEED_TOKENS / 2)?;
+    let (expected_tps, source) = match (args.expect_decode_tps, target) {
+        (Some(tps), _) => (tps, "--expect-decode-tps".to_string()),
+        (None, Target::Local { path, .. }) => {
+            let (tps, source) = planning::predicted_decode(config, name, path, SPEED_TOKENS / 2)?;
             (tps, format!("the plan, {source}"))
         }
+        (None, Target::Remote(client)) => match golden.decode_tps {
+            Some(tps) => (tps, format!("recorded from {}", golden.recorded_from)),
+            None => bail!(
+                "the record holds no speed for {} (recorded with --skip-speed); give \
+                 --expect-decode-tps, or --skip-speed",
+                client.base()
+            ),
+        },
     };
-    if !(0.0..100.0).contains(&args.speed_tolerance) {
-        bail!(
-            "--speed-tolerance {}: give a percentage from 0 to below 100",
-            args.speed_tolerance
-        );
+    if !(expected_tps.is_finite() && expected_tps > 0.0) {
+        bail!("expected decode speed {expected_tps} tok/s ({source}) is not a positive speed");
     }
     let measured_tps = decode_speed(target)?;
     Ok(SpeedCheck {

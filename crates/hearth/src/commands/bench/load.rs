@@ -42,6 +42,14 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
         seed: args.load_seed,
     };
     sweep.validate()?;
+    if let Some(dir) = args.chart.as_deref().and_then(std::path::Path::parent) {
+        if !dir.as_os_str().is_empty() && !dir.is_dir() {
+            bail!(
+                "cannot draw the chart: {} is not a directory",
+                dir.display()
+            );
+        }
+    }
     if args.url.len() > 2 {
         bail!("--url compares at most two endpoints");
     }
@@ -100,10 +108,16 @@ async fn sweep_all(args: &BenchArgs, sweep: &Sweep) -> Result<LoadReport> {
             let planned = sweep::plan_level(sweep, &endpoint.calibration, c);
             let (done, wall) = sweep::run_level(client, planned, &|_| bar.inc(1)).await;
             let level = sweep::summarise(c, &done, wall, &sweep.objective);
-            bar.println(format!(
+            let line = format!(
                 "{} c={c}: {:.1} tok/s, TTFT p50 {:.0} ms, {} errors",
                 endpoint.label, level.output_tokens_per_s, level.ttft_ms.p50, level.errors
-            ));
+            );
+            // A hidden bar (stderr not a terminal) swallows its lines.
+            if bar.is_hidden() {
+                eprintln!("{line}");
+            } else {
+                bar.println(line);
+            }
             endpoint.levels.push(level);
         }
     }
@@ -128,14 +142,16 @@ pub(crate) fn replay(args: &BenchArgs) -> Result<()> {
     finish(&LoadReport { endpoints }, args)
 }
 
+/// Prints the report, then draws it: a chart that cannot be written must
+/// not cost the measurements.
 fn finish(report: &LoadReport, args: &BenchArgs) -> Result<()> {
-    if let Some(path) = &args.chart {
-        super::chart::draw(path, report)?;
-    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(report)?);
     } else {
         print!("{}", table(report));
+    }
+    if let Some(path) = &args.chart {
+        super::chart::draw(path, report)?;
     }
     Ok(())
 }

@@ -303,6 +303,7 @@ pub(super) fn predicted_decode(
         .with_context(|| format!("cannot plan for {}", path.display()))?;
     let device = host(config.engine.threads);
     let efficiency = efficiency(config, &device, false)?;
+    efficiency.validate()?;
     // The engine's cache holds F16 keys and values.
     let tps = plan::speed::decode_tps(&model, &device, &efficiency, 1, depth, KvType::F16.bytes());
     Ok((tps, efficiency.source))
