@@ -96,6 +96,11 @@ pub struct Sweep {
     /// Prompt length as the server counts it (chat template included).
     pub prompt_tokens: Lengths,
     pub output_tokens: Lengths,
+    /// Let the model stop before `output_tokens` (no `ignore_eos`): for
+    /// endpoints that refuse llama.cpp's field, such as cloud APIs. A
+    /// shorter answer is then not an error.
+    #[serde(default)]
+    pub natural_stop: bool,
     /// Tokens of one system prompt every request shares (0: none).
     pub system_prompt_tokens: u32,
     pub objective: Objective,
@@ -253,9 +258,11 @@ pub fn plan_level(sweep: &Sweep, calibration: &Calibration, concurrency: usize) 
                 messages.push(Message::system(system.clone()));
             }
             messages.push(Message::user(format!("Request {i}: {text}")));
+            let mut ask = Ask::new(messages, output);
+            ask.fixed_length = !sweep.natural_stop;
             Planned {
                 client: i % concurrency,
-                ask: Ask::new(messages, output),
+                ask,
             }
         })
         .collect()
@@ -265,6 +272,7 @@ pub fn plan_level(sweep: &Sweep, calibration: &Calibration, concurrency: usize) 
 #[derive(Debug, Clone)]
 pub struct Done {
     pub client: usize,
+    /// The exact length asked for; 0 when the model may stop early.
     pub wanted_tokens: u32,
     pub answer: Answer,
 }
@@ -288,7 +296,7 @@ pub async fn run_level(
             let answer = client.chat(&ask).await;
             let finished = Done {
                 client: c,
-                wanted_tokens: ask.max_tokens,
+                wanted_tokens: if ask.fixed_length { ask.max_tokens } else { 0 },
                 answer,
             };
             done(&finished);
@@ -532,6 +540,7 @@ mod tests {
             requests: None,
             prompt_tokens: "100-300".parse().unwrap(),
             output_tokens: Lengths::fixed(16),
+            natural_stop: false,
             system_prompt_tokens: 0,
             objective: Objective {
                 ttft_ms: 500.0,
@@ -581,6 +590,20 @@ mod tests {
             plan.iter().map(|p| p.client).collect::<Vec<_>>(),
             [0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3]
         );
+    }
+
+    #[test]
+    fn a_natural_stop_sends_no_ignore_eos_and_short_answers_are_no_error() {
+        assert!(plan_level(&sweep(), &CAL, 1)
+            .iter()
+            .all(|p| p.ask.fixed_length));
+        let mut s = sweep();
+        s.natural_stop = true;
+        assert!(plan_level(&s, &CAL, 1).iter().all(|p| !p.ask.fixed_length));
+        // run_level records a wanted length of 0 for such asks.
+        let stopped = answer(0, 100.0, 10.0, 5, None).with_wanted(0);
+        let level = summarise(1, &[stopped], Duration::from_secs(1), &s.objective);
+        assert_eq!((level.errors, level.output_tokens), (0, 5));
     }
 
     #[test]

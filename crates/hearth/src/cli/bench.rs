@@ -26,6 +26,11 @@ pub struct BenchArgs {
         value_name = "TOKENS"
     )]
     pub gen_tokens: Lengths,
+    /// Let the model stop before --gen-tokens (no `ignore_eos`), for
+    /// endpoints that refuse llama.cpp's field, such as cloud APIs; shorter
+    /// answers are then not errors
+    #[arg(long, requires = "url")]
+    pub natural_stop: bool,
     /// Repetitions of each test (after one warm-up)
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub reps: u32,

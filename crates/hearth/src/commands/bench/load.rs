@@ -34,6 +34,7 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
         requests: args.requests,
         prompt_tokens: args.prompt_tokens,
         output_tokens: args.gen_tokens,
+        natural_stop: args.natural_stop,
         system_prompt_tokens: args.system_prompt_tokens,
         objective: Objective {
             ttft_ms: args.slo_ttft_ms,
