@@ -163,7 +163,8 @@ enum Target {
         path: PathBuf,
         sha256: String,
     },
-    Remote(loadgen::Client),
+    /// A server, and one runtime for every request sent to it.
+    Remote(loadgen::Client, tokio::runtime::Runtime),
 }
 
 pub fn verify_deploy(config: &Config, args: &VerifyDeployArgs) -> Result<()> {
@@ -194,11 +195,12 @@ pub fn verify_deploy(config: &Config, args: &VerifyDeployArgs) -> Result<()> {
         );
     }
     let target = match &args.url {
-        Some(url) => Target::Remote(loadgen::Client::with_api_key(
-            url,
-            name,
-            args.api_key.as_deref(),
-        )),
+        Some(url) => Target::Remote(
+            loadgen::Client::with_api_key(url, name, args.api_key.as_deref()),
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+        ),
         None => {
             let model = resolve(config, name)?;
             let readable = store::readable(&model.path, config.store_key()?.as_deref())?;
@@ -262,7 +264,7 @@ fn record(args: &VerifyDeployArgs, name: &str, path: &Path, target: &Target) -> 
         model: name.to_string(),
         sha256: match target {
             Target::Local { sha256, .. } => Some(sha256.clone()),
-            Target::Remote(_) => None,
+            Target::Remote(..) => None,
         },
         recorded_from: args.url.clone().unwrap_or_else(|| "local".into()),
         max_tokens: args.max_tokens,
@@ -508,13 +510,13 @@ fn generate(target: &Target, prompt: &str, max_tokens: u32) -> Result<Generated>
                 fingerprint: None,
             })
         }
-        Target::Remote(client) => {
+        Target::Remote(client, runtime) => {
             let mut ask = loadgen::Ask::new(vec![loadgen::Message::user(prompt)], max_tokens);
             ask.fixed_length = false;
             // The answer must not depend on what the server ran before.
             ask.cache_prompt = Some(false);
             ask.top_logprobs = Some(TOP_LOGPROBS);
-            let answer = runtime()?.block_on(client.chat(&ask));
+            let answer = runtime.block_on(client.chat(&ask));
             if !answer.ok() {
                 bail!(
                     "{} did not answer: {}",
@@ -529,12 +531,6 @@ fn generate(target: &Target, prompt: &str, max_tokens: u32) -> Result<Generated>
             })
         }
     }
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?)
 }
 
 /// Decode speed of one stream: the best of two runs of SPEED_TOKENS after
@@ -554,14 +550,14 @@ fn decode_speed(target: &Target) -> Result<f64> {
                     .timings
                     .decode_tokens_per_second)
             }
-            Target::Remote(client) => {
+            Target::Remote(client, runtime) => {
                 let ask = loadgen::Ask::new(
                     vec![loadgen::Message::user(
                         "Tell a long story about a harbour town.",
                     )],
                     SPEED_TOKENS,
                 );
-                let answer = runtime()?.block_on(client.chat(&ask));
+                let answer = runtime.block_on(client.chat(&ask));
                 let (Some(first), Some(last)) = (answer.chunk_ms.first(), answer.chunk_ms.last())
                 else {
                     bail!(
@@ -597,7 +593,7 @@ fn speed_check(
             let (tps, source) = planning::predicted_decode(config, name, path, SPEED_TOKENS / 2)?;
             (tps, format!("the plan, {source}"))
         }
-        (None, Target::Remote(client)) => match golden.decode_tps {
+        (None, Target::Remote(client, _)) => match golden.decode_tps {
             Some(tps) => (tps, format!("recorded from {}", golden.recorded_from)),
             None => bail!(
                 "the record holds no speed for {} (recorded with --skip-speed); give \
