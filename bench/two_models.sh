@@ -7,7 +7,10 @@
 #
 # `hearth serve --model smollm2 --model gemma3:270m`; one stream per model,
 # a short prompt, N tokens (ignore_eos). Rounds alternate which model goes
-# first alone.
+# first alone. Both models answer once before timing, so both hold their
+# OpenMP thread teams throughout, as in service. Run it with
+# GOMP_SPINCOUNT=300000 in the environment to see libgomp's own wait
+# policy, which `hearth` otherwise replaces (crates/hearth/src/main.rs).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -42,7 +45,7 @@ for _ in $(seq 1 600); do
 done
 
 python3 - "$port" "$rounds" "$tokens" "$threads" "$record" "$root/docs/benchmarks.md" <<'PY'
-import datetime, json, statistics, subprocess, sys, threading, time, urllib.request
+import datetime, json, os, statistics, subprocess, sys, threading, time, urllib.request
 
 port, rounds, tokens, threads, record, doc = sys.argv[1:7]
 rounds, tokens = int(rounds), int(tokens)
@@ -90,6 +93,9 @@ def sh(c):
 
 
 med = statistics.median
+chosen = {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ}
+openmp = (", ".join(f"`{k}={v}` as set, libgomp's own policy otherwise" for k, v in chosen.items())
+          if chosen else "hearth's (`OMP_WAIT_POLICY=ACTIVE`, `GOMP_SPINCOUNT=300000`)")
 rows = "\n".join(
     f"| {m} | {med(alone[m]):.1f} | {med(together[m]):.1f} | {100 * med(together[m]) / med(alone[m]):.0f}% |"
     for m in models)
@@ -99,6 +105,7 @@ section = f"""
 - Command: `bench/two_models.sh --threads {threads} --rounds {rounds} --tokens {tokens}`
 - Machine: {sh("lscpu | sed -n 's/^Model name: *//p'")}, {sh("nproc")} cores
 - Hearth commit {sh("git rev-parse --short HEAD")}: `hearth serve --model smollm2 --model gemma3:270m`, one stream per model, {tokens} tokens, {rounds} rounds (medians)
+- OpenMP: {openmp}
 
 | model | tok/s alone | tok/s while the other decodes | share of its solo speed |
 |---|---:|---:|---:|

@@ -77,6 +77,10 @@ pub enum Event {
         /// The manifest's location, `s3://bucket/prefix/models/NAME.json`.
         destination: String,
         bytes_uploaded: u64,
+        /// Chunks decrypted from an encrypted store on their way up: the
+        /// weights left this node's encryption.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        decrypted: bool,
     },
     KeyCreated {
         key_id: String,

@@ -1,8 +1,14 @@
 //! `hearth push MODEL s3://bucket/prefix`: every chunk of the model's files
 //! that the bucket lacks is checked against the manifest and uploaded
 //! (multipart when large), then the manifest, last.
+//!
+//! A bucket holds plaintext chunks named by their SHA-256, so that any
+//! node can verify what it pulls and share chunks between versions. From
+//! an encrypted store each chunk is therefore decrypted in memory on its
+//! way up, and only when the caller asked for it (`--plaintext`): the
+//! bucket's own protection (server-side encryption, access policy) then
+//! guards the weights.
 
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use futures::StreamExt;
@@ -32,24 +38,29 @@ pub struct Pushed {
     pub bytes_reused: u64,
     /// Where the manifest went.
     pub manifest: String,
+    /// The chunks came from an encrypted store, decrypted on their way.
+    pub decrypted: bool,
 }
 
+/// Pushes stored model `name` to `url`. From an encrypted store only with
+/// `plaintext`, the caller's consent to its weights leaving encrypted.
 pub fn push(
     store: &Store,
     name: &str,
     url: &str,
     s3: &S3Options,
     limit_rate: Option<u64>,
+    plaintext: bool,
     progress: &dyn Progress,
 ) -> Result<Pushed, BucketError> {
     // The same average-rate cap as pulls: uploads wait until their bytes are due.
     let pace = transfer::Pace::new(limit_rate);
     let location = Location::parse(url)?;
     let bucket = Bucket::open(&location.bucket, s3)?;
-    if store.encrypted_with()?.is_some() {
+    if store.encrypted_with()?.is_some() && !plaintext {
         return Err(BucketError::CannotPush {
             name: name.to_string(),
-            reason: "the store is encrypted, and pushing from an encrypted store is not supported yet; push from a node whose store is not encrypted".into(),
+            reason: "the store is encrypted, and a bucket holds plaintext chunks (named and verified by their SHA-256); add --plaintext to decrypt them on the way up, with the bucket's own encryption guarding them".into(),
         });
     }
     // With its content-defined index, so a node holding an earlier version
@@ -68,6 +79,7 @@ pub fn push(
     let prefix = location.key.as_str();
     let mut pushed = Pushed {
         name: model.manifest.name.clone(),
+        decrypted: store.encrypted_with()?.is_some(),
         ..Pushed::default()
     };
     progress.start(
@@ -94,7 +106,7 @@ pub fn push(
             .map(|(path, chunk)| {
                 let (bucket, pace) = (&bucket, &pace);
                 async move {
-                    let done = push_chunk(bucket, prefix, &path, &chunk, name).await?;
+                    let done = push_chunk(store, bucket, prefix, &path, &chunk, name).await?;
                     if let Done::Uploaded(n) = done {
                         pace.received(n);
                     }
@@ -144,8 +156,10 @@ enum Done {
 }
 
 /// One chunk of the file at `path`: left alone if the bucket has it, else
-/// read, checked against its digest and uploaded.
+/// read (decrypted, from a sealed file), checked against its digest and
+/// uploaded.
 async fn push_chunk(
+    store: &Store,
     bucket: &Bucket,
     prefix: &str,
     path: &Path,
@@ -162,10 +176,9 @@ async fn push_chunk(
         name: model.to_string(),
         reason,
     };
-    let mut bytes = vec![0u8; chunk.length as usize];
-    std::fs::File::open(path)
-        .and_then(|f| f.read_exact_at(&mut bytes, chunk.offset))
-        .map_err(|e| cannot(format!("{}: {e}", path.display())))?;
+    let bytes = store
+        .read_plain(path, chunk.offset, chunk.length)
+        .map_err(|e| cannot(e.to_string()))?;
     // Never publish a damaged chunk under its good name.
     if hex::encode(Sha256::digest(&bytes)) != chunk.sha256 {
         return Err(cannot(format!(

@@ -19,6 +19,7 @@ mod quantize;
 mod sampler;
 mod sequence;
 mod text;
+mod turns;
 mod worker;
 
 use std::collections::{HashMap, VecDeque};
@@ -292,6 +293,13 @@ impl Engine {
             n_ctx_seq: ctx_size,
             mixed_batch: mixed_batch(config),
             observer: OnceLock::new(),
+            // Offloaded layers compute on the GPU: such an engine's CPU
+            // threads mostly wait, and need no turn.
+            seat: turns::Seat::take(if config.gpu_layers > 0 {
+                0
+            } else {
+                config.threads
+            }),
             embed: embedding::EmbedSettings {
                 pooling,
                 n_ctx: ctx_size,

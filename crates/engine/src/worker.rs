@@ -45,6 +45,8 @@ pub(crate) struct Shared {
     /// sequences (see [`step`]).
     pub mixed_batch: usize,
     pub observer: OnceLock<Arc<dyn GenerationObserver>>,
+    /// This engine's threads on the CPU, and its turns there.
+    pub seat: crate::turns::Seat,
     pub embed: EmbedSettings,
 }
 
@@ -148,7 +150,10 @@ pub(crate) fn run(shared: Arc<Shared>, mut ctx: LlamaContext<'_>, n_batch: usize
                 made
             });
             match made {
-                Ok(e) => e.run(&embeds),
+                Ok(e) => {
+                    let _turn = shared.seat.turn();
+                    e.run(&embeds);
+                }
                 Err(reason) => {
                     for item in &embeds {
                         item.job.fail(GenerateError::Internal(format!(
@@ -442,7 +447,10 @@ fn step(
             }
         }
         let t = Instant::now();
-        if let Err(err) = ctx.decode(batch) {
+        let turn = shared.seat.turn();
+        let decoded = ctx.decode(batch);
+        drop(turn);
+        if let Err(err) = decoded {
             // Every sequence fed in this step now has an unknown KV state:
             // end those and drop their cells; keep the others.
             tracing::error!(%err, tokens = batch.n_tokens(), "llama_decode failed");

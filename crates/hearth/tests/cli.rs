@@ -213,6 +213,40 @@ fn unknown_models_and_bad_settings_fail_clearly() {
     assert!(err.contains("prot"), "{err}");
 }
 
+/// The environment a `hearth serve` started by `cmd` runs with.
+fn served_environment(mut cmd: Command) -> Vec<String> {
+    cmd.args(["serve", "--port", "0", "--ctx-size", "512"]);
+    let (child, _base) = support::spawn_server(cmd);
+    let raw = std::fs::read(format!("/proc/{}/environ", child.id())).unwrap();
+    raw.split(|b| *b == 0)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}
+
+#[test]
+fn openmp_keeps_spinning_when_several_models_are_loaded() {
+    // Regression: once a second model had answered a request, libgomp
+    // managed more threads than there are CPUs and spun only 100 times at
+    // each barrier, and the first model decoded at 46-52 tok/s instead of
+    // 95-100 (bench/two-models.sh). hearth re-executes itself with the
+    // wait policy that keeps the spin, unless the operator chose one.
+    testkit::default_model();
+    let env = served_environment(hearth());
+    assert!(env.iter().any(|v| v == "OMP_WAIT_POLICY=ACTIVE"), "{env:?}");
+    assert!(env.iter().any(|v| v == "GOMP_SPINCOUNT=300000"), "{env:?}");
+    let mut chosen = hearth();
+    chosen.env("OMP_WAIT_POLICY", "PASSIVE");
+    let env = served_environment(chosen);
+    assert!(
+        env.iter().any(|v| v == "OMP_WAIT_POLICY=PASSIVE"),
+        "{env:?}"
+    );
+    assert!(
+        !env.iter().any(|v| v.starts_with("GOMP_SPINCOUNT=")),
+        "{env:?}"
+    );
+}
+
 #[test]
 fn serve_answers_over_http_and_refuses_bad_requests() {
     testkit::default_model();

@@ -4,7 +4,8 @@
 //! changed chunk, pull into a fresh home and run it; a plain GGUF object
 //! pulls too, a bad chunk on a node is repaired from the bucket, keys may
 //! come from a profile in the shared credentials file,
-//! and a model the bucket lacks is a clear error.
+//! and a model the bucket lacks is a clear error; an encrypted store
+//! pushes its plaintext only when asked, and only with its key.
 
 use std::path::Path;
 use std::process::Command;
@@ -45,19 +46,25 @@ fn pushed(out: &str) -> (u64, u64, u64) {
     (n[0], n[1], n[2])
 }
 
+/// A home with 8 MiB chunks holding the default model as `smol`.
+fn site_with_smol(server: &S3Server, model: &Path) -> tempfile::TempDir {
+    let site = tempfile::tempdir().unwrap();
+    std::fs::write(site.path().join("config.toml"), "[pull]\nchunk_mb = 8\n").unwrap();
+    ok(hearth(site.path(), server)
+        .args(["pull", model.to_str().unwrap(), "--name", "smol"])
+        .output()
+        .unwrap());
+    site
+}
+
 #[test]
 fn push_pull_and_versions_move_only_new_chunks() {
     let server = S3Server::start("models");
     let model = testkit::default_model();
     let size = std::fs::metadata(&model).unwrap().len();
     let chunks = size.div_ceil(CHUNK);
-    let site = tempfile::tempdir().unwrap();
+    let site = site_with_smol(&server, &model);
     let a = site.path();
-    std::fs::write(a.join("config.toml"), "[pull]\nchunk_mb = 8\n").unwrap();
-    ok(hearth(a, &server)
-        .args(["pull", model.to_str().unwrap(), "--name", "smol"])
-        .output()
-        .unwrap());
 
     let first = ok(hearth(a, &server)
         .args(["push", "smol", "s3://models/site"])
@@ -254,6 +261,79 @@ fn push_pull_and_versions_move_only_new_chunks() {
         .args(["verify", "plain"])
         .output()
         .unwrap());
+}
+
+#[test]
+fn an_encrypted_store_pushes_plaintext_only_when_asked() {
+    let server = S3Server::start("sealed");
+    let model = testkit::default_model();
+    let size = std::fs::metadata(&model).unwrap().len();
+    let site = site_with_smol(&server, &model);
+    let a = site.path();
+    let keys = tempfile::tempdir().unwrap();
+    let (key, other) = (keys.path().join("store.key"), keys.path().join("other.key"));
+    for k in [&key, &other] {
+        ok(hearth(a, &server)
+            .args(["store", "keygen"])
+            .arg(k)
+            .output()
+            .unwrap());
+    }
+    let sealed = |k: &Path| {
+        let mut cmd = hearth(a, &server);
+        cmd.env("HEARTH_STORE_KEY_FILE", k);
+        cmd
+    };
+    ok(sealed(&key).args(["store", "encrypt"]).output().unwrap());
+
+    // Without consent: refused, saying how, and nothing reaches the bucket.
+    let refused = failed(
+        sealed(&key)
+            .args(["push", "smol", "s3://sealed/site"])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        refused.contains("encrypted") && refused.contains("--plaintext"),
+        "{refused}"
+    );
+    // With the wrong key: refused by the key, nothing uploaded either.
+    let wrong = failed(
+        sealed(&other)
+            .args(["push", "smol", "s3://sealed/site", "--plaintext"])
+            .output()
+            .unwrap(),
+    );
+    assert!(wrong.contains("key"), "{wrong}");
+    let empty = tempfile::tempdir().unwrap();
+    failed(
+        hearth(empty.path(), &server)
+            .args(["pull", "s3://sealed/site/smol"])
+            .output()
+            .unwrap(),
+    );
+
+    // With it: every chunk goes up decrypted, and another node pulls the
+    // original bytes, verified against the manifest's digests.
+    let first = ok(sealed(&key)
+        .args(["push", "smol", "s3://sealed/site", "--plaintext"])
+        .output()
+        .unwrap());
+    assert_eq!(pushed(&first), (size.div_ceil(CHUNK), size, 0), "{first}");
+    let node = tempfile::tempdir().unwrap();
+    let b = node.path();
+    ok(hearth(b, &server)
+        .args(["pull", "s3://sealed/site/smol"])
+        .output()
+        .unwrap());
+    ok(hearth(b, &server)
+        .args(["verify", "smol"])
+        .output()
+        .unwrap());
+    assert_eq!(
+        std::fs::read(b.join("models/smol/model.gguf")).unwrap(),
+        std::fs::read(&model).unwrap()
+    );
 }
 
 /// The digest `hearth list --json` on `home` shows for `name`, if listed.

@@ -159,6 +159,33 @@ impl Store {
         self.key.as_deref()
     }
 
+    /// `len` bytes of a stored file's plaintext from `offset`, decrypted in
+    /// memory with the store's key when the file is sealed (each record's
+    /// tag checked on the way).
+    pub fn read_plain(&self, path: &Path, offset: u64, len: u64) -> Result<Vec<u8>, StoreError> {
+        let mut reader = vault::Reader::open(path, self.key())?;
+        let cut_short = || StoreError::Io {
+            path: path.to_path_buf(),
+            cause: std::io::ErrorKind::UnexpectedEof.into(),
+        };
+        if offset
+            .checked_add(len)
+            .is_none_or(|end| end > reader.size())
+        {
+            return Err(cut_short());
+        }
+        reader.seek_to(offset);
+        let mut out = vec![0u8; usize::try_from(len).map_err(|_| cut_short())?];
+        let mut filled = 0;
+        while filled < out.len() {
+            match reader.read_plain(&mut out[filled..])? {
+                0 => return Err(cut_short()),
+                n => filled += n,
+            }
+        }
+        Ok(out)
+    }
+
     /// The id of the key this store is encrypted with, if it is.
     pub fn encrypted_with(&self) -> Result<Option<String>, StoreError> {
         let path = self.home().join(MARKER);

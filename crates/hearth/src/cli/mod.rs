@@ -80,6 +80,11 @@ pub enum Command {
         /// [default: [pull] limit_rate]
         #[arg(long, env = "HEARTH_LIMIT_RATE")]
         limit_rate: Option<String>,
+        /// From an encrypted store, decrypt the chunks on their way up (a
+        /// bucket holds plaintext chunks, named by their SHA-256); without
+        /// it such a push is refused
+        #[arg(long)]
+        plaintext: bool,
     },
     /// Pull every model pushed under `s3://bucket/prefix` that this node
     /// lacks or holds in an older version

@@ -42,11 +42,13 @@ pub fn run(cli: Cli) -> Result<()> {
             model,
             to,
             limit_rate,
+            plaintext,
         } => objects::push(
             &Config::load(global, &none, None)?,
             &model,
             &to,
             limit_rate.as_deref(),
+            plaintext,
         ),
         Command::Sync {
             from,

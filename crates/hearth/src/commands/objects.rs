@@ -7,28 +7,40 @@ use crate::config::Config;
 use crate::progress::Bar;
 
 /// `hearth push`: a stored model to object storage.
-pub fn push(config: &Config, model: &str, to: &str, limit_rate: Option<&str>) -> Result<()> {
+pub fn push(
+    config: &Config,
+    model: &str,
+    to: &str,
+    limit_rate: Option<&str>,
+    plaintext: bool,
+) -> Result<()> {
     let store = open_store(config)?;
     let rate = match limit_rate {
         Some(rate) => Some(crate::config::parse_rate(rate)?),
         None => config.pull.transfer.limit_rate,
     };
-    let pushed = bucket::push(&store, model, to, &config.s3, rate, &Bar::new())?;
+    let pushed = bucket::push(&store, model, to, &config.s3, rate, plaintext, &Bar::new())?;
     if let Some(log) = super::audit_log::open(config)? {
         log.record(audit::Event::ModelPush {
             model: pushed.name.clone(),
             destination: pushed.manifest.clone(),
             bytes_uploaded: pushed.bytes_uploaded,
+            decrypted: pushed.decrypted,
         });
     }
     println!(
-        "{}: uploaded {} chunk(s), {} bytes; {} chunk(s), {} bytes, already there; manifest {}",
+        "{}: uploaded {} chunk(s), {} bytes; {} chunk(s), {} bytes, already there; manifest {}{}",
         pushed.name,
         pushed.chunks_uploaded,
         pushed.bytes_uploaded,
         pushed.chunks_reused,
         pushed.bytes_reused,
-        pushed.manifest
+        pushed.manifest,
+        if pushed.decrypted {
+            " (decrypted from the encrypted store)"
+        } else {
+            ""
+        }
     );
     Ok(())
 }
