@@ -38,7 +38,7 @@ pub struct Pushed {
     pub bytes_reused: u64,
     /// Where the manifest went.
     pub manifest: String,
-    /// The chunks came from an encrypted store, decrypted on their way.
+    /// Chunks went up from an encrypted store, decrypted on their way.
     pub decrypted: bool,
 }
 
@@ -79,7 +79,6 @@ pub fn push(
     let prefix = location.key.as_str();
     let mut pushed = Pushed {
         name: model.manifest.name.clone(),
-        decrypted: store.encrypted_with()?.is_some(),
         ..Pushed::default()
     };
     progress.start(
@@ -133,6 +132,8 @@ pub fn push(
             }
         }
     }
+    // Plaintext left this node only if a chunk went up.
+    pushed.decrypted = store.encrypted_with()?.is_some() && pushed.chunks_uploaded > 0;
     // Last: the manifest is what makes the model visible in the bucket.
     let key = manifest_key(prefix, &model.manifest.name);
     // Where it came from, without what may carry a secret (a pre-signed

@@ -278,6 +278,10 @@ impl Engine {
             .tokens()
             .filter(|&t| model.vocab().is_eog(t))
             .collect();
+        // Only an engine whose every layer runs on a GPU leaves the CPU's
+        // cores to others; a partial offload, or a CUDA build on a machine
+        // without a usable GPU, computes on them and takes turns.
+        let offloaded = backend.supports_gpu_offload() && config.gpu_layers >= model.n_layer();
         let shared = Arc::new(Shared {
             model,
             state: Mutex::new(State {
@@ -293,13 +297,7 @@ impl Engine {
             n_ctx_seq: ctx_size,
             mixed_batch: mixed_batch(config),
             observer: OnceLock::new(),
-            // Offloaded layers compute on the GPU: such an engine's CPU
-            // threads mostly wait, and need no turn.
-            seat: turns::Seat::take(if config.gpu_layers > 0 {
-                0
-            } else {
-                config.threads
-            }),
+            seat: turns::Seat::take(if offloaded { 0 } else { config.threads }),
             embed: embedding::EmbedSettings {
                 pooling,
                 n_ctx: ctx_size,

@@ -43,8 +43,11 @@ fn state() -> MutexGuard<'static, State> {
     CPU.state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Logical CPUs, read once: asking costs system calls (and cgroup files),
+/// and every decode asks under the lock.
 fn cores() -> u64 {
-    std::thread::available_parallelism().map_or(1, |n| n.get() as u64)
+    static CORES: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u64))
 }
 
 /// An engine's claim on the CPU for as long as it is loaded.
@@ -62,7 +65,10 @@ impl Seat {
     }
 
     /// Waits for this engine's turn when the seated threads outnumber the
-    /// cores; `None` (go ahead) otherwise. The turn ends when dropped.
+    /// cores; `None` (go ahead) otherwise. The turn ends when dropped, so a
+    /// long prompt chunk holds it for its whole call (one step, at most
+    /// `step_tokens`). Cores are logical CPUs: two models whose threads
+    /// fit the logical CPUs but share physical cores do not take turns.
     pub(crate) fn turn(&self) -> Option<Turn> {
         if self.threads == 0 {
             return None;
@@ -76,7 +82,7 @@ impl Seat {
         while st.serving != ticket {
             st = CPU.turn.wait(st).unwrap_or_else(|e| e.into_inner());
         }
-        Some(Turn)
+        Some(Turn { _ticket: ticket })
     }
 }
 
@@ -86,8 +92,12 @@ impl Drop for Seat {
     }
 }
 
-/// The CPU is this computation's until dropped.
-pub(crate) struct Turn;
+/// The CPU is this computation's until dropped. Only [`Seat::turn`] makes
+/// one: each must match a ticket, or the queue would skip a waiter.
+#[must_use = "the turn ends when dropped"]
+pub(crate) struct Turn {
+    _ticket: u64,
+}
 
 impl Drop for Turn {
     fn drop(&mut self) {

@@ -446,8 +446,9 @@ fn step(
                 rows.push((id, batch.n_tokens() - 1));
             }
         }
-        let t = Instant::now();
+        // Time waiting for the CPU (another model's step) is not decode time.
         let turn = shared.seat.turn();
+        let t = Instant::now();
         let decoded = ctx.decode(batch);
         drop(turn);
         if let Err(err) = decoded {

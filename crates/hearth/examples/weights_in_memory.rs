@@ -4,8 +4,12 @@
 //! measured in alternation: this machine's speed drifts by a third within
 //! minutes, and only side-by-side pairs resolve a few percent.
 //!
-//!   cargo run --release --example weights_in_memory -- MODEL.gguf [PAIRS] [THREADS] [TOKENS]
+//!   OMP_WAIT_POLICY=ACTIVE GOMP_SPINCOUNT=300000 \
+//!     cargo run --release --example weights_in_memory -- MODEL.gguf [PAIRS] [THREADS] [TOKENS]
 //!
+//! The variables are those `hearth` sets for itself: without them, two
+//! engines' threads on few cores put libgomp in its crowded mode, and both
+//! decode at half speed.
 //! Prints one JSON line per pair, `{"mapped": tok/s, "in_memory": tok/s}`,
 //! the two halves of a pair in alternating order. `bench/encryption.sh`
 //! runs it and summarises the ratios.

@@ -39,10 +39,12 @@ fn main() -> ExitCode {
 /// crowded spin to 1,000, which restores full speed, and the explicit
 /// count keeps the usual 3 ms otherwise. libgomp reads both once, before
 /// `main`, so they must be in the environment the process starts with.
+/// A build whose compiler links LLVM's libomp instead would spin forever
+/// under `ACTIVE` unless given a block time: its default, 200 ms, is set.
 fn openmp_wait_policy() {
     use std::os::unix::process::CommandExt;
-    if std::env::var_os("OMP_WAIT_POLICY").is_some() || std::env::var_os("GOMP_SPINCOUNT").is_some()
-    {
+    const CHOSEN: [&str; 3] = ["OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME"];
+    if CHOSEN.iter().any(|v| std::env::var_os(v).is_some()) {
         return;
     }
     let Ok(exe) = std::env::current_exe() else {
@@ -59,6 +61,7 @@ fn openmp_wait_policy() {
         .args(args)
         .env("OMP_WAIT_POLICY", "ACTIVE")
         .env("GOMP_SPINCOUNT", "300000")
+        .env("KMP_BLOCKTIME", "200")
         .exec();
     eprintln!("warning: could not set OpenMP's wait policy ({err}); several loaded models may decode slower");
 }

@@ -15,6 +15,9 @@ fn hearth() -> Command {
     cmd.env("HEARTH_HOME", testkit::hearth_home())
         .env_remove("HEARTH_CONFIG")
         .env("HEARTH_THREADS", "2");
+    for chosen in ["OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME"] {
+        cmd.env_remove(chosen);
+    }
     cmd
 }
 
@@ -234,6 +237,7 @@ fn openmp_keeps_spinning_when_several_models_are_loaded() {
     let env = served_environment(hearth());
     assert!(env.iter().any(|v| v == "OMP_WAIT_POLICY=ACTIVE"), "{env:?}");
     assert!(env.iter().any(|v| v == "GOMP_SPINCOUNT=300000"), "{env:?}");
+    assert!(env.iter().any(|v| v == "KMP_BLOCKTIME=200"), "{env:?}");
     let mut chosen = hearth();
     chosen.env("OMP_WAIT_POLICY", "PASSIVE");
     let env = served_environment(chosen);

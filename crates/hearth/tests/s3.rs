@@ -304,7 +304,7 @@ fn an_encrypted_store_pushes_plaintext_only_when_asked() {
             .output()
             .unwrap(),
     );
-    assert!(wrong.contains("key"), "{wrong}");
+    assert!(wrong.contains("not with the configured key"), "{wrong}");
     let empty = tempfile::tempdir().unwrap();
     failed(
         hearth(empty.path(), &server)
@@ -320,6 +320,10 @@ fn an_encrypted_store_pushes_plaintext_only_when_asked() {
         .output()
         .unwrap());
     assert_eq!(pushed(&first), (size.div_ceil(CHUNK), size, 0), "{first}");
+    assert!(
+        first.contains("(decrypted from the encrypted store)"),
+        "{first}"
+    );
     let node = tempfile::tempdir().unwrap();
     let b = node.path();
     ok(hearth(b, &server)
