@@ -22,6 +22,8 @@ mod text;
 mod turns;
 mod worker;
 
+pub use turns::taken as cpu_turns_taken;
+
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};

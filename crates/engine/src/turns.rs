@@ -12,7 +12,17 @@
 //! whole reply. With enough cores for every engine's threads, nothing
 //! waits.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
+
+/// Turns given since the process started.
+static TAKEN: AtomicU64 = AtomicU64::new(0);
+
+/// Computations that took a turn on a crowded CPU since the process
+/// started: zero while the loaded engines' threads fit the cores.
+pub fn taken() -> u64 {
+    TAKEN.load(Ordering::Relaxed)
+}
 
 /// The process's CPU: threads seated by loaded engines and the queue of
 /// computations waiting for a turn.
@@ -82,6 +92,7 @@ impl Seat {
         while st.serving != ticket {
             st = CPU.turn.wait(st).unwrap_or_else(|e| e.into_inner());
         }
+        TAKEN.fetch_add(1, Ordering::Relaxed);
         Some(Turn { _ticket: ticket })
     }
 }

@@ -60,6 +60,36 @@ const SYSTEM: &str = "You are a careful assistant for a hospital's records offic
     that records leave the office only with a signed request.";
 
 #[test]
+fn engines_crowding_the_cpu_take_turns() {
+    // Two engines each with a thread per CPU: their decodes take turns
+    // (two spinning thread teams on the same cores ran 1.6 times slower
+    // than one after the other; bench/two_models.sh).
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    let crowded = |_| EngineConfig {
+        threads: cpus,
+        ctx_size: Some(256),
+        ..EngineConfig::default()
+    };
+    let (a, b) = (
+        Engine::load(&testkit::default_model(), &crowded(0)).unwrap(),
+        Engine::load(&testkit::default_model(), &crowded(1)).unwrap(),
+    );
+    let before = engine::cpu_turns_taken();
+    let answers = std::thread::scope(|s| {
+        let runs =
+            [&a, &b].map(|e| s.spawn(move || text(e, chat(&[(Role::User, "Count to five.")], 8))));
+        runs.map(|r| r.join().unwrap())
+    });
+    assert!(answers.iter().all(|t| !t.is_empty()), "{answers:?}");
+    // At least a prefill and a few decode steps of each, each a turn.
+    assert!(
+        engine::cpu_turns_taken() >= before + 8,
+        "{}",
+        engine::cpu_turns_taken() - before
+    );
+}
+
+#[test]
 fn greedy_output_is_the_same_with_and_without_the_prefix_cache() {
     let cached = load(EngineConfig::default());
     let plain = load(EngineConfig {
