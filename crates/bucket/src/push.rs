@@ -57,7 +57,8 @@ pub fn push(
     let pace = transfer::Pace::new(limit_rate);
     let location = Location::parse(url)?;
     let bucket = Bucket::open(&location.bucket, s3)?;
-    if store.encrypted_with()?.is_some() && !plaintext {
+    let encrypted = store.encrypted_with()?.is_some();
+    if encrypted && !plaintext {
         return Err(BucketError::CannotPush {
             name: name.to_string(),
             reason: "the store is encrypted, and a bucket holds plaintext chunks (named and verified by their SHA-256); add --plaintext to decrypt them on the way up, with the bucket's own encryption guarding them".into(),
@@ -133,7 +134,7 @@ pub fn push(
         }
     }
     // Plaintext left this node only if a chunk went up.
-    pushed.decrypted = store.encrypted_with()?.is_some() && pushed.chunks_uploaded > 0;
+    pushed.decrypted = encrypted && pushed.chunks_uploaded > 0;
     // Last: the manifest is what makes the model visible in the bucket.
     let key = manifest_key(prefix, &model.manifest.name);
     // Where it came from, without what may carry a secret (a pre-signed

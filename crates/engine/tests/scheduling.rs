@@ -65,15 +65,13 @@ fn engines_crowding_the_cpu_take_turns() {
     // (two spinning thread teams on the same cores ran 1.6 times slower
     // than one after the other; bench/two_models.sh).
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-    let crowded = |_| EngineConfig {
+    let crowded = EngineConfig {
         threads: cpus,
         ctx_size: Some(256),
         ..EngineConfig::default()
     };
-    let (a, b) = (
-        Engine::load(&testkit::default_model(), &crowded(0)).unwrap(),
-        Engine::load(&testkit::default_model(), &crowded(1)).unwrap(),
-    );
+    let load = || Engine::load(&testkit::default_model(), &crowded).unwrap();
+    let (a, b) = (load(), load());
     let before = engine::cpu_turns_taken();
     let answers = std::thread::scope(|s| {
         let runs =
