@@ -10,10 +10,13 @@
 # first. This machine's speed drifts by a third between minutes, more than
 # the 3% the comparison must resolve, so the results are paired ratios:
 # each round's encrypted result over the plain one measured beside it,
-# their median, and a bootstrap 95% interval of that median. Decode is
-# then measured tighter still by `examples/weights_in_memory.rs`: the
-# model mapped from its file and decrypted into memory, both loaded in one
-# process, --pairs tg128 runs of each in alternation.
+# their median, and a bootstrap 95% interval of that median. Separate
+# processes vary by up to 15% between two runs of the same store here
+# (docs/benchmarks.md), so decode is measured by
+# `examples/weights_in_memory.rs`: the model mapped from its file, and
+# decrypted into memory and copied into llama.cpp's buffers as `hearth`
+# loads an encrypted model, both in one process, --pairs tg128 runs of
+# each in alternation (half of them with each engine loaded first).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
@@ -56,8 +59,12 @@ done
 # once it manages more threads than there are CPUs, which halves both
 # engines' decode; the wait policy below keeps its usual spin (see
 # crates/hearth/src/main.rs, which sets the same for `hearth`).
-OMP_WAIT_POLICY=ACTIVE GOMP_SPINCOUNT=300000 "$root/target/release/examples/weights_in_memory" \
-    "$model" "$pairs" "$threads" 128 >"$work/pairs.jsonl" 2>"$work/pairs.log"
+# Half the pairs with each engine loaded first, so load order favours
+# neither.
+for order in mapped-first memory-first; do
+    OMP_WAIT_POLICY=ACTIVE GOMP_SPINCOUNT=300000 "$root/target/release/examples/weights_in_memory" \
+        "$model" $(((pairs + 1) / 2)) "$threads" 128 "$order" >>"$work/pairs.jsonl" 2>>"$work/pairs.log"
+done
 python3 - "$work" "$rounds" "$threads" "$record" "$root/docs/benchmarks.md" "$reps" "$pairs" <<'PY'
 import json, os, platform, random, statistics, subprocess, sys, datetime
 work, rounds, threads, record, doc, reps, pairs = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7]
@@ -105,8 +112,10 @@ decrypted into memory at load), `hearth bench` alternating, medians of {rounds} 
 (the range of the rounds in brackets). The ratio is the median of the
 rounds' paired ratios (encrypted over plain, measured side by side), with
 its bootstrap 95% interval. The last row loads the model twice in one
-process, mapped from its file and decrypted into an in-memory file, and
-alternates {pairs} tg128 runs of each (`examples/weights_in_memory.rs`).
+process, mapped from its file, and decrypted into memory and copied into
+llama.cpp's buffers (as `hearth` loads an encrypted model), and
+alternates {pairs} tg128 runs of each, half with each engine loaded
+first (`examples/weights_in_memory.rs`).
 
 | | plain | encrypted | paired ratio (95% interval) |
 |---|---:|---:|---:|

@@ -82,6 +82,17 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         decrypted: bool,
     },
+    /// `hearth push` failed after some chunks went up: what left this
+    /// node, and why the push stopped (no manifest was written).
+    ModelPushFailed {
+        model: String,
+        destination: String,
+        chunks_uploaded: usize,
+        bytes_uploaded: u64,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        decrypted: bool,
+        reason: String,
+    },
     KeyCreated {
         key_id: String,
         name: String,
@@ -128,6 +139,7 @@ impl Event {
             Event::ModelVerifyFailed { .. } => "model_verify_failed",
             Event::ModelRepair { .. } => "model_repair",
             Event::ModelPush { .. } => "model_push",
+            Event::ModelPushFailed { .. } => "model_push_failed",
             Event::PeerTransfer { .. } => "peer_transfer",
             Event::ModelSwap { .. } => "model_swap",
             Event::KeyCreated { .. } => "key_created",

@@ -32,7 +32,7 @@ use object_store::ObjectStore;
 pub use error::BucketError;
 pub use push::{push, Pushed};
 pub use source::{pull, pull_counted, repair, Reuse};
-pub use sync::{sync, Synced};
+pub use sync::{sync, Elsewhere, Synced};
 
 /// Where a site's object storage is and who Hearth is there; the binary
 /// fills it from `[s3]` and the standard AWS variables.

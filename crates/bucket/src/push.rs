@@ -121,20 +121,36 @@ pub fn push(
             })
             .collect(),
     );
+    let mut failed = None;
     for done in done {
-        match done? {
-            Done::Reused(n) => {
+        match done {
+            Ok(Done::Reused(n)) => {
                 pushed.chunks_reused += 1;
                 pushed.bytes_reused += n;
             }
-            Done::Uploaded(n) => {
+            Ok(Done::Uploaded(n)) => {
                 pushed.chunks_uploaded += 1;
                 pushed.bytes_uploaded += n;
+            }
+            Err(err) => {
+                failed.get_or_insert(err);
             }
         }
     }
     // Plaintext left this node only if a chunk went up.
     pushed.decrypted = encrypted && pushed.chunks_uploaded > 0;
+    pushed.manifest = bucket.url(manifest_key(prefix, &model.manifest.name).as_ref());
+    if let Some(cause) = failed {
+        // The chunks that went up stay (each is named by its digest, and
+        // a rerun finds them); the caller must still hear of them.
+        return Err(match pushed.chunks_uploaded {
+            0 => cause,
+            _ => BucketError::PushIncomplete {
+                uploaded: Box::new(pushed),
+                cause: Box::new(cause),
+            },
+        });
+    }
     // Last: the manifest is what makes the model visible in the bucket.
     let key = manifest_key(prefix, &model.manifest.name);
     // Where it came from, without what may carry a secret (a pre-signed
@@ -146,7 +162,6 @@ pub fn push(
         .wait(bucket.objects.put(&key, PutPayload::from(json)))
         .map_err(|e| bucket.object_error(key.as_ref(), e))?;
     progress.finish();
-    pushed.manifest = bucket.url(key.as_ref());
     Ok(pushed)
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use object_store::path::Path as Key;
 use object_store::ObjectStore;
-use store::{Progress, PullOptions, Store};
+use store::{Manifest, Progress, PullOptions, Store, StoredModel};
 
 use crate::source::{pull_manifest, read_manifest};
 use crate::{join, Bucket, BucketError, Location, S3Options};
@@ -27,12 +27,20 @@ pub struct Synced {
     pub failed: Vec<(String, String)>,
 }
 
-/// One round: every model pushed under the prefix of `url`.
+/// Another way to a model a round pulls, tried before the bucket (the
+/// binary's peers): given the bucket's manifest, the source to record and
+/// the pull's options, `Some` when it stored exactly that version.
+pub type Elsewhere<'a> =
+    dyn Fn(&Manifest, &str, &PullOptions, &dyn Progress) -> Option<StoredModel> + 'a;
+
+/// One round: every model pushed under the prefix of `url`; each model to
+/// pull is asked of `elsewhere` first.
 pub fn sync(
     store: &Store,
     url: &str,
     s3: &S3Options,
     options: &PullOptions,
+    elsewhere: Option<&Elsewhere<'_>>,
     progress: &dyn Progress,
 ) -> Result<Synced, BucketError> {
     let location = Location::parse(url)?;
@@ -67,6 +75,14 @@ pub fn sync(
             force: stored.is_some(),
             ..options.clone()
         };
+        let found = elsewhere.and_then(|first| first(&manifest, &from, &options, progress));
+        if let Some(model) = found.filter(|m| m.manifest.digest() == manifest.digest()) {
+            tracing::info!(model = %model.manifest.name, "synced from elsewhere than the bucket");
+            synced
+                .pulled
+                .push((model.manifest.name.clone(), model.manifest.digest()));
+            continue;
+        }
         // One model that fails (a damaged chunk in the bucket, a full
         // disk) does not keep the others from arriving.
         match pull_manifest(

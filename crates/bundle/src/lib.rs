@@ -424,7 +424,7 @@ pub fn import(
         }
         let scratch = store.scratch_path(&format!("import-{}.partial", &sha[..16]));
         let checked = match &index.sealed_with {
-            None => receive(&mut entry, &scratch, file, progress),
+            None => receive(store, &mut entry, &scratch, file, progress),
             Some(_) => receive_sealed(store, &mut entry, &scratch, file, progress),
         };
         if let Err(err) = checked {
@@ -533,15 +533,19 @@ fn receive_sealed(
     }
 }
 
-/// Streams a blob to `scratch`, hashing each of the manifest's chunks and
-/// the whole as they pass; any difference stops it.
+/// Streams a blob to `scratch` (sealed as it is written into an encrypted
+/// store), hashing each of the manifest's chunks and the whole as they
+/// pass; any difference stops it.
 fn receive(
+    store: &Store,
     entry: &mut impl Read,
     scratch: &Path,
     manifest: &Part,
     progress: &dyn Progress,
 ) -> Result<(), Received> {
-    let mut out = fs::File::create(scratch).map_err(Received::Io)?;
+    let mut out = store
+        .stage(scratch, Some(manifest.size))
+        .map_err(Received::Store)?;
     let mut whole = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut at = 0u64;
@@ -589,5 +593,5 @@ fn receive(
             what: "the whole file has another size or SHA-256".into(),
         });
     }
-    out.sync_all().map_err(Received::Io)
+    out.finish().map_err(Received::Store)
 }

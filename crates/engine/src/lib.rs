@@ -76,6 +76,9 @@ pub struct EngineConfig {
     pub prefix_cache_size: Option<u32>,
     /// Layers to offload to a GPU (needs the `cuda` feature); 0 is CPU only.
     pub gpu_layers: u32,
+    /// Map the weights from the model file (llama.cpp's default) instead
+    /// of reading them into the engine's own memory.
+    pub use_mmap: bool,
 }
 
 impl Default for EngineConfig {
@@ -96,6 +99,7 @@ impl Default for EngineConfig {
             prefix_cache: true,
             prefix_cache_size: None,
             gpu_layers: 0,
+            use_mmap: true,
         }
     }
 }
@@ -212,7 +216,9 @@ impl Engine {
         // is an error naming it rather than a failure inside llama.cpp.
         let header = gguf::split::read_set(path)?.swap_remove(0);
         let backend = backend::get().map_err(EngineError::Backend)?;
-        let params = LlamaModelParams::default().with_n_gpu_layers(config.gpu_layers);
+        let params = LlamaModelParams::default()
+            .with_n_gpu_layers(config.gpu_layers)
+            .with_use_mmap(config.use_mmap);
         let started = Instant::now();
         let model =
             LlamaModel::load_from_file(backend, path, &params).map_err(|e| EngineError::Load {

@@ -1,11 +1,12 @@
 //! Decode speed of one GGUF with its weights mapped from the page cache
-//! (a plain store) and from an in-memory file decrypted from a sealed copy
-//! (how an encrypted store's models load), both loaded in one process and
+//! (a plain store) and decrypted from a sealed copy into memory, then
+//! copied into llama.cpp's own buffers (how an encrypted store's models
+//! load), both loaded in one process and
 //! measured in alternation: this machine's speed drifts by a third within
 //! minutes, and only side-by-side pairs resolve a few percent.
 //!
 //!   OMP_WAIT_POLICY=ACTIVE GOMP_SPINCOUNT=300000 \
-//!     cargo run --release --example weights_in_memory -- MODEL.gguf [PAIRS] [THREADS] [TOKENS]
+//!     cargo run --release --example weights_in_memory -- MODEL.gguf [PAIRS] [THREADS] [TOKENS] [memory-first]
 //!
 //! The variables are those `hearth` sets for itself: without them, two
 //! engines' threads on few cores put libgomp in its crowded mode, and both
@@ -24,7 +25,7 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let model = args
         .first()
-        .context("usage: weights_in_memory MODEL.gguf [PAIRS] [THREADS] [TOKENS]")?;
+        .context("usage: weights_in_memory MODEL.gguf [PAIRS] [THREADS] [TOKENS] [memory-first]")?;
     let number = |i: usize, default: u32| -> Result<u32> {
         args.get(i)
             .map_or(Ok(default), |a| a.parse().context("a count"))
@@ -44,8 +45,22 @@ fn main() -> Result<()> {
         threads,
         ..EngineConfig::default()
     };
-    let mapped = Engine::load(Path::new(model), &config)?;
-    let memory = Engine::load(&in_memory.path(), &config)?;
+    // As `hearth` loads a decrypted model (`commands::load_engine`):
+    // copied into llama.cpp's own buffers, the in-memory file let go.
+    let copied = EngineConfig {
+        use_mmap: false,
+        ..config.clone()
+    };
+    // Which engine loads first can favour one: `memory-first` swaps the
+    // order, and bench/encryption.sh runs both orders.
+    let (mapped, memory) = if args.get(4).is_some_and(|a| a == "memory-first") {
+        let memory = Engine::load(&in_memory.path(), &copied)?;
+        (Engine::load(Path::new(model), &config)?, memory)
+    } else {
+        let mapped = Engine::load(Path::new(model), &config)?;
+        (mapped, Engine::load(&in_memory.path(), &copied)?)
+    };
+    drop(in_memory);
     // Warm both: first use pages the weights in and sizes the buffers.
     for engine in [&mapped, &memory] {
         decode(engine, tokens)?;

@@ -168,6 +168,8 @@ pub struct FileEngine {
     #[serde(alias = "parallel")]
     pub max_running: Option<u32>,
     pub gpu_layers: Option<u32>,
+    /// Map model files (true) or read them into the engine's memory.
+    pub mmap: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -338,6 +340,7 @@ impl Config {
                 .and_then(|s| s.prefix_cache_size)
                 .or(fs.prefix_cache_size),
             gpu_layers: engine.gpu_layers.or(fe.gpu_layers).unwrap_or(gpu_default),
+            use_mmap: !engine.no_mmap && fe.mmap.unwrap_or(true),
             ..defaults
         };
 
@@ -718,6 +721,18 @@ mod tests {
         assert_eq!(c.server.models, ["smollm2"]);
         assert_eq!(c.home, dir.path());
         assert!(!c.server.insecure_no_auth);
+        assert!(c.engine.use_mmap);
+        // Reading the weights into memory: from the file, or a flag.
+        std::fs::write(dir.path().join("config.toml"), "[engine]\nmmap = false\n").unwrap();
+        let c = Config::load(&global(dir.path(), None), &EngineArgs::default(), None).unwrap();
+        assert!(!c.engine.use_mmap);
+        std::fs::write(dir.path().join("config.toml"), "").unwrap();
+        let no_mmap = EngineArgs {
+            no_mmap: true,
+            ..EngineArgs::default()
+        };
+        let c = Config::load(&global(dir.path(), None), &no_mmap, None).unwrap();
+        assert!(!c.engine.use_mmap);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! before (its plaintext reaches llama.cpp in memory); a wrong key or no
 //! key is refused by name; a flipped ciphertext byte is caught and repaired
 //! from the origin, sealed in place; a new pull
-//! is stored sealed; a bundle from it travels sealed (unless asked for the
+//! is stored sealed, and so is a quantization (made in memory); a pull cut
+//! off halfway leaves only sealed bytes and resumes from them; a bundle from it travels sealed (unless asked for the
 //! plaintext) and needs the key to import; `hearth store decrypt` gives
 //! the original bytes back.
 
@@ -165,6 +166,13 @@ fn an_encrypted_store_keeps_no_plaintext_and_refuses_wrong_keys_and_tampering() 
         .json()
         .unwrap();
     assert!(reply["choices"][0]["text"].is_string(), "{reply}");
+    // The plaintext is held once, in the engine's own buffers: the
+    // in-memory file it was decrypted into is gone once loaded.
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", server.pid())).unwrap();
+    assert!(
+        !maps.contains("memfd:"),
+        "the model is still mapped from its in-memory file"
+    );
     let node = tempfile::tempdir().unwrap();
     let lent = format!("peer://{}/smol", base.trim_start_matches("http://"));
     ok(hearth(node.path())
@@ -208,6 +216,26 @@ fn an_encrypted_store_keeps_no_plaintext_and_refuses_wrong_keys_and_tampering() 
         .unwrap());
     assert!(sealed(&h.join("models/smol2/model.gguf")));
     assert!(holding(h, &needles).is_empty());
+    // A quantization is written to memory and sealed into the store.
+    ok(hearth(h)
+        .args([
+            "quantize",
+            "smol",
+            "--type",
+            "Q4_0",
+            "--allow-requantize",
+            "--name",
+            "smol-q4",
+        ])
+        .output()
+        .unwrap());
+    assert!(sealed(&h.join("models/smol-q4/model.gguf")));
+    ok(hearth(h).args(["verify", "smol-q4"]).output().unwrap());
+    let left: Vec<_> = files(&h.join("tmp"))
+        .into_iter()
+        .filter(|f| !f.to_string_lossy().ends_with(".lock"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 
     // One flipped ciphertext byte: verify names the chunk, run refuses.
     let modified = std::fs::metadata(&blob).unwrap().modified().unwrap();
@@ -285,11 +313,98 @@ fn an_encrypted_store_keeps_no_plaintext_and_refuses_wrong_keys_and_tampering() 
 
     // Decrypted: the original bytes, and the store is plain again.
     let said = ok(hearth(h).args(["store", "decrypt"]).output().unwrap());
-    assert!(said.contains("decrypted 2 file"), "{said}");
+    assert!(said.contains("decrypted 3 file"), "{said}");
     assert_eq!(
         std::fs::read(h.join("models/smol/model.gguf")).unwrap(),
         std::fs::read(&model).unwrap()
     );
     assert!(!h.join("encryption.json").exists());
     assert_eq!(answer(h), before);
+}
+
+/// 64-byte windows of `model`'s bytes from `from` to `to`, each varied
+/// enough (16 distinct bytes or more) not to match filler such as zeros.
+fn windows_between(model: &Path, from: usize, to: usize) -> Vec<Vec<u8>> {
+    let bytes = std::fs::read(model).unwrap();
+    (from..to)
+        .step_by(200_003)
+        .map(|at| bytes[at..at + 64].to_vec())
+        .filter(|w| w.iter().collect::<std::collections::BTreeSet<_>>().len() >= 16)
+        .collect()
+}
+
+/// A pull into an encrypted store seals bytes as they land: cut off after
+/// four of its chunks, its partial file holds none of their plaintext, and
+/// the rerun resumes from those chunks (read back through the key) and
+/// publishes the sealed file.
+#[test]
+fn a_pull_into_an_encrypted_store_stages_no_plaintext_and_resumes() {
+    let model = testkit::default_model();
+    let served = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(&model, served.path().join("m.gguf")).unwrap();
+    let origin = testkit::origin::Origin::start(served.path());
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("store.key");
+    ok(hearth(h)
+        .args(["store", "keygen"])
+        .arg(&key)
+        .output()
+        .unwrap());
+    // 2 MiB chunks over one connection, so they arrive in order.
+    std::fs::write(
+        h.join("config.toml"),
+        format!(
+            "[store]\nkey_file = {key:?}\n[pull]\nconnections = 1\nchunk_mb = 2\nretries = 0\n"
+        ),
+    )
+    .unwrap();
+    ok(hearth(h).args(["store", "encrypt"]).output().unwrap());
+    // Four chunks whole, then every connection cut 1.5 MiB in: the fifth
+    // chunk's first record is whole on disk, its second is not.
+    origin.set_faults(testkit::origin::Faults {
+        drop_skip: 4,
+        drop_times: 1000,
+        drop_after: 3 << 19,
+        ..testkit::origin::Faults::default()
+    });
+    let url = origin.url("m.gguf");
+    failed(
+        hearth(h)
+            .args(["pull", &url, "--name", "smol"])
+            .output()
+            .unwrap(),
+    );
+    let needles = windows_between(&model, 4096, 9 << 20);
+    assert!(needles.len() >= 30, "{}", needles.len());
+    let partials: Vec<PathBuf> = files(&h.join("tmp"))
+        .into_iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "partial"))
+        .collect();
+    assert_eq!(partials.len(), 1, "{partials:?}");
+    assert!(sealed(&partials[0]));
+    let leaks = holding(h, &needles);
+    assert!(leaks.is_empty(), "plaintext of the model in {leaks:?}");
+
+    origin.set_faults(testkit::origin::Faults::default());
+    let before = origin.sent("m.gguf");
+    ok(hearth(h)
+        .args(["pull", &url, "--name", "smol"])
+        .output()
+        .unwrap());
+    let size = std::fs::metadata(&model).unwrap().len();
+    let again = origin.sent("m.gguf") - before;
+    assert!(
+        again <= size - (8 << 20) + 1,
+        "the rerun fetched {again} of {size} bytes: the four sealed chunks were not resumed"
+    );
+    assert!(sealed(&h.join("models/smol/model.gguf")));
+    ok(hearth(h).args(["verify", "smol"]).output().unwrap());
+    assert!(holding(h, &needles).is_empty());
+    let left: Vec<_> = files(&h.join("tmp"))
+        .into_iter()
+        .filter(|f| !f.to_string_lossy().ends_with(".lock"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }

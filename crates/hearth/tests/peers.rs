@@ -4,7 +4,8 @@
 //! bytes is dropped and the pull still ends verified; with no good peer
 //! left the origin serves the rest; peer routes refuse requests without
 //! credentials (even on a node whose API needs none), and credentials
-//! without the `replicate` permission.
+//! without the `replicate` permission; `/api/pull` on a serving node asks
+//! its configured peers first.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -418,4 +419,61 @@ fn eventually_lent(log: &Path, from: usize, want: u64) -> u64 {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// `/api/pull` on a serving node asks the peers in its configuration
+/// first, as `hearth pull` does: the model comes from the peer, and the
+/// origin it was published at is not contacted.
+#[test]
+fn an_api_pull_asks_the_configured_peers_first() {
+    let site = Site::start();
+    let a = node_home(&site);
+    ok(hearth(a.path()).args(["pull", &site.url]).output().unwrap());
+    let logs = tempfile::tempdir().unwrap();
+    let a_log = logs.path().join("a.log");
+    let (_a_server, a_base) = lender(a.path(), &a_log, None);
+    site.origin.clear_log();
+
+    let d = node_home(&site);
+    let config = d.path().join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[peers]\n",
+        &format!(
+            "[peers]\nnodes = [{:?}]\n",
+            a_base.trim_start_matches("http://")
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut serve = hearth(d.path());
+    serve
+        .env("HEARTH_PEER_KEY", site.token(&["node"]))
+        .args(["serve", "--port", "0", "--ctx-size", "256", "--model"])
+        .arg(testkit::default_model());
+    let (_d_server, d_base) = spawn_server_logging_to(
+        serve,
+        std::fs::File::create(logs.path().join("d.log")).unwrap(),
+    );
+    wait_ready(&d_base);
+    let reply = reqwest::blocking::Client::new()
+        .post(format!("{d_base}/api/pull"))
+        .bearer_auth(site.token(&["admin"]))
+        .json(&serde_json::json!({"model": site.url, "stream": false}))
+        .timeout(Duration::from_secs(120))
+        .send()
+        .unwrap();
+    let status = reply.status();
+    let body = reply.text().unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        site.origin.log().is_empty(),
+        "the origin was contacted: {:?}",
+        site.origin.log()
+    );
+    let lent = eventually_in(&a_log, "lending bytes to a peer");
+    assert!(lent.contains("lending bytes to a peer"), "{lent}");
+    assert_eq!(
+        std::fs::read(stored_file(d.path())).unwrap(),
+        std::fs::read(testkit::default_model()).unwrap()
+    );
+    ok(hearth(d.path()).args(["verify", "smol"]).output().unwrap());
 }

@@ -5,7 +5,9 @@
 //! pulls too, a bad chunk on a node is repaired from the bucket, keys may
 //! come from a profile in the shared credentials file,
 //! and a model the bucket lacks is a clear error; an encrypted store
-//! pushes its plaintext only when asked, and only with its key.
+//! pushes its plaintext only when asked, and only with its key; a push
+//! that fails halfway is audited with what went up; `sync` takes a model
+//! from a peer before the bucket.
 
 use std::path::Path;
 use std::process::Command;
@@ -338,6 +340,161 @@ fn an_encrypted_store_pushes_plaintext_only_when_asked() {
         std::fs::read(b.join("models/smol/model.gguf")).unwrap(),
         std::fs::read(&model).unwrap()
     );
+}
+
+/// A push that stops after some chunks went up (here the last chunk is
+/// found damaged, its stamp left intact so nothing checked it earlier)
+/// fails, writes no manifest, and records in the audit log what left the
+/// node; repaired, the push goes on from the chunks already there.
+#[test]
+fn a_push_that_fails_halfway_is_audited_with_what_went_up() {
+    let server = S3Server::start("halfway");
+    let model = testkit::default_model();
+    let size = std::fs::metadata(&model).unwrap().len();
+    let chunks = size.div_ceil(CHUNK);
+    let site = site_with_smol(&server, &model);
+    let a = site.path();
+    // A first push indexes the model's content-defined chunks while its
+    // bytes are whole.
+    ok(hearth(a, &server)
+        .args(["push", "smol", "s3://halfway/one"])
+        .output()
+        .unwrap());
+    let file = a.join("models/smol/model.gguf");
+    let modified = std::fs::metadata(&file).unwrap().modified().unwrap();
+    support::flip_byte(&file, size - 1000, 0x10);
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(modified)
+        .unwrap();
+
+    let err = failed(
+        hearth(a, &server)
+            .args(["push", "smol", "s3://halfway/two"])
+            .output()
+            .unwrap(),
+    );
+    let went_up = (chunks - 1) * CHUNK;
+    assert!(
+        err.contains("does not match its SHA-256")
+            && err.contains(&format!(
+                "after uploading {} chunk(s), {went_up} bytes",
+                chunks - 1
+            )),
+        "{err}"
+    );
+    let export = ok(hearth(a, &server)
+        .args(["audit", "export", "--since", "1h"])
+        .output()
+        .unwrap());
+    let event: serde_json::Value = export
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["event"] == "model_push_failed")
+        .expect("the failed push is audited");
+    assert_eq!(event["model"], "smol", "{event}");
+    assert_eq!(event["chunks_uploaded"], chunks - 1, "{event}");
+    assert_eq!(event["bytes_uploaded"], went_up, "{event}");
+    assert_eq!(event["destination"], "s3://halfway/two/models/smol.json");
+    assert!(
+        event["reason"].as_str().unwrap().contains("SHA-256"),
+        "{event}"
+    );
+    // No manifest: the model is not there for other nodes.
+    let node = tempfile::tempdir().unwrap();
+    failed(
+        hearth(node.path(), &server)
+            .args(["pull", "s3://halfway/two/smol"])
+            .output()
+            .unwrap(),
+    );
+    // Repaired, the push sends only the chunk that did not go up.
+    ok(hearth(a, &server)
+        .args(["repair", "smol"])
+        .output()
+        .unwrap());
+    let rest = ok(hearth(a, &server)
+        .args(["push", "smol", "s3://halfway/two"])
+        .output()
+        .unwrap());
+    assert_eq!(pushed(&rest), (1, size - went_up, chunks - 1), "{rest}");
+}
+
+/// `hearth sync` asks the configured peers first: from a prefix that holds
+/// the model's manifest and none of its chunks, a node still syncs the
+/// model, from a peer that holds that version, verified against the
+/// manifest's digests and recorded as from the bucket.
+#[test]
+fn sync_takes_a_model_from_a_peer_before_the_bucket() {
+    let server = S3Server::start("peered");
+    let model = testkit::default_model();
+    let site = site_with_smol(&server, &model);
+    let a = site.path();
+    server.put_object(
+        "peered",
+        "prod/models/smol.json",
+        &a.join("models/smol/manifest.json"),
+    );
+    let key = ok(hearth(a, &server)
+        .args(["keys", "create", "--name", "fleet", "--role", "admin"])
+        .output()
+        .unwrap())
+    .trim()
+    .to_string();
+    let mut lend = hearth(a, &server);
+    lend.args([
+        "serve",
+        "--share",
+        "--port",
+        "0",
+        "--ctx-size",
+        "256",
+        "--model",
+        "smol",
+    ]);
+    let (_lender, base) = support::spawn_server(lend);
+    support::wait_ready(&base);
+
+    let node = tempfile::tempdir().unwrap();
+    let b = node.path();
+    // Without peers, the bucket alone cannot give the model.
+    failed(
+        hearth(b, &server)
+            .args(["sync", "s3://peered/prod"])
+            .output()
+            .unwrap(),
+    );
+    std::fs::write(
+        b.join("config.toml"),
+        format!(
+            "[pull]\nchunk_mb = 8\n[peers]\nnodes = [{:?}]\n",
+            base.trim_start_matches("http://")
+        ),
+    )
+    .unwrap();
+    let out = ok(hearth(b, &server)
+        .env("HEARTH_PEER_KEY", &key)
+        .args(["sync", "s3://peered/prod"])
+        .output()
+        .unwrap());
+    assert!(out.contains("smol: pulled"), "{out}");
+    assert_eq!(
+        std::fs::read(b.join("models/smol/model.gguf")).unwrap(),
+        std::fs::read(&model).unwrap()
+    );
+    ok(hearth(b, &server)
+        .args(["verify", "smol"])
+        .output()
+        .unwrap());
+    // Recorded as the bucket's: the next round finds it unchanged.
+    let again = ok(hearth(b, &server)
+        .env("HEARTH_PEER_KEY", &key)
+        .args(["sync", "s3://peered/prod"])
+        .output()
+        .unwrap());
+    assert!(again.contains("0 pulled, 1 unchanged"), "{again}");
 }
 
 /// The digest `hearth list --json` on `home` shows for `name`, if listed.

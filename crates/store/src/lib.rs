@@ -51,7 +51,7 @@ pub use remote::{
     is_location, location_kind, origin_file, origin_of, FileToFetch, LocationKind, OpenFile,
     Repaired, Wanted,
 };
-pub use sealing::{headers, readable, Migrated, Readable};
+pub use sealing::{headers, readable, Migrated, Readable, Staged};
 pub use space::{Collected, ModelUsage, Usage};
 pub use vault::is_sealed;
 
@@ -401,10 +401,8 @@ impl Store {
                 sources.push(blob);
                 continue;
             }
-            let header = gguf::read_file(file)?;
-            if i == 0 {
-                gguf::read_model(file)?;
-            }
+            // Sealed when it came sealed, or was sealed as it arrived.
+            let header = sealing::header_of(file, self.key(), i == 0)?;
             check_split_no(&header, i, records.len()).map_err(|reason| StoreError::SplitSet {
                 location: file.display().to_string(),
                 reason,

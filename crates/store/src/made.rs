@@ -1,6 +1,7 @@
-//! Models made on this node (`hearth quantize`): a finished file under
-//! `tmp/` enters the store like a pulled one (checked as a GGUF, chunked,
-//! hashed, committed atomically), with its lineage in the manifest.
+//! Models made on this node (`hearth quantize`): a finished file (under
+//! `tmp/`, or in memory for an encrypted store) enters the store like a
+//! pulled one (checked as a GGUF, chunked, hashed, sealed when the store
+//! is, committed atomically), with its lineage in the manifest.
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -26,9 +27,29 @@ impl Store {
         let _lock = self.lock_pull(name)?;
         let (chunk_list, sha256) = chunks::digest(file, chunks::CHUNK_SIZE, None, &NoProgress)?;
         let size = std::fs::metadata(file).at(file)?.len();
-        std::fs::File::open(file)
-            .and_then(|f| f.sync_all())
-            .at(file)?;
+        // An encrypted store's model is sealed into tmp/ from wherever it
+        // was made (in memory, for one); a plain one is moved as it is.
+        let sealed;
+        let file = match self.sealing_key()? {
+            Some(_) => {
+                sealed = self.scratch_path(&format!(
+                    "adopt-{}-{}.sealed",
+                    std::process::id(),
+                    &sha256[..16]
+                ));
+                let mut staged = self.stage(&sealed, Some(size))?;
+                let mut plain = std::fs::File::open(file).at(file)?;
+                std::io::copy(&mut plain, &mut staged).at(&sealed)?;
+                staged.finish()?;
+                sealed.as_path()
+            }
+            None => {
+                std::fs::File::open(file)
+                    .and_then(|f| f.sync_all())
+                    .at(file)?;
+                file
+            }
+        };
         let manifest = Manifest {
             name: name.to_string(),
             size,

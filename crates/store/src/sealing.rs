@@ -53,6 +53,12 @@ impl Readable {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Whether the path leads to plaintext in memory (a decrypted model),
+    /// not to the stored file.
+    pub fn in_memory(&self) -> bool {
+        !self._memory.is_empty()
+    }
 }
 
 /// [`Readable`] for the model file at `path` (a set's first file).
@@ -131,6 +137,192 @@ pub fn headers(path: &Path, key: Option<&Key>) -> Result<Vec<gguf::Gguf>, StoreE
             })
         })
         .collect()
+}
+
+/// The GGUF header of one file that may be sealed (a pull's partial file
+/// in an encrypted store), with the model checks for a set's first file.
+pub(crate) fn header_of(
+    path: &Path,
+    key: Option<&Key>,
+    first: bool,
+) -> Result<gguf::Gguf, gguf::GgufFileError> {
+    let wrap = |error| gguf::GgufFileError {
+        path: path.to_path_buf(),
+        error,
+    };
+    let reader = vault::Reader::open(path, key)
+        .map_err(|e| wrap(gguf::GgufError::Io(std::io::Error::other(e))))?;
+    if !reader.is_sealed() {
+        drop(reader);
+        return match first {
+            true => gguf::read_model(path),
+            false => gguf::read_file(path),
+        };
+    }
+    let size = reader.size();
+    let header = gguf::parse(
+        std::io::BufReader::with_capacity(1 << 16, reader),
+        size,
+        gguf::Limits::default(),
+    )
+    .map_err(wrap)?;
+    if first {
+        header.check_hparams().map_err(wrap)?;
+    }
+    Ok(header)
+}
+
+/// A file under `tmp/` that plaintext streams into from its first byte (a
+/// wheel's member, a bundle's blob): sealed as it is written when the
+/// store is encrypted, so no plaintext reaches the disk; plain otherwise.
+pub struct Staged {
+    path: PathBuf,
+    sink: Sink,
+    at: u64,
+}
+
+enum Sink {
+    Plain(fs::File),
+    Sealed(Box<vault::Partial>),
+}
+
+impl Store {
+    /// Starts `path` (created or replaced) for `size` bytes of plaintext;
+    /// an encrypted store needs the size before the first byte.
+    pub fn stage(&self, path: &Path, size: Option<u64>) -> Result<Staged, StoreError> {
+        let sink = match self.sealing_key()? {
+            None => Sink::Plain(fs::File::create(path).at(path)?),
+            Some(_) => {
+                let size = size.ok_or_else(|| StoreError::Io {
+                    path: path.to_path_buf(),
+                    cause: std::io::Error::other(
+                        "an encrypted store seals a file as it arrives, which needs its size first, and none is known",
+                    ),
+                })?;
+                let key = self.key.clone().expect("a sealing key is configured");
+                let (partial, _) = vault::Partial::open(path, key, size)?;
+                // Whatever an earlier run left there is written over.
+                partial.restart();
+                Sink::Sealed(Box::new(partial))
+            }
+        };
+        Ok(Staged {
+            path: path.to_path_buf(),
+            sink,
+            at: 0,
+        })
+    }
+}
+
+impl Staged {
+    /// Syncs what was written: the file is whole on disk.
+    pub fn finish(self) -> Result<(), StoreError> {
+        match self.sink {
+            Sink::Plain(file) => file.sync_all().at(&self.path),
+            Sink::Sealed(partial) => Ok(partial.sync()?),
+        }
+    }
+}
+
+impl std::io::Write for Staged {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match &mut self.sink {
+            Sink::Plain(file) => file.write_all(buf)?,
+            Sink::Sealed(partial) => partial.write_at(buf, self.at).map_err(vault_io)?,
+        }
+        self.at += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.sink {
+            Sink::Plain(file) => file.flush(),
+            Sink::Sealed(_) => Ok(()),
+        }
+    }
+}
+
+/// How a pull into an encrypted store lands: each partial file sealed as
+/// its bytes arrive (`vault::Partial`), so a pull, even one killed
+/// halfway, puts no plaintext on the disk; the finished file is already
+/// the sealed blob the commit publishes.
+#[derive(Debug)]
+pub(crate) struct SealedStaging {
+    key: Arc<Key>,
+}
+
+impl SealedStaging {
+    pub(crate) fn new(key: Arc<Key>) -> SealedStaging {
+        SealedStaging { key }
+    }
+}
+
+impl transfer::Staging for SealedStaging {
+    fn open(
+        &self,
+        path: &Path,
+        size: Option<u64>,
+    ) -> Result<(Box<dyn transfer::Partial>, bool), transfer::TransferError> {
+        let Some(size) = size else {
+            return Err(transfer::TransferError::Io {
+                path: path.to_path_buf(),
+                cause: std::io::Error::other(
+                    "the source does not give the file's size before sending it, and an encrypted store seals bytes as they arrive, which needs the size first",
+                ),
+            });
+        };
+        let (partial, fresh) =
+            vault::Partial::open(path, Arc::clone(&self.key), size).map_err(|e| {
+                transfer::TransferError::Io {
+                    path: path.to_path_buf(),
+                    cause: vault_io(e),
+                }
+            })?;
+        let file = SealedFile {
+            partial,
+            path: path.to_path_buf(),
+        };
+        Ok((Box::new(file), fresh))
+    }
+}
+
+/// A sealed partial file as the transfer sees it: plaintext offsets.
+struct SealedFile {
+    partial: vault::Partial,
+    path: PathBuf,
+}
+
+/// A vault error where an I/O error is expected: its own cause, or the
+/// error itself as invalid data.
+pub(crate) fn vault_io(err: VaultError) -> std::io::Error {
+    match err {
+        VaultError::Io { cause, .. } => cause,
+        other => std::io::Error::new(std::io::ErrorKind::InvalidData, other),
+    }
+}
+
+impl transfer::Partial for SealedFile {
+    fn write_at(&self, bytes: &[u8], offset: u64) -> std::io::Result<()> {
+        self.partial.write_at(bytes, offset).map_err(vault_io)
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.partial.read_exact_at(buf, offset).map_err(vault_io)
+    }
+
+    fn prepare(&self, size: u64) -> Result<(), transfer::TransferError> {
+        debug_assert_eq!(size, self.partial.size(), "sized when opened");
+        transfer::reserve(self.partial.file(), &self.path, self.partial.sealed_len())
+    }
+
+    fn restart(&self) -> std::io::Result<()> {
+        self.partial.restart();
+        Ok(())
+    }
+
+    fn sync(&self) -> std::io::Result<()> {
+        self.partial.sync().map_err(vault_io)
+    }
 }
 
 /// The files of the model whose first file is `path`: itself, or every

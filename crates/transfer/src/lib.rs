@@ -17,6 +17,7 @@ mod pace;
 mod patch;
 pub mod source;
 mod spread;
+mod staging;
 
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +27,7 @@ pub use pace::Pace;
 pub use patch::{Local, Patched};
 pub use source::{FileSource, HttpOptions, HttpSource, HubLocation, Remote, Source};
 pub use spread::{Served, Spread};
+pub use staging::{reserve, Partial, Plain, PlainFile, Staging};
 
 /// The default chunk size: 64 MiB, large enough that a 40 GB file has a
 /// manifest of a few hundred lines, small enough that a bad or interrupted

@@ -39,6 +39,7 @@ fn options(connections: usize) -> Options {
         retries: 2,
         backoff: Duration::from_millis(20),
         limit_rate: None,
+        staging: None,
     }
 }
 

@@ -16,6 +16,7 @@
 //! turns swap off and core dumps off.)
 
 mod key;
+mod partial;
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -27,6 +28,7 @@ use ring::aead::{Aad, Nonce, Tag, NONCE_LEN};
 use ring::rand::{SecureRandom, SystemRandom};
 
 pub use key::Key;
+pub use partial::Partial;
 
 /// What a sealed file starts with.
 pub const MAGIC: &[u8; 8] = b"HTHSEAL1";
@@ -120,40 +122,97 @@ pub fn seal(src: &Path, dst: &Path, key: &Key) -> Result<(), VaultError> {
     let mut input = File::open(src).map_err(io(src))?;
     let size = input.metadata().map_err(io(src))?.len();
     let mut out = std::io::BufWriter::with_capacity(4 << 20, File::create(dst).map_err(io(dst))?);
+    let header = new_header(key, size)?;
+    out.write_all(&header).map_err(io(dst))?;
+    let mut buf = vec![0u8; CHUNK as usize];
+    for record in 0..size.div_ceil(CHUNK) {
+        let len = CHUNK.min(size - record * CHUNK) as usize;
+        input.read_exact(&mut buf[..len]).map_err(io(src))?;
+        out.write_all(&seal_record(key, &header, record, &buf[..len])?)
+            .map_err(io(dst))?;
+    }
+    let file = out.into_inner().map_err(|e| io(dst)(e.into_error()))?;
+    file.sync_all().map_err(io(dst))?;
+    Ok(())
+}
+
+/// A new sealed file's header for `size` bytes of plaintext under `key`,
+/// with a fresh random file id.
+fn new_header(key: &Key, size: u64) -> Result<[u8; HEADER as usize], VaultError> {
     let mut header = [0u8; HEADER as usize];
     header[..8].copy_from_slice(MAGIC);
     header[8..12].copy_from_slice(&1u32.to_le_bytes());
     header[12..16].copy_from_slice(&(CHUNK as u32).to_le_bytes());
     header[16..24].copy_from_slice(&size.to_le_bytes());
     header[24..40].copy_from_slice(key.id_bytes());
-    let random = SystemRandom::new();
-    random
+    SystemRandom::new()
         .fill(&mut header[40..56])
         .map_err(|_| VaultError::BadKey("the system's random source failed".into()))?;
-    out.write_all(&header).map_err(io(dst))?;
-    let mut buf = vec![0u8; CHUNK as usize];
-    for record in 0..size.div_ceil(CHUNK) {
-        let len = CHUNK.min(size - record * CHUNK) as usize;
-        input.read_exact(&mut buf[..len]).map_err(io(src))?;
-        let mut nonce = [0u8; NONCE_LEN];
-        random
-            .fill(&mut nonce)
-            .map_err(|_| VaultError::BadKey("the system's random source failed".into()))?;
-        let tag = key
-            .aead
-            .seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad(&header, record)),
-                &mut buf[..len],
-            )
-            .map_err(|_| VaultError::BadKey("encryption failed".into()))?;
-        out.write_all(&nonce).map_err(io(dst))?;
-        out.write_all(&buf[..len]).map_err(io(dst))?;
-        out.write_all(tag.as_ref()).map_err(io(dst))?;
-    }
-    let file = out.into_inner().map_err(|e| io(dst)(e.into_error()))?;
-    file.sync_all().map_err(io(dst))?;
-    Ok(())
+    Ok(header)
+}
+
+/// Record `record` of the file with `header`, holding `plaintext`, as it
+/// is stored: a fresh random nonce, the ciphertext, the tag.
+fn seal_record(
+    key: &Key,
+    header: &[u8; HEADER as usize],
+    record: u64,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, VaultError> {
+    let mut nonce = [0u8; NONCE_LEN];
+    SystemRandom::new()
+        .fill(&mut nonce)
+        .map_err(|_| VaultError::BadKey("the system's random source failed".into()))?;
+    let mut out = Vec::with_capacity(plaintext.len() + RECORD_EXTRA as usize);
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(plaintext);
+    let tag = key
+        .aead
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad(header, record)),
+            &mut out[NONCE_LEN..],
+        )
+        .map_err(|_| VaultError::BadKey("encryption failed".into()))?;
+    out.extend_from_slice(tag.as_ref());
+    Ok(out)
+}
+
+/// Where record `record` starts in a sealed file.
+fn record_at(record: u64) -> u64 {
+    HEADER + record * (CHUNK + RECORD_EXTRA)
+}
+
+/// Reads record `record` (`len` plaintext bytes) of the sealed file
+/// `file` (at `path`) and returns its plaintext, authenticated.
+fn open_record(
+    file: &File,
+    path: &Path,
+    key: &Key,
+    header: &[u8; HEADER as usize],
+    record: u64,
+    len: usize,
+) -> Result<Vec<u8>, VaultError> {
+    let mut raw = vec![0u8; len + RECORD_EXTRA as usize];
+    file.read_exact_at(&mut raw, record_at(record))
+        .map_err(io(path))?;
+    let mut nonce = [0u8; NONCE_LEN];
+    nonce.copy_from_slice(&raw[..NONCE_LEN]);
+    let (body, tag) = raw[NONCE_LEN..].split_at_mut(len);
+    let tag: [u8; TAG as usize] = (&*tag).try_into().expect("16 bytes");
+    key.aead
+        .open_in_place_separate_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad(header, record)),
+            Tag::from(tag),
+            body,
+            0..,
+        )
+        .map_err(|_| VaultError::Tampered {
+            path: path.to_path_buf(),
+            record,
+        })?;
+    Ok(body.to_vec())
 }
 
 /// Replaces the records of sealed file `path` that hold plaintext bytes
@@ -181,27 +240,13 @@ pub fn reseal(path: &Path, key: &Key, offset: u64, plaintext: &[u8]) -> Result<(
         .write(true)
         .open(path)
         .map_err(io(path))?;
-    let random = SystemRandom::new();
     for (i, piece) in plaintext.chunks(CHUNK as usize).enumerate() {
         let record = offset / CHUNK + i as u64;
-        let mut nonce = [0u8; NONCE_LEN];
-        random
-            .fill(&mut nonce)
-            .map_err(|_| VaultError::BadKey("the system's random source failed".into()))?;
-        let mut body = piece.to_vec();
-        let tag = key
-            .aead
-            .seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad(&header, record)),
-                &mut body,
-            )
-            .map_err(|_| VaultError::BadKey("encryption failed".into()))?;
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&body);
-        out.extend_from_slice(tag.as_ref());
-        file.write_all_at(&out, HEADER + record * (CHUNK + RECORD_EXTRA))
-            .map_err(io(path))?;
+        file.write_all_at(
+            &seal_record(key, &header, record, piece)?,
+            record_at(record),
+        )
+        .map_err(io(path))?;
     }
     file.sync_data().map_err(io(path))
 }
@@ -313,28 +358,7 @@ impl<'k> Reader<'k> {
             unreachable!("only sealed files have records")
         };
         let len = CHUNK.min(self.size - record * CHUNK) as usize;
-        let at = HEADER + record * (CHUNK + RECORD_EXTRA);
-        let mut raw = vec![0u8; len + RECORD_EXTRA as usize];
-        self.file
-            .read_exact_at(&mut raw, at)
-            .map_err(io(&self.path))?;
-        let mut nonce = [0u8; NONCE_LEN];
-        nonce.copy_from_slice(&raw[..NONCE_LEN]);
-        let (body, tag) = raw[NONCE_LEN..].split_at_mut(len);
-        let tag: [u8; TAG as usize] = (&*tag).try_into().expect("16 bytes");
-        key.aead
-            .open_in_place_separate_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad(&self.header, record)),
-                Tag::from(tag),
-                body,
-                0..,
-            )
-            .map_err(|_| VaultError::Tampered {
-                path: self.path.clone(),
-                record,
-            })?;
-        self.buf = body.to_vec();
+        self.buf = open_record(&self.file, &self.path, key, &self.header, record, len)?;
         self.buf_at = record * CHUNK;
         Ok(())
     }
@@ -370,6 +394,25 @@ impl Read for Reader<'_> {
     }
 }
 
+/// A new, empty in-memory file (Linux `memfd`) named `name`.
+fn memfd(name: &str) -> std::io::Result<OwnedFd> {
+    let cname = std::ffi::CString::new(name.replace('\0', "_")).expect("no NUL left");
+    // SAFETY: a plain syscall with a valid C string; the result is checked.
+    let raw = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// An empty in-memory file for plaintext another program writes by path
+/// (llama.cpp's quantizer): its bytes never reach the disk.
+pub fn empty_in_memory(name: &str) -> Result<InMemory, VaultError> {
+    let fd = memfd(name).map_err(io(Path::new(name)))?;
+    Ok(InMemory { fd })
+}
+
 /// A file's plaintext in memory (a Linux `memfd`), reachable by the path
 /// `/proc/self/fd/N` while this value lives: how an encrypted model is
 /// loaded without its weights ever being written to disk. Its pages count
@@ -389,14 +432,7 @@ impl InMemory {
 /// named `name` (shown in `/proc/PID/fd`).
 pub fn in_memory(path: &Path, key: Option<&Key>, name: &str) -> Result<InMemory, VaultError> {
     let mut reader = Reader::open(path, key)?;
-    let cname = std::ffi::CString::new(name.replace('\0', "_")).expect("no NUL left");
-    // SAFETY: a plain syscall with a valid C string; the result is checked.
-    let raw = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
-    if raw < 0 {
-        return Err(io(path)(std::io::Error::last_os_error()));
-    }
-    // SAFETY: `raw` is a fresh descriptor owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let fd = memfd(name).map_err(io(path))?;
     let mut file = File::from(fd.try_clone().map_err(io(path))?);
     file.set_len(reader.size()).map_err(io(path))?;
     let mut buf = vec![0u8; CHUNK as usize];

@@ -326,6 +326,10 @@ pub struct EngineArgs {
     /// Layers to offload to the GPU (CUDA builds) [default: all with CUDA, else 0]
     #[arg(long, env = "HEARTH_GPU_LAYERS", value_name = "N")]
     pub gpu_layers: Option<u32>,
+    /// Read the weights into the engine's memory instead of mapping the
+    /// model file (llama.cpp's --no-mmap; a decrypted model always is)
+    #[arg(long, env = "HEARTH_NO_MMAP")]
+    pub no_mmap: bool,
 }
 
 /// Sampling flags for `run` and `chat`.
@@ -543,6 +547,25 @@ pub struct PullArgs {
     /// Ask no peer, only the origin
     #[arg(long)]
     pub no_peers: bool,
+}
+
+impl PullArgs {
+    /// A pull of `model` as the API asks for it: the configuration's
+    /// peers and settings, no flags.
+    pub fn api(model: &str) -> PullArgs {
+        PullArgs {
+            model: model.to_string(),
+            force: false,
+            name: None,
+            sha256: None,
+            connections: None,
+            limit_rate: None,
+            json: false,
+            peer: Vec::new(),
+            peers_dns: None,
+            no_peers: false,
+        }
+    }
 }
 
 #[cfg(test)]

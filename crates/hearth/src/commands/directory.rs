@@ -132,9 +132,36 @@ pub struct AuditedLibrary {
     pub objects: ObjectPulls,
     /// Weak: the server closes (and flushes) the log at shutdown.
     pub audit: Option<Weak<server::Auditor>>,
+    /// Nodes asked first, as `hearth pull` asks them.
+    pub peers: crate::peering::PeerSettings,
 }
 
 impl AuditedLibrary {
+    /// The model from the configured peers, as `hearth pull` takes it;
+    /// `None` when the origin should serve the pull (no peer is
+    /// configured or holds it, or they failed).
+    fn pull_from_peers(
+        &self,
+        name: &str,
+        progress: &dyn Progress,
+    ) -> Result<Option<String>, LibraryError> {
+        let refused = |reason: String| LibraryError::Refused { reason };
+        if store::is_location(name) && store::location_kind(name) == store::LocationKind::File {
+            // Refused by the library below, with its reason.
+            return Ok(None);
+        }
+        let args = crate::cli::PullArgs::api(name);
+        let pulled = super::peers::pull(
+            &self.peers,
+            &self.objects.store,
+            &args,
+            &self.objects.options,
+            progress,
+        )
+        .map_err(|e| refused(format!("{e:#}")))?;
+        Ok(pulled.map(|stored| stored.manifest.name))
+    }
+
     fn record(&self, event: audit::Event) {
         if let Some(auditor) = self.audit.as_ref().and_then(Weak::upgrade) {
             auditor.log.record(event);
@@ -155,6 +182,10 @@ impl ModelLibrary for AuditedLibrary {
         let pulled = if store::location_kind(name) == store::LocationKind::Bucket {
             let stored = self.objects.pull(name, progress)?;
             // Described as every stored model is.
+            self.library
+                .find(&stored)?
+                .ok_or(LibraryError::NotStored { name: stored })?
+        } else if let Some(stored) = self.pull_from_peers(name, progress)? {
             self.library
                 .find(&stored)?
                 .ok_or(LibraryError::NotStored { name: stored })?

@@ -529,7 +529,7 @@ impl Fleet {
     /// goes to llama.cpp in memory, never to the disk.
     fn load_file(&self, path: &std::path::Path) -> anyhow::Result<Engine> {
         let readable = store::readable(path, self.key.as_deref())?;
-        Ok(Engine::load(readable.path(), &self.config)?)
+        Ok(super::load_engine(readable, &self.config)?)
     }
 
     /// Unloads idle models whose keep-alive ran out, and earlier versions

@@ -33,7 +33,7 @@ pub fn pull(config: &Config, args: &crate::cli::PullArgs) -> Result<()> {
     } else {
         Box::new(Bar::new())
     };
-    let from_peers = super::peers::pull(config, &store, args, &options, progress.as_ref())?;
+    let from_peers = super::peers::pull(&config.peers, &store, args, &options, progress.as_ref())?;
     let stored = if let Some(stored) = from_peers {
         stored
     } else if store::location_kind(&args.model) == store::LocationKind::Bucket {

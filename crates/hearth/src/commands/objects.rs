@@ -19,7 +19,24 @@ pub fn push(
         Some(rate) => Some(crate::config::parse_rate(rate)?),
         None => config.pull.transfer.limit_rate,
     };
-    let pushed = bucket::push(&store, model, to, &config.s3, rate, plaintext, &Bar::new())?;
+    let pushed = match bucket::push(&store, model, to, &config.s3, rate, plaintext, &Bar::new()) {
+        Ok(pushed) => pushed,
+        Err(bucket::BucketError::PushIncomplete { uploaded, cause }) => {
+            // Bytes left this node before the push stopped: on the record.
+            if let Some(log) = super::audit_log::open(config)? {
+                log.record(audit::Event::ModelPushFailed {
+                    model: uploaded.name.clone(),
+                    destination: uploaded.manifest.clone(),
+                    chunks_uploaded: uploaded.chunks_uploaded,
+                    bytes_uploaded: uploaded.bytes_uploaded,
+                    decrypted: uploaded.decrypted,
+                    reason: cause.to_string(),
+                });
+            }
+            return Err(bucket::BucketError::PushIncomplete { uploaded, cause }.into());
+        }
+        Err(err) => return Err(err.into()),
+    };
     if let Some(log) = super::audit_log::open(config)? {
         log.record(audit::Event::ModelPush {
             model: pushed.name.clone(),
@@ -64,7 +81,19 @@ pub fn sync(
     }
     let log = super::audit_log::open(config)?;
     loop {
-        match bucket::sync(&store, from, &config.s3, &options, &Bar::new()) {
+        // Resolved each round: a headless service's addresses change.
+        let peers = config.peers.resolve(&[], None)?;
+        let elsewhere = |m: &store::Manifest,
+                         source: &str,
+                         options: &store::PullOptions,
+                         progress: &dyn store::Progress| {
+            super::peers::by_digest(&config.peers, &store, &peers, m, source, options, progress)
+        };
+        let elsewhere: Option<&bucket::Elsewhere<'_>> = match peers.is_empty() {
+            true => None,
+            false => Some(&elsewhere),
+        };
+        match bucket::sync(&store, from, &config.s3, &options, elsewhere, &Bar::new()) {
             Ok(round) => {
                 for (name, digest) in &round.pulled {
                     println!("{name}: pulled ({digest})");

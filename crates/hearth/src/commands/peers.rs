@@ -7,12 +7,12 @@ use anyhow::{bail, Context, Result};
 use store::{Manifest, PullOptions, Store, StoredModel};
 
 use crate::cli::PullArgs;
-use crate::config::Config;
+use crate::peering::PeerSettings;
 
 /// The model pulled from peers, or `None` when the origin should serve
 /// the pull (no peer holds it, or the peers failed).
 pub fn pull(
-    config: &Config,
+    settings: &PeerSettings,
     store: &Store,
     args: &PullArgs,
     options: &PullOptions,
@@ -20,8 +20,8 @@ pub fn pull(
 ) -> Result<Option<StoredModel>> {
     let http = transfer::HttpOptions {
         // The hub's token stays with the hub: peers get this node's key.
-        token: config.peers.key.clone(),
-        identity: config.peers.client_cert.clone(),
+        token: settings.key.clone(),
+        identity: settings.client_cert.clone(),
         ..options.http.clone()
     };
     if let Some(rest) = args.model.strip_prefix("peer://") {
@@ -30,8 +30,7 @@ pub fn pull(
     if args.no_peers {
         return Ok(None);
     }
-    let peers = config
-        .peers
+    let peers = settings
         .resolve(&args.peer, args.peers_dns.as_deref())
         .context("the peers to pull from")?;
     if peers.is_empty() {
@@ -106,6 +105,54 @@ fn named(
     .with_context(|| format!("{node} does not hold that version of `{name}`"))?;
     report(&pulled);
     Ok(pulled.model)
+}
+
+/// The version `manifest` names (a bucket's, for `hearth sync`), from
+/// `peers` alone, recorded as from `source`; `None` when no peer holds it
+/// or the peers failed (the caller's own source serves it then).
+pub fn by_digest(
+    settings: &PeerSettings,
+    store: &Store,
+    peers: &[peer::Peer],
+    manifest: &Manifest,
+    source: &str,
+    options: &PullOptions,
+    progress: &dyn store::Progress,
+) -> Option<StoredModel> {
+    let http = transfer::HttpOptions {
+        token: settings.key.clone(),
+        identity: settings.client_cert.clone(),
+        ..options.http.clone()
+    };
+    let no_origin =
+        |m: &Manifest, _: usize| -> Result<Box<dyn transfer::Source>, store::StoreError> {
+            Err(store::StoreError::NoOrigin {
+                name: m.name.clone(),
+                reason: "the caller falls back on its own source".into(),
+            })
+        };
+    let expect = peer::Expect::Digest(manifest.digest());
+    match peer::pull(
+        store,
+        &manifest.name,
+        peers,
+        &expect,
+        source,
+        &no_origin,
+        options,
+        &http,
+        progress,
+    ) {
+        Ok(Some(pulled)) => {
+            report(&pulled);
+            Some(pulled.model)
+        }
+        Ok(None) => None,
+        Err(err) => {
+            tracing::warn!(model = %manifest.name, %err, "pulling from peers failed; using the bucket");
+            None
+        }
+    }
 }
 
 fn report(pulled: &peer::Pulled) {

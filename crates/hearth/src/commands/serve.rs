@@ -98,6 +98,7 @@ pub fn serve(config: &Config) -> Result<()> {
             options,
         },
         audit: audit.as_ref().map(Arc::downgrade),
+        peers: config.peers.clone(),
     }));
     let responses = config.home.join("responses.db");
     state = state.with_response_store(

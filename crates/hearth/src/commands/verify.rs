@@ -211,9 +211,9 @@ pub fn verify_deploy(config: &Config, args: &VerifyDeployArgs) -> Result<()> {
                 prefix_cache: false,
                 ..config.engine.clone()
             };
-            let engine = Engine::load(readable.path(), &engine_config)?;
             let sha256 = store::Store::hash_file(readable.path(), &crate::progress::Bar::new())
                 .with_context(|| format!("cannot hash {}", model.path.display()))?;
+            let engine = super::load_engine(readable, &engine_config)?;
             Target::Local {
                 engine: Box::new(engine),
                 path: model.path,

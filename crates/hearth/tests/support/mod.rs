@@ -17,6 +17,11 @@ impl Server {
         Server(Some(child))
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.0.as_ref().expect("still held").id()
+    }
+
     /// Kills the process and returns what it wrote to piped streams.
     pub fn kill_with_output(mut self) -> std::process::Output {
         let mut child = self.0.take().expect("still held");

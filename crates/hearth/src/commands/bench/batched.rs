@@ -38,7 +38,7 @@ pub(crate) fn measure(
     };
     let loading = std::time::Instant::now();
     let readable = store::readable(&model.path, config.store_key()?.as_deref())?;
-    let engine = Engine::load(readable.path(), &engine_config)?;
+    let engine = crate::commands::load_engine(readable, &engine_config)?;
     let load_seconds = loading.elapsed().as_secs_f64();
     // Distinct from the first token on, so no sequence shares cells with
     // another (which would read less KV than N separate contexts do).

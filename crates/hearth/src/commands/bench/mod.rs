@@ -100,7 +100,7 @@ pub(crate) fn single(
     };
     let loading = std::time::Instant::now();
     let readable = store::readable(&model.path, config.store_key()?.as_deref())?;
-    let engine = Engine::load(readable.path(), &engine_config)?;
+    let engine = super::load_engine(readable, &engine_config)?;
     let load_seconds = loading.elapsed().as_secs_f64();
     let prompt = exact_prompt(&engine, prompt_tokens as usize)?;
     let one_token = prompt[..1].to_vec();

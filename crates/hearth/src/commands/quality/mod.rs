@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
-use engine::{Engine, EngineConfig, QuantizeOptions};
+use engine::{EngineConfig, QuantizeOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use types::ResolvedModel;
@@ -71,7 +71,16 @@ pub(crate) fn quantize_into_store(
     let params: u64 = header.tensors.iter().map(|t| t.n_elements).sum();
     let bits = plan::model::bits_per_weight(weight_type).unwrap_or(8.0);
     let expected = (params as f64 * bits / 8.0) as u64;
-    let output = store.scratch_path(&format!("quantize-{}-{name}.gguf", std::process::id()));
+    // An encrypted store's quantization is written to memory, so its
+    // plaintext never reaches the disk; the store seals it when adopted.
+    let in_memory = match key.is_some() && store.encrypted_with()?.is_some() {
+        true => Some(vault::empty_in_memory(&format!("quantize-{name}"))?),
+        false => None,
+    };
+    let output = match &in_memory {
+        Some(memory) => memory.path(),
+        None => store.scratch_path(&format!("quantize-{}-{name}.gguf", std::process::id())),
+    };
     let _ = std::fs::remove_file(&output);
     let options = QuantizeOptions {
         weight_type: weight_type.to_string(),
@@ -215,7 +224,7 @@ pub(crate) fn perplexity(
         ..config.engine.clone()
     };
     let readable = store::readable(&model.path, config.store_key()?.as_deref())?;
-    let engine = Engine::load(readable.path(), &engine_config)?;
+    let engine = super::load_engine(readable, &engine_config)?;
     let bar = if std::io::stderr().is_terminal() {
         ProgressBar::new(0)
     } else {
