@@ -158,9 +158,16 @@ pub fn push(
     let mut shared = model.manifest.clone();
     shared.source = store::without_secrets(&shared.source);
     let json = serde_json::to_vec_pretty(&shared).expect("a manifest serialises");
-    bucket
-        .wait(bucket.objects.put(&key, PutPayload::from(json)))
-        .map_err(|e| bucket.object_error(key.as_ref(), e))?;
+    if let Err(e) = bucket.wait(bucket.objects.put(&key, PutPayload::from(json))) {
+        let cause = bucket.object_error(key.as_ref(), e);
+        return Err(match pushed.chunks_uploaded {
+            0 => cause,
+            _ => BucketError::PushIncomplete {
+                uploaded: Box::new(pushed),
+                cause: Box::new(cause),
+            },
+        });
+    }
     progress.finish();
     Ok(pushed)
 }

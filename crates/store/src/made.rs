@@ -27,13 +27,14 @@ impl Store {
         let _lock = self.lock_pull(name)?;
         let (chunk_list, sha256) = chunks::digest(file, chunks::CHUNK_SIZE, None, &NoProgress)?;
         let size = std::fs::metadata(file).at(file)?.len();
-        // An encrypted store's model is sealed into tmp/ from wherever it
-        // was made (in memory, for one); a plain one is moved as it is.
+        // A model made elsewhere than tmp/ (in memory, for an encrypted
+        // store) is staged there, sealed if the store is; one made in tmp/
+        // is moved as it is (the commit seals it if the store is).
         let sealed;
-        let file = match self.sealing_key()? {
-            Some(_) => {
+        let file = match !file.starts_with(self.tmp_dir()) {
+            true => {
                 sealed = self.scratch_path(&format!(
-                    "adopt-{}-{}.sealed",
+                    "adopt-{}-{}.staged",
                     std::process::id(),
                     &sha256[..16]
                 ));
@@ -43,7 +44,7 @@ impl Store {
                 staged.finish()?;
                 sealed.as_path()
             }
-            None => {
+            false => {
                 std::fs::File::open(file)
                     .and_then(|f| f.sync_all())
                     .at(file)?;

@@ -59,6 +59,11 @@ impl Readable {
     pub fn in_memory(&self) -> bool {
         !self._memory.is_empty()
     }
+
+    /// The plaintext bytes held in memory.
+    pub fn in_memory_bytes(&self) -> u64 {
+        self._memory.iter().map(vault::InMemory::size).sum()
+    }
 }
 
 /// [`Readable`] for the model file at `path` (a set's first file).
@@ -179,6 +184,7 @@ pub struct Staged {
     path: PathBuf,
     sink: Sink,
     at: u64,
+    size: Option<u64>,
 }
 
 enum Sink {
@@ -199,10 +205,11 @@ impl Store {
                         "an encrypted store seals a file as it arrives, which needs its size first, and none is known",
                     ),
                 })?;
+                // A fresh file: records an earlier run left would still
+                // authenticate under a kept header.
+                let _ = fs::remove_file(path);
                 let key = self.key.clone().expect("a sealing key is configured");
                 let (partial, _) = vault::Partial::open(path, key, size)?;
-                // Whatever an earlier run left there is written over.
-                partial.restart();
                 Sink::Sealed(Box::new(partial))
             }
         };
@@ -210,16 +217,27 @@ impl Store {
             path: path.to_path_buf(),
             sink,
             at: 0,
+            size,
         })
     }
 }
 
 impl Staged {
-    /// Syncs what was written: the file is whole on disk.
+    /// Syncs what was written: the file is whole on disk. A sealed file
+    /// must have received exactly the size it was started for.
     pub fn finish(self) -> Result<(), StoreError> {
+        if let (Sink::Sealed(_), Some(size)) = (&self.sink, self.size) {
+            if self.at != size {
+                return Err(StoreError::SizeMismatch {
+                    what: self.path.display().to_string(),
+                    expected: size,
+                    actual: self.at,
+                });
+            }
+        }
         match self.sink {
             Sink::Plain(file) => file.sync_all().at(&self.path),
-            Sink::Sealed(partial) => Ok(partial.sync()?),
+            Sink::Sealed(partial) => Ok(partial.sync(0, partial.size())?),
         }
     }
 }
@@ -320,8 +338,8 @@ impl transfer::Partial for SealedFile {
         Ok(())
     }
 
-    fn sync(&self) -> std::io::Result<()> {
-        self.partial.sync().map_err(vault_io)
+    fn sync(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        self.partial.sync(offset, len).map_err(vault_io)
     }
 }
 
@@ -416,11 +434,20 @@ impl Store {
         Ok(Some(key))
     }
 
-    /// Seals `file` (a verified plaintext file in `tmp/`) when the store is
-    /// encrypted: returns the path to commit, the sealed copy.
+    /// Brings `file` (a verified file in `tmp/`) to the store's state as
+    /// the commit finds it, under the layout lock a migration takes
+    /// exclusively: sealed when the store is encrypted, plaintext when it
+    /// is not (a file sealed as it arrived, and the store decrypted since).
+    /// Returns the path to commit.
     pub(crate) fn seal_for_commit(&self, file: &Path) -> Result<PathBuf, StoreError> {
         let Some(key) = self.sealing_key()? else {
-            return Ok(file.to_path_buf());
+            if !vault::is_sealed(file)? {
+                return Ok(file.to_path_buf());
+            }
+            let plain = file.with_extension("unsealed");
+            self.unseal(file, &plain)?;
+            let _ = fs::remove_file(file);
+            return Ok(plain);
         };
         if vault::is_sealed(file)? {
             return Ok(file.to_path_buf());
@@ -584,5 +611,38 @@ impl Store {
             .filter(|(_, part)| part.sha256 == sha256)
             .map(|(path, _)| path)
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// Regression: a file sealed as it arrived was committed sealed into a
+    /// store that `store decrypt` had made plain meanwhile.
+    #[test]
+    fn a_commit_unseals_what_arrived_sealed_into_a_store_decrypted_since() {
+        let home = tempfile::tempdir().unwrap();
+        let key = Arc::new(Key::from_bytes(&[5u8; 32]).unwrap());
+        let store = Store::open(home.path())
+            .unwrap()
+            .with_key(Some(Arc::clone(&key)));
+        store.encrypt(&types::NoProgress).unwrap();
+        let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let staged_path = store.scratch_path("arrived");
+        let mut staged = store.stage(&staged_path, Some(bytes.len() as u64)).unwrap();
+        staged.write_all(&bytes).unwrap();
+        staged.finish().unwrap();
+        assert!(vault::is_sealed(&staged_path).unwrap());
+        // Short of its size, a sealed file is refused at its end.
+        let mut short = store.stage(&store.scratch_path("short"), Some(10)).unwrap();
+        short.write_all(&[1; 9]).unwrap();
+        assert!(short.finish().is_err());
+
+        store.decrypt(&types::NoProgress).unwrap();
+        let committed = store.seal_for_commit(&staged_path).unwrap();
+        assert!(!vault::is_sealed(&committed).unwrap());
+        assert_eq!(fs::read(&committed).unwrap(), bytes);
     }
 }

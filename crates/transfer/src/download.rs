@@ -448,7 +448,7 @@ impl Parallel<'_> {
             sha256: hex::encode(hasher.finalize()),
         };
         check_known(self.what, &chunk, self.known)?;
-        self.file.sync().at(self.partial)?;
+        self.file.sync(offset, length).at(self.partial)?;
         if let Some(journal) = self
             .journal
             .lock()
@@ -540,7 +540,7 @@ fn sequential(
             check_known(what, &chunk, known)?;
             chunks.push(chunk);
         }
-        file.sync().at(partial)?;
+        file.sync(0, at).at(partial)?;
         Ok((chunks, hex::encode(whole.finalize())))
     })
 }

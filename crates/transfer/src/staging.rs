@@ -37,8 +37,9 @@ pub trait Partial: Send + Sync {
     /// Starts over from the first byte (a transfer that cannot resume).
     fn restart(&self) -> std::io::Result<()>;
 
-    /// Makes every byte written so far durable.
-    fn sync(&self) -> std::io::Result<()>;
+    /// Makes every byte written so far in `offset..offset + len` durable
+    /// (a plain file syncs all of them).
+    fn sync(&self, offset: u64, len: u64) -> std::io::Result<()>;
 
     /// A hint that `len` bytes from `offset` are final and may be written
     /// back to the disk now.
@@ -100,7 +101,7 @@ impl Partial for PlainFile {
         self.file.set_len(0)
     }
 
-    fn sync(&self) -> std::io::Result<()> {
+    fn sync(&self, _offset: u64, _len: u64) -> std::io::Result<()> {
         self.file.sync_data()
     }
 

@@ -422,6 +422,11 @@ pub struct InMemory {
 }
 
 impl InMemory {
+    /// Its size in bytes.
+    pub fn size(&self) -> u64 {
+        std::fs::metadata(self.path()).map_or(0, |m| m.len())
+    }
+
     /// A path other code (llama.cpp) can open the plaintext by.
     pub fn path(&self) -> PathBuf {
         PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))

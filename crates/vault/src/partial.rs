@@ -4,11 +4,11 @@
 //! Writes arrive at plaintext offsets, from several connections at once
 //! and not on record boundaries. Each record's bytes gather in memory until
 //! the record is whole, then it is sealed (a fresh nonce) and written in
-//! its place; so at most a record per writer is held in memory. `sync`
-//! also seals the records still incomplete (their gaps taken from the
-//! record on disk when it authenticates, else zeros) and keeps them open,
-//! so every byte written before a `sync` is durable after it, which is
-//! what a download's journal vouches for. A gap never holds a byte the
+//! its place; so at most a record per writer is held in memory. `sync` of
+//! a range also seals the records there still incomplete (their gaps taken
+//! from the record on disk when it authenticates, else zeros) and keeps
+//! them open, so every byte of the range written before it is durable
+//! after it, which is what a download's journal vouches for. A gap never holds a byte the
 //! journal vouches for unless that byte reached the disk in an earlier
 //! `sync`: then it is read back from there.
 
@@ -42,6 +42,9 @@ struct State {
     open: HashMap<u64, Open>,
     /// The record last decrypted for a read, kept for the next read.
     read: Option<(u64, Vec<u8>)>,
+    /// Numbers every write, across records and their reopenings: a
+    /// record's version is never reused.
+    writes: u64,
 }
 
 /// A record being filled; it stays here until sealed on disk, so a read
@@ -50,7 +53,7 @@ struct Open {
     bytes: Vec<u8>,
     /// Start → end of the runs written, merged.
     written: BTreeMap<usize, usize>,
-    /// Counts its writes.
+    /// The number of its last write (`State::writes`).
     version: u64,
 }
 
@@ -189,9 +192,13 @@ impl Partial {
                 let open = st.open.entry(record).or_insert_with(|| Open::new(len));
                 open.bytes[from..from + n].copy_from_slice(&rest[..n]);
                 open.mark(from, from + n);
-                open.version += 1;
+                let whole = open.whole();
+                st.writes += 1;
+                let version = st.writes;
+                let open = st.open.get_mut(&record).expect("inserted above");
+                open.version = version;
                 // Copied, so the sealing runs outside the lock.
-                open.whole().then(|| (open.bytes.clone(), open.version))
+                whole.then(|| (open.bytes.clone(), version))
             };
             if let Some((plain, version)) = whole {
                 let sealed = seal_record(&self.key, &self.header, record, &plain)?;
@@ -218,6 +225,9 @@ impl Partial {
         let mut st = self.lock();
         if current(&st) == Some(version) {
             st.open.remove(&record);
+        }
+        if st.read.as_ref().is_some_and(|(r, _)| *r == record) {
+            st.read = None;
         }
         Ok(())
     }
@@ -272,18 +282,33 @@ impl Partial {
         Ok(())
     }
 
-    /// Makes every byte written so far durable: records still incomplete
-    /// are sealed as they stand (each gap from the record on disk when it
-    /// authenticates, else zeros) and stay open for the rest of their
-    /// bytes; then the file is synced.
-    pub fn sync(&self) -> Result<(), VaultError> {
+    /// Makes every byte written so far in plaintext `offset..offset + len`
+    /// durable: records there still incomplete are sealed as they stand
+    /// (each gap from the record on disk when it authenticates, else
+    /// zeros) and stay open for the rest of their bytes; then the file is
+    /// synced. Records wholly outside the range are left to their own
+    /// writer's sync.
+    pub fn sync(&self, offset: u64, len: u64) -> Result<(), VaultError> {
         let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         let mut st = self.lock();
-        let records: Vec<u64> = st.open.keys().copied().collect();
+        let (first, end) = (offset / CHUNK, offset.saturating_add(len).div_ceil(CHUNK));
+        let records: Vec<u64> = st
+            .open
+            .keys()
+            .copied()
+            .filter(|r| (first..end).contains(r))
+            .collect();
         for record in records {
             let len = self.record_len(record);
+            // A record never sealed (or torn by a crash) fails to
+            // authenticate, and its gaps are filler; a read error is not
+            // that, and stops the sync.
             let on_disk =
-                open_record(&self.file, &self.path, &self.key, &self.header, record, len).ok();
+                match open_record(&self.file, &self.path, &self.key, &self.header, record, len) {
+                    Ok(old) => Some(old),
+                    Err(VaultError::Tampered { .. }) => None,
+                    Err(err) => return Err(err),
+                };
             let open = st.open.get_mut(&record).expect("listed above");
             if let Some(old) = on_disk {
                 // The gaps keep what the disk held: bytes an earlier sync
@@ -366,7 +391,7 @@ mod tests {
         let mut back = vec![0u8; 100_000];
         p.read_exact_at(&mut back, CHUNK - 50_000).unwrap();
         assert_eq!(back, bytes[CHUNK as usize - 50_000..][..100_000]);
-        p.sync().unwrap();
+        p.sync(0, p.size()).unwrap();
         drop(p);
         assert_eq!(read_back(&path, &k), bytes);
         assert!(crate::is_sealed(&path).unwrap());
@@ -387,7 +412,7 @@ mod tests {
             // is incomplete when synced.
             p.write_at(&bytes[..half], 0).unwrap();
             p.write_at(&bytes[2 * CHUNK as usize..], 2 * CHUNK).unwrap();
-            p.sync().unwrap();
+            p.sync(0, p.size()).unwrap();
         }
         // Reopened (a rerun after a crash): the same file is kept.
         let (p, fresh) = Partial::open(&path, Arc::clone(&k), bytes.len() as u64).unwrap();
@@ -399,7 +424,7 @@ mod tests {
         // disk at the next sync instead of being lost to zeros.
         p.write_at(&bytes[half..2 * CHUNK as usize], half as u64)
             .unwrap();
-        p.sync().unwrap();
+        p.sync(0, p.size()).unwrap();
         drop(p);
         assert_eq!(read_back(&path, &k), bytes);
     }
@@ -437,7 +462,7 @@ mod tests {
                 }
             }
         });
-        p.sync().unwrap();
+        p.sync(0, p.size()).unwrap();
         drop(p);
         assert_eq!(read_back(&path, &key()), bytes);
     }

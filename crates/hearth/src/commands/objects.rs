@@ -22,8 +22,9 @@ pub fn push(
     let pushed = match bucket::push(&store, model, to, &config.s3, rate, plaintext, &Bar::new()) {
         Ok(pushed) => pushed,
         Err(bucket::BucketError::PushIncomplete { uploaded, cause }) => {
-            // Bytes left this node before the push stopped: on the record.
-            if let Some(log) = super::audit_log::open(config)? {
+            // Bytes left this node before the push stopped: on the record
+            // (a log that cannot open must not hide the push's own error).
+            if let Ok(Some(log)) = super::audit_log::open(config) {
                 log.record(audit::Event::ModelPushFailed {
                     model: uploaded.name.clone(),
                     destination: uploaded.manifest.clone(),
