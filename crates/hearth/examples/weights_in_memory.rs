@@ -6,7 +6,7 @@
 //! minutes, and only side-by-side pairs resolve a few percent.
 //!
 //!   OMP_WAIT_POLICY=ACTIVE GOMP_SPINCOUNT=300000 \
-//!     cargo run --release --example weights_in_memory -- MODEL.gguf [PAIRS] [THREADS] [TOKENS] [memory-first]
+//!     cargo run --release --example weights_in_memory -- MODEL.gguf [PAIRS] [THREADS] [TOKENS] [mapped-first|memory-first] [plain]
 //!
 //! The variables are those `hearth` sets for itself: without them, two
 //! engines' threads on few cores put libgomp in its crowded mode, and both
@@ -25,7 +25,7 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let model = args
         .first()
-        .context("usage: weights_in_memory MODEL.gguf [PAIRS] [THREADS] [TOKENS] [memory-first]")?;
+        .context("usage: weights_in_memory MODEL.gguf [PAIRS] [THREADS] [TOKENS] [mapped-first|memory-first] [plain]")?;
     let number = |i: usize, default: u32| -> Result<u32> {
         args.get(i)
             .map_or(Ok(default), |a| a.parse().context("a count"))
@@ -51,14 +51,20 @@ fn main() -> Result<()> {
         use_mmap: false,
         ..config.clone()
     };
+    // `plain` copies the model file itself instead (`--no-mmap` on a plain
+    // store), to tell the copy's effect from the decryption's.
+    let source = match args.get(5).map(String::as_str) {
+        Some("plain") => Path::new(model).to_path_buf(),
+        _ => in_memory.path(),
+    };
     // Which engine loads first can favour one: `memory-first` swaps the
     // order, and bench/encryption.sh runs both orders.
     let (mapped, memory) = if args.get(4).is_some_and(|a| a == "memory-first") {
-        let memory = Engine::load(&in_memory.path(), &copied)?;
+        let memory = Engine::load(&source, &copied)?;
         (Engine::load(Path::new(model), &config)?, memory)
     } else {
         let mapped = Engine::load(Path::new(model), &config)?;
-        (mapped, Engine::load(&in_memory.path(), &copied)?)
+        (mapped, Engine::load(&source, &copied)?)
     };
     drop(in_memory);
     // Warm both: first use pages the weights in and sizes the buffers.
