@@ -143,13 +143,7 @@ pub fn push(
     if let Some(cause) = failed {
         // The chunks that went up stay (each is named by its digest, and
         // a rerun finds them); the caller must still hear of them.
-        return Err(match pushed.chunks_uploaded {
-            0 => cause,
-            _ => BucketError::PushIncomplete {
-                uploaded: Box::new(pushed),
-                cause: Box::new(cause),
-            },
-        });
+        return Err(stopped(pushed, cause));
     }
     // Last: the manifest is what makes the model visible in the bucket.
     let key = manifest_key(prefix, &model.manifest.name);
@@ -159,17 +153,21 @@ pub fn push(
     shared.source = store::without_secrets(&shared.source);
     let json = serde_json::to_vec_pretty(&shared).expect("a manifest serialises");
     if let Err(e) = bucket.wait(bucket.objects.put(&key, PutPayload::from(json))) {
-        let cause = bucket.object_error(key.as_ref(), e);
-        return Err(match pushed.chunks_uploaded {
-            0 => cause,
-            _ => BucketError::PushIncomplete {
-                uploaded: Box::new(pushed),
-                cause: Box::new(cause),
-            },
-        });
+        return Err(stopped(pushed, bucket.object_error(key.as_ref(), e)));
     }
     progress.finish();
     Ok(pushed)
+}
+
+/// A push that stopped on `cause`: with what went up, once any chunk did.
+fn stopped(pushed: Pushed, cause: BucketError) -> BucketError {
+    match pushed.chunks_uploaded {
+        0 => cause,
+        _ => BucketError::PushIncomplete {
+            uploaded: Box::new(pushed),
+            cause: Box::new(cause),
+        },
+    }
 }
 
 /// What became of one chunk.

@@ -198,11 +198,11 @@ impl Store {
         // An encrypted store seals bytes as they land: no plaintext reaches
         // the disk, even from a pull killed halfway.
         let mut transfer_options = options.transfer.clone();
-        let sealing = self.sealing_key()?.is_some();
-        if sealing {
-            let key = self.key.clone().expect("a sealing key is configured");
-            transfer_options.staging =
-                Some(std::sync::Arc::new(crate::sealing::SealedStaging::new(key)));
+        let sealing = self.sealing_key()?.cloned();
+        if let Some(key) = &sealing {
+            transfer_options.staging = Some(std::sync::Arc::new(
+                crate::sealing::SealedStaging::new(std::sync::Arc::clone(key)),
+            ));
         }
         for (index, file) in files.into_iter().enumerate() {
             let what = file.source.describe();
@@ -211,7 +211,7 @@ impl Store {
                 .join(format!("pull-{}.partial", location_key(&what)));
             // Sealed by this store before it was decrypted: not resumable
             // as plaintext.
-            if !sealing && partial.exists() && vault::is_sealed(&partial).unwrap_or(true) {
+            if sealing.is_none() && partial.exists() && vault::is_sealed(&partial).unwrap_or(true) {
                 discard(&partial);
             }
             let fetched = transfer::fetch(

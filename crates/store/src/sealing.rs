@@ -198,7 +198,7 @@ impl Store {
     pub fn stage(&self, path: &Path, size: Option<u64>) -> Result<Staged, StoreError> {
         let sink = match self.sealing_key()? {
             None => Sink::Plain(fs::File::create(path).at(path)?),
-            Some(_) => {
+            Some(key) => {
                 let size = size.ok_or_else(|| StoreError::Io {
                     path: path.to_path_buf(),
                     cause: std::io::Error::other(
@@ -208,8 +208,7 @@ impl Store {
                 // A fresh file: records an earlier run left would still
                 // authenticate under a kept header.
                 let _ = fs::remove_file(path);
-                let key = self.key.clone().expect("a sealing key is configured");
-                let (partial, _) = vault::Partial::open(path, key, size)?;
+                let (partial, _) = vault::Partial::open(path, Arc::clone(key), size)?;
                 Sink::Sealed(Box::new(partial))
             }
         };
@@ -415,12 +414,12 @@ impl Store {
 
     /// The key new blobs are sealed with: `None` for a plain store; for an
     /// encrypted one the configured key, which must be the store's.
-    pub(crate) fn sealing_key(&self) -> Result<Option<&Key>, StoreError> {
+    pub(crate) fn sealing_key(&self) -> Result<Option<&Arc<Key>>, StoreError> {
         let Some(id) = self.encrypted_with()? else {
             return Ok(None);
         };
         let marker = self.home().join(MARKER);
-        let key = self.key().ok_or_else(|| VaultError::NoKey {
+        let key = self.key.as_ref().ok_or_else(|| VaultError::NoKey {
             path: marker.clone(),
         })?;
         if key.id() != id {

@@ -18,12 +18,7 @@ pub fn pull(
     options: &PullOptions,
     progress: &dyn store::Progress,
 ) -> Result<Option<StoredModel>> {
-    let http = transfer::HttpOptions {
-        // The hub's token stays with the hub: peers get this node's key.
-        token: settings.key.clone(),
-        identity: settings.client_cert.clone(),
-        ..options.http.clone()
-    };
+    let http = peer_http(settings, options);
     if let Some(rest) = args.model.strip_prefix("peer://") {
         return named(store, args, rest, options, &http, progress).map(Some);
     }
@@ -84,13 +79,7 @@ fn named(
         Some(sha) => peer::Expect::Digest(sha.to_ascii_lowercase()),
         None => peer::Expect::Digest(held.digest()),
     };
-    let no_origin =
-        |m: &Manifest, _: usize| -> Result<Box<dyn transfer::Source>, store::StoreError> {
-            Err(store::StoreError::NoOrigin {
-                name: m.name.clone(),
-                reason: "it is pulled from a named node alone".into(),
-            })
-        };
+    let no_origin = no_origin("it is pulled from a named node alone");
     let pulled = peer::pull(
         store,
         name,
@@ -119,18 +108,8 @@ pub fn by_digest(
     options: &PullOptions,
     progress: &dyn store::Progress,
 ) -> Option<StoredModel> {
-    let http = transfer::HttpOptions {
-        token: settings.key.clone(),
-        identity: settings.client_cert.clone(),
-        ..options.http.clone()
-    };
-    let no_origin =
-        |m: &Manifest, _: usize| -> Result<Box<dyn transfer::Source>, store::StoreError> {
-            Err(store::StoreError::NoOrigin {
-                name: m.name.clone(),
-                reason: "the caller falls back on its own source".into(),
-            })
-        };
+    let http = peer_http(settings, options);
+    let no_origin = no_origin("the caller falls back on its own source");
     let expect = peer::Expect::Digest(manifest.digest());
     match peer::pull(
         store,
@@ -152,6 +131,28 @@ pub fn by_digest(
             tracing::warn!(model = %manifest.name, %err, "pulling from peers failed; using the bucket");
             None
         }
+    }
+}
+
+/// How requests to peers go: the pull's HTTP settings with this node's
+/// credentials (the hub's token stays with the hub).
+fn peer_http(settings: &PeerSettings, options: &PullOptions) -> transfer::HttpOptions {
+    transfer::HttpOptions {
+        token: settings.key.clone(),
+        identity: settings.client_cert.clone(),
+        ..options.http.clone()
+    }
+}
+
+/// An origin for a pull from peers alone: none, for `reason`.
+fn no_origin(
+    reason: &'static str,
+) -> impl Fn(&Manifest, usize) -> Result<Box<dyn transfer::Source>, store::StoreError> {
+    move |m: &Manifest, _: usize| {
+        Err(store::StoreError::NoOrigin {
+            name: m.name.clone(),
+            reason: reason.into(),
+        })
     }
 }
 
