@@ -14,6 +14,7 @@ mod constraint;
 mod embedding;
 mod logprob;
 mod perplexity;
+mod pool;
 mod prompt;
 mod quantize;
 mod sampler;
@@ -41,6 +42,7 @@ use types::{
 };
 
 pub use perplexity::{Perplexity, MIN_WINDOW};
+pub use pool::{kv_bytes_per_token, machine_memory, KvLayout, KvPool};
 pub use quantize::{quantize, quantize_type, quantize_types, quantized_weights, QuantizeOptions};
 use sequence::Job;
 use worker::{Shared, State};
@@ -57,8 +59,10 @@ pub struct EngineConfig {
     /// model's, capped at [`DEFAULT_CTX_SIZE`].
     pub ctx_size: Option<u32>,
     /// KV pool shared by all sequences, in tokens; `None` means
-    /// [`default_kv_size`].
+    /// [`default_kv_size`], or a whole context per stream.
     pub kv_size: Option<u32>,
+    /// One unified pool, or a stream per sequence ([`KvPool::choose`]).
+    pub kv_layout: KvLayout,
     /// Most sequences decoding at once.
     pub max_running: u32,
     /// Most requests waiting; more are refused with [`GenerateError::QueueFull`].
@@ -87,6 +91,7 @@ impl Default for EngineConfig {
             threads: 4,
             ctx_size: None,
             kv_size: None,
+            kv_layout: KvLayout::Auto,
             max_running: 16,
             max_queue: 128,
             step_tokens: 512,
@@ -141,7 +146,7 @@ const MAX_SEQS: u32 = 256;
 /// Sequence ids llama.cpp tracks: the running ones plus room for cached
 /// prefixes. llama.cpp reserves an output row per sequence id and aborts if
 /// that exceeds the batch size, so the step budget caps it too.
-fn seq_ids(config: &EngineConfig) -> u32 {
+pub(crate) fn seq_ids(config: &EngineConfig) -> u32 {
     (config.max_running + CACHE_SEQS)
         .min(MAX_SEQS)
         .min(config.step_tokens)
@@ -175,8 +180,10 @@ pub struct ModelInfo {
     pub ctx_train: u32,
     /// Most tokens one sequence may hold.
     pub ctx_size: u32,
-    /// KV pool shared by all sequences, in tokens.
+    /// KV pool shared by all sequences, in tokens (all streams together).
     pub kv_size: u32,
+    /// `Some(cells)` when each sequence has a stream of its own.
+    pub stream_cells: Option<u32>,
     /// Where the chat format comes from: the model's own template, or a fallback.
     pub chat_template: ChatTemplateSource,
 }
@@ -238,24 +245,24 @@ impl Engine {
                 "context longer than the model was trained on; quality may drop"
             );
         }
-        // llama.cpp rounds its context up to a multiple of 256; the scheduler
-        // hands out exactly the cells that exist.
-        let kv_size = config
-            .kv_size
-            .unwrap_or_else(|| default_kv_size(wanted_ctx, config.max_running))
-            .max(1)
-            .next_multiple_of(256);
-        let ctx_size = wanted_ctx.min(kv_size);
+        let pool = KvPool::choose(
+            config,
+            wanted_ctx,
+            kv_bytes_per_token(&header),
+            machine_memory(),
+        );
+        let (kv_size, ctx_size) = (pool.cells, pool.ctx_size);
         let recurrent = model.is_recurrent() || model.is_hybrid();
         if recurrent && config.prefix_cache {
             tracing::info!(
                 "recurrent model: its state cannot be shared, so the prefix cache is off"
             );
         }
-        let max_seqs = seq_ids(config);
+        let max_seqs = pool.seqs;
         let sched = scheduler::Scheduler::new(scheduler::Config {
             kv_cells: kv_size,
             max_seqs,
+            stream_cells: pool.stream_cells,
             max_running: config.max_running,
             max_queue: config.max_queue,
             step_tokens: config.step_tokens,
@@ -276,6 +283,7 @@ impl Engine {
             ctx_train,
             ctx_size,
             kv_size,
+            stream_cells: pool.stream_cells,
             chat_template: chat.source(),
         };
         let pooling = embedding::pooling_from_metadata(
@@ -303,6 +311,7 @@ impl Engine {
             wake: Condvar::new(),
             eog_tokens,
             n_ctx_seq: ctx_size,
+            streams: pool.stream_cells.is_some(),
             mixed_batch: mixed_batch(config),
             observer: OnceLock::new(),
             seat: turns::Seat::take(if offloaded { 0 } else { config.threads }),
@@ -313,7 +322,7 @@ impl Engine {
                 busy_budget: config.step_tokens,
             },
         });
-        let thread = spawn_worker(Arc::clone(&shared), config, kv_size, max_seqs, path)?;
+        let thread = spawn_worker(Arc::clone(&shared), config, &pool, path)?;
         Ok(Engine {
             shared,
             chat,
@@ -685,20 +694,19 @@ fn check_config(config: &EngineConfig) -> Result<(), EngineError> {
 fn spawn_worker(
     shared: Arc<Shared>,
     config: &EngineConfig,
-    kv_size: u32,
-    max_seqs: u32,
+    pool: &KvPool,
     path: &Path,
 ) -> Result<JoinHandle<()>, EngineError> {
     let threads = i32::try_from(config.threads).unwrap_or(i32::MAX);
     let n_batch = config.step_tokens;
     let params = LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(kv_size))
+        .with_n_ctx(NonZeroU32::new(pool.cells))
         .with_n_batch(n_batch)
         .with_n_ubatch(config.ubatch_size.min(n_batch))
-        .with_n_seq_max(max_seqs)
-        // One pool of cells for every sequence: cells are handed out per
-        // token, and shared prefixes are shared cells.
-        .with_kv_unified(true)
+        .with_n_seq_max(pool.seqs)
+        // One pool of cells for every sequence (cells are handed out per
+        // token, and shared prefixes are shared cells), or a stream each.
+        .with_kv_unified(pool.stream_cells.is_none())
         // Sliding-window layers must keep every position, or a prefix shared
         // from the cache would be missing its window.
         .with_swa_full(true)

@@ -41,6 +41,8 @@ pub(crate) struct Shared {
     /// Tokens that end a turn; banned outright when a request ignores EOS.
     pub eog_tokens: Vec<LlamaToken>,
     pub n_ctx_seq: u32,
+    /// A stream per sequence (else one unified pool).
+    pub streams: bool,
     /// Most tokens per llama_decode call in a step that feeds several
     /// sequences (see [`step`]).
     pub mixed_batch: usize,
@@ -412,7 +414,14 @@ fn step(
 ) {
     let tokens: usize = plan.feeds.iter().map(|f| f.tokens.len()).sum();
     let short = |f: &&Feed| f.tokens.len() <= shared.mixed_batch;
-    let calls: Vec<Vec<Row>> = if should_split(plan, shared.mixed_batch) {
+    let calls: Vec<Vec<Row>> = if shared.streams {
+        // llama.cpp puts sequences of consecutive ids, in increasing order,
+        // into one micro-batch; each row sees only its own stream, so the
+        // split below has nothing to save.
+        let mut rows: Vec<Row> = plan.feeds.iter().flat_map(rows_of).collect();
+        rows.sort_by_key(|row| row.1);
+        vec![rows]
+    } else if should_split(plan, shared.mixed_batch) {
         let short_rows: Vec<Row> = plan.feeds.iter().filter(short).flat_map(rows_of).collect();
         let long_rows: Vec<Row> = plan
             .feeds
@@ -513,6 +522,21 @@ fn apply(ctx: &mut LlamaContext<'_>, op: &KvOp) {
         KvOp::Clear { seq } => {
             if let Err(err) = ctx.clear_kv_cache_seq(Some(seq), None, None) {
                 tracing::error!(%err, seq, "could not clear KV cells");
+            }
+        }
+        KvOp::Copy { src, dst, len } => {
+            // Across streams llama.cpp copies only whole streams (and the
+            // data at the next decode); the tail is then dropped.
+            if let Err(err) = ctx.copy_kv_cache_seq(src as i32, dst as i32, None, None) {
+                tracing::error!(%err, src, dst, "could not copy a KV stream");
+            }
+            if let Err(err) = ctx.clear_kv_cache_seq(Some(dst), Some(len), None) {
+                tracing::error!(%err, dst, len, "could not cut a copied KV stream");
+            }
+        }
+        KvOp::Truncate { seq, len } => {
+            if let Err(err) = ctx.clear_kv_cache_seq(Some(seq), Some(len), None) {
+                tracing::error!(%err, seq, len, "could not cut a KV stream");
             }
         }
     }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use engine::{Engine, EngineConfig};
+use engine::{Engine, EngineConfig, KvLayout};
 use types::{
     ChatMessage, GenerateError, GenerationEvent, GenerationRequest, Prompt, Role, SamplingParams,
     TextGenerator,
@@ -89,10 +89,26 @@ fn engines_crowding_the_cpu_take_turns() {
 
 #[test]
 fn greedy_output_is_the_same_with_and_without_the_prefix_cache() {
-    let cached = load(EngineConfig::default());
+    for layout in [KvLayout::Unified, KvLayout::Streams] {
+        same_output_with_and_without_the_prefix_cache(layout);
+    }
+}
+
+/// In streams, a cached stream is taken over in place and cut after the
+/// shared prefix; in the unified pool its cells are shared.
+fn same_output_with_and_without_the_prefix_cache(layout: KvLayout) {
+    let config = EngineConfig {
+        kv_layout: layout,
+        ..EngineConfig::default()
+    };
+    let cached = load(config.clone());
+    assert_eq!(
+        cached.info().stream_cells.is_some(),
+        layout == KvLayout::Streams
+    );
     let plain = load(EngineConfig {
         prefix_cache: false,
-        ..EngineConfig::default()
+        ..config
     });
     // A shared system prompt, then a second question on top of it.
     let first = [
@@ -128,6 +144,32 @@ fn greedy_output_is_the_same_with_and_without_the_prefix_cache() {
         reused > 40 && reused < u64::from(prompt),
         "reused {reused} of {prompt} prompt tokens"
     );
+}
+
+#[test]
+fn a_prefix_copied_into_another_stream_answers_as_computed_afresh() {
+    let streams = load(EngineConfig {
+        kv_layout: KvLayout::Streams,
+        ..EngineConfig::default()
+    });
+    let plain = load(EngineConfig {
+        kv_layout: KvLayout::Streams,
+        prefix_cache: false,
+        ..EngineConfig::default()
+    });
+    let questions = ["What is the capital of Japan?", "Name a large river."];
+    let turns = questions.map(|q| [(Role::System, SYSTEM), (Role::User, q)]);
+    // Both at once: the second waits for the first's prefill, then copies
+    // the first's stream (still running) into its own and cuts it after the
+    // system prompt.
+    let first = streams.submit(chat(&turns[0], 40)).unwrap();
+    let second = streams.submit(chat(&turns[1], 40)).unwrap();
+    let answers = [first, second].map(|g| g.blocking_collect().unwrap().text);
+    let hits = streams.load().prefix_hit_tokens_total;
+    assert!(hits >= 64, "the system prompt was copied ({hits} tokens)");
+    for (turn, answer) in turns.iter().zip(&answers) {
+        assert_eq!(*answer, text(&plain, chat(turn, 40)), "{turn:?}");
+    }
 }
 
 #[test]

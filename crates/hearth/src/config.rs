@@ -164,6 +164,7 @@ pub struct FileEngine {
     pub threads: Option<u32>,
     pub ctx_size: Option<u32>,
     pub kv_size: Option<u32>,
+    pub kv_layout: Option<engine::KvLayout>,
     pub seed: Option<u32>,
     #[serde(alias = "parallel")]
     pub max_running: Option<u32>,
@@ -324,6 +325,7 @@ impl Config {
             threads,
             ctx_size: engine.ctx_size.or(fe.ctx_size),
             kv_size: engine.kv_size.or(fe.kv_size),
+            kv_layout: engine.kv_layout.or(fe.kv_layout).unwrap_or_default(),
             max_running: max_running.unwrap_or(defaults.max_running),
             max_queue: serve
                 .and_then(|s| s.max_queue)
@@ -733,6 +735,29 @@ mod tests {
         };
         let c = Config::load(&global(dir.path(), None), &no_mmap, None).unwrap();
         assert!(!c.engine.use_mmap);
+        // The KV layout: auto by default, the file's, then the flag's.
+        assert_eq!(c.engine.kv_layout, engine::KvLayout::Auto);
+        std::fs::write(
+            dir.path().join("config.toml"),
+            "[engine]\nkv_layout = \"unified\"\n",
+        )
+        .unwrap();
+        let c = Config::load(&global(dir.path(), None), &EngineArgs::default(), None).unwrap();
+        assert_eq!(c.engine.kv_layout, engine::KvLayout::Unified);
+        let streams = EngineArgs {
+            kv_layout: Some(engine::KvLayout::Streams),
+            ..EngineArgs::default()
+        };
+        let c = Config::load(&global(dir.path(), None), &streams, None).unwrap();
+        assert_eq!(c.engine.kv_layout, engine::KvLayout::Streams);
+        std::fs::write(
+            dir.path().join("config.toml"),
+            "[engine]\nkv_layout = \"tiled\"\n",
+        )
+        .unwrap();
+        let err =
+            Config::load(&global(dir.path(), None), &EngineArgs::default(), None).unwrap_err();
+        assert!(format!("{err:#}").contains("kv_layout"), "{err:#}");
     }
 
     #[test]

@@ -215,6 +215,78 @@ impl KvTree {
         });
     }
 
+    /// A cached holder of `m`'s cells, the one holding least beyond them
+    /// (what taking it over in place throws away).
+    pub fn cached_holding(&self, m: Match) -> Option<SeqId> {
+        let mut best: Option<(u32, SeqId)> = None;
+        let mut stack = vec![m.node];
+        while let Some(id) = stack.pop() {
+            let n = self.node(id);
+            for &seq in &n.ends {
+                if matches!(self.holder(seq), Holder::Cached { .. }) {
+                    let len = self.len(seq);
+                    if best.is_none_or(|(l, _)| len < l) {
+                        best = Some((len, seq));
+                    }
+                }
+            }
+            stack.extend_from_slice(&n.children);
+        }
+        best.map(|(_, seq)| seq)
+    }
+
+    /// Gives cached `seq`, which holds `m`'s cells, to a running request:
+    /// it keeps those cells and lets go of the rest (llama.cpp with a
+    /// stream per sequence: `seq_rm(seq, m.len, -1)`).
+    pub fn retake(&mut self, seq: SeqId, request: RequestId, m: Match) {
+        debug_assert!(matches!(self.holder(seq), Holder::Cached { .. }));
+        let keep = self.split(m.node, m.len);
+        let leaf = self.seqs[seq as usize].0;
+        self.node_mut(leaf).ends.retain(|&s| s != seq);
+        // Let go of the tail below `keep`; a cached holder is on no
+        // running count, so only the plain references change.
+        let mut freed = 0;
+        let mut id = leaf;
+        while id != keep {
+            let n = self.node_mut(id);
+            n.refs -= 1;
+            let (refs, parent, len) = (n.refs, n.parent, n.tokens.len() as u32);
+            if refs == 0 {
+                self.nodes[id] = None;
+                self.free_nodes.push(id);
+                self.node_mut(parent).children.retain(|&c| c != id);
+                freed += len;
+            }
+            id = parent;
+        }
+        self.used -= freed;
+        self.seqs[seq as usize] = (keep, Holder::Running(request));
+        self.node_mut(keep).ends.push(seq);
+        self.walk_up(keep, |tree, id| {
+            let n = tree.node_mut(id);
+            n.running_refs += 1;
+            if n.running_refs == 1 {
+                let len = n.tokens.len() as u32;
+                tree.active += len;
+            }
+        });
+    }
+
+    /// Tokens held by running holders and by cached ones, each holder
+    /// counted whole: what a stream per sequence takes.
+    pub fn held(&self) -> (u32, u32) {
+        let mut running = 0;
+        let mut cached = 0;
+        for (seq, (_, holder)) in self.seqs.iter().enumerate() {
+            match holder {
+                Holder::Free => {}
+                Holder::Running(_) => running += self.len(seq as SeqId),
+                Holder::Cached { .. } => cached += self.len(seq as SeqId),
+            }
+        }
+        (running, cached)
+    }
+
     /// Makes `len` (a position inside `node`, or its end) a node boundary;
     /// returns the node that now ends there.
     fn split(&mut self, node: usize, len: u32) -> usize {
@@ -502,6 +574,40 @@ mod tests {
             0,
             "every cell is still held by the longer path"
         );
+        t.check();
+    }
+
+    #[test]
+    fn a_cached_holder_taken_over_keeps_the_match_and_frees_its_tail() {
+        let mut t = KvTree::new(1000, 4);
+        t.start(0, 1);
+        t.append(0, &toks(0..50));
+        t.park(0, 1);
+        let mut prompt = toks(0..30);
+        prompt.extend(900..910);
+        let m = t.lookup(&prompt, prompt.len() - 1).unwrap();
+        assert_eq!(t.cached_holding(m), Some(0));
+        t.retake(0, 2, m);
+        t.check();
+        assert_eq!(t.holder(0), Holder::Running(2));
+        assert_eq!((t.len(0), t.used(), t.active()), (30, 30, 30));
+        t.append(0, &toks(900..910));
+        assert_eq!(t.held(), (40, 0));
+        t.check();
+    }
+
+    #[test]
+    fn a_running_holder_is_never_taken_over() {
+        let mut t = KvTree::new(1000, 4);
+        t.start(0, 1);
+        t.append(0, &toks(0..50));
+        let m = t.lookup(&toks(0..60), 59).unwrap();
+        assert_eq!(t.cached_holding(m), None);
+        // A fork off it is the copy a stream needs; both hold their own.
+        t.fork(1, 2, m);
+        t.park(1, 3);
+        assert_eq!(t.cached_holding(m), Some(1));
+        assert_eq!(t.held(), (50, 50));
         t.check();
     }
 

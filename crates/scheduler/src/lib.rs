@@ -12,6 +12,12 @@
 //! - **Admission** needs a free sequence id and free KV cells for the
 //!   uncached part of the prompt (plus a small watermark), never a slot count;
 //!   at most `max_running` sequences run at once. The wait queue is bounded.
+//! - **Layout.** The pool is either one unified set of cells, which
+//!   sequences share cell by cell, or one stream of cells per sequence id
+//!   ([`Config::stream_cells`]). In streams, a sequence's attention scans
+//!   only its own stream, a prefix is taken over in place from a cached
+//!   stream or copied whole from a running one, and admission needs a
+//!   stream rather than cells.
 //! - **Priority.** Waiting requests are ordered by a key: their arrival time,
 //!   plus `batch_delay` for batch work (ageing). Interactive work therefore
 //!   goes first, but a batch request that has waited `batch_delay` ranks with
@@ -87,6 +93,10 @@ pub struct Config {
     /// masked or not, so cached cells slow every step of every sequence;
     /// this bounds that cost (measured in docs/benchmarks.md).
     pub cache_cells: u32,
+    /// `Some(cells)`: every sequence id is a stream of its own with this
+    /// many cells (llama.cpp's KV with `kv_unified` off), and `kv_cells`
+    /// is all the streams together. `None`: one unified pool.
+    pub stream_cells: Option<u32>,
     /// Shorter matches are computed again instead of shared. Sharing pins
     /// the source's cells wherever they sit in the pool, and llama.cpp's
     /// attention scans every cell up to the highest one in use: a chat
@@ -114,6 +124,12 @@ impl Config {
         }
         if self.step_tokens <= self.max_running {
             return bad("step-tokens must exceed max-running, so prompts always make progress");
+        }
+        if let Some(cells) = self.stream_cells {
+            if cells == 0 || u64::from(cells) * u64::from(self.max_seqs) > u64::from(self.kv_cells)
+            {
+                return bad("the streams need at least one cell each, within the pool");
+            }
         }
         Ok(())
     }
@@ -152,6 +168,14 @@ pub enum KvOp {
     Share { src: SeqId, dst: SeqId, len: u32 },
     /// `seq_rm(seq, -1, -1)`: `seq` lets go of all its cells.
     Clear { seq: SeqId },
+    /// Streams only: `seq_cp(src, dst, -1, -1)`, which copies `src`'s whole
+    /// stream into `dst`'s (llama.cpp copies streams only whole), then
+    /// `seq_rm(dst, len, -1)`: `dst` holds its own copy of `src`'s first
+    /// `len` cells.
+    Copy { src: SeqId, dst: SeqId, len: u32 },
+    /// Streams only: `seq_rm(seq, len, -1)`: `seq` keeps its first `len`
+    /// cells, taken over by the request that now holds it.
+    Truncate { seq: SeqId, len: u32 },
 }
 
 /// A request admitted in this step.
@@ -189,8 +213,8 @@ pub struct Plan {
     /// Running requests paused back into the queue.
     pub preempted: Vec<RequestId>,
     pub feeds: Vec<Feed>,
-    /// KV cells in use once this plan is applied and decoded: what
-    /// llama.cpp's attention scans, whoever the cells belong to.
+    /// KV cells in use once this plan is applied and decoded: in a unified
+    /// pool, what llama.cpp's attention scans, whoever the cells belong to.
     pub cells_in_use: u32,
 }
 
@@ -278,10 +302,11 @@ impl Scheduler {
 
     /// Queues a request, or refuses it when the queue is full.
     pub fn enqueue(&mut self, req: NewRequest, now: Instant) -> Result<(), Rejected> {
-        if req.tokens.len() >= self.config.kv_cells as usize {
+        let cells = self.config.stream_cells.unwrap_or(self.config.kv_cells);
+        if req.tokens.len() >= cells as usize {
             return Err(Rejected::TooLong {
                 tokens: req.tokens.len() as u32,
-                cells: self.config.kv_cells,
+                cells,
             });
         }
         let queued = self.queued_new();
@@ -514,9 +539,48 @@ impl Scheduler {
     }
 
     fn try_start(&mut self, id: RequestId, plan: &mut Plan) -> Admission {
-        let Some(mut found) = self.prefix(id) else {
+        let Some(found) = self.prefix(id) else {
             return Admission::WaitForShare;
         };
+        let placed = if self.config.stream_cells.is_some() {
+            self.place_in_stream(id, found)
+        } else {
+            self.place_in_pool(id, found)
+        };
+        let Some((seq, reused)) = placed else {
+            return Admission::NoRoom;
+        };
+        let r = self.requests.get_mut(&id).expect("waiting request");
+        r.seq = Some(seq);
+        r.in_kv = reused;
+        let resumed = r.paused;
+        r.paused = false;
+        if !r.started_once {
+            r.started_once = true;
+            self.counters.prompt_tokens += r.tokens.len() as u64;
+            if self.config.prefix_cache {
+                self.counters.prefix_queries += 1;
+                self.counters.prefix_query_tokens += r.tokens.len() as u64;
+                self.counters.prefix_hit_tokens += reused as u64;
+            }
+        }
+        self.running.push(id);
+        plan.started.push(Started {
+            id,
+            seq,
+            reused: reused as u32,
+            resumed,
+        });
+        Admission::Started
+    }
+
+    /// Unified pool: a free sequence id and cells for what is not shared.
+    /// Returns the sequence and the tokens it shares.
+    fn place_in_pool(
+        &mut self,
+        id: RequestId,
+        mut found: Option<kv::Match>,
+    ) -> Option<(SeqId, usize)> {
         let r = &self.requests[&id];
         let watermark = if self.running.is_empty() {
             0
@@ -535,9 +599,7 @@ impl Scheduler {
             if self.evict_one(pinned) {
                 continue;
             }
-            if found.is_none() {
-                return Admission::NoRoom;
-            }
+            found?;
             // The entry it would share from is all that is left to evict:
             // computing everything is better than waiting for room that
             // only its eviction can make.
@@ -561,28 +623,47 @@ impl Scheduler {
             }
             None => self.kv.start(seq, id),
         }
-        let r = self.requests.get_mut(&id).expect("waiting request");
-        r.seq = Some(seq);
-        r.in_kv = reused;
-        let resumed = r.paused;
-        r.paused = false;
-        if !r.started_once {
-            r.started_once = true;
-            self.counters.prompt_tokens += r.tokens.len() as u64;
-            if self.config.prefix_cache {
-                self.counters.prefix_queries += 1;
-                self.counters.prefix_query_tokens += r.tokens.len() as u64;
-                self.counters.prefix_hit_tokens += reused as u64;
+        Some((seq, reused))
+    }
+
+    /// Streams: a stream of its own. A cached stream that holds the matched
+    /// prefix is taken over in place; a prefix only a running sequence (or
+    /// another choice) holds is copied into a free stream. A prompt always
+    /// fits its stream ([`Scheduler::enqueue`] refused longer ones).
+    fn place_in_stream(
+        &mut self,
+        id: RequestId,
+        found: Option<kv::Match>,
+    ) -> Option<(SeqId, usize)> {
+        if let Some(m) = found {
+            if let Some(seq) = self.kv.cached_holding(m) {
+                self.kv.retake(seq, id, m);
+                self.parked_at.remove(&seq);
+                self.pending_ops.push(KvOp::Truncate { seq, len: m.len });
+                return Some((seq, m.len as usize));
             }
         }
-        self.running.push(id);
-        plan.started.push(Started {
-            id,
-            seq,
-            reused: reused as u32,
-            resumed,
-        });
-        Admission::Started
+        let pinned = found.map(|m| m.src);
+        let seq = match self.kv.free_seq() {
+            Some(seq) => seq,
+            None if self.evict_one(pinned) => self.kv.free_seq().expect("just evicted"),
+            None => return None,
+        };
+        match found {
+            Some(m) => {
+                self.kv.fork(seq, id, m);
+                self.pending_ops.push(KvOp::Copy {
+                    src: m.src,
+                    dst: seq,
+                    len: m.len,
+                });
+                Some((seq, m.len as usize))
+            }
+            None => {
+                self.kv.start(seq, id);
+                Some((seq, 0))
+            }
+        }
     }
 
     /// Cells that running requests will need for tokens they already have.
@@ -611,8 +692,10 @@ impl Scheduler {
 
     /// Evicts least recently used entries idle for [`CACHE_GRACE`] until the
     /// cells only the cache holds fit [`Config::cache_cells`].
+    /// Streams keep their cache: an idle stream is not scanned by anyone
+    /// else's attention, and it is evicted when its stream is needed.
     fn trim_cache(&mut self, now: Instant) {
-        if self.kv.cached_only() <= self.config.cache_cells {
+        if self.config.stream_cells.is_some() || self.kv.cached_only() <= self.config.cache_cells {
             return;
         }
         let idle = |s: &SeqId| {
@@ -673,7 +756,9 @@ impl Scheduler {
             if self.requests.get(&id).is_none_or(|r| r.seq.is_none()) {
                 continue; // paused while making room for a better-ranked one
             }
-            if !self.make_room(1, id, plan) {
+            // A stream always has room: prompt and reply stay within the
+            // engine's context per sequence, which the stream holds.
+            if self.config.stream_cells.is_none() && !self.make_room(1, id, plan) {
                 continue; // paused itself
             }
             self.feed(id, 1, plan);
@@ -693,8 +778,12 @@ impl Scheduler {
                 break;
             }
             let want = self.unfed(id).min(budget);
-            while (self.kv.free() as usize) < want && self.evict_one(None) {}
-            let n = want.min(self.kv.free() as usize);
+            let n = if self.config.stream_cells.is_some() {
+                want
+            } else {
+                while (self.kv.free() as usize) < want && self.evict_one(None) {}
+                want.min(self.kv.free() as usize)
+            };
             if n > 0 {
                 self.feed(id, n, plan);
                 budget -= n;
@@ -750,12 +839,17 @@ impl Scheduler {
     /// Gauges and running totals.
     pub fn load(&self) -> LoadSnapshot {
         let c = &self.counters;
+        // Streams copy what they share, so their cells are each holder's own.
+        let (active, cached) = match self.config.stream_cells {
+            Some(_) => self.kv.held(),
+            None => (self.kv.active(), self.kv.cached_only()),
+        };
         LoadSnapshot {
             running: self.running.len() as u32,
             waiting: self.waiting.len() as u32,
             kv_cells: self.kv.capacity(),
-            kv_active_cells: self.kv.active(),
-            kv_cached_cells: self.kv.cached_only(),
+            kv_active_cells: active,
+            kv_cached_cells: cached,
             prefix_queries_total: c.prefix_queries,
             prefix_query_tokens_total: c.prefix_query_tokens,
             prefix_hit_tokens_total: c.prefix_hit_tokens,

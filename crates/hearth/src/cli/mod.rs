@@ -309,9 +309,16 @@ pub struct EngineArgs {
     /// Most tokens one sequence may hold, prompt and reply [default: the model's, at most 4096]
     #[arg(long, env = "HEARTH_CTX_SIZE", value_name = "TOKENS")]
     pub ctx_size: Option<u32>,
-    /// KV pool shared by all sequences, in tokens [default: ctx-size × 4 for serve]
+    /// KV pool shared by all sequences, in tokens [default: ctx-size × 4 for serve,
+    /// or ctx-size per stream]
     #[arg(long, env = "HEARTH_KV_SIZE", value_name = "TOKENS")]
     pub kv_size: Option<u32>,
+    /// KV layout: `unified` (one pool, cells shared per token), `streams`
+    /// (a whole context per running sequence: faster attention, more
+    /// memory) or `auto` (streams on a CPU when they fit a quarter of the
+    /// memory and no kv-size is set) [default: auto]
+    #[arg(long, env = "HEARTH_KV_LAYOUT", value_name = "LAYOUT")]
+    pub kv_layout: Option<engine::KvLayout>,
     /// Default random seed for sampling [default: random]
     #[arg(long, env = "HEARTH_SEED", value_name = "SEED")]
     pub seed: Option<u32>,

@@ -201,6 +201,7 @@ pub fn serve(config: &Config) -> Result<()> {
                 path = %info.path.display(),
                 ctx_size = info.ctx_size,
                 kv_size = info.kv_size,
+                kv_layout = if info.stream_cells.is_some() { "streams" } else { "unified" },
                 max_running = config.engine.max_running,
                 threads = config.engine.threads,
                 "loaded"

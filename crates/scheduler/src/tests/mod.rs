@@ -10,6 +10,7 @@ use crate::{
 };
 
 mod cache;
+mod streams;
 
 fn config() -> Config {
     Config {
@@ -21,6 +22,7 @@ fn config() -> Config {
         batch_delay: Duration::from_secs(10),
         prefix_cache: true,
         cache_cells: 1000,
+        stream_cells: None,
         min_reuse: 1,
     }
 }
@@ -81,6 +83,9 @@ impl Llama {
                         seqs.remove(&seq);
                     }
                     self.cells.retain(|(_, seqs)| !seqs.is_empty());
+                }
+                KvOp::Copy { .. } | KvOp::Truncate { .. } => {
+                    panic!("a stream operation on a unified pool: {op:?}")
                 }
             }
         }
@@ -430,6 +435,7 @@ fn random_workloads_keep_the_books_straight() {
         batch_delay: Duration::from_millis(50),
         prefix_cache: true,
         cache_cells: 120,
+        stream_cells: None,
         min_reuse: 4,
     });
     let t = Instant::now();

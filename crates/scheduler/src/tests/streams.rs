@@ -1,0 +1,266 @@
+//! The scheduler over a stream per sequence ([`Config::stream_cells`]):
+//! admission by free streams, prefixes taken over in place or copied whole,
+//! and the streams' contents checked against every request's tokens.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use super::{batch, req, sched, started, step};
+use crate::{Config, KvOp, Plan, Rejected, RequestId, Scheduler, Token};
+
+fn streams() -> Config {
+    Config {
+        kv_cells: 400,
+        max_seqs: 4,
+        max_running: 4,
+        max_queue: 8,
+        step_tokens: 64,
+        batch_delay: Duration::from_secs(10),
+        prefix_cache: true,
+        cache_cells: 0,
+        stream_cells: Some(100),
+        min_reuse: 1,
+    }
+}
+
+/// llama.cpp's KV with a stream per sequence, as far as the scheduler's
+/// operations go: each stream's tokens by position. A cross-stream copy
+/// copies the whole stream, as llama.cpp does.
+struct Streams {
+    cells: Vec<Vec<Token>>,
+    capacity: usize,
+}
+
+impl Streams {
+    fn new(config: &Config) -> Self {
+        Self {
+            cells: vec![Vec::new(); config.max_seqs as usize],
+            capacity: config.stream_cells.unwrap() as usize,
+        }
+    }
+
+    /// Applies a plan as the engine does, checking that every feed continues
+    /// exactly the tokens of its own request (`tokens`: each request's
+    /// prompt and sampled tokens so far).
+    fn run(&mut self, plan: &Plan, tokens: &HashMap<RequestId, Vec<Token>>) {
+        for op in &plan.kv_ops {
+            match *op {
+                KvOp::Clear { seq } => self.cells[seq as usize].clear(),
+                KvOp::Copy { src, dst, len } => {
+                    assert_ne!(src, dst);
+                    let mut copy = self.cells[src as usize].clone();
+                    assert!(copy.len() >= len as usize, "{op:?} copies cells src lacks");
+                    copy.truncate(len as usize);
+                    self.cells[dst as usize] = copy;
+                }
+                KvOp::Truncate { seq, len } => {
+                    let cells = &mut self.cells[seq as usize];
+                    assert!(cells.len() >= len as usize, "{op:?} keeps cells seq lacks");
+                    cells.truncate(len as usize);
+                }
+                KvOp::Share { .. } => panic!("a unified-pool share in streams: {op:?}"),
+            }
+        }
+        for f in &plan.feeds {
+            let held = &mut self.cells[f.seq as usize];
+            let want = &tokens[&f.id][..f.pos as usize];
+            assert_eq!(
+                held.as_slice(),
+                want,
+                "request {} fed at {} on stream {} holds other tokens",
+                f.id,
+                f.pos,
+                f.seq
+            );
+            held.extend_from_slice(&f.tokens);
+            assert!(held.len() <= self.capacity, "stream {} overflows", f.seq);
+        }
+    }
+}
+
+#[test]
+fn a_prompt_longer_than_its_stream_is_refused_up_front() {
+    let mut s = sched(streams());
+    assert_eq!(
+        s.enqueue(req(1, 0..100), Instant::now()),
+        Err(Rejected::TooLong {
+            tokens: 100,
+            cells: 100
+        })
+    );
+    assert!(s.enqueue(req(2, 0..99), Instant::now()).is_ok());
+}
+
+#[test]
+fn invalid_streams_are_refused() {
+    for cells in [0, 101] {
+        let bad = Config {
+            stream_cells: Some(cells),
+            ..streams()
+        };
+        assert!(Scheduler::new(bad).is_err(), "{cells} cells per stream");
+    }
+}
+
+#[test]
+fn admission_needs_a_stream_and_cached_streams_give_way() {
+    let mut s = sched(streams());
+    let t = Instant::now();
+    for id in 1..=5 {
+        s.enqueue(req(id, id as u32 * 1000..id as u32 * 1000 + 10), t)
+            .unwrap();
+    }
+    let plan = step(&mut s, t);
+    assert_eq!(started(&plan), vec![1, 2, 3, 4], "one stream each");
+    let seqs: Vec<u32> = plan.started.iter().map(|st| st.seq).collect();
+    assert_eq!(seqs, vec![0, 1, 2, 3], "the lowest free streams first");
+    assert_eq!(s.load().waiting, 1, "40 cells of 400 used, yet no stream");
+    s.finish(2);
+    let plan = step(&mut s, t);
+    assert_eq!(started(&plan), vec![5]);
+    assert_eq!(plan.kv_ops, vec![KvOp::Clear { seq: 1 }]);
+    assert_eq!(plan.started[0].seq, 1);
+    assert_eq!(s.load().prefix_evictions_total, 1);
+}
+
+#[test]
+fn a_follow_up_takes_over_its_cached_stream_in_place() {
+    let mut s = sched(streams());
+    let t = Instant::now();
+    s.enqueue(req(1, 0..50), t).unwrap();
+    s.enqueue(req(2, 500..510), t).unwrap();
+    step(&mut s, t);
+    step(&mut s, t);
+    s.finish(1);
+    // The next turn re-sends the history (and one sampled token) plus more.
+    let turn: Vec<Token> = (0..50).chain([7, 60, 61]).collect();
+    s.enqueue(req(3, turn), t).unwrap();
+    let plan = step(&mut s, t);
+    assert_eq!(started(&plan), vec![3]);
+    assert_eq!(plan.started[0].seq, 0, "the stream request 1 left");
+    assert_eq!(plan.started[0].reused, 51);
+    assert_eq!(plan.kv_ops, vec![KvOp::Truncate { seq: 0, len: 51 }]);
+    assert_eq!(s.load().prefix_hit_tokens_total, 51);
+}
+
+#[test]
+fn a_prefix_a_running_sequence_holds_is_copied_once_it_is_computed() {
+    let mut s = sched(streams());
+    let t = Instant::now();
+    let system: Vec<Token> = (0..40).collect();
+    s.enqueue(req(1, system.iter().copied().chain([900])), t)
+        .unwrap();
+    s.enqueue(req(2, system.iter().copied().chain([901])), t)
+        .unwrap();
+    let plan = step(&mut s, t);
+    assert_eq!(started(&plan), vec![1], "2 waits for 1's prefill");
+    let plan = step(&mut s, t);
+    assert_eq!(started(&plan), vec![2]);
+    assert_eq!(
+        plan.kv_ops,
+        vec![KvOp::Copy {
+            src: 0,
+            dst: 1,
+            len: 40
+        }]
+    );
+    assert_eq!(plan.started[0].reused, 40);
+    // 1 decodes on, 2 computes its last token; each stream holds its own copy.
+    assert_eq!(s.load().kv_active_cells, 42 + 41);
+}
+
+#[test]
+fn idle_streams_stay_cached_until_their_stream_is_needed() {
+    let mut s = sched(streams());
+    let t = Instant::now();
+    s.enqueue(req(1, 0..60), t).unwrap();
+    step(&mut s, t);
+    s.finish(1);
+    // Long past the grace period and over cache_cells (0): still kept,
+    // since an idle stream slows no one else's steps.
+    let later = t + Duration::from_secs(60);
+    let plan = step(&mut s, later);
+    assert!(plan.kv_ops.is_empty());
+    assert_eq!(s.load().kv_cached_cells, 60);
+    s.enqueue(req(2, (0..60).chain([5])), later).unwrap();
+    let plan = step(&mut s, later);
+    assert_eq!(plan.started[0].reused, 60);
+}
+
+#[test]
+fn random_workloads_keep_every_stream_true_to_its_request() {
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rnd = |n: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    let config = Config {
+        max_queue: 6,
+        step_tokens: 32,
+        batch_delay: Duration::from_millis(50),
+        min_reuse: 4,
+        ..streams()
+    };
+    let mut llama = Streams::new(&config);
+    let mut s = sched(config);
+    let t = Instant::now();
+    let mut next_id = 1;
+    let mut tokens: HashMap<RequestId, Vec<Token>> = HashMap::new();
+    let mut copies = 0;
+    let mut takeovers = 0;
+    for i in 0..4000u64 {
+        let now = t + Duration::from_millis(i);
+        if rnd(3) == 0 {
+            let prefix = rnd(3) as u32 * 1000;
+            let len = 1 + rnd(60) as u32;
+            let prompt: Vec<Token> = (prefix..prefix + len).chain([rnd(5) as u32]).collect();
+            let r = if rnd(2) == 0 {
+                req(next_id, prompt.clone())
+            } else {
+                batch(next_id, prompt.clone())
+            };
+            if s.enqueue(r, now).is_ok() {
+                tokens.insert(next_id, prompt);
+            }
+            next_id += 1;
+        }
+        let plan = s.plan(now);
+        copies += plan
+            .kv_ops
+            .iter()
+            .filter(|op| matches!(op, KvOp::Copy { .. }))
+            .count();
+        takeovers += plan
+            .kv_ops
+            .iter()
+            .filter(|op| matches!(op, KvOp::Truncate { .. }))
+            .count();
+        s.kv.check();
+        llama.run(&plan, &tokens);
+        for f in plan.feeds.iter().filter(|f| f.logits) {
+            // Replies end at the stream's size, as the engine ends them at
+            // its context per sequence.
+            let full = tokens[&f.id].len() + 1 >= 100;
+            match rnd(6) {
+                _ if full => s.finish(f.id),
+                0 => s.finish(f.id),
+                1 if i % 7 == 0 => s.discard(f.id),
+                _ => {
+                    let token = rnd(5) as u32;
+                    s.sampled(f.id, token);
+                    tokens.get_mut(&f.id).unwrap().push(token);
+                }
+            }
+        }
+        let load = s.load();
+        assert!(load.running <= 4);
+        assert!(load.kv_active_cells + load.kv_cached_cells <= 400);
+    }
+    assert!(
+        copies > 0 && takeovers > 0,
+        "{copies} copies, {takeovers} takeovers"
+    );
+    assert!(s.load().preemptions_total > 0);
+}
