@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # W1 (16 clients, short prompts, 128 tokens) against llama-server with its
 # two KV layouts: one stream per slot (`-np 16`, what bench/serving.sh
-# compares with) and one unified pool (`-np 16 -kvu`, Hearth's layout), and
-# Hearth itself; rounds alternate the order.
+# compares with) and one unified pool (`-np 16 -kvu`), and Hearth with its
+# two (`--kv-layout streams`, the default here, and `unified`); rounds
+# alternate the order.
 #
 #   bench/kv_layout.sh [--threads N] [--rounds N] [--no-record]
 set -euo pipefail
@@ -31,7 +32,8 @@ port=18700
 pid=""
 trap '[[ -n $pid ]] && kill $pid 2>/dev/null || true' EXIT
 
-configs=("llama-server -np 16|llama|-np 16" "llama-server -np 16 -kvu|llama|-np 16 -kvu" "hearth serve|hearth|")
+configs=("llama-server -np 16|llama|-np 16" "llama-server -np 16 -kvu|llama|-np 16 -kvu"
+    "hearth serve|hearth|" "hearth serve --kv-layout unified|hearth|--kv-layout unified")
 for round in $(seq 1 "$rounds"); do
     for i in "${!configs[@]}"; do
         # Rotate the order each round.
@@ -45,7 +47,8 @@ for round in $(seq 1 "$rounds"); do
                 >"$out/server.log" 2>&1 &
             probe=/health
         else
-            "$hearth" serve --model smollm2 --threads "$threads" --ctx-size 4096 --port "$port" \
+            # shellcheck disable=SC2086
+            "$hearth" serve --model smollm2 --threads "$threads" --ctx-size 4096 --port "$port" $flags \
                 >"$out/server.log" 2>&1 &
             probe=/ready
         fi

@@ -14,7 +14,13 @@ want="moto[server]==5.2.5"
 if [[ ! -x $venv/bin/moto_server ]] || [[ "$(cat $venv/.installed 2>/dev/null)" != "$want" ]]; then
     rm -rf "$venv"
     python3 -m venv "$venv" >&2
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$want" >&2
+    # A registry answer cut short (seen in CI: a truncated JSON index) is
+    # worth another try before a test fails on it.
+    for try in 1 2 3; do
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$want" >&2 && break
+        [[ $try == 3 ]] && exit 1
+        sleep 5
+    done
     echo "$want" > "$venv/.installed"
 fi
 echo "$PWD/$venv/bin/moto_server"

@@ -245,14 +245,23 @@ impl Engine {
                 "context longer than the model was trained on; quality may drop"
             );
         }
+        let recurrent = model.is_recurrent() || model.is_hybrid();
+        // A recurrent state has no cells to walk; its models keep the
+        // layout they were measured with unless streams are asked for.
+        let layout = match config.kv_layout {
+            KvLayout::Auto if recurrent => KvLayout::Unified,
+            layout => layout,
+        };
         let pool = KvPool::choose(
-            config,
+            &EngineConfig {
+                kv_layout: layout,
+                ..config.clone()
+            },
             wanted_ctx,
             kv_bytes_per_token(&header),
             machine_memory(),
         );
         let (kv_size, ctx_size) = (pool.cells, pool.ctx_size);
-        let recurrent = model.is_recurrent() || model.is_hybrid();
         if recurrent && config.prefix_cache {
             tracing::info!(
                 "recurrent model: its state cannot be shared, so the prefix cache is off"
