@@ -131,12 +131,17 @@ dis_rows = "\n".join(
     f"| {i + 1} | {r['completed_of_32']}/32 | {r['running_after']} | {r['rss_mib']:.0f} |"
     for i, r in enumerate(dis)
 )
+try:
+    pool = dict(kv.split("=") for kv in open(f"{out}/hearth-pool").read().split())
+    pool_text = f"{pool['kv_layout']} KV layout, {pool['kv_size']} tokens"
+except (OSError, ValueError, KeyError):
+    pool_text = "KV layout not logged"
 section = f"""
 ## {datetime.date.today()} — serving many users, {threads} threads
 
 - Command: `{cmd}`
 - Machine: {cpu}, {cores} cores, {mem} GiB RAM
-- Hearth commit {commit}, default settings (`hearth serve --ctx-size {ctx}`: pool {int(ctx) * 4} tokens, 16 running, step 512 tokens)
+- Hearth commit {commit}, default settings (`hearth serve --ctx-size {ctx}`: {pool_text}, 16 running, step 512 tokens)
 - llama-server from {llama_version}, built with `-DGGML_NATIVE=ON`: `-c {int(ctx) * 16} {llama_flags}` ({ctx} tokens per sequence)
 - Model: `{cmd.split('--model ')[1].split()[0]}`; streaming, temperature 0, 128 output tokens (`ignore_eos`), medians of {rounds} alternating rounds, each workload on a freshly started server.
 - Client errors in W1+W2: llama-server {err_counts['llama']}, hearth {err_counts['hearth']}. W4 turn-6 TTFT p50 on llama-server: {llama_turn6:.1f} ms.
