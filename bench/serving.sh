@@ -71,7 +71,7 @@ start() {
         if curl -sf "http://127.0.0.1:$port$probe" >/dev/null; then
             # The KV layout and pool Hearth chose, for the report.
             if [[ $kind == hearth && $# == 0 ]]; then
-                grep -o 'kv_size=[0-9]* kv_layout=[a-z]*' "$out/server.log" | head -1 >"$out/hearth-pool" || true
+                grep -o 'kv_size=[0-9]* kv_layout="\?[a-z]*' "$out/server.log" | tr -d '"' | head -1 >"$out/hearth-pool" || true
             fi
             return 0
         fi
