@@ -482,12 +482,7 @@ impl Config {
 
 /// Three quarters of the machine's memory (8 GiB where it cannot be read).
 fn default_memory_budget() -> u64 {
-    let total_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
-        m.lines()
-            .find_map(|l| l.strip_prefix("MemTotal:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-    });
-    total_kib.map_or(8 << 30, |kib| kib * 1024 / 4 * 3)
+    engine::machine_memory().map_or(8 << 30, |bytes| bytes / 4 * 3)
 }
 
 /// The models to serve: the flags' (or `HEARTH_MODEL`'s) if any, else the

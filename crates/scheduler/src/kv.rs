@@ -204,15 +204,8 @@ impl KvTree {
         let node = self.split(m.node, m.len);
         self.seqs[seq as usize] = (node, Holder::Running(request));
         self.node_mut(node).ends.push(seq);
-        self.walk_up(node, |tree, id| {
-            let n = tree.node_mut(id);
-            n.refs += 1;
-            n.running_refs += 1;
-            if n.running_refs == 1 {
-                let len = n.tokens.len() as u32;
-                tree.active += len;
-            }
-        });
+        self.walk_up(node, |tree, id| tree.node_mut(id).refs += 1);
+        self.hold_running(node);
     }
 
     /// A cached holder of `m`'s cells, the one holding least beyond them
@@ -262,7 +255,12 @@ impl KvTree {
         self.used -= freed;
         self.seqs[seq as usize] = (keep, Holder::Running(request));
         self.node_mut(keep).ends.push(seq);
-        self.walk_up(keep, |tree, id| {
+        self.hold_running(keep);
+    }
+
+    /// A running holder now ends at `node`: its path counts as active.
+    fn hold_running(&mut self, node: usize) {
+        self.walk_up(node, |tree, id| {
             let n = tree.node_mut(id);
             n.running_refs += 1;
             if n.running_refs == 1 {
