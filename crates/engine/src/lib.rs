@@ -11,6 +11,7 @@
 
 mod backend;
 mod constraint;
+mod copy_cost;
 mod embedding;
 mod logprob;
 mod perplexity;
@@ -42,7 +43,7 @@ use types::{
 };
 
 pub use perplexity::{Perplexity, MIN_WINDOW};
-pub use pool::{kv_bytes_per_token, machine_memory, KvLayout, KvPool};
+pub use pool::{machine_memory, KvLayout, KvPool, ModelKv};
 pub use quantize::{quantize, quantize_type, quantize_types, quantized_weights, QuantizeOptions};
 use sequence::Job;
 use worker::{Shared, State};
@@ -246,21 +247,12 @@ impl Engine {
             );
         }
         let recurrent = model.is_recurrent() || model.is_hybrid();
-        // A recurrent state has no cells to walk; its models keep the
-        // layout they were measured with unless streams are asked for.
-        let layout = match config.kv_layout {
-            KvLayout::Auto if recurrent => KvLayout::Unified,
-            layout => layout,
+        let model_kv = ModelKv {
+            // The header's guess, settled by llama.cpp's own answer.
+            recurrent,
+            ..ModelKv::from_header(&header)
         };
-        let pool = KvPool::choose(
-            &EngineConfig {
-                kv_layout: layout,
-                ..config.clone()
-            },
-            wanted_ctx,
-            kv_bytes_per_token(&header),
-            machine_memory(),
-        );
+        let pool = KvPool::choose(config, wanted_ctx, model_kv, machine_memory());
         let (kv_size, ctx_size) = (pool.cells, pool.ctx_size);
         if recurrent && config.prefix_cache {
             tracing::info!(
@@ -281,6 +273,8 @@ impl Engine {
                 .prefix_cache_size
                 .unwrap_or(DEFAULT_PREFIX_CACHE_SIZE),
             min_reuse: scheduler::MIN_REUSE_TOKENS,
+            // Measured as prompts run; until then `min_reuse` decides.
+            copy_tokens: 0,
         })
         .map_err(|e| EngineError::Config(e.to_string()))?;
         let chat = prompt::ChatFormat::choose(&model);
@@ -320,7 +314,12 @@ impl Engine {
             wake: Condvar::new(),
             eog_tokens,
             n_ctx_seq: ctx_size,
-            streams: pool.stream_cells.is_some(),
+            streams: pool.stream_cells.map(|cells| {
+                copy_cost::CopyCost::new(
+                    u64::from(cells) * model_kv.bytes_per_token,
+                    copy_cost::memory_copy_rate(),
+                )
+            }),
             mixed_batch: mixed_batch(config),
             observer: OnceLock::new(),
             seat: turns::Seat::take(if offloaded { 0 } else { config.threads }),

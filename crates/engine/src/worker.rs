@@ -17,6 +17,7 @@ use llama_cpp_2::token::LlamaToken;
 use scheduler::{Feed, KvOp, Plan, RequestId, Scheduler, SeqId};
 use types::{FinishReason, GenerateError, GenerationObserver, Outcome};
 
+use crate::copy_cost::CopyCost;
 use crate::embedding::{EmbedItem, EmbedSettings, Embedder, EMBED_SEQS};
 use crate::sampler;
 use crate::sequence::{timeout_error, Active, Ended, Job, Step};
@@ -41,8 +42,9 @@ pub(crate) struct Shared {
     /// Tokens that end a turn; banned outright when a request ignores EOS.
     pub eog_tokens: Vec<LlamaToken>,
     pub n_ctx_seq: u32,
-    /// A stream per sequence (else one unified pool).
-    pub streams: bool,
+    /// A stream per sequence, and what copying one costs (`None`: one
+    /// unified pool).
+    pub streams: Option<CopyCost>,
     /// Most tokens per llama_decode call in a step that feeds several
     /// sequences (see [`step`]).
     pub mixed_batch: usize,
@@ -96,6 +98,8 @@ struct Reports {
     sampled: Vec<(RequestId, LlamaToken)>,
     finished: Vec<RequestId>,
     discarded: Vec<RequestId>,
+    /// A new [`scheduler::Config::copy_tokens`], measured.
+    copy_tokens: Option<u32>,
     /// Requests the step ended, reported (and their callers told) once the
     /// scheduler has counted the step, so `/metrics` read after a reply
     /// includes all of it.
@@ -107,6 +111,7 @@ pub(crate) fn run(shared: Arc<Shared>, mut ctx: LlamaContext<'_>, n_batch: usize
     let mut active: HashMap<RequestId, Active> = HashMap::new();
     let mut batch = LlamaBatch::new(n_batch, 1);
     let mut reports = Reports::default();
+    let mut copy_cost = shared.streams.clone();
     // Whether work happened since the heap was last trimmed.
     let mut trim_due = false;
     // Made on the first embedding request; an error is kept, not retried.
@@ -195,7 +200,7 @@ pub(crate) fn run(shared: Arc<Shared>, mut ctx: LlamaContext<'_>, n_batch: usize
         if plan.feeds.is_empty() {
             continue;
         }
-        step(
+        let decode_time = step(
             &shared,
             &mut ctx,
             &mut batch,
@@ -203,6 +208,15 @@ pub(crate) fn run(shared: Arc<Shared>, mut ctx: LlamaContext<'_>, n_batch: usize
             &mut active,
             &mut reports,
         );
+        // A step that copied a stream spent part of its time copying.
+        if let Some(cost) = &mut copy_cost {
+            if !plan.kv_ops.iter().any(|op| matches!(op, KvOp::Copy { .. })) {
+                let tokens = plan.feeds.iter().map(|f| f.tokens.len()).sum();
+                if let Some(n) = cost.observe(tokens, decode_time) {
+                    reports.copy_tokens = Some(n);
+                }
+            }
+        }
     }
 }
 
@@ -234,6 +248,13 @@ fn next_plan(
                 shared.observe(e);
             }
             return None;
+        }
+        if let Some(n) = reports.copy_tokens.take() {
+            tracing::debug!(
+                copy_tokens = n,
+                "a stream copy now costs as much as this many prompt tokens"
+            );
+            st.sched.set_copy_tokens(n);
         }
         for (id, token) in reports.sampled.drain(..) {
             st.sched.sampled(id, token.0 as u32);
@@ -392,7 +413,8 @@ fn should_split(plan: &Plan, short_len: usize) -> bool {
     visible * 3 < rows * u64::from(plan.cells_in_use)
 }
 
-/// One decode of every fed sequence, then sampling.
+/// One decode of every fed sequence, then sampling. Returns the time
+/// llama.cpp took (zero when it failed).
 ///
 /// When more than [`SPLIT_MIN_SEQUENCES`] sequences are fed and the short
 /// feeds (decode tokens, small prompt chunks) see few of the cells in use,
@@ -411,10 +433,10 @@ fn step(
     plan: &Plan,
     active: &mut HashMap<RequestId, Active>,
     reports: &mut Reports,
-) {
+) -> Duration {
     let tokens: usize = plan.feeds.iter().map(|f| f.tokens.len()).sum();
     let short = |f: &&Feed| f.tokens.len() <= shared.mixed_batch;
-    let calls: Vec<Vec<Row>> = if shared.streams {
+    let calls: Vec<Vec<Row>> = if shared.streams.is_some() {
         // llama.cpp puts sequences of consecutive ids, in increasing order,
         // into one micro-batch; each row sees only its own stream, so the
         // split below has nothing to save.
@@ -471,7 +493,7 @@ fn step(
                     reports.ended.push(a.record(Outcome::Error));
                 }
             }
-            return;
+            return Duration::ZERO;
         }
         decode_time += t.elapsed();
         // Logits are only there until the next call: sample now.
@@ -502,6 +524,7 @@ fn step(
         sample_us = (started.elapsed() - decode_time).as_micros() as u64,
         "step"
     );
+    decode_time
 }
 
 fn outcome_of(reason: FinishReason) -> Outcome {

@@ -8,6 +8,12 @@
 //! sequence id ("holder") is a path from the root. Shared prefixes are shared
 //! nodes, so the cells in use are the sum of the nodes' lengths.
 //!
+//! With a stream per sequence, llama.cpp's cells are never shared: a
+//! `Copy` duplicates them. The tree still shares the copy's nodes with its
+//! source, which is right for lookups (either holds the tokens) and for
+//! each holder's length; the cells a stream takes are counted per holder
+//! ([`KvTree::held`]), not by [`KvTree::used`].
+//!
 //! The tree is keyed by what was computed, not by token equality: two
 //! requests that prefilled the same text independently hold separate nodes,
 //! just as they hold separate cells in llama.cpp. Lookups still find either.
@@ -50,6 +56,13 @@ pub(crate) struct Match {
     /// Matched tokens, from position 0.
     pub len: u32,
     node: usize,
+}
+
+impl Match {
+    /// The same cells, copied from `src`, another of their holders.
+    pub fn held_by(self, src: SeqId) -> Match {
+        Match { src, ..self }
+    }
 }
 
 pub(crate) struct KvTree {

@@ -10,14 +10,17 @@
 //!   prompt chunks up to `step_tokens` in all (chunked prefill), so a long
 //!   prompt stalls running streams for at most one bounded step.
 //! - **Admission** needs a free sequence id and free KV cells for the
-//!   uncached part of the prompt (plus a small watermark), never a slot count;
+//!   uncached part of the prompt (plus a small watermark), never a slot count
+//!   (in streams: a stream, free or made free by evicting a cached one);
 //!   at most `max_running` sequences run at once. The wait queue is bounded.
 //! - **Layout.** The pool is either one unified set of cells, which
 //!   sequences share cell by cell, or one stream of cells per sequence id
 //!   ([`Config::stream_cells`]). In streams, a sequence's attention scans
 //!   only its own stream, a prefix is taken over in place from a cached
-//!   stream or copied whole from a running one, and admission needs a
-//!   stream rather than cells.
+//!   stream or copied whole from another when that beats computing it
+//!   ([`Config::copy_tokens`]), and new sequences go where the running
+//!   streams stay consecutive (llama.cpp batches only consecutive ids
+//!   together).
 //! - **Priority.** Waiting requests are ordered by a key: their arrival time,
 //!   plus `batch_delay` for batch work (ageing). Interactive work therefore
 //!   goes first, but a batch request that has waited `batch_delay` ranks with
@@ -31,13 +34,16 @@
 //!   still prefilling waits for it rather than computing the same tokens twice.
 //! - **Eviction** drops whole cached entries, least recently used first,
 //!   when cells or sequence ids are needed, and when the cells held only by
-//!   the cache exceed [`Config::cache_cells`].
-//! - **Pressure.** A running sequence whose next token cannot get a cell
+//!   the cache exceed [`Config::cache_cells`]. In streams an idle stream
+//!   slows no one, so it is kept until its stream is needed.
+//! - **Pressure** (unified pool; a stream always holds its sequence's whole
+//!   context). A running sequence whose next token cannot get a cell
 //!   pauses the lowest-ranked running sequence (possibly itself); a paused
 //!   sequence keeps its place in the queue and resumes from what stayed cached.
 //! - **Embeddings** run between steps in batches of whole inputs, bounded by
 //!   a token budget like a step ([`next_embed_batch`]).
 
+mod config;
 mod embed;
 mod kv;
 mod placement;
@@ -47,6 +53,7 @@ mod tests;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+pub use config::{Config, ConfigError};
 pub use embed::next_embed_batch;
 use kv::{common_prefix, KvTree};
 use types::{LoadSnapshot, Priority};
@@ -71,71 +78,6 @@ pub const MIN_REUSE_TOKENS: u32 = 64;
 /// find it, short enough that idle cells do not slow the steps after.
 pub const CACHE_GRACE: Duration = Duration::from_secs(2);
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Config {
-    /// KV pool size in cells (tokens), shared by every sequence.
-    pub kv_cells: u32,
-    /// Sequence ids available (llama.cpp's `n_seq_max`): running sequences
-    /// plus cached prefixes.
-    pub max_seqs: u32,
-    /// Most sequences decoding at once.
-    pub max_running: u32,
-    /// Most requests waiting for admission; more are refused.
-    pub max_queue: u32,
-    /// Most tokens one step carries, decode tokens included.
-    pub step_tokens: u32,
-    /// How far behind interactive work a batch request ranks (ageing).
-    pub batch_delay: Duration,
-    /// Keep finished sequences' cells for later requests.
-    pub prefix_cache: bool,
-    /// Most cells held only by cache entries (on no running sequence's
-    /// path) once those entries have been idle for [`CACHE_GRACE`].
-    /// llama.cpp's attention scans every cell up to the highest one in use,
-    /// masked or not, so cached cells slow every step of every sequence;
-    /// this bounds that cost (measured in docs/benchmarks.md).
-    pub cache_cells: u32,
-    /// `Some(cells)`: every sequence id is a stream of its own with this
-    /// many cells (llama.cpp's KV with `kv_unified` off), and `kv_cells`
-    /// is all the streams together. `None`: one unified pool.
-    pub stream_cells: Option<u32>,
-    /// Shorter matches are computed again instead of shared. Sharing pins
-    /// the source's cells wherever they sit in the pool, and llama.cpp's
-    /// attention scans every cell up to the highest one in use: a chat
-    /// template's few header tokens, shared by every request, would
-    /// otherwise keep one old entry's cells (and so every step's scan) at
-    /// the far end of the pool.
-    pub min_reuse: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("invalid scheduler setting: {0}")]
-pub struct ConfigError(String);
-
-impl Config {
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |s: &str| Err(ConfigError(s.to_string()));
-        if self.kv_cells == 0 {
-            return bad("the KV pool needs at least one cell");
-        }
-        if self.max_running == 0 {
-            return bad("max-running must be at least 1");
-        }
-        if self.max_seqs < self.max_running {
-            return bad("there must be at least as many sequence ids as running sequences");
-        }
-        if self.step_tokens <= self.max_running {
-            return bad("step-tokens must exceed max-running, so prompts always make progress");
-        }
-        if let Some(cells) = self.stream_cells {
-            if cells == 0 || u64::from(cells) * u64::from(self.max_seqs) > u64::from(self.kv_cells)
-            {
-                return bad("the streams need at least one cell each, within the pool");
-            }
-        }
-        Ok(())
-    }
-}
-
 /// A request as the scheduler sees it: an id and tokens.
 #[derive(Debug, Clone)]
 pub struct NewRequest {
@@ -158,7 +100,8 @@ pub struct NewRequest {
 pub enum Rejected {
     #[error("the wait queue is full ({waiting} waiting)")]
     QueueFull { waiting: u32 },
-    #[error("{tokens} tokens can never fit a pool of {cells} cells")]
+    /// `cells`: the pool's, or with a stream per sequence, one stream's.
+    #[error("{tokens} tokens can never fit the {cells} cells a sequence can hold")]
     TooLong { tokens: u32, cells: u32 },
 }
 
@@ -299,6 +242,11 @@ impl Scheduler {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Updates [`Config::copy_tokens`] as the engine's measurements change.
+    pub fn set_copy_tokens(&mut self, tokens: u32) {
+        self.config.copy_tokens = tokens;
     }
 
     /// Queues a request, or refuses it when the queue is full.
@@ -579,6 +527,15 @@ impl Scheduler {
         self.kv.set_last_used(seq, self.tick);
     }
 
+    /// The shortest prefix worth starting from: in streams, also worth
+    /// its copy.
+    fn reuse_min(&self) -> u32 {
+        match self.config.stream_cells {
+            Some(_) => self.config.min_reuse.max(self.config.copy_tokens),
+            None => self.config.min_reuse,
+        }
+    }
+
     /// Whether a sequence still prefilling will soon have computed much
     /// more of `tokens` than the `reused` already found.
     fn shares_with_prefilling(&self, tokens: &[Token], reused: usize) -> bool {
@@ -589,7 +546,7 @@ impl Scheduler {
             }
             let shared = common_prefix(&r.tokens, tokens);
             shared > r.in_kv
-                && shared >= self.config.min_reuse as usize
+                && shared >= self.reuse_min() as usize
                 && shared >= reused + SHARE_WAIT_MIN_TOKENS
         })
     }
@@ -743,9 +700,11 @@ impl Scheduler {
     /// Gauges and running totals.
     pub fn load(&self) -> LoadSnapshot {
         let c = &self.counters;
-        // Streams copy what they share, so their cells are each holder's own.
+        // A running sequence has its whole stream to itself, so a server
+        // with no free stream reads as full, whatever its streams hold.
+        // Streams copy what they share, so cached ones hold their own cells.
         let (active, cached) = match self.config.stream_cells {
-            Some(_) => self.kv.held(),
+            Some(cells) => (self.running.len() as u32 * cells, self.kv.held().1),
             None => (self.kv.active(), self.kv.cached_only()),
         };
         LoadSnapshot {

@@ -57,43 +57,106 @@ impl Scheduler {
     }
 
     /// Streams: a stream of its own. A cached stream that holds the matched
-    /// prefix is taken over in place; a prefix only a running sequence (or
-    /// another choice) holds is copied into a free stream. A prompt always
-    /// fits its stream ([`Scheduler::enqueue`] refused longer ones).
+    /// prefix is taken over in place (free, but its tail beyond the prefix is
+    /// lost), unless a free stream keeps that tail, or sits better, for the
+    /// price of a copy; a prefix only a running sequence (or another choice)
+    /// holds is copied into a stream of its own when it is worth a copy. A
+    /// prompt always fits its stream ([`Scheduler::enqueue`] refused longer
+    /// ones).
     pub(crate) fn place_in_stream(
         &mut self,
         id: RequestId,
-        found: Option<kv::Match>,
+        mut found: Option<kv::Match>,
     ) -> Option<(SeqId, usize)> {
+        // Another choice of the same prompt shares it however short, so
+        // that the choices decode alike (see `Scheduler::prefix`).
+        let copy_min = if self.requests[&id].sibling_of.is_some() {
+            1
+        } else {
+            self.reuse_min()
+        };
         if let Some(m) = found {
-            if let Some(seq) = self.kv.cached_holding(m) {
-                self.kv.retake(seq, id, m);
-                self.parked_at.remove(&seq);
-                self.pending_ops.push(KvOp::Truncate { seq, len: m.len });
-                return Some((seq, m.len as usize));
+            if let Some(held) = self.kv.cached_holding(m) {
+                let tail = self.kv.len(held) - m.len;
+                let keeps = self.free_streams().min_by_key(|&s| self.new_runs(s));
+                let copy = keeps.is_some_and(|free| {
+                    m.len >= copy_min
+                        && (tail >= copy_min || self.new_runs(free) < self.new_runs(held))
+                });
+                if !copy {
+                    self.kv.retake(held, id, m);
+                    self.parked_at.remove(&held);
+                    self.pending_ops.push(KvOp::Truncate {
+                        seq: held,
+                        len: m.len,
+                    });
+                    return Some((held, m.len as usize));
+                }
+                let free = keeps.expect("checked above");
+                self.tick += 1;
+                // Touch the source: it just proved useful.
+                self.touch(held);
+                return Some(self.copy_into(free, id, m.held_by(held)));
+            }
+            if m.len < copy_min {
+                found = None;
             }
         }
-        let pinned = found.map(|m| m.src);
-        let seq = match self.kv.free_seq() {
-            Some(seq) => seq,
-            None if self.evict_one(pinned) => self.kv.free_seq().expect("just evicted"),
-            None => return None,
-        };
+        let seq = self.stream_for(found.map(|m| m.src))?;
         match found {
-            Some(m) => {
-                self.kv.fork(seq, id, m);
-                self.pending_ops.push(KvOp::Copy {
-                    src: m.src,
-                    dst: seq,
-                    len: m.len,
-                });
-                Some((seq, m.len as usize))
-            }
+            Some(m) => Some(self.copy_into(seq, id, m)),
             None => {
                 self.kv.start(seq, id);
                 Some((seq, 0))
             }
         }
+    }
+
+    fn copy_into(&mut self, seq: SeqId, id: RequestId, m: kv::Match) -> (SeqId, usize) {
+        self.kv.fork(seq, id, m);
+        self.pending_ops.push(KvOp::Copy {
+            src: m.src,
+            dst: seq,
+            len: m.len,
+        });
+        (seq, m.len as usize)
+    }
+
+    fn free_streams(&self) -> impl Iterator<Item = SeqId> + '_ {
+        (0..self.config.max_seqs).filter(|&s| self.kv.holder(s) == Holder::Free)
+    }
+
+    /// A stream for a new sequence: free, or made free by evicting a cached
+    /// one other than `pinned`. Chosen first so the running streams stay
+    /// few runs of consecutive ids: llama.cpp puts only consecutive
+    /// sequence ids into one micro-batch, and each micro-batch of a step
+    /// reads the weights again. Then a free stream before a cached one, and
+    /// the least recently used cached one.
+    fn stream_for(&mut self, pinned: Option<SeqId>) -> Option<SeqId> {
+        let free = self.free_streams().map(|s| (s, 0));
+        let cached = self
+            .kv
+            .cached_lru()
+            .into_iter()
+            .filter(|&s| Some(s) != pinned)
+            .enumerate()
+            .map(|(rank, s)| (s, rank + 1));
+        let (seq, rank) = free
+            .chain(cached)
+            .min_by_key(|&(s, rank)| (self.new_runs(s), rank))?;
+        if rank > 0 {
+            self.evict(seq);
+        }
+        Some(seq)
+    }
+
+    /// How the count of runs of consecutive running stream ids changes when
+    /// stream `seq` runs too: +1 alone, 0 beside a run, -1 joining two.
+    fn new_runs(&self, seq: SeqId) -> i32 {
+        let running = |s: SeqId| matches!(self.kv.holder(s), Holder::Running(_));
+        let left = seq > 0 && running(seq - 1);
+        let right = seq + 1 < self.config.max_seqs && running(seq + 1);
+        1 - i32::from(left) - i32::from(right)
     }
 
     /// Cells that running requests will need for tokens they already have.

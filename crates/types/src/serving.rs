@@ -110,7 +110,8 @@ pub struct LoadSnapshot {
     pub waiting: u32,
     /// Size of the KV pool, in tokens (cells).
     pub kv_cells: u32,
-    /// Cells held by running sequences.
+    /// Cells held by running sequences; with a stream per sequence, each
+    /// running sequence's whole stream.
     pub kv_active_cells: u32,
     /// Cells held only by the prefix cache (evictable).
     pub kv_cached_cells: u32,

@@ -24,7 +24,7 @@ pub fn memory_estimate(
     let trained = header.context_length().unwrap_or(4096) as u32;
     let ctx = config.ctx_size.unwrap_or(4096.min(trained.max(1)));
     // The same decision the engine makes when it loads the model.
-    let per_token = engine::kv_bytes_per_token(&header);
-    let pool = engine::KvPool::choose(config, ctx, per_token, engine::machine_memory());
-    file + u64::from(pool.cells) * per_token
+    let model = engine::ModelKv::from_header(&header);
+    let pool = engine::KvPool::choose(config, ctx, model, engine::machine_memory());
+    file + u64::from(pool.cells) * model.bytes_per_token
 }

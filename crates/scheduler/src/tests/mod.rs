@@ -24,6 +24,7 @@ fn config() -> Config {
         cache_cells: 1000,
         stream_cells: None,
         min_reuse: 1,
+        copy_tokens: 0,
     }
 }
 
@@ -437,6 +438,7 @@ fn random_workloads_keep_the_books_straight() {
         cache_cells: 120,
         stream_cells: None,
         min_reuse: 4,
+        copy_tokens: 0,
     });
     let t = Instant::now();
     let mut next_id = 1;

@@ -20,6 +20,7 @@ fn streams() -> Config {
         cache_cells: 0,
         stream_cells: Some(100),
         min_reuse: 1,
+        copy_tokens: 0,
     }
 }
 
@@ -165,8 +166,157 @@ fn a_prefix_a_running_sequence_holds_is_copied_once_it_is_computed() {
         }]
     );
     assert_eq!(plan.started[0].reused, 40);
-    // 1 decodes on, 2 computes its last token; each stream holds its own copy.
-    assert_eq!(s.load().kv_active_cells, 42 + 41);
+    assert_eq!(s.load().kv_cached_cells, 0);
+}
+
+/// Four short distinct prompts, one on each stream, admitted.
+fn every_stream_running() -> (Scheduler, Instant) {
+    let mut s = sched(streams());
+    let t = Instant::now();
+    for id in 1..=4 {
+        s.enqueue(req(id, id as u32 * 1000..id as u32 * 1000 + 5), t)
+            .unwrap();
+    }
+    step(&mut s, t);
+    (s, t)
+}
+
+#[test]
+fn a_running_stream_counts_whole_in_the_usage_gauge() {
+    let (mut s, t) = every_stream_running();
+    // 20 tokens of 400 cells, but no stream is free: a gateway must see a
+    // full server.
+    let load = s.load();
+    assert_eq!((load.kv_active_cells, load.kv_usage()), (400, 1.0));
+    s.finish(1);
+    let load = s.load();
+    assert_eq!((load.kv_active_cells, load.kv_cached_cells), (300, 5));
+}
+
+#[test]
+fn a_prefix_shorter_than_a_copy_is_computed_without_waiting() {
+    let mut s = sched(Config {
+        copy_tokens: 50,
+        ..streams()
+    });
+    let t = Instant::now();
+    let system: Vec<Token> = (0..40).collect();
+    for id in 1..=2 {
+        s.enqueue(req(id, system.iter().copied().chain([900 + id as u32])), t)
+            .unwrap();
+    }
+    let plan = step(&mut s, t);
+    assert_eq!(
+        started(&plan),
+        vec![1, 2],
+        "2 does not wait for 1's prefill"
+    );
+    // Computed by 1 and 2 now, yet still shorter than a copy.
+    s.enqueue(req(3, system.iter().copied().chain([903])), t)
+        .unwrap();
+    let plan = step(&mut s, t);
+    assert_eq!(started(&plan), vec![3]);
+    assert_eq!(plan.started[0].reused, 0);
+    assert!(plan.kv_ops.is_empty(), "{:?}", plan.kv_ops);
+    // A longer prefix is worth its copy.
+    for id in 1..=3 {
+        s.finish(id);
+    }
+    let long: Vec<Token> = (100..160).collect();
+    s.enqueue(req(4, long.iter().copied().chain([900])), t)
+        .unwrap();
+    step(&mut s, t);
+    s.enqueue(req(5, long.iter().copied().chain([901])), t)
+        .unwrap();
+    let plan = step(&mut s, t);
+    assert_eq!(started(&plan), vec![5]);
+    assert_eq!(plan.started[0].reused, 60);
+    assert!(
+        matches!(
+            plan.kv_ops[..],
+            [KvOp::Clear { .. }, KvOp::Copy { len: 60, .. }]
+        ),
+        "{:?}",
+        plan.kv_ops
+    );
+}
+
+#[test]
+fn a_cached_prefix_is_copied_rather_than_taken_over_where_it_would_run_alone() {
+    let mut s = sched(streams());
+    let t = Instant::now();
+    for (id, first) in [(1, 0), (2, 1000), (3, 2000), (4, 3000)] {
+        s.enqueue(req(id, first..first + 50), t).unwrap();
+    }
+    // Four prompts of 50 in steps of 64 tokens.
+    for _ in 0..4 {
+        step(&mut s, t);
+    }
+    s.discard(1);
+    s.discard(3);
+    s.finish(4);
+    // Stream 3 holds the prefix but has no running neighbour; free stream 0
+    // runs beside 2's stream 1.
+    s.enqueue(req(5, (3000..3050).chain([7])), t).unwrap();
+    let plan = step(&mut s, t);
+    assert_eq!((plan.started[0].seq, plan.started[0].reused), (0, 50));
+    assert!(
+        plan.kv_ops.contains(&KvOp::Copy {
+            src: 3,
+            dst: 0,
+            len: 50
+        }),
+        "{:?}",
+        plan.kv_ops
+    );
+}
+
+#[test]
+fn a_new_sequence_takes_the_stream_that_keeps_running_ids_consecutive() {
+    let (mut s, t) = every_stream_running();
+    // Streams 0 and 2 become cached, 0 first: least recently used, but
+    // running 1 and 3 beside 0 would make two micro-batches.
+    s.finish(1);
+    s.finish(3);
+    s.enqueue(req(5, 9000..9005), t).unwrap();
+    let plan = step(&mut s, t);
+    assert_eq!(plan.started[0].seq, 2, "joins streams 1 and 3");
+    assert_eq!(plan.kv_ops, vec![KvOp::Clear { seq: 2 }]);
+}
+
+#[test]
+fn a_cached_conversation_keeps_its_tail_when_a_free_stream_exists() {
+    let mut s = sched(Config {
+        copy_tokens: 10,
+        ..streams()
+    });
+    let t = Instant::now();
+    s.enqueue(req(1, 0..50), t).unwrap();
+    step(&mut s, t);
+    s.finish(1);
+    // Shares 30 of the 50 tokens stream 0 holds: the 20 after them are
+    // worth a copy into a free stream.
+    s.enqueue(req(2, (0..30).chain([999])), t).unwrap();
+    let plan = step(&mut s, t);
+    assert_eq!(plan.started[0].seq, 1);
+    assert_eq!(
+        plan.kv_ops,
+        vec![KvOp::Copy {
+            src: 0,
+            dst: 1,
+            len: 30
+        }]
+    );
+    // The conversation comes back and finds all of it.
+    s.enqueue(req(3, (0..50).chain([7])), t).unwrap();
+    let plan = step(&mut s, t);
+    assert_eq!((plan.started[0].seq, plan.started[0].reused), (0, 50));
+    assert_eq!(plan.kv_ops, vec![KvOp::Truncate { seq: 0, len: 50 }]);
+    // A tail shorter than a copy is given up: taken over in place.
+    s.finish(3);
+    s.enqueue(req(4, (0..45).chain([999])), t).unwrap();
+    let plan = step(&mut s, t);
+    assert_eq!(plan.kv_ops, vec![KvOp::Truncate { seq: 0, len: 45 }]);
 }
 
 #[test]
