@@ -183,7 +183,7 @@ fn every_stream_running() -> (Scheduler, Instant) {
 
 #[test]
 fn a_running_stream_counts_whole_in_the_usage_gauge() {
-    let (mut s, t) = every_stream_running();
+    let (mut s, _) = every_stream_running();
     // 20 tokens of 400 cells, but no stream is free: a gateway must see a
     // full server.
     let load = s.load();
