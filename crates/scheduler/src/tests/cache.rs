@@ -226,6 +226,9 @@ fn with_the_cache_off_finished_cells_are_released() {
     assert_eq!(s.load().prefix_queries_total, 0);
 }
 
+/// Regression: an eviction decided while admitting a later request used to
+/// reach llama.cpp before the `Share` an earlier admission took from the
+/// evicted entry, so the new sequence started at position 300 holding nothing.
 #[test]
 fn an_entry_evicted_after_a_share_from_it_is_cleared_after_the_share() {
     let mut s = sched(Config {

@@ -503,9 +503,6 @@ fn random_workloads_keep_the_books_straight() {
     assert!(s.load().preemptions_total > 0);
 }
 
-/// Regression: an eviction decided while admitting a later request used to
-/// reach llama.cpp before the `Share` an earlier admission took from the
-/// evicted entry, so the new sequence started at position 300 holding nothing.
 #[test]
 fn batch_decodes_skip_the_step_that_prefills_an_interactive_prompt() {
     let mut s = sched(config());
@@ -524,6 +521,32 @@ fn batch_decodes_skip_the_step_that_prefills_an_interactive_prompt() {
     assert_eq!(fed(&plan, 3).unwrap().tokens.len(), 20);
     let plan = step(&mut s, t + Duration::from_millis(1));
     assert!(fed(&plan, 1).is_some(), "and then resumes");
+}
+
+#[test]
+fn batch_prompts_take_a_quarter_of_a_step_while_interactive_work_is_about() {
+    let mut s = sched(config());
+    let t = Instant::now();
+    // A batch-only server prefills with whole steps.
+    s.enqueue(batch(1, 0..200), t).unwrap();
+    assert_eq!(fed(&step(&mut s, t), 1).unwrap().tokens.len(), 64);
+    // Once interactive work is seen, batch prompts take a quarter: an
+    // interactive request arriving mid-step waits for a short step.
+    s.enqueue(req(2, [7, 8]), t).unwrap();
+    step(&mut s, t);
+    let plan = step(&mut s, t);
+    assert_eq!(fed(&plan, 1).unwrap().tokens.len(), 16);
+    assert_eq!(fed(&plan, 2).unwrap().tokens.len(), 1);
+    // Interactive prompts still take the whole budget.
+    s.enqueue(req(3, 1000..1100), t).unwrap();
+    let plan = step(&mut s, t);
+    assert_eq!(fed(&plan, 3).unwrap().tokens.len(), 63);
+    // Long after the last interactive request, whole steps again.
+    s.finish(2);
+    s.finish(3);
+    let later = t + super::INTERACTIVE_RECENT;
+    let plan = step(&mut s, later);
+    assert_eq!(fed(&plan, 1).unwrap().tokens.len(), 64);
 }
 
 #[test]
