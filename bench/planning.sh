@@ -78,10 +78,12 @@ peak_rss() { # model context concurrency -> peak RSS bytes of hearth serve under
     echo $((kb * 1024))
 }
 
+# The plan for the layout both measurements use: `serve` above and `bench
+# --batch` set a pool size, which keeps one unified pool.
 predict() { # model context concurrency [--uncalibrated] -> plan JSON
     "$hearth" plan "$1" --hardware host --threads "$threads" --context "$2" \
         --concurrency "$3" --prompt-tokens $(($2 / 4)) --output-tokens "$output" \
-        --json "${@:4}"
+        --kv-layout unified --json "${@:4}"
 }
 
 # Calibrate on the default model first, so predictions after calibration

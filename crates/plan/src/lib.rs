@@ -18,7 +18,7 @@ pub use capacity::{Capacity, Cost, CostInputs};
 pub use hardware::{Catalog, Device, Kind};
 pub use memory::{KvType, Memory};
 pub use model::{Model, Shape};
-pub use speed::Efficiency;
+pub use speed::{Efficiency, KvLayout};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -111,6 +111,8 @@ pub struct Request {
     pub devices: Option<u32>,
     pub workload: Workload,
     pub kv_type: KvType,
+    /// How the cache is laid out (on a CPU, it decides what attention walks).
+    pub kv_layout: KvLayout,
     pub efficiency: Efficiency,
     pub cost: CostInputs,
 }
@@ -128,6 +130,8 @@ pub struct Speed {
     pub decode_tps_aggregate: f64,
     /// Each of those streams.
     pub decode_tps_per_stream: f64,
+    /// The KV layout these speeds assume.
+    pub kv_layout: KvLayout,
     pub efficiency: Efficiency,
 }
 
@@ -204,7 +208,10 @@ pub fn plan(request: &Request, catalog: &Catalog) -> Result<Plan, PlanError> {
             ),
         });
     }
-    let kv = kv_type.bytes();
+    let kv = speed::Cache {
+        kv_bytes: kv_type.bytes(),
+        layout: request.kv_layout,
+    };
     let depth = workload.prompt_tokens + workload.output_tokens / 2;
     let prefill = speed::prefill_tps(model, device, efficiency, workload.prompt_tokens.max(1));
     let single = speed::decode_tps(model, device, efficiency, 1, depth, kv);
@@ -255,6 +262,7 @@ pub fn plan(request: &Request, catalog: &Catalog) -> Result<Plan, PlanError> {
             decode_tps_single: single,
             decode_tps_aggregate: aggregate,
             decode_tps_per_stream: aggregate / f64::from(concurrency),
+            kv_layout: request.kv_layout,
             efficiency: efficiency.clone(),
         },
         capacity: Capacity {
@@ -354,6 +362,7 @@ mod tests {
                 min_stream_tps: 10.0,
             },
             kv_type: KvType::F16,
+            kv_layout: KvLayout::Unified,
             cost: CostInputs::default(),
         }
     }
@@ -422,7 +431,7 @@ mod tests {
             &many.speed.efficiency,
             batch,
             depth,
-            r.kv_type.bytes(),
+            speed::Cache::unified(r.kv_type.bytes()),
         );
         assert!(batch > 1, "the floor allows batching here");
         assert!(batch_tps / f64::from(batch) >= w.min_stream_tps);
@@ -432,7 +441,7 @@ mod tests {
             &many.speed.efficiency,
             batch + 1,
             depth,
-            r.kv_type.bytes(),
+            speed::Cache::unified(r.kv_type.bytes()),
         );
         assert!(
             batch == many.capacity.max_concurrency

@@ -107,6 +107,59 @@ pub struct Model {
     /// CPU work per matrix weight relative to Q8_0, averaged over the
     /// matrices a decode step multiplies by ([`cpu_dot_cost`]).
     pub cpu_dot_cost: f64,
+    /// The matrices a decode step multiplies by, grouped by how llama.cpp's
+    /// CPU backend stores and multiplies them.
+    pub matrices: Vec<MatrixGroup>,
+}
+
+/// Matrices of one tensor type (and repacking) in a model.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MatrixGroup {
+    pub tensor_type: String,
+    /// Held in llama.cpp's repack buffer (interleaved rows).
+    pub repacked: bool,
+    pub elements: u64,
+    pub bytes: u64,
+}
+
+impl MatrixGroup {
+    /// Work per weight relative to Q8_0's dot product ([`cpu_dot_cost`]).
+    pub fn dot_cost(&self) -> f64 {
+        cpu_dot_cost(&self.tensor_type, self.repacked)
+    }
+
+    /// Multiplied by two or more columns with the tiled GEMM ([`cpu_tiled`]).
+    pub fn tiled(&self) -> bool {
+        cpu_tiled(&self.tensor_type, self.repacked)
+    }
+}
+
+impl Model {
+    /// Share of the matrix work that runs through the tiled GEMM when a
+    /// batch has two or more columns.
+    pub fn cpu_tiled_share(&self) -> f64 {
+        let work = |g: &MatrixGroup| g.elements as f64 * g.dot_cost();
+        let all: f64 = self.matrices.iter().map(work).sum();
+        let tiled: f64 = self.matrices.iter().filter(|g| g.tiled()).map(work).sum();
+        if all > 0.0 {
+            tiled / all
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Whether llama.cpp's x86 CPU backend multiplies this tensor type by two
+/// or more columns with tinyBLAS, its tiled GEMM: the float types and the
+/// 32-weight block types Q8_0, Q4_0, Q5_0 and IQ4_NL, unless the matrix
+/// was repacked (the repack buffer takes those first). One column always
+/// goes through the dot products: tinyBLAS declines a single column.
+pub fn cpu_tiled(tensor_type: &str, repacked: bool) -> bool {
+    !repacked
+        && matches!(
+            tensor_type,
+            "F32" | "F16" | "BF16" | "Q8_0" | "Q4_0" | "Q5_0" | "IQ4_NL"
+        )
 }
 
 /// CPU work per weight of llama.cpp's AVX2 dot products relative to
@@ -167,13 +220,24 @@ impl Model {
         shape.validate()?;
         let bits = bits_per_weight(weight_type)?;
         let bytes = |params: u64| (params as f64 * bits / 8.0).round() as u64;
+        let main = main_tensor_type(weight_type);
+        // A preset's main type stands for every matrix. Its shapes have
+        // row counts llama.cpp repacks, where the type allows.
+        let repacked = matches!(main, "Q4_0" | "Q4_K" | "IQ4_NL");
+        let matrices = vec![MatrixGroup {
+            tensor_type: main.to_string(),
+            repacked,
+            elements: shape.matmul_params(),
+            bytes: bytes(shape.matmul_params()),
+        }];
         Ok(Self {
             name: name.to_string(),
             weight_type: weight_type.to_ascii_uppercase(),
             weight_bytes: bytes(shape.params),
             embedding_bytes: bytes(shape.embedding_params()),
             repacked_bytes: 0,
-            cpu_dot_cost: cpu_dot_cost(main_tensor_type(weight_type), false),
+            cpu_dot_cost: cpu_dot_cost(main, repacked),
+            matrices,
             shape,
         })
     }
@@ -250,31 +314,48 @@ impl Model {
             shape.swa_layers = shape.layers - u32::try_from(global).unwrap_or(shape.layers);
         }
         shape.validate()?;
+        // Matrices a decode step multiplies by: all 2-D weights but an
+        // untied embedding table (looked up by row).
+        let tied = shape.tied_embeddings;
+        let matrices = || {
+            tensors().filter(move |t| t.dims.len() >= 2 && (tied || t.name != "token_embd.weight"))
+        };
+        let mut groups: Vec<MatrixGroup> = Vec::new();
+        for t in matrices() {
+            let (ty, packed) = (t.ggml_type.name(), repacked(t));
+            match groups
+                .iter_mut()
+                .find(|g| g.tensor_type == ty && g.repacked == packed)
+            {
+                Some(g) => {
+                    g.elements += t.n_elements;
+                    g.bytes += t.n_bytes;
+                }
+                None => groups.push(MatrixGroup {
+                    tensor_type: ty.to_string(),
+                    repacked: packed,
+                    elements: t.n_elements,
+                    bytes: t.n_bytes,
+                }),
+            }
+        }
+        let weights: u64 = groups.iter().map(|g| g.elements).sum();
+        let work: f64 = groups
+            .iter()
+            .map(|g| g.elements as f64 * g.dot_cost())
+            .sum();
         Ok(Self {
             name: name.to_string(),
             weight_type: header.quantization().unwrap_or_else(|| "unknown".into()),
             weight_bytes: tensors().map(|t| t.n_bytes).sum(),
             embedding_bytes: embedding.map_or(0, |t| t.n_bytes),
             repacked_bytes: tensors().filter(|t| repacked(t)).map(|t| t.n_bytes).sum(),
-            cpu_dot_cost: {
-                // Matrices a decode step multiplies by: all 2-D weights but
-                // an untied embedding table (looked up by row).
-                let tied = shape.tied_embeddings;
-                let matrices = || {
-                    tensors().filter(move |t| {
-                        t.dims.len() >= 2 && (tied || t.name != "token_embd.weight")
-                    })
-                };
-                let weights: u64 = matrices().map(|t| t.n_elements).sum();
-                let work: f64 = matrices()
-                    .map(|t| t.n_elements as f64 * cpu_dot_cost(t.ggml_type.name(), repacked(t)))
-                    .sum();
-                if weights > 0 {
-                    work / weights as f64
-                } else {
-                    1.0
-                }
+            cpu_dot_cost: if weights > 0 {
+                work / weights as f64
+            } else {
+                1.0
             },
+            matrices: groups,
             shape,
         })
     }
@@ -453,6 +534,27 @@ mod tests {
     fn unknown_weight_types_are_named_with_the_known_ones() {
         let e = bits_per_weight("Q9_Z").unwrap_err().to_string();
         assert!(e.contains("Q9_Z") && e.contains("Q4_K_M"), "{e}");
+    }
+
+    #[test]
+    fn the_tiled_gemm_takes_block_and_float_types_that_were_not_repacked() {
+        for ty in ["Q8_0", "Q5_0", "Q4_0", "IQ4_NL", "F16", "BF16", "F32"] {
+            assert!(cpu_tiled(ty, false), "{ty}");
+        }
+        // Repacked matrices run the repack buffer's kernels instead.
+        assert!(!cpu_tiled("Q4_0", true));
+        for ty in ["Q4_1", "Q5_1", "Q4_K", "Q5_K", "Q6_K", "Q2_K"] {
+            assert!(!cpu_tiled(ty, false), "{ty}");
+        }
+        let share = |ty| {
+            Model::from_shape("7b", preset("llama-7b").unwrap(), ty)
+                .unwrap()
+                .cpu_tiled_share()
+        };
+        assert_eq!(share("Q8_0"), 1.0);
+        assert_eq!(share("F16"), 1.0);
+        assert_eq!(share("Q4_K_M"), 0.0);
+        assert_eq!(share("Q4_0"), 0.0, "a preset's Q4_0 rows are repacked");
     }
 
     #[test]

@@ -6,9 +6,16 @@
 //! Decode attention is modelled as llama.cpp runs it. On a GPU its kernels
 //! stream the KV cache, so attention is bytes over bandwidth. On a CPU one
 //! query row per sequence makes it a loop over cells for each query head:
-//! work grows with heads × cells, not with KV bytes, and because Hearth
-//! keeps every sequence in one unified pool, each row also walks (and
-//! skips, by its mask) the cells of every other sequence.
+//! work grows with heads × cells, not with KV bytes. In one unified pool
+//! each row also walks (and skips, by its mask) the cells of every other
+//! sequence; with a stream per sequence ([`KvLayout::Streams`]) it walks
+//! only its own.
+//!
+//! Matrix work on a CPU depends on the kernel llama.cpp picks: a single
+//! column (one sequence decoding) always goes through dot products, while
+//! two or more columns of a tiled type go through its tiled GEMM, which
+//! unpacks each block once for all columns. The share of a column that
+//! tiled work costs is its own factor (typical 1.0; not calibrated yet).
 
 use serde::{Deserialize, Serialize};
 
@@ -30,7 +37,46 @@ pub struct Efficiency {
     /// CPU only: operations' worth of time one query head spends skipping
     /// one masked cell (another sequence's, or outside a sliding window).
     pub masked_cell_cost: f64,
+    /// CPU only: the work of one column of a batch through the tiled GEMM,
+    /// as a share of the same column through dot products.
+    #[serde(default = "typical_tiled_column_share")]
+    pub tiled_column_share: f64,
+    /// CPU only: microseconds each layer costs a step beyond its matrices
+    /// and attention (norms, activations, the threads' barriers between
+    /// operations).
+    #[serde(default = "typical_layer_overhead_us")]
+    pub layer_overhead_us: f64,
     pub source: String,
+}
+
+/// How sequences' KV cells are laid out, as `hearth serve --kv-layout`
+/// says; it decides what a CPU's decode attention walks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum KvLayout {
+    /// One pool: every query row walks every sequence's cells.
+    #[default]
+    Unified,
+    /// A stream per sequence: a row walks only its own.
+    Streams,
+}
+
+/// A column of llama.cpp's tiled GEMM against a dot product's, on the
+/// machine this was measured on (see `docs/planning.md`).
+const TILED_TYPICAL: f64 = 1.0;
+
+/// Microseconds a layer costs beyond its matrices and attention, on the
+/// machine this was measured on (see `docs/planning.md`).
+const LAYER_OVERHEAD_TYPICAL_US: f64 = 30.0;
+
+/// Calibrations stored before the tiled share was measured read it as
+/// this: the typical CPU value.
+fn typical_tiled_column_share() -> f64 {
+    Efficiency::typical(Kind::Cpu).tiled_column_share
+}
+
+fn typical_layer_overhead_us() -> f64 {
+    Efficiency::typical(Kind::Cpu).layer_overhead_us
 }
 
 impl Efficiency {
@@ -42,12 +88,19 @@ impl Efficiency {
             ("bandwidth", self.bandwidth),
             ("compute", self.compute),
             ("attention", self.attention),
+            ("tiled_column_share", self.tiled_column_share),
         ] {
             if !(value.is_finite() && value > 0.0) {
                 return Err(crate::PlanError::Efficiency(format!(
                     "{name} = {value}: a share of peak must be above 0"
                 )));
             }
+        }
+        if !(self.layer_overhead_us.is_finite() && self.layer_overhead_us >= 0.0) {
+            return Err(crate::PlanError::Efficiency(format!(
+                "layer_overhead_us = {}: must be zero or more",
+                self.layer_overhead_us
+            )));
         }
         if !(self.masked_cell_cost.is_finite() && self.masked_cell_cost >= 0.0) {
             return Err(crate::PlanError::Efficiency(format!(
@@ -69,8 +122,10 @@ impl Efficiency {
     /// dequantization and scales between the multiplies; a 2-core Zen 3
     /// prefills the default model at 220-400 tok/s, 10-20%); its one-row
     /// flash attention converts f16 and reduces as it goes, about 5% of
-    /// the fp16 peak; and a masked cell costs a head about as much as a
-    /// few operations (the mask is read and compared, K and V are not).
+    /// the fp16 peak; a masked cell costs a head about as much as a few
+    /// operations (the mask is read and compared, K and V are not); and a
+    /// column of the tiled GEMM costs TILED_TYPICAL of a dot product's
+    /// (measured here: see `docs/planning.md`).
     pub fn typical(kind: Kind) -> Self {
         match kind {
             Kind::Gpu => Self {
@@ -78,6 +133,10 @@ impl Efficiency {
                 compute: 0.3,
                 attention: 0.75,
                 masked_cell_cost: 0.0,
+                // A GPU's batch cost is not split by kernel here, and its
+                // layers' small kernels overlap.
+                tiled_column_share: 1.0,
+                layer_overhead_us: 0.0,
                 source: "typical llama.cpp CUDA results (uncalibrated)".into(),
             },
             Kind::Cpu => Self {
@@ -85,6 +144,8 @@ impl Efficiency {
                 compute: 0.15,
                 attention: 0.05,
                 masked_cell_cost: 8.0,
+                tiled_column_share: TILED_TYPICAL,
+                layer_overhead_us: LAYER_OVERHEAD_TYPICAL_US,
                 source: "typical llama.cpp CPU results (uncalibrated)".into(),
             },
         }
@@ -98,10 +159,19 @@ impl Efficiency {
 /// of it, by a float type's cost as well counted floats' slowness twice:
 /// the default model dequantized to F16 was planned at 23.5 tok/s and ran
 /// at 55.) A GPU runs float weights on its fp16 units.
-fn peak_ops(model: &Model, device: &Device) -> f64 {
+///
+/// `columns` is the batch each matrix multiplies: from two on, the tiled
+/// part of a CPU's work costs `tiled_column_share` of a dot product.
+fn peak_ops(model: &Model, device: &Device, eff: &Efficiency, columns: f64) -> f64 {
     let float = matches!(model.weight_type.as_str(), "F16" | "BF16" | "F32");
+    let tiled = if columns >= 2.0 {
+        model.cpu_tiled_share().clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let cost = model.cpu_dot_cost * (1.0 - tiled + tiled * eff.tiled_column_share);
     match device.kind {
-        Kind::Cpu => device.int8_tops * 1e12 / model.cpu_dot_cost.max(0.1),
+        Kind::Cpu => device.int8_tops * 1e12 / cost.max(0.1),
         Kind::Gpu if float => device.fp16_tflops * 1e12,
         Kind::Gpu => device.int8_tops * 1e12,
     }
@@ -144,8 +214,14 @@ fn step_weight_bytes(model: &Model) -> f64 {
 /// The parts of one decode step's time, in seconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DecodeStep {
+    /// Reading the weights.
     pub weights: f64,
+    /// Multiplying by them.
     pub compute: f64,
+    /// CPU: the matrices, each taking the slower of its read and its work.
+    pub matrices: f64,
+    /// CPU: every layer's fixed cost.
+    pub layers: f64,
     /// Each sequence attending to its own cells.
     pub attention: f64,
     /// Each sequence skipping cells it must not see (CPU).
@@ -153,13 +229,53 @@ pub struct DecodeStep {
 }
 
 impl DecodeStep {
-    /// On a CPU the same cores stream, multiply and attend, so the parts
-    /// add. A GPU overlaps memory traffic with compute across its warps, so
-    /// the slower of the two bounds the step.
+    /// On a CPU the hardware prefetcher streams a matrix while the cores
+    /// multiply it, so each matrix takes the slower of the two; the other
+    /// parts follow one another. A GPU overlaps memory traffic with compute
+    /// across its warps, so the slower of the two bounds the step.
     pub fn seconds(&self, kind: Kind) -> f64 {
         match kind {
-            Kind::Cpu => self.weights + self.compute + self.attention + self.masked,
+            Kind::Cpu => self.matrices + self.layers + self.attention + self.masked,
             Kind::Gpu => (self.weights + self.attention).max(self.compute),
+        }
+    }
+}
+
+/// A CPU's matrix time for `b` columns: per group, reads at the calibrated
+/// bandwidth against work at the dot-product rate (or the tiled GEMM's,
+/// for two or more columns of a tiled type). Returns (reads, work, each
+/// group's slower summed).
+fn cpu_matrices(model: &Model, device: &Device, eff: &Efficiency, b: f64) -> (f64, f64, f64) {
+    let bandwidth = device.bandwidth_gb_s * 1e9 * eff.bandwidth;
+    let ops = device.int8_tops * 1e12 * eff.compute;
+    let mut parts = (0.0, 0.0, 0.0);
+    for g in &model.matrices {
+        let column = if b >= 2.0 && g.tiled() {
+            eff.tiled_column_share
+        } else {
+            1.0
+        };
+        let read = g.bytes as f64 / bandwidth;
+        let work = b * 2.0 * g.elements as f64 * g.dot_cost() * column / ops;
+        parts.0 += read;
+        parts.1 += work;
+        parts.2 += read.max(work);
+    }
+    parts
+}
+
+/// The cache a decode step reads: bytes per K or V element, and layout.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cache {
+    pub kv_bytes: f64,
+    pub layout: KvLayout,
+}
+
+impl Cache {
+    pub fn unified(kv_bytes: f64) -> Self {
+        Self {
+            kv_bytes,
+            layout: KvLayout::Unified,
         }
     }
 }
@@ -174,18 +290,24 @@ pub fn decode_step(
     eff: &Efficiency,
     batch: u32,
     depth: u32,
-    kv_bytes: f64,
+    cache: Cache,
 ) -> DecodeStep {
     let b = f64::from(batch.max(1));
     let d = f64::from(depth);
     let bandwidth = device.bandwidth_gb_s * 1e9;
-    let weights = step_weight_bytes(model) / (bandwidth * eff.bandwidth);
-    let compute =
-        b * 2.0 * model.shape.matmul_params() as f64 / (peak_ops(model, device) * eff.compute);
+    let mut weights = step_weight_bytes(model) / (bandwidth * eff.bandwidth);
+    let mut compute = b * 2.0 * model.shape.matmul_params() as f64
+        / (peak_ops(model, device, eff, b) * eff.compute);
+    let (mut matrices, mut layers) = (weights + compute, 0.0);
+    if device.kind == Kind::Cpu && !model.matrices.is_empty() {
+        (weights, compute, matrices) = cpu_matrices(model, device, eff, b);
+        layers = f64::from(model.shape.layers) * eff.layer_overhead_us * 1e-6;
+    }
     let visible = visible_layer_cells(model, d);
     let (attention, masked) = match device.kind {
         Kind::Gpu => (
-            b * visible * kv_bytes_per_layer_cell(model, kv_bytes) / (bandwidth * eff.attention),
+            b * visible * kv_bytes_per_layer_cell(model, cache.kv_bytes)
+                / (bandwidth * eff.attention),
             0.0,
         ),
         Kind::Cpu => {
@@ -193,8 +315,13 @@ pub fn decode_step(
             let heads = f64::from(s.heads);
             let fp16 = device.fp16_tflops * 1e12 * eff.attention;
             let per_cell = 2.0 * (f64::from(s.head_dim_k) + f64::from(s.head_dim_v));
-            // Every row walks every cell in use: b × d cells per layer.
-            let walked = f64::from(s.layers) * b * d;
+            // In one pool every row walks every cell in use, b × d per
+            // layer; in its own stream, its d cells.
+            let rows_cells = match cache.layout {
+                KvLayout::Unified => b * d,
+                KvLayout::Streams => d,
+            };
+            let walked = f64::from(s.layers) * rows_cells;
             (
                 b * heads * visible * per_cell / fp16,
                 b * heads * (walked - visible).max(0.0) * eff.masked_cell_cost / fp16,
@@ -204,6 +331,8 @@ pub fn decode_step(
     DecodeStep {
         weights,
         compute,
+        matrices,
+        layers,
         attention,
         masked,
     }
@@ -217,9 +346,9 @@ pub fn decode_tps(
     eff: &Efficiency,
     batch: u32,
     depth: u32,
-    kv_bytes: f64,
+    cache: Cache,
 ) -> f64 {
-    let step = decode_step(model, device, eff, batch, depth, kv_bytes);
+    let step = decode_step(model, device, eff, batch, depth, cache);
     f64::from(batch.max(1)) / step.seconds(device.kind)
 }
 
@@ -229,7 +358,7 @@ pub fn decode_tps(
 /// the prompt (each token attends to those before it).
 pub fn prefill_tps(model: &Model, device: &Device, eff: &Efficiency, tokens: u32) -> f64 {
     let n = f64::from(tokens.max(1));
-    n / prefill_seconds(model, device, eff.bandwidth, eff.compute, n)
+    n / prefill_seconds(model, device, eff, eff.bandwidth, n)
 }
 
 /// Operations of a prompt of `n` tokens: every token through every layer,
@@ -241,18 +370,24 @@ fn prefill_ops(model: &Model, n: f64) -> f64 {
     n * 2.0 * layers + 2.0 * output + attention_ops(model, n / 2.0) * n
 }
 
+/// A prompt's `n` tokens run in micro-batches of up to [`UBATCH`]
+/// columns, each streaming the weights once (at `bandwidth_eff`, which
+/// calibration fixes before it knows the decode factor).
+///
+/// [`UBATCH`]: crate::memory::UBATCH
 fn prefill_seconds(
     model: &Model,
     device: &Device,
+    eff: &Efficiency,
     bandwidth_eff: f64,
-    compute_eff: f64,
     n: f64,
 ) -> f64 {
-    let ubatches = (n / crate::memory::UBATCH as f64).ceil();
+    let ubatch = crate::memory::UBATCH as f64;
+    let ubatches = (n / ubatch).ceil();
     let memory =
         ubatches * step_weight_bytes(model) / (device.bandwidth_gb_s * 1e9 * bandwidth_eff);
     let ops = prefill_ops(model, n);
-    let compute = ops / (peak_ops(model, device) * compute_eff);
+    let compute = ops / (peak_ops(model, device, eff, n.min(ubatch)) * eff.compute);
     match device.kind {
         Kind::Cpu => memory + compute,
         Kind::Gpu => memory.max(compute),
@@ -276,73 +411,132 @@ pub struct Measurements {
     pub tg_batch_tps: f64,
 }
 
+/// One stream of a copy of the calibration model in Q8_0 at about
+/// `depth`: its cheap dot products leave it waiting on its reads.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ReadMeasurement {
+    pub depth: u32,
+    pub tps: f64,
+}
+
 /// Efficiency factors that make the roofline reproduce the measurements on
-/// a CPU `device` (the parts of a step add there, so each measurement
-/// isolates one factor in turn):
-/// - prefill is compute-bound: it fixes the compute factor;
-/// - shallow decode's time left after its compute is weight traffic: the
-///   bandwidth factor;
+/// a CPU `device`. Each measurement fixes one factor, the others given,
+/// and the steps repeat until the factors settle:
+/// - prefill is compute-bound: the compute factor;
+/// - with `reads` (one stream of the same model requantized to Q8_0,
+///   whose cheap dot products leave it waiting on its reads): it fixes
+///   the bandwidth, and the default model's one stream, with the time its
+///   matrices leave, the per-layer cost. Without it the per-layer cost
+///   stays typical and the default model's stream fixes the bandwidth;
 /// - deep decode's extra time is attention: the attention factor;
 /// - the batch's time beyond its sequences' own work is skipping each
 ///   other's cells: the masked-cell cost.
 ///
-/// Shallow decode attends a little too, so the last two steps repeat until
-/// the factors settle. `None` when the measurements contradict the model
+/// The tiled column share stays typical: measured with a batch of the
+/// Q8_0 copy, whose matrices are small, it came out at 2.0 and made Gemma
+/// 3's batches 40-45% slower in the plan than measured (docs/planning.md).
+///
+/// Every measurement runs in one unified pool (`hearth bench --batch`
+/// sets a pool size). `None` when the measurements contradict the model
 /// (a part would take negative time).
 pub fn calibrate(
     model: &Model,
     device: &Device,
     m: &Measurements,
+    reads: Option<(&Model, ReadMeasurement)>,
     kv_bytes: f64,
     source: &str,
 ) -> Option<Efficiency> {
+    let cache = Cache::unified(kv_bytes);
     let n = f64::from(m.pp_tokens.max(1));
-    let peak = peak_ops(model, device);
     let bandwidth = device.bandwidth_gb_s * 1e9;
+    let mut eff = Efficiency {
+        bandwidth: 1.0,
+        compute: 1.0,
+        attention: 1.0,
+        source: source.to_string(),
+        ..Efficiency::typical(Kind::Cpu)
+    };
     // Prefill's weight traffic is small at this size; the typical
     // bandwidth factor is close enough for it.
     let ops_pp = prefill_ops(model, n);
     let pp_memory =
         (n / crate::memory::UBATCH as f64).ceil() * step_weight_bytes(model) / (bandwidth * 0.6);
     let compute_seconds = (n / m.pp_tps - pp_memory).max(n / m.pp_tps * 0.5);
-    let mut eff = Efficiency {
-        bandwidth: 1.0,
-        compute: ops_pp / (peak * compute_seconds),
-        attention: 1.0,
-        masked_cell_cost: 0.0,
-        source: source.to_string(),
-    };
     let usable = |x: f64| x.is_finite() && x > 0.0;
     // The mean depth of tg: its tokens follow a one-token prompt.
     let shallow = (m.tg_tokens / 2).max(1);
-    for _ in 0..8 {
-        let tg = decode_step(model, device, &eff, 1, shallow, kv_bytes);
-        let weight_seconds = 1.0 / m.tg_tps - tg.compute - tg.attention;
-        if !usable(weight_seconds) {
-            return None;
+    let b = m.batch.max(2);
+    let step = |model: &Model, eff: &Efficiency, batch: u32, depth: u32| {
+        decode_step(model, device, eff, batch, depth, cache)
+    };
+    let seconds = |s: DecodeStep| s.seconds(Kind::Cpu);
+    for _ in 0..60 {
+        let columns = n.min(crate::memory::UBATCH as f64);
+        eff.compute = ops_pp / (peak_ops(model, device, &eff, columns) * compute_seconds);
+        // Bandwidth: the one stream that waits most on its reads.
+        let (reader, reader_depth, reader_tps) = match reads {
+            Some((q8, r)) => (q8, r.depth, r.tps),
+            None => (model, shallow, m.tg_tps),
+        };
+        eff.bandwidth = solve(
+            |bw| {
+                let e = Efficiency {
+                    bandwidth: bw,
+                    ..eff.clone()
+                };
+                -seconds(step(reader, &e, 1, reader_depth))
+            },
+            -1.0 / reader_tps,
+            (0.01, 100.0),
+        )?;
+        if reads.is_some() {
+            let tg = step(model, &eff, 1, shallow);
+            let left = 1.0 / m.tg_tps - tg.matrices - tg.attention - tg.masked;
+            eff.layer_overhead_us = (left / f64::from(model.shape.layers) * 1e6).max(0.0);
         }
-        eff.bandwidth = step_weight_bytes(model) / (bandwidth * weight_seconds);
-        let deep = decode_step(model, device, &eff, 1, m.depth, kv_bytes);
-        let attention_seconds = 1.0 / m.tg_deep_tps - deep.weights - deep.compute;
+        let deep = step(model, &eff, 1, m.depth);
+        let attention_seconds = 1.0 / m.tg_deep_tps - deep.matrices - deep.layers - deep.masked;
         if !usable(attention_seconds) {
             return None;
         }
         eff.attention *= deep.attention / attention_seconds;
+        let batch = step(model, &eff, b, m.depth);
+        let masked_seconds =
+            f64::from(b) / m.tg_batch_tps - batch.matrices - batch.layers - batch.attention;
+        let unit = Efficiency {
+            masked_cell_cost: 1.0,
+            ..eff.clone()
+        };
+        let per_unit = step(model, &unit, b, m.depth).masked;
+        eff.masked_cell_cost = if per_unit > 0.0 {
+            (masked_seconds / per_unit).max(0.0)
+        } else {
+            0.0
+        };
     }
-    let b = f64::from(m.batch.max(2));
-    let batch = decode_step(model, device, &eff, m.batch.max(2), m.depth, kv_bytes);
-    let masked_seconds = b / m.tg_batch_tps - batch.weights - batch.compute - batch.attention;
-    let unit = Efficiency {
-        masked_cell_cost: 1.0,
-        ..eff.clone()
-    };
-    let per_unit = decode_step(model, device, &unit, m.batch.max(2), m.depth, kv_bytes).masked;
-    eff.masked_cell_cost = if per_unit > 0.0 {
-        (masked_seconds / per_unit).max(0.0)
-    } else {
-        0.0
-    };
     (usable(eff.compute) && usable(eff.bandwidth) && usable(eff.attention)).then_some(eff)
+}
+
+/// The x within `range` where `f`, rising with x, reaches `target`
+/// (bisection: the roofline's maxima leave no closed form). `None` when
+/// the target is out of reach or `f` does not rise over the range: that
+/// factor does not decide the measured time.
+fn solve(f: impl Fn(f64) -> f64, target: f64, range: (f64, f64)) -> Option<f64> {
+    let (mut lo, mut hi) = range;
+    let (f_lo, f_hi) = (f(lo), f(hi));
+    if !(f_lo.is_finite() && f_hi.is_finite() && f_lo < f_hi && (f_lo..=f_hi).contains(&target)) {
+        return None;
+    }
+    for _ in 0..100 {
+        let mid = (lo * hi).sqrt();
+        if f(mid) < target {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Some((lo * hi).sqrt())
 }
 
 #[cfg(test)]
@@ -366,7 +560,8 @@ mod tests {
         let model = |ty| Model::from_shape("7b", preset("llama-7b").unwrap(), ty).unwrap();
         let (f16, q8) = (model("F16"), model("Q8_0"));
         let eff = Efficiency::typical(Kind::Cpu);
-        let compute = |m: &Model, device| decode_step(m, device, &eff, 1, 0, 2.0).compute;
+        let compute =
+            |m: &Model, device| decode_step(m, device, &eff, 1, 0, Cache::unified(2.0)).compute;
         let cpu = catalog.get("epyc-2c").unwrap();
         assert!((compute(&f16, cpu) / compute(&q8, cpu) - 1.0).abs() < 1e-9);
         // A GPU still runs floats on its fp16 units, slower than int8.
@@ -394,11 +589,11 @@ mod tests {
         let m = q4_7b();
         let d = Catalog::default().get("rtx-4090").unwrap().clone();
         let eff = Efficiency::typical(Kind::Gpu);
-        let tps = decode_tps(&m, &d, &eff, 1, 0, 2.0);
+        let tps = decode_tps(&m, &d, &eff, 1, 0, Cache::unified(2.0));
         let expect = 1008e9 * 0.75 / step_weight_bytes(&m);
         assert!((tps - expect).abs() / expect < 1e-9, "{tps} vs {expect}");
         // Depth adds KV traffic, so decode slows as the context fills.
-        assert!(decode_tps(&m, &d, &eff, 1, 4096, 2.0) < tps * 0.9);
+        assert!(decode_tps(&m, &d, &eff, 1, 4096, Cache::unified(2.0)) < tps * 0.9);
     }
 
     #[test]
@@ -406,10 +601,10 @@ mod tests {
         let m = q4_7b();
         let d = Catalog::default().get("a100-80gb").unwrap().clone();
         let eff = Efficiency::typical(Kind::Gpu);
-        let one = decode_tps(&m, &d, &eff, 1, 512, 2.0);
-        let eight = decode_tps(&m, &d, &eff, 8, 512, 2.0);
+        let one = decode_tps(&m, &d, &eff, 1, 512, Cache::unified(2.0));
+        let eight = decode_tps(&m, &d, &eff, 8, 512, Cache::unified(2.0));
         assert!(eight > one * 4.0, "{one} {eight}");
-        let huge = decode_tps(&m, &d, &eff, 4096, 16, 2.0);
+        let huge = decode_tps(&m, &d, &eff, 4096, 16, Cache::unified(2.0));
         let bound = 624e12 * 0.3 / (2.0 * m.shape.matmul_params() as f64);
         assert!(huge <= bound * 1.0001, "{huge} {bound}");
     }
@@ -419,10 +614,49 @@ mod tests {
         let m = q4_7b();
         let d = Catalog::default().get("epyc-2c").unwrap().clone();
         let mut eff = Efficiency::typical(Kind::Cpu);
-        let shared = decode_tps(&m, &d, &eff, 32, 2048, 2.0);
+        let shared = decode_tps(&m, &d, &eff, 32, 2048, Cache::unified(2.0));
         eff.masked_cell_cost = 0.0;
-        let apart = decode_tps(&m, &d, &eff, 32, 2048, 2.0);
+        let apart = decode_tps(&m, &d, &eff, 32, 2048, Cache::unified(2.0));
         assert!(apart > shared * 1.1, "{apart} {shared}");
+    }
+
+    #[test]
+    fn a_stream_per_sequence_skips_no_other_sequences_cells() {
+        let m = q4_7b();
+        let d = Catalog::default().get("epyc-2c").unwrap().clone();
+        let eff = Efficiency::typical(Kind::Cpu);
+        let streams = Cache {
+            kv_bytes: 2.0,
+            layout: KvLayout::Streams,
+        };
+        let own = decode_step(&m, &d, &eff, 8, 2048, streams);
+        assert_eq!(own.masked, 0.0, "no sliding window: every cell is seen");
+        let shared = decode_step(&m, &d, &eff, 8, 2048, Cache::unified(2.0));
+        assert!(shared.masked > 0.0);
+        assert_eq!(own.attention, shared.attention);
+        // One sequence walks the same cells either way.
+        assert_eq!(
+            decode_step(&m, &d, &eff, 1, 2048, streams),
+            decode_step(&m, &d, &eff, 1, 2048, Cache::unified(2.0))
+        );
+    }
+
+    #[test]
+    fn only_a_batch_of_two_or_more_takes_the_tiled_gemm() {
+        let m = Model::from_shape("7b", preset("llama-7b").unwrap(), "Q8_0").unwrap();
+        let d = Catalog::default().get("epyc-2c").unwrap().clone();
+        let eff = Efficiency::typical(Kind::Cpu);
+        let cheap = Efficiency {
+            tiled_column_share: eff.tiled_column_share / 2.0,
+            ..eff.clone()
+        };
+        let compute = |e: &Efficiency, b| decode_step(&m, &d, e, b, 0, Cache::unified(2.0)).compute;
+        assert_eq!(compute(&eff, 1), compute(&cheap, 1));
+        assert!((compute(&cheap, 2) / compute(&eff, 2) - 0.5).abs() < 1e-9);
+        // A type without a tiled kernel keeps its dot products.
+        let q4 = q4_7b();
+        let dot = |e: &Efficiency| decode_step(&q4, &d, e, 4, 0, Cache::unified(2.0)).compute;
+        assert_eq!(dot(&eff), dot(&cheap));
     }
 
     #[test]
@@ -435,29 +669,37 @@ mod tests {
             compute: 0.4,
             attention: 0.05,
             masked_cell_cost: 6.0,
+            tiled_column_share: TILED_TYPICAL,
+            layer_overhead_us: 25.0,
             source: "truth".into(),
         };
         let measured = Measurements {
             pp_tokens: 512,
             pp_tps: prefill_tps(&m, &d, &truth, 512),
             tg_tokens: 128,
-            tg_tps: decode_tps(&m, &d, &truth, 1, 64, 2.0),
+            tg_tps: decode_tps(&m, &d, &truth, 1, 64, Cache::unified(2.0)),
             depth: 1024,
-            tg_deep_tps: decode_tps(&m, &d, &truth, 1, 1024, 2.0),
+            tg_deep_tps: decode_tps(&m, &d, &truth, 1, 1024, Cache::unified(2.0)),
             batch: 4,
-            tg_batch_tps: decode_tps(&m, &d, &truth, 4, 1024, 2.0),
+            tg_batch_tps: decode_tps(&m, &d, &truth, 4, 1024, Cache::unified(2.0)),
         };
-        let eff = calibrate(&m, &d, &measured, 2.0, "test").unwrap();
+        let q8 = Model::from_shape("7b", preset("llama-7b").unwrap(), "Q8_0").unwrap();
+        let reads = ReadMeasurement {
+            depth: 144,
+            tps: decode_tps(&q8, &d, &truth, 1, 144, Cache::unified(2.0)),
+        };
+        let eff = calibrate(&m, &d, &measured, Some((&q8, reads)), 2.0, "test").unwrap();
         let close = |a: f64, b: f64| (a - b).abs() / b < 1e-6;
         assert!(close(eff.compute, 0.4), "{eff:?}");
         assert!(close(eff.bandwidth, 0.6), "{eff:?}");
         assert!(close(eff.attention, 0.05), "{eff:?}");
         assert!(close(eff.masked_cell_cost, 6.0), "{eff:?}");
+        assert!(close(eff.layer_overhead_us, 25.0), "{eff:?}");
         // Impossible measurements (decode faster than compute allows) give none.
         let fast = Measurements {
             tg_tps: 1e6,
             ..measured
         };
-        assert!(calibrate(&m, &d, &fast, 2.0, "test").is_none());
+        assert!(calibrate(&m, &d, &fast, None, 2.0, "test").is_none());
     }
 }

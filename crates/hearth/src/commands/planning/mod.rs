@@ -29,6 +29,7 @@ pub fn plan(config: &Config, args: &PlanArgs) -> Result<()> {
     let kv_type = KvType::parse(&args.kv_type)?;
     let model = model(config, args)?;
     let efficiency = efficiency(config, &device, args.uncalibrated)?;
+    let kv_layout = kv_layout(config, &model, &device, args);
     let request = Request {
         model,
         device,
@@ -43,6 +44,7 @@ pub fn plan(config: &Config, args: &PlanArgs) -> Result<()> {
             min_stream_tps: args.min_stream_tps,
         },
         kv_type,
+        kv_layout,
         efficiency,
         cost: CostInputs {
             years: args.cost.years,
@@ -61,6 +63,31 @@ pub fn plan(config: &Config, args: &PlanArgs) -> Result<()> {
         render::plan(&planned);
     }
     Ok(())
+}
+
+/// The layout `hearth serve` would take for this workload on `device`,
+/// with the same engine settings (`--kv-layout`, `--kv-size`): the
+/// engine's own rule, with the device's memory for the machine's. A GPU
+/// keeps its cache in its own memory, where the layout changes no cost
+/// the plan models.
+fn kv_layout(config: &Config, model: &Model, device: &Device, args: &PlanArgs) -> plan::KvLayout {
+    if device.kind == plan::Kind::Gpu {
+        return plan::KvLayout::Unified;
+    }
+    let shape = &model.shape;
+    let engine = engine::EngineConfig {
+        max_running: args.concurrency,
+        ..config.engine.clone()
+    };
+    let kv = engine::ModelKv {
+        bytes_per_token: shape.kv_elements_per_layer() * u64::from(shape.layers) * 2,
+        recurrent: false,
+    };
+    let memory = (device.memory_gb * 1e9) as u64;
+    match engine::KvPool::choose(&engine, args.context, kv, Some(memory)).stream_cells {
+        Some(_) => plan::KvLayout::Streams,
+        None => plan::KvLayout::Unified,
+    }
 }
 
 /// The built-in catalog, this machine as `host`, then the user's file.
@@ -217,6 +244,12 @@ const CALIBRATION_DEPTH: u32 = 2048;
 const CALIBRATION_BATCH: u32 = 4;
 /// Tokens each deep measurement decodes.
 const CALIBRATION_GEN: u32 = 32;
+/// The tiled copy's measurements: shallow enough that matrices are most
+/// of each step.
+const TILED_DEPTH: u32 = 128;
+/// A type llama.cpp's CPU backend multiplies by batches with its tiled
+/// GEMM, and whose every matrix it keeps in that type.
+const TILED_TYPE: &str = "Q8_0";
 
 /// Measures this machine with `hearth bench` on the default model and
 /// stores the factors that make the plan reproduce the measurements.
@@ -244,7 +277,37 @@ fn calibrate(config: &Config, device: &Device) -> Result<()> {
         CALIBRATION_GEN,
         2,
     )?;
+    // The default model's Q4_1 has no tiled GEMM: a copy in a type that
+    // has one measures what a column of it costs.
+    eprintln!(
+        "measuring one stream and a batch of {} requantized to {TILED_TYPE} ...",
+        model.name
+    );
+    let copy = super::quality::quantize_to_scratch(
+        config,
+        &model,
+        TILED_TYPE,
+        &format!("calibration-{}", model.name),
+        true,
+    )?;
+    let tiled_model = types::ResolvedModel {
+        name: format!("{} as {TILED_TYPE}", model.name),
+        path: copy.path().to_path_buf(),
+        size: std::fs::metadata(copy.path())?.len(),
+        sha256: None,
+    };
+    let tiled_planned = Model::from_gguf(
+        &tiled_model.name,
+        &store::headers(copy.path(), key.as_deref())?,
+    )?;
+    let tiled_single =
+        bench::batched::measure(config, &tiled_model, 1, TILED_DEPTH, CALIBRATION_GEN, 2)?;
+    drop(copy);
     let rate = |r: &bench::Report| r.results[0].mean_tokens_per_second;
+    let tiled = plan::speed::ReadMeasurement {
+        depth: TILED_DEPTH + CALIBRATION_GEN / 2,
+        tps: rate(&tiled_single),
+    };
     let measured = plan::speed::Measurements {
         pp_tokens: 512,
         pp_tps: single.results[0].mean_tokens_per_second,
@@ -257,17 +320,26 @@ fn calibrate(config: &Config, device: &Device) -> Result<()> {
         tg_batch_tps: rate(&batch),
     };
     let source = format!(
-        "calibrated with {} ({} threads): pp512 {:.1}, tg128 {:.1}, tg{CALIBRATION_GEN}@d{} {:.1}, x{} {:.1} tok/s",
+        "calibrated with {} ({} threads, {}): pp512 {:.1}, tg128 {:.1}, tg{CALIBRATION_GEN}@d{} {:.1}, x{} {:.1}, {TILED_TYPE} @d{TILED_DEPTH} {:.1} tok/s",
         model.name,
         config.engine.threads,
+        device.description,
         measured.pp_tps,
         measured.tg_tps,
         CALIBRATION_DEPTH,
         measured.tg_deep_tps,
         CALIBRATION_BATCH,
-        measured.tg_batch_tps
+        measured.tg_batch_tps,
+        tiled.tps,
     );
-    let Some(eff) = plan::speed::calibrate(&planned, device, &measured, 2.0, &source) else {
+    let Some(eff) = plan::speed::calibrate(
+        &planned,
+        device,
+        &measured,
+        Some((&tiled_planned, tiled)),
+        2.0,
+        &source,
+    ) else {
         bail!("the measurements do not fit the speed model ({source}); nothing was stored");
     };
     let mut table = stored_calibrations(config)?;
@@ -278,12 +350,14 @@ fn calibrate(config: &Config, device: &Device) -> Result<()> {
     std::fs::write(&staged, toml::to_string(&table)?)?;
     std::fs::rename(&staged, &path)?;
     println!(
-        "{}: bandwidth {:.3}, compute {:.3}, attention {:.3}, masked cell {:.3}\n{source}\nstored in {}",
+        "{}: bandwidth {:.3}, compute {:.3}, attention {:.3}, masked cell {:.3}, tiled column {:.3}, layer {:.1} µs\n{source}\nstored in {}",
         device.name,
         eff.bandwidth,
         eff.compute,
         eff.attention,
         eff.masked_cell_cost,
+        eff.tiled_column_share,
+        eff.layer_overhead_us,
         path.display()
     );
     Ok(())
@@ -305,6 +379,13 @@ pub(super) fn predicted_decode(
     let efficiency = efficiency(config, &device, false)?;
     efficiency.validate()?;
     // The engine's cache holds F16 keys and values.
-    let tps = plan::speed::decode_tps(&model, &device, &efficiency, 1, depth, KvType::F16.bytes());
+    let tps = plan::speed::decode_tps(
+        &model,
+        &device,
+        &efficiency,
+        1,
+        depth,
+        plan::speed::Cache::unified(KvType::F16.bytes()),
+    );
     Ok((tps, efficiency.source))
 }

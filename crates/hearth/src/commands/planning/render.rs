@@ -106,8 +106,14 @@ pub(super) fn plan(p: &Plan) {
     );
     println!("  decode, 1 stream     {:>9.1} tok/s", sp.decode_tps_single);
     println!(
-        "  decode, {:<3} streams {:>9.1} tok/s   {:.1} each",
-        w.concurrency, sp.decode_tps_aggregate, sp.decode_tps_per_stream
+        "  decode, {:<3} streams {:>9.1} tok/s   {:.1} each ({} KV)",
+        w.concurrency,
+        sp.decode_tps_aggregate,
+        sp.decode_tps_per_stream,
+        match sp.kv_layout {
+            plan::KvLayout::Unified => "unified",
+            plan::KvLayout::Streams => "a stream per sequence",
+        }
     );
     println!();
     println!("Capacity");
@@ -210,6 +216,8 @@ pub(super) fn sizing(catalog: &Catalog, json: bool) -> Result<()> {
                         min_stream_tps: 0.0,
                     },
                     kv_type: KvType::F16,
+                    // One sequence: the layout changes nothing.
+                    kv_layout: plan::KvLayout::Unified,
                     cost: plan::CostInputs::default(),
                 };
                 let planned = plan::plan(&request, catalog).ok();

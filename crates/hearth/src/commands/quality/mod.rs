@@ -63,53 +63,7 @@ pub(crate) fn quantize_into_store(
     // Checked first: a name the store refuses would waste the quantization.
     store::check_model_name(name)?;
     let store = open_store(config)?;
-    let key = config.store_key()?;
-    let readable = store::readable(&source.path, key.as_deref())?;
-    let header = store::headers(&source.path, key.as_deref())?.swap_remove(0);
-    // Expected output size, for the bar only: every weight at the type's
-    // typical bits per weight.
-    let params: u64 = header.tensors.iter().map(|t| t.n_elements).sum();
-    let bits = plan::model::bits_per_weight(weight_type).unwrap_or(8.0);
-    let expected = (params as f64 * bits / 8.0) as u64;
-    // An encrypted store's quantization is written to memory, so its
-    // plaintext never reaches the disk; the store seals it when adopted.
-    let in_memory = match key.is_some() && store.encrypted_with()?.is_some() {
-        true => Some(vault::empty_in_memory(&format!("quantize-{name}"))?),
-        false => None,
-    };
-    let output = match &in_memory {
-        Some(memory) => memory.path(),
-        None => store.scratch_path(&format!("quantize-{}-{name}.gguf", std::process::id())),
-    };
-    let _ = std::fs::remove_file(&output);
-    let options = QuantizeOptions {
-        weight_type: weight_type.to_string(),
-        threads: config.engine.threads,
-        allow_requantize,
-    };
-    let bar = bytes_bar(
-        &format!("quantizing {} to {weight_type}", source.name),
-        expected,
-    );
-    let done = AtomicBool::new(false);
-    let result = std::thread::scope(|scope| {
-        scope.spawn(|| {
-            while !done.load(Ordering::Relaxed) {
-                let written = std::fs::metadata(&output).map_or(0, |m| m.len());
-                bar.set_position(written.min(expected));
-                std::thread::sleep(std::time::Duration::from_millis(200));
-            }
-        });
-        let result = engine::quantize(readable.path(), &output, &options);
-        done.store(true, Ordering::Relaxed);
-        result
-    });
-    bar.finish_and_clear();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&output);
-        // The error names the stored file; say which model it is.
-        return Err(e).with_context(|| format!("cannot quantize {}", source.name));
-    }
+    let output = quantize_to_scratch(config, source, weight_type, name, allow_requantize)?;
     let lineage = store::Lineage {
         from: source.name.clone(),
         from_sha256: from_sha256.to_string(),
@@ -128,9 +82,88 @@ pub(crate) fn quantize_into_store(
         source.name,
         from_sha256.get(..12).unwrap_or(from_sha256)
     );
-    let stored = store.adopt(name, &output, &origin, lineage);
-    let _ = std::fs::remove_file(&output);
-    Ok(stored?)
+    Ok(store.adopt(name, output.path(), &origin, lineage)?)
+}
+
+/// A quantized model outside the store: in memory when the store is
+/// encrypted (its plaintext never reaches the disk), else a scratch file
+/// removed when this is dropped.
+pub(crate) struct Quantized {
+    path: std::path::PathBuf,
+    in_memory: Option<vault::InMemory>,
+}
+
+impl Quantized {
+    pub(crate) fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl Drop for Quantized {
+    fn drop(&mut self) {
+        if self.in_memory.is_none() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Quantizes `source` to `weight_type` outside the store (see
+/// [`Quantized`]), with a bar following the output's growth; `label`
+/// names the scratch file.
+pub(crate) fn quantize_to_scratch(
+    config: &Config,
+    source: &ResolvedModel,
+    weight_type: &str,
+    label: &str,
+    allow_requantize: bool,
+) -> Result<Quantized> {
+    let store = open_store(config)?;
+    let key = config.store_key()?;
+    let readable = store::readable(&source.path, key.as_deref())?;
+    let header = store::headers(&source.path, key.as_deref())?.swap_remove(0);
+    // Expected output size, for the bar only: every weight at the type's
+    // typical bits per weight.
+    let params: u64 = header.tensors.iter().map(|t| t.n_elements).sum();
+    let bits = plan::model::bits_per_weight(weight_type).unwrap_or(8.0);
+    let expected = (params as f64 * bits / 8.0) as u64;
+    let in_memory = match key.is_some() && store.encrypted_with()?.is_some() {
+        true => Some(vault::empty_in_memory(&format!("quantize-{label}"))?),
+        false => None,
+    };
+    let output = Quantized {
+        path: match &in_memory {
+            Some(memory) => memory.path(),
+            None => store.scratch_path(&format!("quantize-{}-{label}.gguf", std::process::id())),
+        },
+        in_memory,
+    };
+    let _ = std::fs::remove_file(output.path());
+    let options = QuantizeOptions {
+        weight_type: weight_type.to_string(),
+        threads: config.engine.threads,
+        allow_requantize,
+    };
+    let bar = bytes_bar(
+        &format!("quantizing {} to {weight_type}", source.name),
+        expected,
+    );
+    let done = AtomicBool::new(false);
+    let result = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                let written = std::fs::metadata(output.path()).map_or(0, |m| m.len());
+                bar.set_position(written.min(expected));
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        });
+        let result = engine::quantize(readable.path(), output.path(), &options);
+        done.store(true, Ordering::Relaxed);
+        result
+    });
+    bar.finish_and_clear();
+    // The error names the stored file; say which model it is.
+    result.with_context(|| format!("cannot quantize {}", source.name))?;
+    Ok(output)
 }
 
 /// The source's SHA-256: the store's record, or the file hashed once (a
