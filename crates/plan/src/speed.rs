@@ -61,16 +61,16 @@ pub enum KvLayout {
     Streams,
 }
 
-/// A column of llama.cpp's tiled GEMM against a dot product's, on the
-/// machine this was measured on (see `docs/planning.md`).
+/// A column of llama.cpp's tiled GEMM against a dot product's: not
+/// calibrated (see [`calibrate`]), so no discount is assumed.
 const TILED_TYPICAL: f64 = 1.0;
 
 /// Microseconds a layer costs beyond its matrices and attention, on the
 /// machine this was measured on (see `docs/planning.md`).
 const LAYER_OVERHEAD_TYPICAL_US: f64 = 30.0;
 
-/// Calibrations stored before the tiled share was measured read it as
-/// this: the typical CPU value.
+/// Calibrations stored before this field existed read it as the typical
+/// CPU value.
 fn typical_tiled_column_share() -> f64 {
     Efficiency::typical(Kind::Cpu).tiled_column_share
 }
@@ -124,8 +124,8 @@ impl Efficiency {
     /// flash attention converts f16 and reduces as it goes, about 5% of
     /// the fp16 peak; a masked cell costs a head about as much as a few
     /// operations (the mask is read and compared, K and V are not); and a
-    /// column of the tiled GEMM costs TILED_TYPICAL of a dot product's
-    /// (measured here: see `docs/planning.md`).
+    /// column of the tiled GEMM is taken to cost what a dot product's does
+    /// ([`TILED_TYPICAL`]).
     pub fn typical(kind: Kind) -> Self {
         match kind {
             Kind::Gpu => Self {

@@ -244,12 +244,12 @@ const CALIBRATION_DEPTH: u32 = 2048;
 const CALIBRATION_BATCH: u32 = 4;
 /// Tokens each deep measurement decodes.
 const CALIBRATION_GEN: u32 = 32;
-/// The tiled copy's measurements: shallow enough that matrices are most
-/// of each step.
-const TILED_DEPTH: u32 = 128;
-/// A type llama.cpp's CPU backend multiplies by batches with its tiled
-/// GEMM, and whose every matrix it keeps in that type.
-const TILED_TYPE: &str = "Q8_0";
+/// The read-bound copy's stream: shallow enough that matrices are most of
+/// each step.
+const READ_DEPTH: u32 = 128;
+/// A type whose dot products are cheap enough that one stream waits on
+/// its reads, and whose every matrix llama.cpp keeps in that type.
+const READ_TYPE: &str = "Q8_0";
 
 /// Measures this machine with `hearth bench` on the default model and
 /// stores the factors that make the plan reproduce the measurements.
@@ -277,36 +277,37 @@ fn calibrate(config: &Config, device: &Device) -> Result<()> {
         CALIBRATION_GEN,
         2,
     )?;
-    // The default model's Q4_1 has no tiled GEMM: a copy in a type that
-    // has one measures what a column of it costs.
+    // The default model's Q4_1 stream is bound by its dot products as much
+    // as by its reads: a Q8_0 copy's stream measures the bandwidth.
     eprintln!(
-        "measuring one stream and a batch of {} requantized to {TILED_TYPE} ...",
+        "measuring one stream of {} requantized to {READ_TYPE} ...",
         model.name
     );
     let copy = super::quality::quantize_to_scratch(
         config,
+        &open_store(config)?,
         &model,
-        TILED_TYPE,
+        READ_TYPE,
         &format!("calibration-{}", model.name),
         true,
     )?;
-    let tiled_model = types::ResolvedModel {
-        name: format!("{} as {TILED_TYPE}", model.name),
+    let read_model = types::ResolvedModel {
+        name: format!("{} as {READ_TYPE}", model.name),
         path: copy.path().to_path_buf(),
         size: std::fs::metadata(copy.path())?.len(),
         sha256: None,
     };
-    let tiled_planned = Model::from_gguf(
-        &tiled_model.name,
+    let read_planned = Model::from_gguf(
+        &read_model.name,
         &store::headers(copy.path(), key.as_deref())?,
     )?;
-    let tiled_single =
-        bench::batched::measure(config, &tiled_model, 1, TILED_DEPTH, CALIBRATION_GEN, 2)?;
+    let read_single =
+        bench::batched::measure(config, &read_model, 1, READ_DEPTH, CALIBRATION_GEN, 2)?;
     drop(copy);
     let rate = |r: &bench::Report| r.results[0].mean_tokens_per_second;
-    let tiled = plan::speed::ReadMeasurement {
-        depth: TILED_DEPTH + CALIBRATION_GEN / 2,
-        tps: rate(&tiled_single),
+    let reads = plan::speed::ReadMeasurement {
+        depth: READ_DEPTH + CALIBRATION_GEN / 2,
+        tps: rate(&read_single),
     };
     let measured = plan::speed::Measurements {
         pp_tokens: 512,
@@ -320,7 +321,7 @@ fn calibrate(config: &Config, device: &Device) -> Result<()> {
         tg_batch_tps: rate(&batch),
     };
     let source = format!(
-        "calibrated with {} ({} threads, {}): pp512 {:.1}, tg128 {:.1}, tg{CALIBRATION_GEN}@d{} {:.1}, x{} {:.1}, {TILED_TYPE} @d{TILED_DEPTH} {:.1} tok/s",
+        "calibrated with {} ({} threads, {}): pp512 {:.1}, tg128 {:.1}, tg{CALIBRATION_GEN}@d{} {:.1}, x{} {:.1}, {READ_TYPE} @d{READ_DEPTH} {:.1} tok/s",
         model.name,
         config.engine.threads,
         device.description,
@@ -330,13 +331,13 @@ fn calibrate(config: &Config, device: &Device) -> Result<()> {
         measured.tg_deep_tps,
         CALIBRATION_BATCH,
         measured.tg_batch_tps,
-        tiled.tps,
+        reads.tps,
     );
     let Some(eff) = plan::speed::calibrate(
         &planned,
         device,
         &measured,
-        Some((&tiled_planned, tiled)),
+        Some((&read_planned, reads)),
         2.0,
         &source,
     ) else {

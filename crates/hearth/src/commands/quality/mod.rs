@@ -63,7 +63,7 @@ pub(crate) fn quantize_into_store(
     // Checked first: a name the store refuses would waste the quantization.
     store::check_model_name(name)?;
     let store = open_store(config)?;
-    let output = quantize_to_scratch(config, source, weight_type, name, allow_requantize)?;
+    let output = quantize_to_scratch(config, &store, source, weight_type, name, allow_requantize)?;
     let lineage = store::Lineage {
         from: source.name.clone(),
         from_sha256: from_sha256.to_string(),
@@ -112,12 +112,12 @@ impl Drop for Quantized {
 /// names the scratch file.
 pub(crate) fn quantize_to_scratch(
     config: &Config,
+    store: &store::Store,
     source: &ResolvedModel,
     weight_type: &str,
     label: &str,
     allow_requantize: bool,
 ) -> Result<Quantized> {
-    let store = open_store(config)?;
     let key = config.store_key()?;
     let readable = store::readable(&source.path, key.as_deref())?;
     let header = store::headers(&source.path, key.as_deref())?.swap_remove(0);
