@@ -139,7 +139,7 @@ fn a_stored_calibration_is_used_unless_refused() {
     let typical = plan_json(home.path(), &args);
     std::fs::write(
         home.path().join("plan/calibration.toml"),
-        "[epyc-2c]\nbandwidth = 0.3\ncompute = 0.075\nattention = 0.025\nmasked_cell_cost = 8.0\nlayer_overhead_us = 60.0\nsource = \"measured here\"\n",
+        "[epyc-2c]\nbandwidth = 0.3\ncompute = 0.05\nattention = 0.025\nmasked_cell_cost = 8.0\nlayer_overhead_us = 60.0\nsource = \"measured here\"\n",
     )
     .unwrap();
     let calibrated = plan_json(home.path(), &args);

@@ -118,9 +118,10 @@ impl Efficiency {
     /// and 150 tok/s decode, 14,000 and 9,000 tok/s prefill); its CUDA
     /// attention skips masked tiles. CPUs: a vector core streams weights at
     /// about 60% of the bandwidth the catalog credits it; llama.cpp's int8
-    /// dot products run at about 15% of the multiply-add peak (shuffles,
-    /// dequantization and scales between the multiplies; a 2-core Zen 3
-    /// prefills the default model at 220-400 tok/s, 10-20%); its one-row
+    /// dot products run at about 10% of the multiply-add peak (shuffles,
+    /// dequantization and scales between the multiplies; calibration found
+    /// 13% on a 2-core Zen 3 with AVX2 and 8-9% on a 2-core Zen 4, whose
+    /// peak counts AVX-512 lanes the Q4_1 dot products do not fill); its one-row
     /// flash attention converts f16 and reduces as it goes, about 5% of
     /// the fp16 peak; a masked cell costs a head about as much as a few
     /// operations (the mask is read and compared, K and V are not); and a
@@ -141,7 +142,7 @@ impl Efficiency {
             },
             Kind::Cpu => Self {
                 bandwidth: 0.6,
-                compute: 0.15,
+                compute: 0.1,
                 attention: 0.05,
                 masked_cell_cost: 8.0,
                 tiled_column_share: TILED_TYPICAL,

@@ -242,8 +242,13 @@ fn efficiency(config: &Config, device: &Device, uncalibrated: bool) -> Result<Ef
 /// CPU's caches), small enough to take a minute or two.
 const CALIBRATION_DEPTH: u32 = 2048;
 const CALIBRATION_BATCH: u32 = 4;
-/// Tokens each deep measurement decodes.
-const CALIBRATION_GEN: u32 = 32;
+/// Tokens each deep measurement decodes: several seconds of decode over
+/// its repetitions, so that a shared machine's brief slowdowns average out
+/// (32 tokens, 1.4 s in all, once measured 50.7 tok/s where the same
+/// point ran at 64-79 in the minutes after).
+const CALIBRATION_GEN: u32 = 64;
+/// Repetitions of each deep measurement.
+const CALIBRATION_REPS: u32 = 4;
 /// The read-bound copy's stream: shallow enough that matrices are most of
 /// each step.
 const READ_DEPTH: u32 = 128;
@@ -268,14 +273,21 @@ fn calibrate(config: &Config, device: &Device) -> Result<()> {
     eprintln!(
         "measuring decode at depth {CALIBRATION_DEPTH}, 1 and {CALIBRATION_BATCH} sequences ..."
     );
-    let deep = bench::batched::measure(config, &model, 1, CALIBRATION_DEPTH, CALIBRATION_GEN, 3)?;
+    let deep = bench::batched::measure(
+        config,
+        &model,
+        1,
+        CALIBRATION_DEPTH,
+        CALIBRATION_GEN,
+        CALIBRATION_REPS,
+    )?;
     let batch = bench::batched::measure(
         config,
         &model,
         CALIBRATION_BATCH,
         CALIBRATION_DEPTH,
         CALIBRATION_GEN,
-        2,
+        CALIBRATION_REPS,
     )?;
     // The default model's Q4_1 stream is bound by its dot products as much
     // as by its reads: a Q8_0 copy's stream measures the bandwidth.
@@ -301,8 +313,14 @@ fn calibrate(config: &Config, device: &Device) -> Result<()> {
         &read_model.name,
         &store::headers(copy.path(), key.as_deref())?,
     )?;
-    let read_single =
-        bench::batched::measure(config, &read_model, 1, READ_DEPTH, CALIBRATION_GEN, 2)?;
+    let read_single = bench::batched::measure(
+        config,
+        &read_model,
+        1,
+        READ_DEPTH,
+        CALIBRATION_GEN,
+        CALIBRATION_REPS,
+    )?;
     drop(copy);
     let rate = |r: &bench::Report| r.results[0].mean_tokens_per_second;
     let reads = plan::speed::ReadMeasurement {
