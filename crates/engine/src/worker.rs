@@ -312,11 +312,15 @@ fn next_plan(
         }
         let plan = st.sched.plan(Instant::now());
         if plan.is_empty() && !embeds_waiting {
-            // Requests wait on something that only time changes (a deadline):
-            // nap briefly instead of spinning.
+            // Requests wait on something that only time changes (a deadline,
+            // the end of a burst): nap until then, or briefly, instead of
+            // spinning. A new arrival wakes the nap.
+            let nap = plan.hold_until.map_or(Duration::from_millis(20), |t| {
+                t.saturating_duration_since(Instant::now())
+            });
             let (guard, _) = shared
                 .wake
-                .wait_timeout(st, Duration::from_millis(20))
+                .wait_timeout(st, nap)
                 .unwrap_or_else(|e| e.into_inner());
             st = guard;
             continue;

@@ -42,6 +42,10 @@ pub struct Config {
     /// than copied. llama.cpp copies streams only whole, so a copy's cost
     /// is the stream's size, whatever the prefix's length.
     pub copy_tokens: u32,
+    /// While nothing runs, the first step waits up to this long for a
+    /// burst of requests to arrive in full (see `gather.rs`); zero plans
+    /// at the first arrival.
+    pub gather: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -9,6 +9,9 @@
 //! - **Budget.** A step carries every running sequence's next token, then
 //!   prompt chunks up to `step_tokens` in all (chunked prefill), so a long
 //!   prompt stalls running streams for at most one bounded step.
+//! - **Bursts.** While nothing runs, the first step waits up to
+//!   [`Config::gather`] for requests arriving together, so that they are
+//!   prefilled together (`gather.rs`).
 //! - **Admission** needs a free sequence id and free KV cells for the
 //!   uncached part of the prompt (plus a small watermark), never a slot count
 //!   (in streams: a stream, free or made free by evicting a cached one);
@@ -47,6 +50,7 @@
 
 mod config;
 mod embed;
+mod gather;
 mod kv;
 mod placement;
 #[cfg(test)]
@@ -175,6 +179,9 @@ pub struct Plan {
     /// KV cells in use once this plan is applied and decoded: in a unified
     /// pool, what llama.cpp's attention scans, whoever the cells belong to.
     pub cells_in_use: u32,
+    /// Nothing runs and a burst of requests is still arriving: plan again
+    /// at this time, or at the next arrival (see [`Config::gather`]).
+    pub hold_until: Option<Instant>,
 }
 
 impl Plan {
@@ -237,6 +244,8 @@ pub struct Scheduler {
     parked_at: HashMap<SeqId, Instant>,
     /// When the latest interactive request arrived.
     last_interactive: Option<Instant>,
+    /// Requests arriving while nothing runs, not yet planned.
+    burst: Option<gather::Burst>,
     counters: Counters,
 }
 
@@ -254,6 +263,7 @@ impl Scheduler {
             clock: None,
             parked_at: HashMap::new(),
             last_interactive: None,
+            burst: None,
             counters: Counters::default(),
         })
     }
@@ -304,6 +314,12 @@ impl Scheduler {
             },
         );
         self.waiting.push(req.id);
+        if self.running.is_empty() {
+            match &mut self.burst {
+                Some(burst) => burst.arrived(now),
+                None => self.burst = Some(gather::Burst::start(now)),
+            }
+        }
         Ok(())
     }
 
@@ -381,6 +397,18 @@ impl Scheduler {
         let mut plan = Plan::default();
         self.clock = Some(now);
         self.expire(now, &mut plan);
+        if let Some(burst) = self.burst.filter(|_| self.running.is_empty()) {
+            let waiting = self.queued_new() as usize;
+            let max_running = self.config.max_running as usize;
+            plan.hold_until =
+                gather::hold_until(self.config.gather, burst, waiting, max_running, now);
+            if plan.hold_until.is_some() {
+                // KV operations decided meanwhile wait for the real plan.
+                plan.cells_in_use = self.kv.used();
+                return plan;
+            }
+        }
+        self.burst = None;
         self.admit(&mut plan);
         self.fill(&mut plan);
         // After admission, so an entry a new request starts from is on a

@@ -25,6 +25,7 @@ fn config() -> Config {
         stream_cells: None,
         min_reuse: 1,
         copy_tokens: 0,
+        gather: Duration::ZERO,
     }
 }
 
@@ -439,6 +440,7 @@ fn random_workloads_keep_the_books_straight() {
         stream_cells: None,
         min_reuse: 4,
         copy_tokens: 0,
+        gather: Duration::ZERO,
     });
     let t = Instant::now();
     let mut next_id = 1;
@@ -566,4 +568,43 @@ fn batch_prompt_chunks_skip_the_step_that_prefills_an_interactive_prompt() {
     );
     let plan = step(&mut s, later);
     assert!(fed(&plan, 1).is_some(), "the batch prompt goes on after");
+}
+
+#[test]
+fn a_burst_arriving_at_an_idle_engine_is_admitted_together() {
+    let mut s = sched(Config {
+        gather: Duration::from_millis(10),
+        ..config()
+    });
+    let t0 = Instant::now();
+    let ms = |n| t0 + Duration::from_millis(n);
+    s.enqueue(req(1, [1, 2, 3]), t0).unwrap();
+    let held = step(&mut s, ms(1));
+    assert!(held.is_empty(), "{held:?}");
+    assert_eq!(held.hold_until, Some(ms(2)));
+    // Another arrival extends the wait; at its end both start in one step.
+    s.enqueue(req(2, [4, 5, 6]), ms(1)).unwrap();
+    assert_eq!(step(&mut s, ms(2)).hold_until, Some(ms(3)));
+    let plan = step(&mut s, ms(3));
+    assert_eq!(plan.hold_until, None);
+    assert_eq!(plan.started.len(), 2, "{plan:?}");
+    // While they run, a new request starts at the next step.
+    s.enqueue(req(3, [7, 8]), ms(4)).unwrap();
+    let plan = step(&mut s, ms(4));
+    assert_eq!(plan.hold_until, None);
+    assert_eq!(plan.started.len(), 1, "{plan:?}");
+}
+
+#[test]
+fn a_burst_that_fills_every_running_place_is_not_held() {
+    let mut s = sched(Config {
+        gather: Duration::from_millis(10),
+        ..config()
+    });
+    let t0 = Instant::now();
+    for id in 1..=4 {
+        s.enqueue(req(id, [id as Token, 9]), t0).unwrap();
+    }
+    let plan = step(&mut s, t0);
+    assert_eq!(plan.started.len(), 4, "{plan:?}");
 }

@@ -21,6 +21,7 @@ fn streams() -> Config {
         stream_cells: Some(100),
         min_reuse: 1,
         copy_tokens: 0,
+        gather: Duration::ZERO,
     }
 }
 
@@ -197,6 +198,7 @@ fn a_running_stream_counts_whole_in_the_usage_gauge() {
 fn a_prefix_shorter_than_a_copy_is_computed_without_waiting() {
     let mut s = sched(Config {
         copy_tokens: 50,
+        gather: Duration::ZERO,
         ..streams()
     });
     let t = Instant::now();
@@ -288,6 +290,7 @@ fn a_new_sequence_takes_the_stream_that_keeps_running_ids_consecutive() {
 fn a_cached_conversation_keeps_its_tail_when_a_free_stream_exists() {
     let mut s = sched(Config {
         copy_tokens: 10,
+        gather: Duration::ZERO,
         ..streams()
     });
     let t = Instant::now();
