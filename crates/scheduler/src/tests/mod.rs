@@ -570,13 +570,18 @@ fn batch_prompt_chunks_skip_the_step_that_prefills_an_interactive_prompt() {
     assert!(fed(&plan, 1).is_some(), "the batch prompt goes on after");
 }
 
-#[test]
-fn a_burst_arriving_at_an_idle_engine_is_admitted_together() {
-    let mut s = sched(Config {
+/// A scheduler that holds an idle engine's first step up to 10 ms.
+fn gathering() -> (Scheduler, Instant) {
+    let s = sched(Config {
         gather: Duration::from_millis(10),
         ..config()
     });
-    let t0 = Instant::now();
+    (s, Instant::now())
+}
+
+#[test]
+fn a_burst_arriving_at_an_idle_engine_is_admitted_together() {
+    let (mut s, t0) = gathering();
     let ms = |n| t0 + Duration::from_millis(n);
     s.enqueue(req(1, [1, 2, 3]), t0).unwrap();
     let held = step(&mut s, ms(1));
@@ -597,11 +602,7 @@ fn a_burst_arriving_at_an_idle_engine_is_admitted_together() {
 
 #[test]
 fn a_burst_that_fills_every_running_place_is_not_held() {
-    let mut s = sched(Config {
-        gather: Duration::from_millis(10),
-        ..config()
-    });
-    let t0 = Instant::now();
+    let (mut s, t0) = gathering();
     for id in 1..=4 {
         s.enqueue(req(id, [id as Token, 9]), t0).unwrap();
     }
