@@ -94,6 +94,21 @@ row("W5 one client", "decode tok/s", med("llama", "w5", ["decode_tokens_per_s", 
     med("hearth", "w5", ["decode_tokens_per_s", "p50"]), 0.97, "higher")
 row("Memory during W1", "peak RSS MiB", rss("llama"), rss("hearth"), 1.0, "lower")
 
+def per_round(kind, workload, path):
+    return ", ".join(f"{_get(load(f'{kind}-{r}-{workload}.json'), path):.1f}" for r in range(1, rounds + 1))
+
+
+# The targets closest to parity, round by round: their medians move with the
+# machine's run-to-run spread, which these show.
+rounds_rows = "\n".join(
+    f"| {label} | {per_round('llama', w, path)} | {per_round('hearth', w, path)} |"
+    for label, w, path in [
+        ("W1 aggregate tok/s", "w1", ["aggregate_tokens_per_s"]),
+        ("W1 ITL p99 ms", "w1", ["itl_ms", "p99"]),
+        ("W5 decode tok/s", "w5", ["decode_tokens_per_s", "p50"]),
+    ]
+)
+
 w4_turn6 = med("hearth", "w4", ["ttft_ms_by_turn", 5, "p50"])
 w4_cold = med("hearth", "w4cold", ["ttft_ms", "p50"])
 w4_ratio = w4_turn6 / w4_cold
@@ -147,6 +162,12 @@ section = f"""
 - Client errors in W1+W2: llama-server {err_counts['llama']}, hearth {err_counts['hearth']}. W4 turn-6 TTFT p50 on llama-server: {llama_turn6:.1f} ms.
 
 {table}
+
+Round by round (round 1 started with llama-server, then alternating):
+
+| metric | llama-server | hearth |
+|---|---|---|
+{rounds_rows}
 
 Without a target: W2's second questions, which find the system prompt
 cached on both servers, and the nearest-rank median over all 32 requests,
