@@ -125,12 +125,6 @@ pub fn default_kv_size(ctx_size: u32, max_running: u32) -> u32 {
 /// sequence.
 pub const DEFAULT_PREFIX_CACHE_SIZE: u32 = 0;
 
-/// How long the first step after an idle spell waits for a burst of
-/// requests to arrive in full. 16 clients that start together reached the
-/// server within 6 to 20 ms (W1, see `scheduler`'s `gather.rs`); a request alone waits
-/// a fifth of it, 2 ms, against a first token's 100 ms or more.
-const GATHER: std::time::Duration = std::time::Duration::from_millis(10);
-
 /// Most tokens per llama_decode call when a step feeds several sequences:
 /// one less than the query rows at which llama.cpp's CPU flash attention
 /// turns to its tiled kernel, which attends densely to every cell in use
@@ -281,7 +275,7 @@ impl Engine {
             min_reuse: scheduler::MIN_REUSE_TOKENS,
             // Measured as prompts run; until then `min_reuse` decides.
             copy_tokens: 0,
-            gather: GATHER,
+            gather: scheduler::GATHER,
         })
         .map_err(|e| EngineError::Config(e.to_string()))?;
         let chat = prompt::ChatFormat::choose(&model);

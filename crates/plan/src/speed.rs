@@ -296,14 +296,18 @@ pub fn decode_step(
     let b = f64::from(batch.max(1));
     let d = f64::from(depth);
     let bandwidth = device.bandwidth_gb_s * 1e9;
-    let mut weights = step_weight_bytes(model) / (bandwidth * eff.bandwidth);
-    let mut compute = b * 2.0 * model.shape.matmul_params() as f64
-        / (peak_ops(model, device, eff, b) * eff.compute);
-    let (mut matrices, mut layers) = (weights + compute, 0.0);
-    if device.kind == Kind::Cpu && !model.matrices.is_empty() {
-        (weights, compute, matrices) = cpu_matrices(model, device, eff, b);
-        layers = f64::from(model.shape.layers) * eff.layer_overhead_us * 1e-6;
-    }
+    let (weights, compute, matrices, layers) =
+        if device.kind == Kind::Cpu && !model.matrices.is_empty() {
+            let (weights, compute, matrices) = cpu_matrices(model, device, eff, b);
+            let layers = f64::from(model.shape.layers) * eff.layer_overhead_us * 1e-6;
+            (weights, compute, matrices, layers)
+        } else {
+            // A GPU, or a model without its tensor list: the whole model at once.
+            let weights = step_weight_bytes(model) / (bandwidth * eff.bandwidth);
+            let compute = b * 2.0 * model.shape.matmul_params() as f64
+                / (peak_ops(model, device, eff, b) * eff.compute);
+            (weights, compute, weights + compute, 0.0)
+        };
     let visible = visible_layer_cells(model, d);
     let (attention, masked) = match device.kind {
         Kind::Gpu => (

@@ -78,6 +78,12 @@ const SHARE_WAIT_MIN_TOKENS: usize = 32;
 /// chunk of prefill.
 pub const MIN_REUSE_TOKENS: u32 = 64;
 
+/// The default [`Config::gather`]: long enough for a burst of clients that
+/// start together (W1's 16 arrived within 6 to 20 ms, see `gather.rs`); a
+/// request alone waits a fifth of it, 2 ms, against a first token's 100 ms
+/// or more.
+pub const GATHER: Duration = Duration::from_millis(10);
+
 /// While interactive work has arrived within this long, batch prompts take
 /// at most a [`BATCH_PREFILL_SHARE`] of each step: a step cannot be
 /// interrupted, so an interactive request arriving during one waits for it,
