@@ -34,7 +34,8 @@ pub struct Config {
     /// attention scans every cell up to the highest one in use: a chat
     /// template's few header tokens, shared by every request, would
     /// otherwise keep one old entry's cells (and so every step's scan) at
-    /// the far end of the pool.
+    /// the far end of the pool. Streams pin nothing: there a shorter match
+    /// is still taken over in place, never copied (see `place_in_stream`).
     pub min_reuse: u32,
     /// Streams: a copy of a whole stream costs as much as computing this
     /// many prompt tokens (the engine measures both, see

@@ -58,13 +58,6 @@ pub(crate) struct Match {
     node: usize,
 }
 
-impl Match {
-    /// The same cells, copied from `src`, another of their holders.
-    pub fn held_by(self, src: SeqId) -> Match {
-        Match { src, ..self }
-    }
-}
-
 pub(crate) struct KvTree {
     nodes: Vec<Option<Node>>,
     free_nodes: Vec<usize>,
@@ -221,24 +214,34 @@ impl KvTree {
         self.hold_running(node);
     }
 
-    /// A cached holder of `m`'s cells, the one holding least beyond them
-    /// (what taking it over in place throws away).
-    pub fn cached_holding(&self, m: Match) -> Option<SeqId> {
-        let mut best: Option<(u32, SeqId)> = None;
-        let mut stack = vec![m.node];
-        while let Some(id) = stack.pop() {
-            let n = self.node(id);
-            for &seq in &n.ends {
-                if matches!(self.holder(seq), Holder::Cached { .. }) {
-                    let len = self.len(seq);
-                    if best.is_none_or(|(l, _)| len < l) {
-                        best = Some((len, seq));
-                    }
-                }
-            }
-            stack.extend_from_slice(&n.children);
+    /// The longest prefix of `tokens` (at most `limit` long) on `seq`'s own
+    /// path. Streams that computed the same tokens apart hold them on paths
+    /// of their own, of which [`KvTree::lookup`] finds one.
+    pub fn lookup_on(&self, seq: SeqId, tokens: &[Token], limit: usize) -> Option<Match> {
+        let want = &tokens[..limit.min(tokens.len())];
+        let mut path = Vec::new();
+        let mut id = self.seqs[seq as usize].0;
+        while id != ROOT {
+            path.push(id);
+            id = self.node(id).parent;
         }
-        best.map(|(_, seq)| seq)
+        let (mut node, mut pos) = (ROOT, 0usize);
+        for &id in path.iter().rev() {
+            let run = &self.node(id).tokens;
+            let n = common_prefix(run, &want[pos..]);
+            if n == 0 {
+                break;
+            }
+            (node, pos) = (id, pos + n);
+            if n < run.len() {
+                break;
+            }
+        }
+        (pos > 0).then_some(Match {
+            src: seq,
+            len: pos as u32,
+            node,
+        })
     }
 
     /// Gives cached `seq`, which holds `m`'s cells, to a running request:
@@ -597,7 +600,7 @@ mod tests {
         let mut prompt = toks(0..30);
         prompt.extend(900..910);
         let m = t.lookup(&prompt, prompt.len() - 1).unwrap();
-        assert_eq!(t.cached_holding(m), Some(0));
+        assert_eq!(t.lookup_on(0, &prompt, prompt.len() - 1), Some(m));
         t.retake(0, 2, m);
         t.check();
         assert_eq!(t.holder(0), Holder::Running(2));
@@ -608,16 +611,18 @@ mod tests {
     }
 
     #[test]
-    fn a_running_holder_is_never_taken_over() {
+    fn a_fork_finds_the_shared_cells_on_its_own_path() {
         let mut t = KvTree::new(1000, 4);
         t.start(0, 1);
         t.append(0, &toks(0..50));
         let m = t.lookup(&toks(0..60), 59).unwrap();
-        assert_eq!(t.cached_holding(m), None);
         // A fork off it is the copy a stream needs; both hold their own.
         t.fork(1, 2, m);
         t.park(1, 3);
-        assert_eq!(t.cached_holding(m), Some(1));
+        assert_eq!(
+            t.lookup_on(1, &toks(0..60), 59),
+            Some(Match { src: 1, ..m })
+        );
         assert_eq!(t.held(), (50, 50));
         t.check();
     }

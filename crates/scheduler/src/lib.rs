@@ -526,10 +526,17 @@ impl Scheduler {
         if !self.config.prefix_cache || !r.reuse_prefix {
             return Some(None);
         }
+        // In streams a short prefix costs nothing where it lies, and
+        // `place_in_stream` decides whether to take it; in the unified pool
+        // sharing pins cells (see `Config::min_reuse`).
+        let min_len = match self.config.stream_cells {
+            Some(_) => 1,
+            None => self.config.min_reuse,
+        };
         let found = self
             .kv
             .lookup(&r.tokens, limit)
-            .filter(|m| m.len >= self.config.min_reuse);
+            .filter(|m| m.len >= min_len);
         let reused = found.map_or(0, |m| m.len as usize);
         if self.shares_with_prefilling(&r.tokens[..limit], reused) {
             None

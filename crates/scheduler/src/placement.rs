@@ -63,6 +63,14 @@ impl Scheduler {
     /// holds is copied into a stream of its own when it is worth a copy. A
     /// prompt always fits its stream ([`Scheduler::enqueue`] refused longer
     /// ones).
+    ///
+    /// A prefix too short to copy (a chat template's header, which every
+    /// request shares) is still taken over in place, as llama-server reuses
+    /// a slot's cells: W1's second requests re-computed 27 of their 44
+    /// tokens without it. Not where a fresh stream would keep the running
+    /// ids in fewer runs (each run is one more micro-batch, one more read of
+    /// the weights, at every step of the request), nor where a free stream
+    /// spares a cached tail longer than what the prefix saves.
     pub(crate) fn place_in_stream(
         &mut self,
         id: RequestId,
@@ -76,29 +84,55 @@ impl Scheduler {
             self.reuse_min()
         };
         if let Some(m) = found {
-            if let Some(held) = self.kv.cached_holding(m) {
-                let tail = self.kv.len(held) - m.len;
-                let keeps = self.free_streams().min_by_key(|&s| self.new_runs(s));
-                let copy = keeps.is_some_and(|free| {
-                    m.len >= copy_min
-                        && (tail >= copy_min || self.new_runs(free) < self.new_runs(held))
-                });
-                if !copy {
-                    self.kv.retake(held, id, m);
-                    self.parked_at.remove(&held);
-                    self.pending_ops.push(KvOp::Truncate {
-                        seq: held,
-                        len: m.len,
+            // What each cached stream holds of the prompt. Streams that
+            // computed a chat template's header apart each hold it on a path
+            // of their own.
+            let tokens = &self.requests[&id].tokens;
+            let on: Vec<kv::Match> = self
+                .kv
+                .cached_lru()
+                .into_iter()
+                .filter_map(|s| self.kv.lookup_on(s, tokens, tokens.len() - 1))
+                .collect();
+            let keeps = self.free_streams().min_by_key(|&s| self.new_runs(s));
+            if m.len >= copy_min {
+                // Of the streams holding all of it, the best placed, then the
+                // one holding least beyond it (what taking it over throws away).
+                let held = on
+                    .iter()
+                    .filter(|h| h.len == m.len)
+                    .min_by_key(|h| (self.new_runs(h.src), self.kv.len(h.src)));
+                if let Some(&on) = held {
+                    let tail = self.kv.len(on.src) - on.len;
+                    let copy = keeps.is_some_and(|free| {
+                        tail >= copy_min || self.new_runs(free) < self.new_runs(on.src)
                     });
-                    return Some((held, m.len as usize));
+                    let Some(free) = keeps.filter(|_| copy) else {
+                        return Some(self.take_over(id, on));
+                    };
+                    self.tick += 1;
+                    // Touch the source: it just proved useful.
+                    self.touch(on.src);
+                    return Some(self.copy_into(free, id, on));
                 }
-                let free = keeps.expect("checked above");
-                self.tick += 1;
-                // Touch the source: it just proved useful.
-                self.touch(held);
-                return Some(self.copy_into(free, id, m.held_by(held)));
-            }
-            if m.len < copy_min {
+            } else {
+                // Too short to copy: the best placed stream, then the most
+                // it holds, then the least beyond that.
+                let held = on.iter().min_by_key(|h| {
+                    let runs = self.new_runs(h.src);
+                    (runs, std::cmp::Reverse(h.len), self.kv.len(h.src))
+                });
+                if let Some(&on) = held {
+                    let spares_tail = keeps.is_some() && self.kv.len(on.src) - on.len > on.len;
+                    let runs = self.new_runs(on.src);
+                    let better_placed = self
+                        .free_streams()
+                        .chain(self.kv.cached_lru())
+                        .any(|s| self.new_runs(s) < runs);
+                    if !spares_tail && !better_placed {
+                        return Some(self.take_over(id, on));
+                    }
+                }
                 found = None;
             }
         }
@@ -110,6 +144,17 @@ impl Scheduler {
                 Some((seq, 0))
             }
         }
+    }
+
+    /// Gives cached stream `on.src` to `id`, keeping the cells of `on`.
+    fn take_over(&mut self, id: RequestId, on: kv::Match) -> (SeqId, usize) {
+        self.kv.retake(on.src, id, on);
+        self.parked_at.remove(&on.src);
+        self.pending_ops.push(KvOp::Truncate {
+            seq: on.src,
+            len: on.len,
+        });
+        (on.src, on.len as usize)
     }
 
     fn copy_into(&mut self, seq: SeqId, id: RequestId, m: kv::Match) -> (SeqId, usize) {

@@ -417,3 +417,108 @@ fn random_workloads_keep_every_stream_true_to_its_request() {
     );
     assert!(s.load().preemptions_total > 0);
 }
+
+/// Streams as the engine runs them: `min_reuse` and a copy cost both above
+/// a chat template's header.
+fn engine_like() -> Config {
+    Config {
+        min_reuse: 64,
+        copy_tokens: 50,
+        ..streams()
+    }
+}
+
+/// A chat template's 27-token header and 17 tokens of a client's own.
+fn templated(own: u32) -> Vec<Token> {
+    (0..27).chain(own * 100..own * 100 + 17).collect()
+}
+
+/// Requests 1 to 4, of `templated(owns[i])`, prefilled on streams 0 to 3.
+fn templated_streams(owns: [u32; 4]) -> (Scheduler, Instant) {
+    let mut s = sched(engine_like());
+    let t = Instant::now();
+    for (id, own) in (1..).zip(owns) {
+        s.enqueue(req(id, templated(own)), t).unwrap();
+    }
+    for _ in 0..4 {
+        step(&mut s, t);
+    }
+    (s, t)
+}
+
+/// Regression: W1's second requests re-computed the chat template's header
+/// (27 of their 44 tokens) although the stream each client's first request
+/// had left held it, because the match was shorter than `min_reuse`.
+#[test]
+fn a_shared_header_shorter_than_min_reuse_is_taken_over_in_place() {
+    let (mut s, t) = templated_streams([1, 2, 3, 4]);
+    for id in 1..=4 {
+        s.finish(id);
+    }
+    for id in 5..=8 {
+        s.enqueue(req(id, templated(id as u32)), t).unwrap();
+    }
+    let plan = step(&mut s, t);
+    assert_eq!(started(&plan), vec![5, 6, 7, 8]);
+    assert!(plan.started.iter().all(|st| st.reused == 27), "{plan:?}");
+    let mut seqs: Vec<u32> = plan.started.iter().map(|st| st.seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, vec![0, 1, 2, 3]);
+    assert!(
+        plan.kv_ops
+            .iter()
+            .all(|op| matches!(op, KvOp::Truncate { len: 27, .. })),
+        "{:?}",
+        plan.kv_ops
+    );
+    assert_eq!(s.load().prefix_hit_tokens_total, 4 * 27);
+}
+
+#[test]
+fn a_short_match_spares_a_longer_cached_tail_when_a_free_stream_exists() {
+    let mut s = sched(engine_like());
+    let t = Instant::now();
+    // A conversation of 87 tokens, the header first.
+    s.enqueue(req(1, (0..27).chain(5000..5060)), t).unwrap();
+    for _ in 0..2 {
+        step(&mut s, t);
+    }
+    s.finish(1);
+    // Shares only the header: the 60 tokens after it outweigh the 27.
+    s.enqueue(req(2, templated(2)), t).unwrap();
+    let plan = step(&mut s, t);
+    assert_eq!((plan.started[0].seq, plan.started[0].reused), (1, 0));
+    assert!(plan.kv_ops.is_empty(), "{:?}", plan.kv_ops);
+    // Stream 1 is cached now with a tail of 17 (and its sampled token):
+    // shorter than the header, so the next one takes stream 1 over.
+    step(&mut s, t);
+    s.finish(2);
+    s.enqueue(req(3, templated(3)), t).unwrap();
+    let plan = step(&mut s, t);
+    assert_eq!((plan.started[0].seq, plan.started[0].reused), (1, 27));
+    assert_eq!(plan.kv_ops, vec![KvOp::Truncate { seq: 1, len: 27 }]);
+}
+
+#[test]
+fn of_the_cached_streams_holding_a_header_the_one_beside_running_ids_is_taken() {
+    let (mut s, t) = templated_streams([1, 2, 3, 4]);
+    // Streams 0 and 1 hold the header, cached; 2 and 3 run.
+    s.finish(1);
+    s.finish(2);
+    s.enqueue(req(5, templated(5)), t).unwrap();
+    let plan = step(&mut s, t);
+    assert_eq!((plan.started[0].seq, plan.started[0].reused), (1, 27));
+}
+
+#[test]
+fn a_short_match_is_taken_where_the_running_ids_stay_consecutive() {
+    let (mut s, t) = templated_streams([5, 2, 3, 4]);
+    s.finish(1);
+    s.finish(2);
+    // Stream 0 holds 37 of its tokens but would run alone; stream 1, beside
+    // the running 2 and 3, holds the header.
+    s.enqueue(req(5, (0..27).chain(500..510).chain([999])), t)
+        .unwrap();
+    let plan = step(&mut s, t);
+    assert_eq!((plan.started[0].seq, plan.started[0].reused), (1, 27));
+}
