@@ -15,7 +15,9 @@
 //! column (one sequence decoding) always goes through dot products, while
 //! two or more columns of a tiled type go through its tiled GEMM, which
 //! unpacks each block once for all columns. The share of a column that
-//! tiled work costs is its own factor (typical 1.0; not calibrated yet).
+//! tiled work costs is its own factor (typical 1.0; not calibrated yet),
+//! and so is the rate of a single column's dot products, which a profile
+//! found well below a batch's per column (calibrated).
 
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +43,11 @@ pub struct Efficiency {
     /// as a share of the same column through dot products.
     #[serde(default = "typical_tiled_column_share")]
     pub tiled_column_share: f64,
+    /// CPU only: the rate of a single column's dot products (one sequence
+    /// decoding, a matrix-vector product) as a share of the rate the
+    /// compute factor gives a batch of columns.
+    #[serde(default = "typical_single_column_share")]
+    pub single_column_share: f64,
     /// CPU only: microseconds each layer costs a step beyond its matrices
     /// and attention (norms, activations, the threads' barriers between
     /// operations).
@@ -65,6 +72,12 @@ pub enum KvLayout {
 /// calibrated (see [`calibrate`]), so no discount is assumed.
 const TILED_TYPICAL: f64 = 1.0;
 
+/// A single column's dot products against a batch's, per weight: a
+/// profile of one stream on the 2-core Zen 4 (docs/planning.md) put the
+/// default model's Q4_1 at 45 ps a weight against 28 in its prefill, and
+/// Gemma 3's Q5_0 at 43.
+const SINGLE_COLUMN_TYPICAL: f64 = 0.6;
+
 /// Microseconds a layer costs beyond its matrices and attention, on the
 /// machine this was measured on (see `docs/planning.md`).
 const LAYER_OVERHEAD_TYPICAL_US: f64 = 30.0;
@@ -73,6 +86,10 @@ const LAYER_OVERHEAD_TYPICAL_US: f64 = 30.0;
 /// CPU value.
 fn typical_tiled_column_share() -> f64 {
     Efficiency::typical(Kind::Cpu).tiled_column_share
+}
+
+fn typical_single_column_share() -> f64 {
+    Efficiency::typical(Kind::Cpu).single_column_share
 }
 
 fn typical_layer_overhead_us() -> f64 {
@@ -89,6 +106,7 @@ impl Efficiency {
             ("compute", self.compute),
             ("attention", self.attention),
             ("tiled_column_share", self.tiled_column_share),
+            ("single_column_share", self.single_column_share),
         ] {
             if !(value.is_finite() && value > 0.0) {
                 return Err(crate::PlanError::Efficiency(format!(
@@ -124,9 +142,10 @@ impl Efficiency {
     /// peak counts AVX-512 lanes the Q4_1 dot products do not fill); its one-row
     /// flash attention converts f16 and reduces as it goes, about 5% of
     /// the fp16 peak; a masked cell costs a head about as much as a few
-    /// operations (the mask is read and compared, K and V are not); and a
+    /// operations (the mask is read and compared, K and V are not); a
     /// column of the tiled GEMM is taken to cost what a dot product's does
-    /// ([`TILED_TYPICAL`]).
+    /// ([`TILED_TYPICAL`]); and a single column runs at
+    /// [`SINGLE_COLUMN_TYPICAL`] of a batch's rate.
     pub fn typical(kind: Kind) -> Self {
         match kind {
             Kind::Gpu => Self {
@@ -137,6 +156,7 @@ impl Efficiency {
                 // A GPU's batch cost is not split by kernel here, and its
                 // layers' small kernels overlap.
                 tiled_column_share: 1.0,
+                single_column_share: 1.0,
                 layer_overhead_us: 0.0,
                 source: "typical llama.cpp CUDA results (uncalibrated)".into(),
             },
@@ -146,6 +166,7 @@ impl Efficiency {
                 attention: 0.05,
                 masked_cell_cost: 8.0,
                 tiled_column_share: TILED_TYPICAL,
+                single_column_share: SINGLE_COLUMN_TYPICAL,
                 layer_overhead_us: LAYER_OVERHEAD_TYPICAL_US,
                 source: "typical llama.cpp CPU results (uncalibrated)".into(),
             },
@@ -162,7 +183,8 @@ impl Efficiency {
 /// at 55.) A GPU runs float weights on its fp16 units.
 ///
 /// `columns` is the batch each matrix multiplies: from two on, the tiled
-/// part of a CPU's work costs `tiled_column_share` of a dot product.
+/// part of a CPU's work costs `tiled_column_share` of a dot product; one
+/// column runs at `single_column_share` of the rate.
 fn peak_ops(model: &Model, device: &Device, eff: &Efficiency, columns: f64) -> f64 {
     let float = matches!(model.weight_type.as_str(), "F16" | "BF16" | "F32");
     let tiled = if columns >= 2.0 {
@@ -171,8 +193,13 @@ fn peak_ops(model: &Model, device: &Device, eff: &Efficiency, columns: f64) -> f
         0.0
     };
     let cost = model.cpu_dot_cost * (1.0 - tiled + tiled * eff.tiled_column_share);
+    let single = if columns < 2.0 {
+        eff.single_column_share
+    } else {
+        1.0
+    };
     match device.kind {
-        Kind::Cpu => device.int8_tops * 1e12 / cost.max(0.1),
+        Kind::Cpu => device.int8_tops * 1e12 * single / cost.max(0.1),
         Kind::Gpu if float => device.fp16_tflops * 1e12,
         Kind::Gpu => device.int8_tops * 1e12,
     }
@@ -243,15 +270,17 @@ impl DecodeStep {
 }
 
 /// A CPU's matrix time for `b` columns: per group, reads at the calibrated
-/// bandwidth against work at the dot-product rate (or the tiled GEMM's,
-/// for two or more columns of a tiled type). Returns (reads, work, each
-/// group's slower summed).
+/// bandwidth against work at the dot-product rate (a single column's, or
+/// the tiled GEMM's for two or more columns of a tiled type). Returns
+/// (reads, work, each group's slower summed).
 fn cpu_matrices(model: &Model, device: &Device, eff: &Efficiency, b: f64) -> (f64, f64, f64) {
     let bandwidth = device.bandwidth_gb_s * 1e9 * eff.bandwidth;
     let ops = device.int8_tops * 1e12 * eff.compute;
     let mut parts = (0.0, 0.0, 0.0);
     for g in &model.matrices {
-        let column = if b >= 2.0 && g.tiled() {
+        let column = if b < 2.0 {
+            1.0 / eff.single_column_share
+        } else if g.tiled() {
             eff.tiled_column_share
         } else {
             1.0
@@ -430,9 +459,13 @@ pub struct ReadMeasurement {
 /// - prefill is compute-bound: the compute factor;
 /// - with `reads` (one stream of the same model requantized to Q8_0,
 ///   whose cheap dot products leave it waiting on its reads): it fixes
-///   the bandwidth, and the default model's one stream, with the time its
-///   matrices leave, the per-layer cost. Without it the per-layer cost
+///   the bandwidth, and the default model's one stream the rate of a
+///   single column's dot products. Without it the single-column rate
 ///   stays typical and the default model's stream fixes the bandwidth;
+/// - the per-layer cost stays typical: it is what a profile measured
+///   (libgomp's barriers), and solving it from one stream, as calibration
+///   once did, put 110 µs on a layer where the profile found 30, the
+///   stream's slow single column standing in for it;
 /// - deep decode's extra time is attention: the attention factor;
 /// - the batch's time beyond its sequences' own work is skipping each
 ///   other's cells: the masked-cell cost.
@@ -496,9 +529,21 @@ pub fn calibrate(
             (0.01, 100.0),
         )?;
         if reads.is_some() {
-            let tg = step(model, &eff, 1, shallow);
-            let left = 1.0 / m.tg_tps - tg.matrices - tg.attention - tg.masked;
-            eff.layer_overhead_us = (left / f64::from(model.shape.layers) * 1e6).max(0.0);
+            // A stream the share does not decide (its reads bound every
+            // matrix) keeps the share it has.
+            if let Some(share) = solve(
+                |share| {
+                    let e = Efficiency {
+                        single_column_share: share,
+                        ..eff.clone()
+                    };
+                    -seconds(step(model, &e, 1, shallow))
+                },
+                -1.0 / m.tg_tps,
+                (0.01, 100.0),
+            ) {
+                eff.single_column_share = share;
+            }
         }
         let deep = step(model, &eff, 1, m.depth);
         let attention_seconds = 1.0 / m.tg_deep_tps - deep.matrices - deep.layers - deep.masked;
@@ -665,6 +710,24 @@ mod tests {
     }
 
     #[test]
+    fn only_one_column_runs_at_the_single_column_rate() {
+        let m = q4_7b();
+        let d = Catalog::default().get("epyc-2c").unwrap().clone();
+        let eff = Efficiency::typical(Kind::Cpu);
+        let slow = Efficiency {
+            single_column_share: eff.single_column_share / 2.0,
+            ..eff.clone()
+        };
+        let compute = |e: &Efficiency, b| decode_step(&m, &d, e, b, 0, Cache::unified(2.0)).compute;
+        assert!((compute(&slow, 1) / compute(&eff, 1) - 2.0).abs() < 1e-9);
+        assert_eq!(compute(&slow, 2), compute(&eff, 2));
+        assert_eq!(
+            prefill_tps(&m, &d, &slow, 512),
+            prefill_tps(&m, &d, &eff, 512)
+        );
+    }
+
+    #[test]
     fn calibration_recovers_the_factors_that_made_the_measurements() {
         let m = q4_7b();
         let d = Catalog::default().get("epyc-2c").unwrap().clone();
@@ -675,7 +738,11 @@ mod tests {
             attention: 0.05,
             masked_cell_cost: 6.0,
             tiled_column_share: TILED_TYPICAL,
-            layer_overhead_us: 25.0,
+            // Low enough that the 7B's one stream waits on its work, which
+            // is what lets its time fix the share.
+            single_column_share: 0.15,
+            // Calibration keeps the typical per-layer cost.
+            layer_overhead_us: LAYER_OVERHEAD_TYPICAL_US,
             source: "truth".into(),
         };
         let measured = Measurements {
@@ -699,7 +766,7 @@ mod tests {
         assert!(close(eff.bandwidth, 0.6), "{eff:?}");
         assert!(close(eff.attention, 0.05), "{eff:?}");
         assert!(close(eff.masked_cell_cost, 6.0), "{eff:?}");
-        assert!(close(eff.layer_overhead_us, 25.0), "{eff:?}");
+        assert!(close(eff.single_column_share, 0.15), "{eff:?}");
         // Impossible measurements (decode faster than compute allows) give none.
         let fast = Measurements {
             tg_tps: 1e6,

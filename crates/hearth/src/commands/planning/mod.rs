@@ -369,13 +369,14 @@ fn calibrate(config: &Config, device: &Device) -> Result<()> {
     std::fs::write(&staged, toml::to_string(&table)?)?;
     std::fs::rename(&staged, &path)?;
     println!(
-        "{}: bandwidth {:.3}, compute {:.3}, attention {:.3}, masked cell {:.3}, tiled column {:.3}, layer {:.1} µs\n{source}\nstored in {}",
+        "{}: bandwidth {:.3}, compute {:.3}, attention {:.3}, masked cell {:.3}, tiled column {:.3}, single column {:.3}, layer {:.1} µs\n{source}\nstored in {}",
         device.name,
         eff.bandwidth,
         eff.compute,
         eff.attention,
         eff.masked_cell_cost,
         eff.tiled_column_share,
+        eff.single_column_share,
         eff.layer_overhead_us,
         path.display()
     );
