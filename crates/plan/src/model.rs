@@ -128,24 +128,10 @@ impl MatrixGroup {
         cpu_dot_cost(&self.tensor_type, self.repacked)
     }
 
-    /// Multiplied by two or more columns with the tiled GEMM ([`cpu_tiled`]).
-    pub fn tiled(&self) -> bool {
-        cpu_tiled(&self.tensor_type, self.repacked)
-    }
-}
-
-impl Model {
-    /// Share of the matrix work that runs through the tiled GEMM when a
-    /// batch has two or more columns.
-    pub fn cpu_tiled_share(&self) -> f64 {
-        let work = |g: &MatrixGroup| g.elements as f64 * g.dot_cost();
-        let all: f64 = self.matrices.iter().map(work).sum();
-        let tiled: f64 = self.matrices.iter().filter(|g| g.tiled()).map(work).sum();
-        if all > 0.0 {
-            tiled / all
-        } else {
-            0.0
-        }
+    /// Work per weight and column with `columns` columns, where a GEMM
+    /// kernel takes them ([`cpu_gemm_cost`]).
+    pub fn gemm_cost(&self, columns: f64) -> Option<f64> {
+        cpu_gemm_cost(&self.tensor_type, self.repacked, columns)
     }
 }
 
@@ -160,6 +146,34 @@ pub fn cpu_tiled(tensor_type: &str, repacked: bool) -> bool {
             tensor_type,
             "F32" | "F16" | "BF16" | "Q8_0" | "Q4_0" | "Q5_0" | "IQ4_NL"
         )
+}
+
+/// CPU work per weight and column of the GEMM kernel llama.cpp's x86
+/// backend multiplies `columns` (two or more) columns with, relative to
+/// Q8_0's dot product; `None` where it keeps to the dot products:
+/// - tinyBLAS ([`cpu_tiled`]) from 2 columns;
+/// - the repack buffer's GEMM from 4 (a GEMV below);
+/// - Q6_K's tiled path from 8.
+///
+/// Measured where a profile saw the kernel (Gemma 3 270M, 8 sequences,
+/// `perf record` on the 2-core Zen 4, per weight and column against
+/// tinyBLAS's Q8_0): tinyBLAS Q5_0 0.74, the repacked Q4_K GEMM 0.66,
+/// Q6_K's tiled path 1.34. Q5_0's dot cost (2.0) had priced its batches at
+/// 2.7 times what they took. Other types keep their dot cost.
+pub fn cpu_gemm_cost(tensor_type: &str, repacked: bool, columns: f64) -> Option<f64> {
+    if repacked {
+        return (columns >= 4.0).then(|| match tensor_type {
+            "Q4_K" => 0.65,
+            other => cpu_dot_cost(other, true),
+        });
+    }
+    if cpu_tiled(tensor_type, false) && columns >= 2.0 {
+        return Some(match tensor_type {
+            "Q5_0" => 0.75,
+            other => cpu_dot_cost(other, false),
+        });
+    }
+    (tensor_type == "Q6_K" && columns >= 8.0).then_some(1.35)
 }
 
 /// CPU work per weight of llama.cpp's AVX2 dot products relative to
@@ -546,15 +560,14 @@ mod tests {
         for ty in ["Q4_1", "Q5_1", "Q4_K", "Q5_K", "Q6_K", "Q2_K"] {
             assert!(!cpu_tiled(ty, false), "{ty}");
         }
-        let share = |ty| {
-            Model::from_shape("7b", preset("llama-7b").unwrap(), ty)
-                .unwrap()
-                .cpu_tiled_share()
-        };
-        assert_eq!(share("Q8_0"), 1.0);
-        assert_eq!(share("F16"), 1.0);
-        assert_eq!(share("Q4_K_M"), 0.0);
-        assert_eq!(share("Q4_0"), 0.0, "a preset's Q4_0 rows are repacked");
+        // Each kernel from the columns llama.cpp gives it.
+        assert_eq!(cpu_gemm_cost("Q8_0", false, 1.0), None);
+        assert_eq!(cpu_gemm_cost("Q5_0", false, 2.0), Some(0.75));
+        assert_eq!(cpu_gemm_cost("Q4_K", true, 3.0), None);
+        assert_eq!(cpu_gemm_cost("Q4_K", true, 4.0), Some(0.65));
+        assert_eq!(cpu_gemm_cost("Q6_K", false, 7.0), None);
+        assert_eq!(cpu_gemm_cost("Q6_K", false, 8.0), Some(1.35));
+        assert_eq!(cpu_gemm_cost("Q4_1", false, 512.0), None);
     }
 
     #[test]

@@ -12,17 +12,16 @@
 //! only its own.
 //!
 //! Matrix work on a CPU depends on the kernel llama.cpp picks: a single
-//! column (one sequence decoding) always goes through dot products, while
-//! two or more columns of a tiled type go through its tiled GEMM, which
-//! unpacks each block once for all columns. The share of a column that
-//! tiled work costs is its own factor (typical 1.0; not calibrated yet),
-//! and so is the rate of a single column's dot products, which a profile
-//! found well below a batch's per column (calibrated).
+//! column (one sequence decoding) always goes through dot products, at a
+//! rate of its own that a profile found well below a batch's per column
+//! (calibrated), while more columns go through the GEMM kernel llama.cpp
+//! has for that type and width, if any ([`crate::model::cpu_gemm_cost`]),
+//! scaled by the tiled-column factor (typical 1.0; not calibrated).
 
 use serde::{Deserialize, Serialize};
 
 use crate::hardware::{Device, Kind};
-use crate::model::Model;
+use crate::model::{MatrixGroup, Model};
 
 /// Shares of a device's peak bandwidth and throughput that llama.cpp
 /// reaches, and where those numbers come from.
@@ -144,8 +143,8 @@ impl Efficiency {
     /// the fp16 peak; a masked cell costs a head about as much as a few
     /// operations (the mask is read and compared, K and V are not); a
     /// column of the tiled GEMM is taken to cost what a dot product's does
-    /// ([`TILED_TYPICAL`]); and a single column runs at
-    /// [`SINGLE_COLUMN_TYPICAL`] of a batch's rate.
+    /// (`TILED_TYPICAL`); and a single column runs at
+    /// `SINGLE_COLUMN_TYPICAL` of a batch's rate.
     pub fn typical(kind: Kind) -> Self {
         match kind {
             Kind::Gpu => Self {
@@ -182,24 +181,21 @@ impl Efficiency {
 /// the default model dequantized to F16 was planned at 23.5 tok/s and ran
 /// at 55.) A GPU runs float weights on its fp16 units.
 ///
-/// `columns` is the batch each matrix multiplies: from two on, the tiled
-/// part of a CPU's work costs `tiled_column_share` of a dot product; one
-/// column runs at `single_column_share` of the rate.
+/// `columns` is the batch each matrix multiplies, which decides a CPU's
+/// kernel ([`column_cost`]).
 fn peak_ops(model: &Model, device: &Device, eff: &Efficiency, columns: f64) -> f64 {
     let float = matches!(model.weight_type.as_str(), "F16" | "BF16" | "F32");
-    let tiled = if columns >= 2.0 {
-        model.cpu_tiled_share().clamp(0.0, 1.0)
+    let weights: f64 = model.matrices.iter().map(|g| g.elements as f64).sum();
+    let cost = if weights > 0.0 {
+        let work = |g: &MatrixGroup| g.elements as f64 * column_cost(g, columns, eff);
+        model.matrices.iter().map(work).sum::<f64>() / weights
+    } else if columns < 2.0 {
+        model.cpu_dot_cost / eff.single_column_share
     } else {
-        0.0
-    };
-    let cost = model.cpu_dot_cost * (1.0 - tiled + tiled * eff.tiled_column_share);
-    let single = if columns < 2.0 {
-        eff.single_column_share
-    } else {
-        1.0
+        model.cpu_dot_cost
     };
     match device.kind {
-        Kind::Cpu => device.int8_tops * 1e12 * single / cost.max(0.1),
+        Kind::Cpu => device.int8_tops * 1e12 / cost.max(0.1),
         Kind::Gpu if float => device.fp16_tflops * 1e12,
         Kind::Gpu => device.int8_tops * 1e12,
     }
@@ -269,24 +265,31 @@ impl DecodeStep {
     }
 }
 
+/// CPU work per weight and column of a group multiplied by `columns`
+/// columns, relative to Q8_0's dot product: one column runs the dot
+/// products at `single_column_share` of their rate; more run the kernel
+/// llama.cpp picks for that many ([`crate::model::cpu_gemm_cost`]), whose
+/// cost `tiled_column_share` scales, or the dot products where none does.
+fn column_cost(g: &MatrixGroup, columns: f64, eff: &Efficiency) -> f64 {
+    if columns < 2.0 {
+        return g.dot_cost() / eff.single_column_share;
+    }
+    match g.gemm_cost(columns) {
+        Some(cost) => cost * eff.tiled_column_share,
+        None => g.dot_cost(),
+    }
+}
+
 /// A CPU's matrix time for `b` columns: per group, reads at the calibrated
-/// bandwidth against work at the dot-product rate (a single column's, or
-/// the tiled GEMM's for two or more columns of a tiled type). Returns
+/// bandwidth against work at its kernel's rate ([`column_cost`]). Returns
 /// (reads, work, each group's slower summed).
 fn cpu_matrices(model: &Model, device: &Device, eff: &Efficiency, b: f64) -> (f64, f64, f64) {
     let bandwidth = device.bandwidth_gb_s * 1e9 * eff.bandwidth;
     let ops = device.int8_tops * 1e12 * eff.compute;
     let mut parts = (0.0, 0.0, 0.0);
     for g in &model.matrices {
-        let column = if b < 2.0 {
-            1.0 / eff.single_column_share
-        } else if g.tiled() {
-            eff.tiled_column_share
-        } else {
-            1.0
-        };
         let read = g.bytes as f64 / bandwidth;
-        let work = b * 2.0 * g.elements as f64 * g.dot_cost() * column / ops;
+        let work = b * 2.0 * g.elements as f64 * column_cost(g, b, eff) / ops;
         parts.0 += read;
         parts.1 += work;
         parts.2 += read.max(work);
@@ -703,8 +706,8 @@ mod tests {
         let compute = |e: &Efficiency, b| decode_step(&m, &d, e, b, 0, Cache::unified(2.0)).compute;
         assert_eq!(compute(&eff, 1), compute(&cheap, 1));
         assert!((compute(&cheap, 2) / compute(&eff, 2) - 0.5).abs() < 1e-9);
-        // A type without a tiled kernel keeps its dot products.
-        let q4 = q4_7b();
+        // A type without a GEMM kernel keeps its dot products.
+        let q4 = Model::from_shape("7b", preset("llama-7b").unwrap(), "Q4_1").unwrap();
         let dot = |e: &Efficiency| decode_step(&q4, &d, e, 4, 0, Cache::unified(2.0)).compute;
         assert_eq!(dot(&eff), dot(&cheap));
     }
