@@ -61,18 +61,13 @@ use std::time::{Duration, Instant};
 
 pub use config::{Config, ConfigError};
 pub use embed::next_embed_batch;
-use kv::{common_prefix, KvTree};
+use kv::KvTree;
 use types::{LoadSnapshot, Priority};
 
 pub type RequestId = u64;
 pub type Token = u32;
 /// A llama.cpp sequence id, below [`Config::max_seqs`].
 pub type SeqId = u32;
-
-/// A request waits for a prefilling sequence only when that saves at least
-/// this many tokens of prefill; below it, computing them again is cheaper
-/// than the extra steps of waiting.
-const SHARE_WAIT_MIN_TOKENS: usize = 32;
 
 /// The default [`Config::min_reuse`]. Sixty-four tokens cost one short
 /// chunk of prefill.
@@ -506,49 +501,6 @@ impl Scheduler {
         self.retire(seq, true);
     }
 
-    /// The computed prefix `id` can share now (with the cache on, or from
-    /// its first sibling), or `None` when it should rather wait for a
-    /// prefilling sequence that is computing more of it.
-    fn prefix(&self, id: RequestId) -> Option<Option<kv::Match>> {
-        let r = &self.requests[&id];
-        // The last known token is always fed again: its logits pick the next one.
-        let limit = r.tokens.len() - 1;
-        if let Some(first) = r.sibling_of.and_then(|f| self.requests.get(&f)) {
-            // Another choice of the same prompt: the first choice computes
-            // it once and the others share its cells, whatever the cache
-            // settings and however short the prompt. The choices then also
-            // decode in the same steps, so each is reproducible.
-            if first.seq.is_none() || first.in_kv < limit {
-                return None;
-            }
-            return Some(self.kv.lookup(&r.tokens, limit));
-        }
-        if !self.config.prefix_cache || !r.reuse_prefix {
-            return Some(None);
-        }
-        // In streams a short prefix costs nothing where it lies, and
-        // `place_in_stream` decides whether to take it; in the unified pool
-        // sharing pins cells (see `Config::min_reuse`).
-        let min_len = match self.config.stream_cells {
-            Some(_) => 1,
-            None => self.config.min_reuse,
-        };
-        let found = self
-            .kv
-            .lookup(&r.tokens, limit)
-            .filter(|m| m.len >= min_len);
-        let reused = found.map_or(0, |m| m.len as usize);
-        if self.shares_with_prefilling(&r.tokens[..limit], reused) {
-            None
-        } else {
-            Some(found)
-        }
-    }
-
-    fn would_wait_for_share(&self, id: RequestId) -> bool {
-        self.prefix(id).is_none()
-    }
-
     fn try_start(&mut self, id: RequestId, plan: &mut Plan) -> Admission {
         let Some(found) = self.prefix(id) else {
             return Admission::WaitForShare;
@@ -587,30 +539,6 @@ impl Scheduler {
 
     fn touch(&mut self, seq: SeqId) {
         self.kv.set_last_used(seq, self.tick);
-    }
-
-    /// The shortest prefix worth starting from: in streams, also worth
-    /// its copy.
-    fn reuse_min(&self) -> u32 {
-        match self.config.stream_cells {
-            Some(_) => self.config.min_reuse.max(self.config.copy_tokens),
-            None => self.config.min_reuse,
-        }
-    }
-
-    /// Whether a sequence still prefilling will soon have computed much
-    /// more of `tokens` than the `reused` already found.
-    fn shares_with_prefilling(&self, tokens: &[Token], reused: usize) -> bool {
-        self.running.iter().any(|id| {
-            let r = &self.requests[id];
-            if r.in_kv + 1 >= r.tokens.len() {
-                return false;
-            }
-            let shared = common_prefix(&r.tokens, tokens);
-            shared > r.in_kv
-                && shared >= self.reuse_min() as usize
-                && shared >= reused + SHARE_WAIT_MIN_TOKENS
-        })
     }
 
     /// Evicts least recently used entries idle for [`CACHE_GRACE`] until the

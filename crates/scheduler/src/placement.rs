@@ -1,9 +1,81 @@
-//! Where an admitted request's cells go: shared cells of the unified pool, or a stream of its own.
+//! Which computed prefix a request starts from, and where its cells go: shared cells of the unified pool, or a stream of its own.
 
-use crate::kv::{self, Holder};
-use crate::{KvOp, RequestId, Scheduler, SeqId};
+use crate::kv::{self, common_prefix, Holder};
+use crate::{KvOp, RequestId, Scheduler, SeqId, Token};
+
+/// A request waits for a prefilling sequence only when that saves at least
+/// this many tokens of prefill; below it, computing them again is cheaper
+/// than the extra steps of waiting.
+const SHARE_WAIT_MIN_TOKENS: usize = 32;
 
 impl Scheduler {
+    /// The computed prefix `id` can share now (with the cache on, or from
+    /// its first sibling), or `None` when it should rather wait for a
+    /// prefilling sequence that is computing more of it.
+    pub(crate) fn prefix(&self, id: RequestId) -> Option<Option<kv::Match>> {
+        let r = &self.requests[&id];
+        // The last known token is always fed again: its logits pick the next one.
+        let limit = r.tokens.len() - 1;
+        if let Some(first) = r.sibling_of.and_then(|f| self.requests.get(&f)) {
+            // Another choice of the same prompt: the first choice computes
+            // it once and the others share its cells, whatever the cache
+            // settings and however short the prompt. The choices then also
+            // decode in the same steps, so each is reproducible.
+            if first.seq.is_none() || first.in_kv < limit {
+                return None;
+            }
+            return Some(self.kv.lookup(&r.tokens, limit));
+        }
+        if !self.config.prefix_cache || !r.reuse_prefix {
+            return Some(None);
+        }
+        // In streams a short prefix costs nothing where it lies, and
+        // `place_in_stream` decides whether to take it; in the unified pool
+        // sharing pins cells (see `Config::min_reuse`).
+        let min_len = match self.config.stream_cells {
+            Some(_) => 1,
+            None => self.config.min_reuse,
+        };
+        let found = self
+            .kv
+            .lookup(&r.tokens, limit)
+            .filter(|m| m.len >= min_len);
+        let reused = found.map_or(0, |m| m.len as usize);
+        if self.shares_with_prefilling(&r.tokens[..limit], reused) {
+            None
+        } else {
+            Some(found)
+        }
+    }
+
+    pub(crate) fn would_wait_for_share(&self, id: RequestId) -> bool {
+        self.prefix(id).is_none()
+    }
+
+    /// The shortest prefix worth starting from: in streams, also worth
+    /// its copy.
+    fn reuse_min(&self) -> u32 {
+        match self.config.stream_cells {
+            Some(_) => self.config.min_reuse.max(self.config.copy_tokens),
+            None => self.config.min_reuse,
+        }
+    }
+
+    /// Whether a sequence still prefilling will soon have computed much
+    /// more of `tokens` than the `reused` already found.
+    fn shares_with_prefilling(&self, tokens: &[Token], reused: usize) -> bool {
+        self.running.iter().any(|id| {
+            let r = &self.requests[id];
+            if r.in_kv + 1 >= r.tokens.len() {
+                return false;
+            }
+            let shared = common_prefix(&r.tokens, tokens);
+            shared > r.in_kv
+                && shared >= self.reuse_min() as usize
+                && shared >= reused + SHARE_WAIT_MIN_TOKENS
+        })
+    }
+
     /// Unified pool: a free sequence id and cells for what is not shared.
     /// Returns the sequence and the tokens it shares.
     pub(crate) fn place_in_pool(
@@ -88,17 +160,16 @@ impl Scheduler {
             // computed a chat template's header apart each hold it on a path
             // of their own.
             let tokens = &self.requests[&id].tokens;
-            let on: Vec<kv::Match> = self
-                .kv
-                .cached_lru()
-                .into_iter()
-                .filter_map(|s| self.kv.lookup_on(s, tokens, tokens.len() - 1))
+            let cached = self.kv.cached_lru();
+            let holders: Vec<kv::Match> = cached
+                .iter()
+                .filter_map(|&s| self.kv.lookup_on(s, tokens, tokens.len() - 1))
                 .collect();
             let keeps = self.free_streams().min_by_key(|&s| self.new_runs(s));
             if m.len >= copy_min {
                 // Of the streams holding all of it, the best placed, then the
                 // one holding least beyond it (what taking it over throws away).
-                let held = on
+                let held = holders
                     .iter()
                     .filter(|h| h.len == m.len)
                     .min_by_key(|h| (self.new_runs(h.src), self.kv.len(h.src)));
@@ -118,7 +189,7 @@ impl Scheduler {
             } else {
                 // Too short to copy: the best placed stream, then the most
                 // it holds, then the least beyond that.
-                let held = on.iter().min_by_key(|h| {
+                let held = holders.iter().min_by_key(|h| {
                     let runs = self.new_runs(h.src);
                     (runs, std::cmp::Reverse(h.len), self.kv.len(h.src))
                 });
@@ -127,7 +198,7 @@ impl Scheduler {
                     let runs = self.new_runs(on.src);
                     let better_placed = self
                         .free_streams()
-                        .chain(self.kv.cached_lru())
+                        .chain(cached.iter().copied())
                         .any(|s| self.new_runs(s) < runs);
                     if !spares_tail && !better_placed {
                         return Some(self.take_over(id, on));
